@@ -1,0 +1,5 @@
+"""mongrate: versioned schema and data migrations for MongoDB."""
+
+from mongrate._version import __version__
+
+__all__ = ["__version__"]

@@ -1,0 +1,3 @@
+from mongrate.cli import main
+
+main()

@@ -1,0 +1,155 @@
+"""mongrate.ini (section ``[mongrate]``) and command-line overrides.
+
+Values support ``%(here)s`` (the ini file's directory) and ``${ENV_VAR}``; an unset
+variable is an error rather than an empty string, so a typo cannot point a migration
+at the wrong server.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from mongrate.errors import ConfigError
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a command needs to know; build with :func:`load_config`."""
+
+    url: str | None = None
+    database: str | None = None
+    script_location: Path = Path("versions")
+    file_template: str = "%(rev)s_%(slug)s"
+    version_collection: str = "mongrate_version"
+    log_collection: str = "mongrate_log"
+    lock_collection: str = "mongrate_lock"
+    undo_collection: str = "mongrate_undo"
+    backups_collection: str = "mongrate_backups"
+    lock_lease_seconds: float = 30.0
+    batch_size: int = 1000
+    prepend_sys_path: tuple[Path, ...] = ()
+    config_file: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def with_overrides(self, **changes: object) -> Config:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def database_name(self) -> str:
+        """The database to migrate: the URL's path wins over ``database``."""
+        name = database_from_url(self.url) if self.url else None
+        name = name or self.database
+        if not name:
+            raise ConfigError(
+                "no database named: put one in the URL path (mongodb://host/NAME) "
+                "or set 'database' in [mongrate]"
+            )
+        return name
+
+    def require_url(self) -> str:
+        if not self.url:
+            raise ConfigError(
+                "no server URL: set 'url' in [mongrate] of the config, $MONGRATE_URL, or --url"
+            )
+        return self.url
+
+
+def database_from_url(url: str) -> str | None:
+    """The database named in a MongoDB URL's path, or None."""
+    path = urlsplit(url).path.lstrip("/")
+    return path or None
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` with its path set to ``name`` (query string and credentials kept)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def _expand_env(value: str, key: str, path: Path) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{path}: '{key}' uses ${{{name}}} but that environment variable is not set")
+        return os.environ[name]
+
+    return _ENV_RE.sub(sub, value)
+
+
+def load_config(path: str | os.PathLike | None = None, *, required: bool = True) -> Config:
+    """Read ``path`` (else ``$MONGRATE_CONFIG``, else ``./mongrate.ini``).
+
+    With ``required=False`` a missing default file yields the built-in defaults (so
+    ``--url`` alone is enough for commands that need no scripts).
+    """
+    explicit = path is not None or "MONGRATE_CONFIG" in os.environ
+    path = Path(path or os.environ.get("MONGRATE_CONFIG") or "mongrate.ini")
+    if not path.exists():
+        if required or explicit:
+            raise ConfigError(
+                f"config file {path} not found: run 'mongrate init DIR' or pass -c/--config"
+            )
+        return Config()
+    here = path.resolve().parent
+    parser = configparser.ConfigParser(defaults={"here": str(here)})
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: cannot parse: {first}") from None
+    if not parser.has_section("mongrate"):
+        raise ConfigError(f"{path}: no [mongrate] section; see README 'Configuration'")
+    section = parser["mongrate"]
+    values: dict[str, str] = {}
+    for key in section:
+        if key == "here":
+            continue
+        try:
+            raw = section.get(key)
+        except configparser.Error as exc:
+            raise ConfigError(f"{path}: bad value for '{key}': {str(exc).splitlines()[0]}") from None
+        values[key] = _expand_env(raw, key, path)
+
+    def number(key: str, default: float, kind: type) -> float:
+        if key not in values:
+            return default
+        try:
+            v = kind(values.pop(key))
+        except ValueError:
+            raise ConfigError(f"{path}: '{key}' must be a number") from None
+        if v <= 0:
+            raise ConfigError(f"{path}: '{key}' must be positive")
+        return v
+
+    script_location = Path(values.pop("script_location", "versions"))
+    if not script_location.is_absolute():
+        script_location = here / script_location
+    prepend = tuple(
+        (p if p.is_absolute() else here / p)
+        for p in (Path(x) for x in values.pop("prepend_sys_path", ".").split() if x)
+    )
+    names = {
+        k: values.pop(k)
+        for k in ("version_collection", "log_collection", "lock_collection",
+                  "undo_collection", "backups_collection")
+        if k in values
+    }
+    return Config(
+        url=values.pop("url", None) or None,
+        database=values.pop("database", None) or None,
+        script_location=script_location,
+        file_template=values.pop("file_template", "%(rev)s_%(slug)s"),
+        lock_lease_seconds=number("lock_lease_seconds", 30.0, float),
+        batch_size=int(number("batch_size", 1000, int)),
+        prepend_sys_path=prepend,
+        config_file=path.resolve(),
+        extra=values,
+        **names,
+    )

@@ -1,0 +1,71 @@
+"""Error types. Each carries the one line a user needs; the CLI maps them to exit codes."""
+
+from __future__ import annotations
+
+
+class MongrateError(Exception):
+    """Base class: ``str(exc)`` is the one-line message; ``exit_code`` the CLI's code."""
+
+    exit_code = 2
+
+
+class ConfigError(MongrateError):
+    """mongrate.ini missing, unreadable or incomplete, or a bad command-line value."""
+
+
+class ConnectionFailure(MongrateError):
+    """The server could not be reached or refused the credentials."""
+
+
+class ScriptError(MongrateError):
+    """A revision file cannot be loaded (syntax error, missing attribute, bad value)."""
+
+
+class GraphError(MongrateError):
+    """The revision graph is broken (cycle, duplicate id, dangling parent)."""
+
+
+class RevisionNotFoundError(GraphError):
+    """A target names no revision."""
+
+
+class AmbiguousRevisionError(GraphError):
+    """A partial id matches several revisions."""
+
+
+class MultipleHeadsError(GraphError):
+    """One head was needed and there are several."""
+
+
+class RangeError(GraphError):
+    """A relative step walks past base or head, or a target is unreachable from here."""
+
+
+class LockTimeoutError(MongrateError):
+    """Another run held the lock for longer than ``--lock-timeout``."""
+
+    exit_code = 3
+
+
+class LockLostError(MongrateError):
+    """Our lease expired and someone else took the lock: stop before writing more."""
+
+    exit_code = 3
+
+
+class RevisionFailed(MongrateError):
+    """A revision's upgrade or downgrade raised; its log entry says ``failed``."""
+
+    exit_code = 1
+
+
+class CheckFailed(MongrateError):
+    """``mongrate check`` found something to act on."""
+
+    exit_code = 1
+
+
+class BackupError(MongrateError):
+    """A backup could not be verified or restored."""
+
+    exit_code = 1

@@ -1,0 +1,76 @@
+"""pytest plugin (auto-loaded once mongrate is installed): real servers for migration tests.
+
+Fixtures:
+- ``mongo_server_url``: session-wide server URL with no database. ``$MONGRATE_TEST_URL``
+  if set, else a FerretDB (SQLite) started for the session.
+- ``mongo_url``: that URL with a fresh database name in its path, dropped afterwards.
+- ``mongo_client`` / ``mongo_db``: a pymongo client and the test's own ``Database``.
+- ``mongo7_url``: a ``mongo:7`` container via testcontainers, skipped where no Docker
+  engine answers (use it for fast paths FerretDB v1 lacks, such as transactions).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from mongrate.config import database_from_url, with_database
+from mongrate.testing.server import FerretDBServer, ServerUnavailable, docker_available
+
+
+def _server_url_without_db(url: str) -> str:
+    return with_database(url, "") if database_from_url(url) else url
+
+
+@pytest.fixture(scope="session")
+def mongo_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    env = os.environ.get("MONGRATE_TEST_URL")
+    if env:
+        yield _server_url_without_db(env)
+        return
+    data_dir = tmp_path_factory.mktemp("ferretdb")
+    server = FerretDBServer(data_dir)
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        pytest.exit(f"mongrate test server unavailable: {exc}", returncode=3)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_client(mongo_server_url: str):
+    from pymongo import MongoClient
+
+    client = MongoClient(mongo_server_url, serverSelectionTimeoutMS=10_000, tz_aware=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def mongo_url(mongo_server_url: str, mongo_client) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield with_database(mongo_server_url, name)
+    mongo_client.drop_database(name)
+
+
+@pytest.fixture
+def mongo_db(mongo_url: str, mongo_client):
+    return mongo_client[database_from_url(mongo_url)]
+
+
+@pytest.fixture(scope="session")
+def mongo7_url() -> Iterator[str]:
+    if not docker_available():
+        pytest.skip("no Docker engine answers here: the mongo:7 testcontainer cannot start")
+    try:
+        from testcontainers.mongodb import MongoDbContainer
+    except ImportError:
+        pytest.skip("testcontainers is not installed (pip install 'mongrate[test]')")
+    with MongoDbContainer("mongo:7") as container:
+        yield _server_url_without_db(container.get_connection_url())

@@ -1,0 +1,45 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+exec(Path("mongrate/_version.py").read_text(), version)
+
+setup(
+    name="mongrate",
+    version=version["__version__"],
+    description="Alembic-grade versioned schema and data migrations for MongoDB",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["mongrate", "mongrate.*", "app_patch", "app_patch.*"]),
+    package_data={
+        "mongrate": ["templates/*.tmpl"],
+        "mongrate.testing": ["ferretdb/go.mod", "ferretdb/go.sum", "ferretdb/main.go"],
+        "app_patch": ["static/*"],
+    },
+    install_requires=["pymongo>=4.13,<5", "click>=8.1"],
+    extras_require={
+        "app": [
+            "fastapi>=0.110",
+            "uvicorn>=0.29",
+            "pyjwt>=2.8",
+            "pillow>=11",
+            "python-multipart>=0.0.9",
+            "httpx>=0.27",
+        ],
+        "test": [
+            "pytest>=8",
+            "deepdiff>=7",
+            "ruff>=0.5",
+            "testcontainers>=4",
+            "playwright>=1.45",
+            "schemathesis>=3.30",
+            "pillow-heif>=0.16",
+        ],
+    },
+    entry_points={
+        "console_scripts": ["mongrate=mongrate.cli:main"],
+        "pytest11": ["mongrate = mongrate.testing.plugin"],
+    },
+)
