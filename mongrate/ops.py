@@ -1,0 +1,357 @@
+"""The ``op`` object handed to ``upgrade(op)`` and ``downgrade(op)``.
+
+Every helper that changes data first writes what it is about to change into the undo
+collection (prior field values, indexes created or dropped, collections created), so
+``op.restore_undo()`` in a downgrade reverses the upgrade exactly, and a re-run after
+an interruption never overwrites the first-recorded prior values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from itertools import islice
+from typing import Any, TypeVar
+
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo import DeleteOne, InsertOne, UpdateOne
+from pymongo.database import Database
+
+from mongrate.errors import BackupError, MongrateError
+from mongrate.progress import Reporter
+from mongrate.store import utcnow
+
+T = TypeVar("T")
+RAW = CodecOptions(document_class=RawBSONDocument)
+_NO_UNDO_OPERATORS = {"$setOnInsert"}
+
+
+class OpError(MongrateError):
+    """A revision used an op helper wrongly (the message says how to fix it)."""
+
+    exit_code = 1
+
+
+def chunked(iterable: Iterable[T], size: int) -> Iterator[list[T]]:
+    it = iter(iterable)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def touched_fields(update: Mapping[str, Any]) -> set[str]:
+    """Top-level fields an update document may change (undo is kept per top-level field)."""
+    if not update or not all(str(k).startswith("$") for k in update):
+        raise OpError("op updates must use operators such as $set/$unset, not a replacement document")
+    fields: set[str] = set()
+    for operator, spec in update.items():
+        if operator in _NO_UNDO_OPERATORS:
+            continue
+        if not isinstance(spec, Mapping):
+            raise OpError(f"{operator} needs a document of fields")
+        fields.update(str(k).split(".")[0] for k in spec)
+        if operator == "$rename":
+            fields.update(str(v).split(".")[0] for v in spec.values())
+    if "_id" in fields:
+        raise OpError("op helpers cannot change _id")
+    return fields
+
+
+class ContentChecksum:
+    """Order-independent checksum of a set of BSON documents (sum of 128-bit digests)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.count = 0
+
+    def add(self, raw: bytes) -> None:
+        self.total = (self.total + int.from_bytes(hashlib.blake2b(raw, digest_size=16).digest())) % (1 << 128)
+        self.count += 1
+
+    @property
+    def hexdigest(self) -> str:
+        return f"{self.total:032x}"
+
+
+def collection_checksum(db: Database, name: str, batch_size: int = 1000) -> tuple[int, str]:
+    """(count, checksum) of a collection, streamed as raw BSON."""
+    summer = ContentChecksum()
+    for doc in db.get_collection(name, codec_options=RAW).find().batch_size(batch_size):
+        summer.add(doc.raw)
+    return summer.count, summer.hexdigest
+
+
+class Operations:
+    """Helpers for revision authors. ``op.db`` is the pymongo ``Database``."""
+
+    def __init__(self, db: Database, *, undo, backups, revision: str, direction: str,
+                 batch_size: int = 1000, reporter: Reporter | None = None,
+                 dry_run: bool = False):
+        self.db = db
+        self.revision = revision
+        self.direction = direction
+        self.batch_size = batch_size
+        self.reporter = reporter or Reporter()
+        self.dry_run = dry_run
+        self.results: dict[str, Any] = {}  # a revision may report counts here; they are logged
+        self._undo = undo
+        self._backups = backups
+
+    # ------------------------------------------------------------- reporting
+    def log(self, message: str) -> None:
+        self.reporter.info(f"  [{self.revision}] {message}")
+
+    def progress(self, iterable: Iterable[T], total: int | None = None, label: str = "",
+                 *, weight=None) -> Iterator[T]:
+        return self.reporter.progress(iterable, total, label or self.revision, weight=weight)
+
+    # ------------------------------------------------------------ field undo
+    def _key(self, collection: str) -> dict[str, str]:
+        return {"revision": self.revision, "collection": collection}
+
+    def _record_prior(self, collection: str, docs: list[Mapping], wanted: Mapping[Any, set[str]]) -> None:
+        """Write prior values of ``wanted[_id]`` fields not yet recorded for this revision."""
+        if not docs:
+            return
+        ids = [d["_id"] for d in docs]
+        recorded = {
+            u["doc_id"]: (u["_id"], set(u.get("recorded", ())))
+            for u in self._undo.find(
+                {**self._key(collection), "doc_id": {"$in": ids}}, {"doc_id": 1, "recorded": 1}
+            )
+        }
+        requests = []
+        for doc in docs:
+            undo_id, seen = recorded.get(doc["_id"], (None, set()))
+            new = sorted(wanted[doc["_id"]] - seen)
+            if not new:
+                continue
+            values = {f: doc[f] for f in new if f in doc}
+            absent = [f for f in new if f not in doc]
+            if undo_id is None:
+                requests.append(InsertOne({
+                    **self._key(collection), "doc_id": doc["_id"], "kind": "fields",
+                    "fields": values, "absent": absent, "recorded": new, "at": utcnow(),
+                }))
+            else:
+                update: dict[str, Any] = {"$push": {"recorded": {"$each": new}}}
+                if absent:
+                    update["$push"]["absent"] = {"$each": absent}
+                if values:
+                    update["$set"] = {f"fields.{f}": v for f, v in values.items()}
+                requests.append(UpdateOne({"_id": undo_id}, update))
+        if requests:
+            self._undo.bulk_write(requests, ordered=True)
+
+    def update_many(self, collection: str, filter: Mapping[str, Any], update: Mapping[str, Any],
+                    *, batch_size: int | None = None, label: str | None = None) -> int:
+        """``update_many`` in bounded batches, recording prior values first.
+
+        Streams the matching ``_id``s with one cursor; each batch costs one undo read,
+        one undo write and one ``update_many`` with ``$in``. Returns documents modified.
+        """
+        fields = touched_fields(update)
+        size = batch_size or self.batch_size
+        coll = self.db[collection]
+        total = coll.count_documents(filter)
+        cursor = coll.find(filter, {f: 1 for f in fields} or {"_id": 1}).batch_size(size)
+        modified = 0
+        for batch in self.progress(chunked(cursor, size), total, label or f"{collection} update",
+                                   weight=len):
+            self._record_prior(collection, batch, {d["_id"]: fields for d in batch})
+            ids = [d["_id"] for d in batch]
+            result = coll.update_many({"$and": [dict(filter), {"_id": {"$in": ids}}]}, update)
+            modified += result.modified_count
+        return modified
+
+    def update_each(self, collection: str, updates: Iterable[tuple[Any, Mapping[str, Any]]],
+                    *, batch_size: int | None = None, total: int | None = None,
+                    label: str | None = None) -> int:
+        """Apply a different update to each ``_id``, batched into ``bulk_write`` calls.
+
+        Prior values are recorded per batch (one ``$in`` read of the documents, one of the
+        undo log) before the batch is written.
+        """
+        size = batch_size or self.batch_size
+        coll = self.db[collection]
+        modified = 0
+        for batch in self.progress(chunked(updates, size), total, label or f"{collection} update",
+                                   weight=len):
+            wanted: dict[Any, set[str]] = {}
+            for _id, upd in batch:
+                wanted.setdefault(_id, set()).update(touched_fields(upd))
+            projection = {f: 1 for fs in wanted.values() for f in fs}
+            docs = list(coll.find({"_id": {"$in": list(wanted)}}, projection or {"_id": 1}))
+            self._record_prior(collection, docs, wanted)
+            result = coll.bulk_write([UpdateOne({"_id": _id}, upd) for _id, upd in batch],
+                                     ordered=False)
+            modified += result.modified_count
+        return modified
+
+    # --------------------------------------------------------------- indexes
+    def _index_record(self, collection: str, name: str) -> dict | None:
+        return self._undo.find_one({**self._key(collection), "doc_id": f"index:{name}"})
+
+    def create_index(self, collection: str, keys: list[tuple[str, int]] | str, *, name: str,
+                     **options: Any) -> bool:
+        """Create the index unless it exists; remember whether this revision created it."""
+        coll = self.db[collection]
+        existing = coll.index_information()
+        wanted_key = [(keys, 1)] if isinstance(keys, str) else [tuple(k) for k in keys]
+        same_keys = [n for n, info in existing.items()
+                     if [tuple(k) for k in info["key"]] == wanted_key and n != name]
+        if self._index_record(collection, name) is None:
+            pre = name in existing or bool(same_keys)
+            self._undo.insert_one({
+                **self._key(collection), "doc_id": f"index:{name}", "kind": "index_created",
+                "created": not pre, "at": utcnow(),
+            })
+        if name in existing or same_keys:
+            if same_keys:
+                self.log(f"{collection}: index {same_keys[0]} already covers {name}; kept as is")
+            return False
+        coll.create_index(keys, name=name, **options)
+        return True
+
+    def drop_index(self, collection: str, name: str) -> bool:
+        """Upgrade: drop it, remembering its spec. Downgrade: drop it only if this
+        revision's upgrade created it."""
+        coll = self.db[collection]
+        existing = coll.index_information()
+        if self.direction == "downgrade":
+            record = self._index_record(collection, name)
+            dropped = False
+            if record and record.get("created") and name in existing:
+                coll.drop_index(name)
+                dropped = True
+            if record:
+                self._undo.delete_one({"_id": record["_id"]})
+            return dropped
+        if name not in existing:
+            return False
+        if self._index_record(collection, name) is None:
+            info = dict(existing[name])
+            info.pop("v", None)
+            info.pop("ns", None)
+            self._undo.insert_one({
+                **self._key(collection), "doc_id": f"index:{name}", "kind": "index_dropped",
+                # parallel lists: FerretDB stores no nested arrays, and field names may hold dots
+                "key_fields": [k[0] for k in info["key"]],
+                "key_directions": [k[1] for k in info.pop("key")],
+                "options": info, "at": utcnow(),
+            })
+        coll.drop_index(name)
+        return True
+
+    # --------------------------------------------------------------- backups
+    def backup_collection(self, source: str, *, target: str | None = None,
+                          extra: Mapping[str, Any] | None = None,
+                          now: datetime | None = None) -> dict:
+        """Snapshot ``source`` into ``target`` (default ``<source>_backup_<YYYYMMDD_HHMMSS>``).
+
+        Streams raw BSON in batches, then verifies count and content checksum. An
+        interrupted snapshot is started over; a verified one is kept as is. The manifest
+        lives in the backups collection; ``restore_undo`` drops snapshots it made.
+        """
+        manifest = self._backups.find_one(
+            {"revision": self.revision, "source": source, "status": {"$in": ["copying", "complete"]}}
+        )
+        if manifest and manifest["status"] == "complete":
+            self.log(f"backup of {source} already done: {manifest['target']} ({manifest['count']} docs)")
+            return manifest
+        if manifest is None:
+            stamp = self._backup_stamp(now)
+            target = target or f"{source}_backup_{stamp}"
+            manifest = {
+                "_id": target, "backup_id": stamp, "revision": self.revision, "source": source,
+                "target": target, "status": "copying", "created_at": utcnow(), **dict(extra or {}),
+            }
+            self._backups.insert_one(manifest)
+            self._undo.update_one(
+                {**self._key(target), "doc_id": f"collection:{target}"},
+                {"$setOnInsert": {"kind": "collection_created", "at": utcnow()}},
+                upsert=True,
+            )
+        target = manifest["target"]
+        self.db.drop_collection(target)  # a half-made copy from an interrupted run
+        src = self.db.get_collection(source, codec_options=RAW)
+        dst = self.db.get_collection(target, codec_options=RAW)
+        summer = ContentChecksum()
+        total = src.estimated_document_count()
+        batches = chunked(src.find().batch_size(self.batch_size), self.batch_size)
+        for batch in self.progress(batches, total, f"backup {source}", weight=len):
+            for doc in batch:
+                summer.add(doc.raw)
+            dst.insert_many(batch, ordered=False)
+        if self.dry_run:
+            return manifest
+        count, checksum = collection_checksum(self.db, target, self.batch_size)
+        if (count, checksum) != (summer.count, summer.hexdigest):
+            raise BackupError(
+                f"backup {target} does not match {source}: {count} docs / {checksum} copied vs "
+                f"{summer.count} / {summer.hexdigest} read; was {source} written during the backup?"
+            )
+        done = {"status": "complete", "count": count, "checksum": checksum, "finished_at": utcnow()}
+        self._backups.update_one({"_id": target}, {"$set": done})
+        manifest.update(done)
+        self.log(f"backed up {source} -> {target}: {count} docs, checksum {checksum[:12]}")
+        return manifest
+
+    def _backup_stamp(self, now: datetime | None) -> str:
+        """One id for all snapshots of this revision, kept across an interrupted run."""
+        earlier = self._backups.find_one({"revision": self.revision,
+                                          "status": {"$in": ["copying", "complete"]}})
+        if earlier and earlier.get("backup_id"):
+            return earlier["backup_id"]
+        return (now or utcnow()).strftime("%Y%m%d_%H%M%S")
+
+    # ------------------------------------------------------------------ undo
+    def restore_undo(self, collection: str | None = None) -> int:
+        """Reverse everything this revision's helpers recorded (optionally one collection).
+
+        Field values come back exactly (fields that did not exist are unset again);
+        indexes it created are dropped, indexes it dropped come back, snapshots it made
+        are dropped. Fields nobody recorded are left alone. Returns records undone.
+        """
+        query: dict[str, Any] = {"revision": self.revision}
+        if collection:
+            query["collection"] = collection
+        undone = 0
+        fields_query = {**query, "kind": "fields"}
+        total = self._undo.count_documents(fields_query)
+        cursor = self._undo.find(fields_query).batch_size(self.batch_size)
+        for batch in self.progress(chunked(cursor, self.batch_size), total, "restore fields",
+                                   weight=len):
+            by_coll: dict[str, list] = {}
+            for rec in batch:
+                update: dict[str, Any] = {}
+                if rec.get("fields"):
+                    update["$set"] = dict(rec["fields"])
+                if rec.get("absent"):
+                    update["$unset"] = {f: "" for f in rec["absent"]}
+                if update:
+                    by_coll.setdefault(rec["collection"], []).append(UpdateOne({"_id": rec["doc_id"]}, update))
+            for coll, requests in by_coll.items():
+                self.db[coll].bulk_write(requests, ordered=False)
+            self._undo.bulk_write([DeleteOne({"_id": r["_id"]}) for r in batch], ordered=False)
+            undone += len(batch)
+        for rec in list(self._undo.find({**query, "kind": {"$ne": "fields"}})):
+            coll = self.db[rec["collection"]]
+            kind = rec["kind"]
+            if kind == "index_created":
+                name = rec["doc_id"].split(":", 1)[1]
+                if rec.get("created") and name in coll.index_information():
+                    coll.drop_index(name)
+            elif kind == "index_dropped":
+                name = rec["doc_id"].split(":", 1)[1]
+                if name not in coll.index_information():
+                    keys = list(zip(rec["key_fields"], rec["key_directions"], strict=True))
+                    coll.create_index(keys, name=name, **rec["options"])
+            elif kind == "collection_created":
+                self.db.drop_collection(rec["collection"])
+                self._backups.update_many({"target": rec["collection"]},
+                                          {"$set": {"status": "dropped", "dropped_at": utcnow()}})
+            self._undo.delete_one({"_id": rec["_id"]})
+            undone += 1
+        return undone

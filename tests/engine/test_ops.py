@@ -1,0 +1,157 @@
+"""op helpers on the real server: exact undo, idempotent re-runs, indexes, snapshots."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from bson import ObjectId
+from deepdiff import DeepDiff
+
+from mongrate.config import Config
+from mongrate.ops import Operations, OpError, collection_checksum, touched_fields
+from mongrate.progress import Reporter
+
+CFG = Config()
+
+
+def make_op(db, revision="r1", direction="upgrade", batch_size=3):
+    return Operations(db, undo=db[CFG.undo_collection], backups=db[CFG.backups_collection],
+                      revision=revision, direction=direction, batch_size=batch_size,
+                      reporter=Reporter(quiet=True))
+
+
+def snapshot(db, *names):
+    return {n: sorted(db[n].find(), key=lambda d: str(d["_id"])) for n in names}
+
+
+@pytest.fixture
+def messages(mongo_db):
+    docs = [
+        {"_id": ObjectId(), "n": 0, "file_ids": ["a"], "has_files": False},
+        {"_id": ObjectId(), "n": 1, "file_ids": None},
+        {"_id": ObjectId(), "n": 2},  # lacks both fields
+        {"_id": ObjectId(), "n": 3, "file_ids": [], "has_files": True, "meta": {"x": 1}},
+        {"_id": "string-id", "n": 4, "created_at": dt.datetime(2026, 1, 2, 3, 4, 5, 6000)},
+        {"_id": 42, "n": 5, "file_ids": ["b", "c"]},
+        {"_id": ObjectId(), "n": 6, "has_files": "yes"},
+    ]
+    mongo_db.chat_messages.insert_many(docs)
+    return docs
+
+
+def test_update_many_then_restore_is_exact(mongo_db, messages):
+    before = snapshot(mongo_db, "chat_messages")
+    op = make_op(mongo_db)
+    modified = op.update_many("chat_messages", {"file_ids": {"$not": {"$type": "array"}}},
+                              {"$set": {"file_ids": [], "has_files": False}})
+    assert modified == 4  # n=1 null; n=2, n=4, n=6 absent
+    assert mongo_db.chat_messages.count_documents({"file_ids": {"$type": "array"}}) == 7
+    op.update_many("chat_messages", {}, {"$set": {"checked": True}, "$unset": {"meta": ""}})
+    assert mongo_db.chat_messages.count_documents({"meta": {"$exists": True}}) == 0
+    down = make_op(mongo_db, direction="downgrade")
+    assert down.restore_undo() == 7
+    assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
+    assert mongo_db[CFG.undo_collection].count_documents({}) == 0
+
+
+def test_rerun_keeps_first_prior_values(mongo_db, messages):
+    before = snapshot(mongo_db, "chat_messages")
+    op = make_op(mongo_db)
+    op.update_many("chat_messages", {}, {"$set": {"has_files": True}})
+    # an interrupted run repeated: the same helper again, then a different value
+    make_op(mongo_db).update_many("chat_messages", {}, {"$set": {"has_files": False}})
+    make_op(mongo_db, direction="downgrade").restore_undo()
+    assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
+
+
+def test_restore_leaves_fields_written_by_others(mongo_db, messages):
+    op = make_op(mongo_db)
+    op.update_many("chat_messages", {"n": {"$lt": 3}}, {"$set": {"has_files": True}})
+    mongo_db.chat_messages.update_many({}, {"$set": {"edited_by_app": 1}})
+    make_op(mongo_db, direction="downgrade").restore_undo()
+    assert mongo_db.chat_messages.count_documents({"edited_by_app": 1}) == 7
+    assert mongo_db.chat_messages.count_documents({"n": 2, "has_files": {"$exists": False}}) == 1
+
+
+def test_update_each_batches_and_restores(mongo_db, messages):
+    before = snapshot(mongo_db, "chat_messages")
+    op = make_op(mongo_db, batch_size=2)
+    pairs = [(d["_id"], {"$set": {"rank": d["n"] * 10}, "$unset": {"file_ids": ""}}) for d in messages]
+    assert op.update_each("chat_messages", iter(pairs)) == 7
+    assert sorted(d["rank"] for d in mongo_db.chat_messages.find()) == [0, 10, 20, 30, 40, 50, 60]
+    make_op(mongo_db, direction="downgrade").restore_undo("chat_messages")
+    assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
+
+
+def test_undo_is_scoped_by_revision(mongo_db, messages):
+    make_op(mongo_db, "r1").update_many("chat_messages", {}, {"$set": {"a": 1}})
+    make_op(mongo_db, "r2").update_many("chat_messages", {}, {"$set": {"b": 2}})
+    make_op(mongo_db, "r2", "downgrade").restore_undo()
+    assert mongo_db.chat_messages.count_documents({"a": 1}) == 7
+    assert mongo_db.chat_messages.count_documents({"b": {"$exists": True}}) == 0
+
+
+def test_touched_fields_rejects_replacements_and_id():
+    assert touched_fields({"$set": {"a.b": 1, "c": 2}, "$rename": {"d": "e"}}) == {"a", "c", "d", "e"}
+    with pytest.raises(OpError, match="operators"):
+        touched_fields({"a": 1})
+    with pytest.raises(OpError, match="_id"):
+        touched_fields({"$set": {"_id": 1}})
+
+
+def test_create_index_remembers_who_created_it(mongo_db, messages):
+    mongo_db.chat_messages.create_index([("n", 1)], name="pre_n")
+    op = make_op(mongo_db)
+    assert op.create_index("chat_messages", [("n", 1)], name="pre_n") is False
+    assert op.create_index("chat_messages", [("file_ids", 1), ("n", -1)], name="files_n") is True
+    assert make_op(mongo_db).create_index("chat_messages", [("file_ids", 1), ("n", -1)],
+                                          name="files_n") is False  # re-run
+    down = make_op(mongo_db, direction="downgrade")
+    assert down.drop_index("chat_messages", "files_n") is True
+    assert down.drop_index("chat_messages", "pre_n") is False
+    names = set(mongo_db.chat_messages.index_information())
+    assert "pre_n" in names and "files_n" not in names
+
+
+def test_dropped_index_comes_back_on_restore(mongo_db, messages):
+    mongo_db.chat_messages.create_index([("n", -1)], name="old_n")
+    make_op(mongo_db).drop_index("chat_messages", "old_n")
+    assert "old_n" not in mongo_db.chat_messages.index_information()
+    make_op(mongo_db, direction="downgrade").restore_undo()
+    info = mongo_db.chat_messages.index_information()["old_n"]
+    assert [tuple(k) for k in info["key"]] == [("n", -1)]
+
+
+def test_backup_snapshot_verifies_and_is_dropped_on_restore(mongo_db, messages):
+    op = make_op(mongo_db)
+    now = dt.datetime(2026, 11, 24, 12, 0, 0)
+    manifest = op.backup_collection("chat_messages", now=now)
+    assert manifest["target"] == "chat_messages_backup_20261124_120000"
+    assert manifest["count"] == 7
+    assert collection_checksum(mongo_db, manifest["target"]) == (7, manifest["checksum"])
+    assert collection_checksum(mongo_db, "chat_messages") == (7, manifest["checksum"])
+    again = make_op(mongo_db).backup_collection("chat_messages")
+    assert again["target"] == manifest["target"]  # a re-run keeps the verified snapshot
+    make_op(mongo_db, direction="downgrade").restore_undo()
+    assert manifest["target"] not in mongo_db.list_collection_names()
+    assert mongo_db[CFG.backups_collection].find_one()["status"] == "dropped"
+
+
+def test_interrupted_backup_starts_over(mongo_db, messages):
+    op = make_op(mongo_db)
+    manifest = op.backup_collection("chat_messages")
+    # simulate a run killed half way: status back to copying, a partial copy
+    mongo_db[CFG.backups_collection].update_one({"_id": manifest["_id"]},
+                                                {"$set": {"status": "copying"}})
+    mongo_db[manifest["target"]].delete_many({"n": {"$gt": 2}})
+    mongo_db[manifest["target"]].insert_one({"_id": "junk"})
+    redone = make_op(mongo_db).backup_collection("chat_messages")
+    assert redone["target"] == manifest["target"]
+    assert collection_checksum(mongo_db, redone["target"]) == collection_checksum(mongo_db, "chat_messages")
+
+
+def test_checksum_sees_a_changed_value(mongo_db, messages):
+    before = collection_checksum(mongo_db, "chat_messages")
+    mongo_db.chat_messages.update_one({"n": 3}, {"$set": {"meta.x": 2}})
+    assert collection_checksum(mongo_db, "chat_messages") != before
