@@ -1,0 +1,59 @@
+"""Bearer-token authentication: HS256 JWTs signed with the service's access secret.
+
+The algorithm is fixed by configuration, never read from the token, so ``alg: none`` and
+algorithm-confusion tokens fail signature checking. Tokens must carry ``exp``. The user id is
+the ``user_id`` claim, else ``sub`` (the original service's tokens use ``user_id``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+
+from app_patch.settings import JWT_ALGORITHM
+
+
+class AuthError(Exception):
+    """The request carries no usable credentials; ``str(exc)`` is safe to show the client."""
+
+
+def issue_token(user_id: str, secret: str, *, ttl_seconds: int = 3600, **claims: Any) -> str:
+    """Sign an access token for ``user_id`` (used by the demo login and the tests)."""
+    now = int(time.time())
+    payload = {"user_id": user_id, "sub": user_id, "iat": now, "exp": now + ttl_seconds, **claims}
+    return jwt.encode(payload, secret, algorithm=JWT_ALGORITHM)
+
+
+def user_id_from_token(token: str, secret: str) -> str:
+    """Verify ``token`` and return its user id, or raise :class:`AuthError`."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[JWT_ALGORITHM],
+            options={"require": ["exp"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("token expired") from None
+    except jwt.InvalidTokenError:
+        # Covers bad signatures, alg mismatches (incl. "none"), malformed tokens, missing exp.
+        raise AuthError("invalid token") from None
+    user_id = claims.get("user_id")
+    if user_id in (None, ""):
+        user_id = claims.get("sub")
+    if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
+        raise AuthError("token names no user (needs a user_id or sub claim)")
+    return str(user_id)
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or raise :class:`AuthError`."""
+    if not authorization:
+        raise AuthError("missing Authorization: Bearer token")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthError("Authorization header must be 'Bearer <token>'")
+    return token

@@ -1,0 +1,375 @@
+"""Serving stored files and their thumbnails over HTTP: headers, conditional and range requests.
+
+Files stream from GridFS chunk by chunk (never read whole). The type sent is the one sniffed
+from the file's first bytes; only :data:`app_patch.sniff.INLINE_SAFE_MIMES` may be shown
+inline, and active or unknown content (HTML, SVG, XML, octet-stream) always leaves as an
+``application/octet-stream`` attachment. Every response forbids MIME sniffing and sandboxes
+the document in case a browser navigates to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import HTTPException
+from fastapi.responses import Response, StreamingResponse
+from gridfs.asynchronous.grid_file import AsyncGridOut
+from gridfs.errors import CorruptGridFile
+
+from app_patch import sniff
+from app_patch.storage import ChatStore, FileRecord
+
+SNIFF_BYTES = 8192
+FILE_CACHE_CONTROL = "private, max-age=3600"
+THUMB_CACHE_CONTROL = "private, max-age=86400"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    # Responses depend on who asks; a shared cache must never serve one user's file to another.
+    "Vary": "Authorization",
+}
+# Known, script-free types that keep their real Content-Type but only ever as attachments.
+ATTACHMENT_TYPES = frozenset(
+    {sniff.PDF, sniff.TEXT, sniff.ZIP, sniff.TIFF, sniff.HEIC, sniff.HEIF, sniff.POSTSCRIPT}
+)
+_UNSAFE_ASCII = re.compile(r"[^A-Za-z0-9 ._()+,=@-]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+# -- names and types -----------------------------------------------------------------------
+
+
+def _base_name(name: str) -> str:
+    """The last path component, with control characters (CR/LF included) removed."""
+    name = _CONTROL.sub("", name or "")
+    name = re.split(r"[\\/]", name)[-1]
+    return name.strip().strip(".").strip()
+
+
+def ascii_filename(name: str, mime: str) -> str:
+    """A plain-ASCII, quote-free file name for the legacy ``filename=`` parameter."""
+    base = unicodedata.normalize("NFKD", _base_name(name)).encode("ascii", "ignore").decode()
+    base = _UNSAFE_ASCII.sub("_", base).strip(" ._")[:150]
+    if not base or set(base) <= {"_"}:
+        base = "file" + sniff.extension_for(mime)
+    return base
+
+
+def content_disposition(kind: str, name: str, mime: str) -> str:
+    """``inline``/``attachment`` with an ASCII ``filename`` and an RFC 6266 ``filename*``."""
+    fallback = ascii_filename(name, mime)
+    full = _base_name(name)[:255] or fallback
+    encoded = quote(full, safe="!#$&+-.^_`|~")  # RFC 5987 attr-char, everything else %XX
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+
+
+def served_type(sniffed: str) -> tuple[str, bool]:
+    """(Content-Type, may be inline) for a sniffed MIME type."""
+    if sniffed in sniff.INLINE_SAFE_MIMES:
+        return sniffed, True
+    if sniffed in ATTACHMENT_TYPES:
+        return (sniffed + "; charset=utf-8" if sniffed == sniff.TEXT else sniffed), False
+    return sniff.OCTET, False
+
+
+# -- validators ------------------------------------------------------------------------------
+
+
+def file_etag(grid_out: AsyncGridOut) -> str:
+    """A strong ETag from the GridFS id, length and upload time (or md5 when stored)."""
+    md5 = grid_out.md5
+    if md5:
+        return f'"{grid_out._id}-{md5}"'
+    uploaded = grid_out.upload_date
+    stamp = int(uploaded.timestamp() * 1000) if isinstance(uploaded, dt.datetime) else 0
+    return f'"{grid_out._id}-{grid_out.length}-{stamp}"'
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """Weak comparison of ``If-None-Match`` against our ETag (RFC 9110 13.1.2)."""
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    ours = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == ours for tag in header.split(","))
+
+
+def _http_date(when: dt.datetime | None) -> str | None:
+    if not isinstance(when, dt.datetime):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return format_datetime(when.astimezone(dt.UTC), usegmt=True)
+
+
+def _not_modified_since(header: str | None, when: dt.datetime | None) -> bool:
+    if not header or not isinstance(when, dt.datetime):
+        return False
+    try:
+        since = parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.replace(microsecond=0) <= since
+
+
+# -- ranges ------------------------------------------------------------------------------
+
+
+class Unsatisfiable(Exception):
+    """The Range header names no byte of the file (416)."""
+
+
+def parse_range(header: str | None, length: int) -> tuple[int, int] | None:
+    """The single byte range ``(first, last)`` asked for, None to send the whole file.
+
+    Malformed and multi-range headers are ignored (RFC 9110 allows that: a full 200 reply);
+    a well-formed range that starts past the end raises :class:`Unsatisfiable`.
+    """
+    if not header:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_s, dash, last_s = spec.strip().partition("-")
+    first_s, last_s = first_s.strip(), last_s.strip()
+    if (
+        not dash
+        or not (first_s.isdigit() or first_s == "")
+        or not (last_s.isdigit() or last_s == "")
+    ):
+        return None
+    if first_s == "":
+        if last_s == "":
+            return None
+        suffix = int(last_s)
+        if suffix == 0 or length == 0:
+            raise Unsatisfiable
+        return max(0, length - suffix), length - 1
+    first = int(first_s)
+    last = int(last_s) if last_s else length - 1
+    if last < first:
+        return None
+    if first >= length:
+        raise Unsatisfiable
+    return first, min(last, length - 1)
+
+
+# -- streaming ---------------------------------------------------------------------------
+
+
+async def _stream(
+    grid_out: AsyncGridOut, head: bytes, first: int, last: int
+) -> AsyncIterator[bytes]:
+    """Yield bytes ``first..last`` (inclusive), reusing the sniffed head when it covers them."""
+    remaining = last - first + 1
+    try:
+        if first < len(head):
+            piece = head[first : first + remaining]
+            remaining -= len(piece)
+            if piece:
+                yield piece
+        if remaining > 0:
+            await grid_out.seek(max(first, len(head)))
+            while remaining > 0:
+                chunk = await grid_out.readchunk()
+                if not chunk:
+                    break
+                piece = chunk[:remaining]
+                remaining -= len(piece)
+                yield piece
+    finally:
+        await grid_out.close()
+
+
+def _file_headers(etag: str, grid_out: AsyncGridOut) -> dict[str, str]:
+    headers = {"ETag": etag, "Cache-Control": FILE_CACHE_CONTROL, **SECURITY_HEADERS}
+    modified = _http_date(grid_out.upload_date)
+    if modified:
+        headers["Last-Modified"] = modified
+    return headers
+
+
+async def file_response(
+    store: ChatStore,
+    record: FileRecord,
+    *,
+    download: bool,
+    if_none_match: str | None,
+    if_modified_since: str | None,
+    range_header: str | None,
+    if_range: str | None,
+) -> Response:
+    """The response for ``GET /files/{file_id}``: 200, 206, 304 or 416 (404 when bytes are gone)."""
+    grid_out = await store.open_file(record.oid)
+    if grid_out is None:
+        raise HTTPException(404, "File not found")
+    etag = file_etag(grid_out)
+    headers = _file_headers(etag, grid_out)
+    if etag_matches(if_none_match, etag) or (
+        if_none_match is None and _not_modified_since(if_modified_since, grid_out.upload_date)
+    ):
+        await grid_out.close()
+        return Response(status_code=304, headers=headers)
+    try:
+        head = await grid_out.read(SNIFF_BYTES)
+    except CorruptGridFile:
+        await grid_out.close()
+        raise HTTPException(422, "The stored file is incomplete (GridFS chunks missing)") from None
+    content_type, inline_ok = served_type(sniff.sniff_mime(head))
+    kind = "inline" if inline_ok and not download else "attachment"
+    headers["Content-Disposition"] = content_disposition(kind, record.name, content_type)
+    headers["Accept-Ranges"] = "bytes"
+    length = int(grid_out.length)
+    if if_range is not None and if_range.strip() != etag:
+        range_header = None  # the client's copy is stale: send the whole file
+    try:
+        wanted = parse_range(range_header, length)
+    except Unsatisfiable:
+        await grid_out.close()
+        headers["Content-Range"] = f"bytes */{length}"
+        return Response(status_code=416, headers=headers)
+    if wanted is None:
+        first, last, status = 0, length - 1, 200
+    else:
+        (first, last), status = wanted, 206
+        headers["Content-Range"] = f"bytes {first}-{last}/{length}"
+    headers["Content-Length"] = str(max(0, last - first + 1))
+    if length == 0:
+        await grid_out.close()
+        return Response(status_code=200, content=b"", media_type=content_type, headers=headers)
+    return StreamingResponse(
+        _stream(grid_out, head, first, last),
+        status_code=status,
+        media_type=content_type,
+        headers=headers,
+    )
+
+
+# -- thumbnails ----------------------------------------------------------------------------
+
+
+@dataclass
+class ThumbnailService:
+    """Thumbnails generated once per (file, size, pipeline version) and cached in GridFS."""
+
+    max_pixels: int
+    max_source_bytes: int
+    _locks: dict[str, list[Any]] = field(default_factory=dict)
+
+    def key(self, file_id: str, size: int) -> str:
+        from app_patch.thumbnails import PIPELINE_VERSION
+
+        return f"{file_id}_{size}_v{PIPELINE_VERSION}"
+
+    def etag(self, file_id: str, size: int) -> str:
+        # GridFS bytes never change under an id, so the key alone identifies the thumbnail.
+        return f'"{self.key(file_id, size)}"'
+
+    async def response(
+        self,
+        store: ChatStore,
+        record: FileRecord,
+        size: int,
+        user_id: str,
+        if_none_match: str | None,
+    ) -> Response:
+        """200 with the thumbnail, 304, or 404/413/415/422 with a reason."""
+        etag = self.etag(record.file_id, size)
+        headers = {"ETag": etag, "Cache-Control": THUMB_CACHE_CONTROL, **SECURITY_HEADERS}
+        if etag_matches(if_none_match, etag):
+            return Response(status_code=304, headers=headers)
+        data, mime = await self._get(store, record, size, user_id)
+        headers["Content-Disposition"] = content_disposition(
+            "inline", f"thumb_{size}_{ascii_filename(record.name, mime)}", mime
+        )
+        return Response(content=data, media_type=mime, headers=headers)
+
+    async def _get(
+        self, store: ChatStore, record: FileRecord, size: int, user_id: str
+    ) -> tuple[bytes, str]:
+        key = self.key(record.file_id, size)
+        cached = await self._cached(store, key)
+        if cached is not None:
+            return cached
+        # One generation per key at a time in this process: later askers wait, then find the
+        # cached result (or generate themselves if the first one failed).
+        entry = self._locks.setdefault(key, [asyncio.Lock(), 0])
+        lock: asyncio.Lock = entry[0]
+        entry[1] += 1
+        try:
+            contended = lock.locked()
+            async with lock:
+                if contended:
+                    cached = await self._cached(store, key)
+                    if cached is not None:
+                        return cached
+                return await self._generate(store, record, size, user_id, key)
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self._locks.pop(key, None)
+
+    @staticmethod
+    async def _cached(store: ChatStore, key: str) -> tuple[bytes, str] | None:
+        grid_out = await store.open_thumbnail(key)
+        if grid_out is None:
+            return None
+        meta = grid_out.metadata or {}
+        return await grid_out.read(), str(meta.get("mime") or "image/jpeg")
+
+    async def _generate(
+        self, store: ChatStore, record: FileRecord, size: int, user_id: str, key: str
+    ) -> tuple[bytes, str]:
+        from app_patch import thumbnails
+
+        grid_out = await store.open_file(record.oid)
+        if grid_out is None:
+            raise HTTPException(404, "File not found")
+        try:
+            head = await grid_out.read(SNIFF_BYTES)
+            mime = sniff.sniff_mime(head)
+            if not sniff.is_image_mime(mime):
+                raise HTTPException(415, f"Not an image (the file is {mime}); no thumbnail")
+            if int(grid_out.length) > self.max_source_bytes:
+                raise HTTPException(
+                    422, f"Image file too large to thumbnail ({grid_out.length} bytes)"
+                )
+            data = head + await grid_out.read()
+        except CorruptGridFile:
+            raise HTTPException(
+                422, "The stored file is incomplete (GridFS chunks missing)"
+            ) from None
+        finally:
+            await grid_out.close()
+        try:
+            thumb = await thumbnails.make_thumbnail_async(data, size, max_pixels=self.max_pixels)
+        except thumbnails.NotAnImage as exc:
+            raise HTTPException(415, f"Not an image: {exc.reason}") from None
+        except thumbnails.ImageTooLarge as exc:
+            raise HTTPException(422, f"Image too large to thumbnail: {exc.reason}") from None
+        except thumbnails.ThumbnailError as exc:
+            raise HTTPException(422, f"Cannot decode image: {exc.reason}") from None
+        metadata: dict[str, Any] = {
+            "file_id": record.file_id,
+            "size": size,
+            "version": thumbnails.PIPELINE_VERSION,
+            "user_id": user_id,
+            "mime": thumb.mime,
+            "width": thumb.width,
+            "height": thumb.height,
+        }
+        await store.store_thumbnail(key, thumb.data, metadata)
+        return thumb.data, thumb.mime

@@ -1,0 +1,237 @@
+"""Chat history with attachments, in a fixed number of database round trips.
+
+One query checks that the caller owns the session, one fetches the page of messages (sorted
+by ``created_at`` then ``_id``, ``limit`` + 1 to know whether more exist), and one ``$in``
+query fetches every upload of the page, scoped to the caller. Only when a message lists a
+file that has no ``file_uploads`` row does a fourth query look for it in GridFS. No query per
+message, and no ``$lookup`` (FerretDB has none).
+
+Pages go backwards in time: without ``before`` the newest ``limit`` messages are returned, in
+time order; ``next_before`` is the cursor for the page before them (None on the first one).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from bson import ObjectId
+
+from app_patch.sniff import is_image_mime
+from app_patch.storage import ONE_BATCH, ChatStore, object_id
+
+API_PREFIX = "/api/v1/chat"
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+class SessionNotFound(LookupError):
+    """The session does not exist or belongs to someone else (the API answers 404)."""
+
+
+class BadCursor(ValueError):
+    """The ``before`` cursor is not one this API handed out (the API answers 422)."""
+
+
+def file_urls(file_id: str) -> dict[str, str]:
+    """The five URLs of a file in the guide's format."""
+    base = f"{API_PREFIX}/files/{file_id}"
+    return {
+        "url": base,
+        "download_url": f"{base}?download=true",
+        "thumbnail_url": f"{base}/thumbnail",
+        "thumbnail_small": f"{base}/thumbnail?size=100",
+        "thumbnail_medium": f"{base}/thumbnail?size=300",
+    }
+
+
+def upload_entry(
+    file_id: str, name: str, mime: str, size: int | None, is_image: bool
+) -> dict[str, Any]:
+    """One element of a message's ``uploads``, exactly the keys of the guide."""
+    return {
+        "file_id": file_id,
+        "name": name,
+        "mime": mime,
+        "size": size,
+        "is_image": is_image,
+        **file_urls(file_id),
+    }
+
+
+def upload_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """``upload_entry`` from a ``file_uploads`` row (post-migration fields, derived if absent)."""
+    mime = str(row.get("mime_type") or "application/octet-stream")
+    is_image = row.get("is_image")
+    if not isinstance(is_image, bool):
+        is_image = is_image_mime(mime)
+    if row.get("file_missing") is True:
+        is_image = False
+    size = row.get("file_size")
+    return upload_entry(
+        str(row["file_id"]),
+        str(row.get("original_name") or ""),
+        mime,
+        size if isinstance(size, int) and not isinstance(size, bool) else None,
+        is_image,
+    )
+
+
+def encode_cursor(created_at: Any, oid: ObjectId) -> str:
+    """The ``before`` cursor for a message: its time in ms and its id."""
+    ms = (
+        int((created_at - _EPOCH).total_seconds() * 1000)
+        if isinstance(created_at, dt.datetime)
+        else -1
+    )
+    return f"{ms}_{oid}"
+
+
+def _decode_cursor(before: str) -> tuple[dt.datetime | None, ObjectId] | ObjectId:
+    """A cursor as (time, id), or a bare message id to be resolved by the caller."""
+    if object_id(before) is not None:
+        return ObjectId(before)
+    ms, sep, hex_id = before.partition("_")
+    oid = object_id(hex_id)
+    try:
+        millis = int(ms)
+    except ValueError:
+        millis = None
+    if not sep or oid is None or millis is None:
+        raise BadCursor(f"'before' must be a next_before cursor or a message id, got {before!r}")
+    when = None if millis < 0 else _EPOCH + dt.timedelta(milliseconds=millis)
+    return when, oid
+
+
+def _before_filter(when: dt.datetime | None, oid: ObjectId) -> dict[str, Any]:
+    """Messages strictly before (when, oid) in (created_at, _id) order."""
+    if (
+        when is None
+    ):  # a message without created_at sorts first: only its null-time peers precede it
+        return {"created_at": None, "_id": {"$lt": oid}}
+    return {
+        "$or": [
+            {"created_at": {"$lt": when}},
+            {"created_at": when, "_id": {"$lt": oid}},
+            {"created_at": None},
+        ]
+    }
+
+
+def _listed_ids(msg: dict[str, Any]) -> list[str]:
+    """A message's ``file_ids`` as a list of strings (null, absent or junk entries dropped)."""
+    ids = msg.get("file_ids")
+    return [f for f in ids if isinstance(f, str)] if isinstance(ids, list) else []
+
+
+async def load_history(
+    store: ChatStore, user_id: str, session_id: str, *, limit: int, before: str | None = None
+) -> dict[str, Any]:
+    """The response body of ``GET /sessions/{session_id}/history``.
+
+    Raises :class:`SessionNotFound` (404) and :class:`BadCursor` (422).
+    """
+    cursor = _decode_cursor(before) if before else None  # validate before touching the DB
+    if not await store.owns_session(session_id, user_id):
+        raise SessionNotFound(session_id)
+
+    query: dict[str, Any] = {"session_id": session_id}
+    if isinstance(cursor, ObjectId):  # a bare message id: one bounded extra lookup
+        anchor = await store.messages.find_one(
+            {"_id": cursor, "session_id": session_id}, {"created_at": 1}
+        )
+        if anchor is None:
+            raise BadCursor(f"'before' names no message of this session: {before}")
+        created = anchor.get("created_at")
+        query.update(_before_filter(created if isinstance(created, dt.datetime) else None, cursor))
+    elif cursor is not None:
+        query.update(_before_filter(*cursor))
+
+    projection = {
+        "role": 1,
+        "content": 1,
+        "created_at": 1,
+        "file_ids": 1,
+        "has_files": 1,
+        "session_id": 1,
+    }
+    found = store.messages.find(query, projection)
+    found = found.sort([("created_at", -1), ("_id", -1)]).limit(limit + 1).batch_size(limit + 1)
+    newest_first = await found.to_list(None)
+    has_more = len(newest_first) > limit
+    messages = list(reversed(newest_first[:limit]))
+
+    listed: list[str] = []
+    for msg in messages:
+        listed.extend(_listed_ids(msg))
+    message_ids = [str(m["_id"]) for m in messages]
+    rows = await store.uploads_by_ids(sorted(set(listed)), message_ids, user_id)
+    by_file = {str(r["file_id"]): r for r in rows if r.get("file_id")}
+
+    orphans: dict[str, dict[str, Any]] = {}
+    unknown = [object_id(f) for f in set(listed) if f not in by_file]
+    unknown_oids = [o for o in unknown if o is not None]
+    if unknown_oids:  # listed files without a row: owned orphans in GridFS (rare, bounded)
+        for doc in await store.orphan_files(unknown_oids, user_id):
+            orphans[str(doc["_id"])] = doc
+
+    listed_set = set(listed)
+    linked_only: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:  # pre-migration: linked by message_id but missing from file_ids
+        fid = str(row.get("file_id") or "")
+        if fid and fid not in listed_set and row.get("message_id"):
+            linked_only.setdefault(str(row["message_id"]), []).append(row)
+
+    history = []
+    for msg in messages:
+        mid = str(msg["_id"])
+        ids = _listed_ids(msg)
+        extra = sorted(
+            linked_only.get(mid, []), key=lambda r: (r.get("uploaded_at") or _EPOCH, r["_id"])
+        )
+        uploads = []
+        for fid in ids:
+            if fid in by_file:
+                uploads.append(upload_from_row(by_file[fid]))
+            elif fid in orphans:
+                doc = orphans[fid]
+                meta = doc.get("metadata") or {}
+                mime = str(doc.get("contentType") or "application/octet-stream")
+                uploads.append(
+                    upload_entry(
+                        fid,
+                        str(meta.get("original_name") or doc.get("filename") or ""),
+                        mime,
+                        doc.get("length"),
+                        is_image_mime(mime),
+                    )
+                )
+        uploads.extend(upload_from_row(r) for r in extra)
+        file_ids = ids + [str(r["file_id"]) for r in extra]
+        created = msg.get("created_at")
+        history.append(
+            {
+                "id": mid,
+                "session_id": session_id,
+                "role": msg.get("role"),
+                "content": msg.get("content"),
+                "created_at": created.isoformat() if isinstance(created, dt.datetime) else None,
+                "file_ids": file_ids,
+                "has_files": bool(file_ids),
+                "uploads": uploads,
+            }
+        )
+    next_before = (
+        encode_cursor(messages[0].get("created_at"), messages[0]["_id"])
+        if has_more and messages
+        else None
+    )
+    return {
+        "session_id": session_id,
+        "history": history,
+        "count": len(history),
+        "has_more": has_more,
+        "next_before": next_before,
+    }
+
+
+__all__ = ["ONE_BATCH", "BadCursor", "SessionNotFound", "load_history", "upload_entry"]

@@ -1,0 +1,104 @@
+"""Configuration of the image-rendering web layer, read from the service's own variables.
+
+The names are the ones the original flowise-proxy service already uses, so the patch drops
+into an existing deployment without new configuration:
+
+- ``MONGODB_URL`` (default ``mongodb://localhost:27017``)
+- ``MONGODB_DATABASE_NAME`` (default ``flowise_proxy``); a database named in the URL path wins
+- ``JWT_ACCESS_SECRET``, falling back to ``JWT_SECRET_KEY`` (HS256 only)
+
+A few knobs are new and optional: ``FILE_MAX_UPLOAD_BYTES``, ``FILE_MAX_FILES_PER_UPLOAD``,
+``THUMBNAIL_MAX_PIXELS``, ``THUMBNAIL_MAX_SOURCE_BYTES``, ``THUMBNAIL_CONCURRENCY``,
+``HISTORY_DEFAULT_LIMIT``, ``HISTORY_MAX_LIMIT`` and ``DEMO_USER_ID`` (the standalone demo's
+login; unset means the demo login is off).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+DEFAULT_URL = "mongodb://localhost:27017"
+DEFAULT_DATABASE = "flowise_proxy"
+JWT_ALGORITHM = "HS256"  # the only algorithm accepted; never taken from the token header
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the router needs; build with :meth:`from_env` or directly in tests."""
+
+    mongodb_url: str = DEFAULT_URL
+    database_name: str = DEFAULT_DATABASE
+    jwt_secret: str = ""
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_files_per_upload: int = 10
+    thumbnail_max_pixels: int = 40_000_000
+    thumbnail_max_source_bytes: int = 64 * 1024 * 1024
+    thumbnail_concurrency: int = 2
+    history_default_limit: int = 100
+    history_max_limit: int = 1000
+    demo_user_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.jwt_secret:
+            raise SettingsError(
+                "no JWT secret: set JWT_ACCESS_SECRET (or JWT_SECRET_KEY) to the HS256 secret "
+                "the auth service signs access tokens with"
+            )
+        for name in (
+            "max_upload_bytes",
+            "max_files_per_upload",
+            "thumbnail_max_pixels",
+            "thumbnail_max_source_bytes",
+            "thumbnail_concurrency",
+            "history_default_limit",
+            "history_max_limit",
+        ):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.history_default_limit > self.history_max_limit:
+            raise SettingsError("HISTORY_DEFAULT_LIMIT must not exceed HISTORY_MAX_LIMIT")
+
+    @property
+    def effective_database(self) -> str:
+        """The database to use: the one named in the URL path wins over the setting."""
+        path = urlsplit(self.mongodb_url).path.lstrip("/")
+        return path or self.database_name
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``env`` (default ``os.environ``)."""
+        env = os.environ if env is None else env
+
+        def integer(key: str, default: int) -> int:
+            raw = env.get(key, "").strip()
+            if not raw:
+                return default
+            try:
+                return int(raw.replace("_", ""))
+            except ValueError:
+                raise SettingsError(
+                    f"{key}={raw!r} is not an integer; set it to a whole number"
+                ) from None
+
+        return cls(
+            mongodb_url=env.get("MONGODB_URL", "").strip() or DEFAULT_URL,
+            database_name=env.get("MONGODB_DATABASE_NAME", "").strip() or DEFAULT_DATABASE,
+            jwt_secret=env.get("JWT_ACCESS_SECRET", "") or env.get("JWT_SECRET_KEY", ""),
+            max_upload_bytes=integer("FILE_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            max_files_per_upload=integer("FILE_MAX_FILES_PER_UPLOAD", cls.max_files_per_upload),
+            thumbnail_max_pixels=integer("THUMBNAIL_MAX_PIXELS", cls.thumbnail_max_pixels),
+            thumbnail_max_source_bytes=integer(
+                "THUMBNAIL_MAX_SOURCE_BYTES", cls.thumbnail_max_source_bytes
+            ),
+            thumbnail_concurrency=integer("THUMBNAIL_CONCURRENCY", cls.thumbnail_concurrency),
+            history_default_limit=integer("HISTORY_DEFAULT_LIMIT", cls.history_default_limit),
+            history_max_limit=integer("HISTORY_MAX_LIMIT", cls.history_max_limit),
+            demo_user_id=env.get("DEMO_USER_ID", "").strip() or None,
+        )

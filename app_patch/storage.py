@@ -1,0 +1,234 @@
+"""Database access for the web layer: sessions, messages, ``file_uploads`` and the GridFS buckets.
+
+Every lookup that can reveal a file or a session takes the caller's user id and filters on
+it in the query itself, so another user's data and missing data look the same to callers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+from gridfs import AsyncGridFSBucket, NoFile
+from gridfs.asynchronous.grid_file import AsyncGridOut
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+THUMB_BUCKET = "thumbnails"
+# Large enough that one reply carries a whole page or a whole $in answer (the server still
+# caps a batch at 16 MiB): a fixed number of round trips instead of one getMore per 101 docs.
+ONE_BATCH = 100_000
+
+
+def object_id(value: str) -> ObjectId | None:
+    """``value`` as an ObjectId when it is a 24-hex id, else None (callers answer 404)."""
+    if isinstance(value, str) and len(value) == 24 and ObjectId.is_valid(value):
+        return ObjectId(value)
+    return None
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC now, millisecond precision, the way the service stores times."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file the caller may access: its ``file_uploads`` row, or GridFS metadata for orphans."""
+
+    file_id: str
+    oid: ObjectId
+    name: str
+    mime: str
+    size: int | None
+    is_image: bool | None
+    row: dict[str, Any] | None
+
+
+class ChatStore:
+    """The collections and buckets of one database, behind user-scoped operations."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.db = db
+        self.sessions = db["chat_sessions"]
+        self.messages = db["chat_messages"]
+        self.uploads = db["file_uploads"]
+        self.fs_files = db["fs.files"]
+        self.thumb_files = db[f"{THUMB_BUCKET}.files"]
+        self.fs = AsyncGridFSBucket(db)
+        self.thumbs = AsyncGridFSBucket(db, bucket_name=THUMB_BUCKET)
+
+    async def ensure_indexes(self) -> None:
+        """Create the thumbnail-cache index the app relies on (idempotent, same name as the
+        index revision's so both can run in either order)."""
+        await self.thumb_files.create_index([("filename", ASCENDING)], name="thumb_key")
+
+    # -- sessions and messages -------------------------------------------------------------
+
+    async def owns_session(self, session_id: str, user_id: str) -> bool:
+        """True when ``session_id`` belongs to ``user_id``.
+
+        Sessions without a ``chat_sessions`` row (seen in old deployments) count as owned when
+        the user has messages in them; that costs one more query only in that case.
+        """
+        row = await self.sessions.find_one({"session_id": session_id}, {"user_id": 1})
+        if row is not None:
+            return row.get("user_id") == user_id
+        msg = await self.messages.find_one(
+            {"session_id": session_id, "user_id": user_id}, {"_id": 1}
+        )
+        return msg is not None
+
+    async def session_row(self, session_id: str, user_id: str) -> dict[str, Any] | None:
+        """The caller's ``chat_sessions`` row for ``session_id``."""
+        return await self.sessions.find_one({"session_id": session_id, "user_id": user_id})
+
+    async def user_message(self, message_id: str, user_id: str) -> dict[str, Any] | None:
+        """The caller's message ``message_id`` (any role), or None."""
+        oid = object_id(message_id)
+        if oid is None:
+            return None
+        return await self.messages.find_one({"_id": oid, "user_id": user_id})
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    async def find_file(self, file_id: str, user_id: str) -> FileRecord | None:
+        """The file ``file_id`` if the caller may access it, else None.
+
+        Access comes from the caller's ``file_uploads`` row; GridFS files that have no row
+        (an untidy case of old deployments) are the caller's when their metadata says so.
+        """
+        oid = object_id(file_id)
+        if oid is None:
+            return None
+        row = await self.uploads.find_one({"file_id": file_id, "user_id": user_id})
+        if row is not None:
+            return FileRecord(
+                file_id=file_id,
+                oid=oid,
+                name=str(row.get("original_name") or ""),
+                mime=str(row.get("mime_type") or "application/octet-stream"),
+                size=row.get("file_size"),
+                is_image=row.get("is_image"),
+                row=row,
+            )
+        if await self.uploads.find_one({"file_id": file_id}, {"_id": 1}) is not None:
+            return None  # someone else's upload: same answer as a missing one
+        doc = await self.fs_files.find_one({"_id": oid, "metadata.user_id": user_id})
+        if doc is None:
+            return None
+        meta = doc.get("metadata") or {}
+        return FileRecord(
+            file_id=file_id,
+            oid=oid,
+            name=str(meta.get("original_name") or doc.get("filename") or ""),
+            mime=str(doc.get("contentType") or "application/octet-stream"),
+            size=doc.get("length"),
+            is_image=None,
+            row=None,
+        )
+
+    async def open_file(self, oid: ObjectId) -> AsyncGridOut | None:
+        """Open the GridFS file for streaming (one query for its files document)."""
+        try:
+            return await self.fs.open_download_stream(oid)
+        except NoFile:
+            return None
+
+    async def uploads_for_session(self, session_id: str, user_id: str) -> list[dict[str, Any]]:
+        """The caller's uploads in a session, newest first."""
+        cursor = self.uploads.find({"session_id": session_id, "user_id": user_id})
+        cursor = cursor.sort([("uploaded_at", DESCENDING), ("_id", DESCENDING)])
+        return await cursor.batch_size(ONE_BATCH).to_list(None)
+
+    async def uploads_for_message(
+        self, message_id: str, file_ids: Iterable[str], user_id: str
+    ) -> list[dict[str, Any]]:
+        """The caller's uploads linked to a message by ``message_id`` or listed in its file_ids."""
+        ids = [f for f in file_ids if isinstance(f, str)]
+        query: dict[str, Any] = {
+            "user_id": user_id,
+            "$or": [{"message_id": message_id}, {"file_id": {"$in": ids}}],
+        }
+        cursor = self.uploads.find(query).sort([("uploaded_at", ASCENDING), ("_id", ASCENDING)])
+        return await cursor.batch_size(ONE_BATCH).to_list(None)
+
+    async def uploads_by_ids(
+        self, file_ids: list[str], message_ids: list[str], user_id: str
+    ) -> list[dict[str, Any]]:
+        """One ``$in`` query for the caller's uploads named by id or linked to any message.
+
+        The ``message_id`` branch keeps pre-migration data (rows linked but not listed in the
+        message) visible; after the migration both branches agree.
+        """
+        if not file_ids and not message_ids:
+            return []
+        query: dict[str, Any] = {
+            "user_id": user_id,
+            "$or": [{"file_id": {"$in": file_ids}}, {"message_id": {"$in": message_ids}}],
+        }
+        projection = {
+            "file_id": 1,
+            "original_name": 1,
+            "mime_type": 1,
+            "file_size": 1,
+            "is_image": 1,
+            "message_id": 1,
+            "uploaded_at": 1,
+            "file_missing": 1,
+        }
+        cursor = self.uploads.find(query, projection).batch_size(ONE_BATCH)
+        return await cursor.to_list(None)
+
+    async def orphan_files(self, oids: list[ObjectId], user_id: str) -> list[dict[str, Any]]:
+        """GridFS files documents the caller owns by metadata (files listed with no row)."""
+        if not oids:
+            return []
+        cursor = self.fs_files.find({"_id": {"$in": oids}, "metadata.user_id": user_id})
+        return await cursor.batch_size(ONE_BATCH).to_list(None)
+
+    # -- thumbnails cache ------------------------------------------------------------------
+
+    async def open_thumbnail(self, key: str) -> AsyncGridOut | None:
+        """The cached thumbnail stored under ``key``, newest first if a race stored two."""
+        try:
+            return await self.thumbs.open_download_stream_by_name(key)
+        except NoFile:
+            return None
+
+    async def store_thumbnail(self, key: str, data: bytes, metadata: dict[str, Any]) -> None:
+        """Cache a generated thumbnail under ``key``."""
+        await self.thumbs.upload_from_stream(key, data, metadata=metadata)
+
+    # -- deletion --------------------------------------------------------------------------
+
+    async def delete_file(self, record: FileRecord, user_id: str) -> dict[str, int]:
+        """Remove a file everywhere: bytes, cached thumbnails, its upload row, message links."""
+        removed = {"bytes": 0, "thumbnails": 0, "uploads": 0, "messages": 0}
+        try:
+            await self.fs.delete(record.oid)
+            removed["bytes"] = 1
+        except NoFile:
+            pass  # already gone (flagged file_missing): still clean the rest up
+        thumbs = await self.thumb_files.find({"metadata.file_id": record.file_id}, {"_id": 1})
+        thumb_ids = [t["_id"] for t in await thumbs.to_list(None)]
+        if thumb_ids:
+            await self.db[f"{THUMB_BUCKET}.chunks"].delete_many({"files_id": {"$in": thumb_ids}})
+            res = await self.thumb_files.delete_many({"_id": {"$in": thumb_ids}})
+            removed["thumbnails"] = res.deleted_count
+        res = await self.uploads.delete_many({"file_id": record.file_id, "user_id": user_id})
+        removed["uploads"] = res.deleted_count
+        linked = self.messages.find(
+            {"file_ids": record.file_id, "user_id": user_id}, {"file_ids": 1}
+        )
+        for msg in await linked.to_list(None):
+            remaining = [f for f in msg.get("file_ids") or [] if f != record.file_id]
+            await self.messages.update_one(
+                {"_id": msg["_id"]}, {"$set": {"file_ids": remaining, "has_files": bool(remaining)}}
+            )
+            removed["messages"] += 1
+        return removed
