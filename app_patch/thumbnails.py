@@ -1,0 +1,523 @@
+"""Thumbnails from untrusted image bytes: pure image work, no HTTP and no database.
+
+The pipeline, cheapest first, so hostile input is refused before it costs anything:
+
+1. Sniff the leading bytes (:mod:`app_patch.sniff`); anything that is not a raster image we
+   render is :class:`NotAnImage`. Pillow is then opened with *only* the matching plugin, so
+   EPS, PDF, SVG, PSD and friends never reach a decoder and a polyglot is what its magic says.
+2. Read the pixel count from the header (``Image.open`` is lazy) and refuse more than
+   ``max_pixels`` with :class:`ImageTooLarge` before a single pixel is decoded. ICO and WebP
+   headers are parsed here first, since Pillow decodes/allocates those inside ``open``.
+3. JPEG: ask libjpeg for a DCT-scaled decode (``draft``) of at least twice the target, so a
+   12 MP photo decodes at 1/8 scale. Other formats decode their first frame only.
+4. Normalise the mode (palette, 1-bit, 16-bit and float, tRNS transparency), resize with
+   LANCZOS after integer box reduction (``reducing_gap``), convert an embedded ICC profile
+   (or CMYK) to sRGB on the small image, then apply the EXIF/TIFF/XMP orientation.
+5. Encode without any metadata: PNG when the thumbnail has real transparency (alpha < 255
+   somewhere; PNG rather than WebP because every client and image tool reads it losslessly),
+   otherwise baseline JPEG at quality 85.
+
+Every failure is a :class:`ThumbnailError`; no decoder exception escapes. ``http_status`` on
+each class is the status the web layer should answer: 415 for :class:`NotAnImage`, 422 for
+:class:`BadImage` and for :class:`ImageTooLarge` (the *request* is not too large, so 413
+would mislead; the stored entity cannot be processed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import os
+import struct
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from PIL import ExifTags, Image, ImageCms
+
+from . import sniff
+
+try:  # HEIC/HEIF decode is optional; without it such files are BadImage("unsupported")
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_AVAILABLE = True
+except Exception:  # ImportError, or a wheel whose native library will not load
+    HEIF_AVAILABLE = False
+
+THUMB_SIZES = (100, 200, 300)
+#: Bump whenever the bytes produced for the same input change; thumbnail caches key on it.
+PIPELINE_VERSION = 1
+DEFAULT_MAX_PIXELS = 50_000_000
+MAX_THUMB_SIZE = 2048
+JPEG_QUALITY = 85
+# Decode/box-reduce down to >= this factor times the target, then LANCZOS the rest of the
+# way; 2.0 is indistinguishable from a full LANCZOS in practice (Pillow's own default).
+REDUCING_GAP = 2.0
+
+_FORMAT_FOR_MIME = {
+    sniff.JPEG: "JPEG",
+    sniff.PNG: "PNG",
+    sniff.GIF: "GIF",
+    sniff.WEBP: "WEBP",
+    sniff.TIFF: "TIFF",
+    sniff.BMP: "BMP",
+    sniff.ICO: "ICO",
+    sniff.AVIF: "AVIF",
+    sniff.HEIC: "HEIF",
+    sniff.HEIF: "HEIF",
+}
+_JPEG_FORMATS = ("JPEG", "MPO")  # Pillow opens multi-picture camera JPEGs as MPO
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+class ThumbnailError(Exception):
+    """Base of every failure; ``reason`` is one line fit to show a user."""
+
+    http_status = 422
+
+    def __init__(self, reason: str) -> None:
+        reason = " ".join(str(reason).split())[:300]
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NotAnImage(ThumbnailError):
+    """The bytes are not a raster image we render (PDF, SVG, HTML, text, empty...)."""
+
+    http_status = 415
+
+
+class BadImage(ThumbnailError):
+    """An image type we render, but corrupt, truncated or using an unsupported feature."""
+
+    http_status = 422
+
+
+class ImageTooLarge(ThumbnailError):
+    """More pixels than allowed (a decompression bomb, or just a huge image)."""
+
+    http_status = 422
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    data: bytes
+    mime: str
+    width: int
+    height: int
+
+
+# --- configuration -----------------------------------------------------------------------
+
+_config_lock = threading.Lock()
+_max_pixels = DEFAULT_MAX_PIXELS
+_max_concurrency = os.cpu_count() or 1
+_executor: ThreadPoolExecutor | None = None
+
+
+def configure(max_concurrency: int | None = None, max_pixels: int | None = None) -> None:
+    """Set the worker count of :func:`make_thumbnail_async` and the default pixel limit.
+
+    ``None`` leaves a setting unchanged. Work already running finishes on the old pool.
+    """
+    global _max_concurrency, _max_pixels, _executor
+    for name, value in (("max_concurrency", max_concurrency), ("max_pixels", max_pixels)):
+        if value is not None and (type(value) is not int or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    with _config_lock:
+        if max_pixels is not None:
+            _max_pixels = max_pixels
+        if max_concurrency is not None and max_concurrency != _max_concurrency:
+            _max_concurrency = max_concurrency
+            old, _executor = _executor, None
+            if old is not None:
+                old.shutdown(wait=False)
+
+
+def limits() -> tuple[int, int]:
+    """The current ``(max_concurrency, max_pixels)``."""
+    return _max_concurrency, _max_pixels
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    with _config_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(_max_concurrency, thread_name_prefix="thumbnail")
+        return _executor
+
+
+# --- public API --------------------------------------------------------------------------
+
+
+def make_thumbnail(
+    data: bytes | BinaryIO, size: int, *, max_pixels: int | None = None
+) -> Thumbnail:
+    """A thumbnail whose longest side is ``min(size, original longest side)``.
+
+    ``max_pixels`` defaults to the configured limit (50 million unless :func:`configure`
+    changed it). Raises :class:`NotAnImage`, :class:`BadImage` or :class:`ImageTooLarge`;
+    ``ValueError`` only for a ``size`` outside 1..2048 (a caller bug, not an image problem).
+    """
+    _check_size(size)
+    limit, (fp, head) = _limit(max_pixels), _stream(data)
+    with _mapped_errors():
+        img, full_size = _open_checked(fp, head, limit)
+        with img:
+            target = _fit(full_size, size)
+            _draft(img, target)
+            img.load()
+            return _render(img, target)
+
+
+async def make_thumbnail_async(
+    data: bytes | BinaryIO, size: int, *, max_pixels: int | None = None
+) -> Thumbnail:
+    """:func:`make_thumbnail` on the thumbnail worker pool, off the event loop.
+
+    The pool has ``max_concurrency`` threads (default: CPU count), so however many requests
+    arrive at once, at most that many images are decoded at a time; the rest wait in the
+    queue, and a waiter that is cancelled never starts. A dedicated pool rather than an
+    ``asyncio.Semaphore`` around ``to_thread``: the cap then holds across event loops, and a
+    cancelled request cannot free its slot while its thread is still decoding.
+    """
+    loop = asyncio.get_running_loop()
+    job = functools.partial(_run_make_thumbnail, data, size, max_pixels)
+    return await loop.run_in_executor(_pool(), job)
+
+
+def verify_image(data: bytes | BinaryIO, *, max_pixels: int | None = None) -> tuple[str, int, int]:
+    """``(mime, width, height)`` once the first frame has decoded; raises like make_thumbnail.
+
+    JPEG decodes at 1/8 scale (the whole entropy stream is still read, so truncation and
+    corruption are caught at a fraction of the cost). Width and height are as displayed,
+    i.e. swapped for EXIF orientations 5-8.
+    """
+    limit, (fp, head) = _limit(max_pixels), _stream(data)
+    with _mapped_errors():
+        img, (width, height) = _open_checked(fp, head, limit)
+        with img:
+            if img.format in _JPEG_FORMATS:
+                img.draft(None, (1, 1))
+            img.load()
+            if _orientation(img) >= 5:
+                width, height = height, width
+            return _mime_of(img), width, height
+
+
+def probe(data: bytes | BinaryIO, *, max_pixels: int | None = None) -> dict:
+    """Header facts without decoding: mime, format, width, height (as displayed), mode, animated."""
+    limit, (fp, head) = _limit(max_pixels), _stream(data)
+    with _mapped_errors():
+        img, (width, height) = _open_checked(fp, head, limit)
+        with img:
+            # The base-class getexif never triggers a decode (PNG's override would).
+            if _orientation(img, Image.Image.getexif) >= 5:
+                width, height = height, width
+            return {
+                "mime": _mime_of(img),
+                "format": img.format,
+                "width": width,
+                "height": height,
+                "mode": img.mode,
+                "animated": bool(getattr(img, "is_animated", False)),
+            }
+
+
+def open_image(
+    data: bytes | BinaryIO, size: int | None = None, *, max_pixels: int | None = None
+) -> Image.Image:
+    """The lazily opened, bomb-checked image, drafted for a ``size`` thumbnail if given.
+
+    Nothing is decoded yet; ``.size`` shows what decoding will allocate (a 4000x3000 JPEG
+    drafted for 200 px reports 500x375). This is exactly the image make_thumbnail decodes.
+    """
+    if size is not None:
+        _check_size(size)
+    limit, (fp, head) = _limit(max_pixels), _stream(data)
+    with _mapped_errors():
+        img, full_size = _open_checked(fp, head, limit)
+        if size is not None:
+            _draft(img, _fit(full_size, size))
+        return img
+
+
+# --- steps -------------------------------------------------------------------------------
+
+
+def _run_make_thumbnail(data: bytes | BinaryIO, size: int, max_pixels: int | None) -> Thumbnail:
+    # Looked up at call time so a test can observe the worker pool with a stand-in.
+    return make_thumbnail(data, size, max_pixels=max_pixels)
+
+
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """Turn whatever a decoder raises into the matching ThumbnailError."""
+    try:
+        yield
+    except ThumbnailError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from exc
+    except MemoryError as exc:
+        raise ImageTooLarge("not enough memory to decode this image") from exc
+    except Exception as exc:
+        raise BadImage(f"cannot decode the image ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_size(size: int) -> None:
+    if type(size) is not int or not 1 <= size <= MAX_THUMB_SIZE:
+        raise ValueError(
+            f"thumbnail size must be an integer from 1 to {MAX_THUMB_SIZE}, got {size!r}"
+        )
+
+
+def _limit(max_pixels: int | None) -> int:
+    if max_pixels is None:
+        return _max_pixels
+    if type(max_pixels) is not int or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+    return max_pixels
+
+
+def _stream(data: bytes | BinaryIO) -> tuple[BinaryIO, bytes]:
+    """A seekable stream over the whole image and its first bytes for sniffing.
+
+    Storage errors while reading (e.g. a GridFS file with missing chunks) propagate as they
+    are: they are not image problems and the web layer answers them differently.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        fp: BinaryIO = io.BytesIO(data)
+    elif hasattr(data, "read"):
+        fp = data
+        try:
+            fp.seek(0)
+        except (AttributeError, OSError, ValueError):  # not seekable: Pillow needs to seek
+            fp = io.BytesIO(data.read())
+    else:
+        raise TypeError(f"image data must be bytes or a binary file, not {type(data).__name__}")
+    head = fp.read(8192)
+    fp.seek(0)
+    return fp, head
+
+
+def _open_checked(
+    fp: BinaryIO, head: bytes, max_pixels: int
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Sniff, open with the one matching plugin, refuse bombs; returns (image, header size)."""
+    mime = sniff.sniff_mime(head)
+    if mime not in sniff.IMAGE_MIMES:
+        raise NotAnImage("the file is empty" if not head else f"not an image: the bytes are {mime}")
+    if mime in (sniff.HEIC, sniff.HEIF) and not HEIF_AVAILABLE:
+        raise BadImage(f"{mime} is not supported here: install pillow-heif to render it")
+    fmt = _FORMAT_FOR_MIME[mime]
+    # Two plugins allocate inside Image.open: ICO decodes its largest frame (whose embedded
+    # PNG/DIB declares its own size) and libwebp allocates the canvas. Check those first.
+    if mime == sniff.ICO:
+        _check_pixels(fmt, _ico_largest_frame(fp), max_pixels)
+    elif mime == sniff.WEBP and (webp_size := _webp_size(head)):
+        _check_pixels(fmt, webp_size, max_pixels)
+    try:
+        img = Image.open(fp, formats=[fmt])
+    except Image.DecompressionBombError:
+        raise
+    except Image.UnidentifiedImageError as exc:  # its message names the stream object
+        raise BadImage(f"not a readable {fmt} file: the header is corrupt") from exc
+    except Exception as exc:
+        raise BadImage(f"not a readable {fmt} file ({type(exc).__name__}: {exc})") from exc
+    try:
+        _check_pixels(fmt, img.size, max_pixels)
+    except ThumbnailError:
+        img.close()
+        raise
+    return img, img.size
+
+
+def _check_pixels(fmt: str, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise BadImage(f"the {fmt} header declares an empty {width}x{height} image")
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{width}x{height} {fmt} has {width * height:,} pixels,"
+            f" more than the {max_pixels:,} allowed"
+        )
+
+
+def _ico_largest_frame(fp: BinaryIO) -> tuple[int, int]:
+    """The largest size any ICO frame declares (directory, embedded PNG IHDR or DIB header)."""
+    fp.seek(0)
+    header = fp.read(6)
+    count = int.from_bytes(header[4:6], "little")
+    if count > 1024:  # Pillow would read them all; real icons have a handful
+        raise BadImage(f"implausible ICO directory with {count} entries")
+    directory = fp.read(16 * count)
+    largest = (0, 0)
+    for i in range(0, len(directory) - 15, 16):
+        entry = directory[i : i + 16]
+        sizes = [(entry[0] or 256, entry[1] or 256)]
+        fp.seek(int.from_bytes(entry[12:16], "little"))
+        frame = fp.read(24)
+        if frame[:8] == b"\x89PNG\r\n\x1a\n" and len(frame) >= 24:
+            sizes.append(struct.unpack(">II", frame[16:24]))
+        elif frame[:4] == b"\x0c\x00\x00\x00" and len(frame) >= 8:  # OS/2 core header
+            width, height = struct.unpack("<HH", frame[4:8])
+            sizes.append((width, height // 2))
+        elif len(frame) >= 12:  # DIB: the height covers the XOR and AND masks
+            width, height = struct.unpack("<ii", frame[4:12])
+            sizes.append((abs(width), abs(height) // 2))
+        largest = max([largest, *sizes], key=lambda s: s[0] * s[1])
+    fp.seek(0)
+    return largest
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    """Canvas size from a WebP's first chunk header, without decoding."""
+    chunk = head[12:16]
+    if chunk == b"VP8X" and len(head) >= 30:
+        width = int.from_bytes(head[24:27], "little") + 1
+        return width, int.from_bytes(head[27:30], "little") + 1
+    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":
+        return (
+            int.from_bytes(head[26:28], "little") & 0x3FFF,
+            int.from_bytes(head[28:30], "little") & 0x3FFF,
+        )
+    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
+
+
+def _fit(full: tuple[int, int], size: int) -> tuple[int, int]:
+    """Target size: longest side min(size, longest), aspect kept, never below 1 px."""
+    width, height = full
+    if max(width, height) <= size:
+        return width, height
+    if width >= height:
+        return size, max(1, round(height * size / width))
+    return max(1, round(width * size / height)), size
+
+
+def _draft(img: Image.Image, target: tuple[int, int]) -> None:
+    """For JPEG, decode at the smallest DCT scale still >= REDUCING_GAP x target."""
+    if img.format in _JPEG_FORMATS and target != img.size:
+        box = (max(1, int(target[0] * REDUCING_GAP)), max(1, int(target[1] * REDUCING_GAP)))
+        img.draft("RGB", box)
+
+
+def _orientation(img: Image.Image, getexif=None) -> int:
+    """EXIF orientation 1-8 (from EXIF, the TIFF tag or XMP); 1 if absent or malformed."""
+    try:
+        exif = getexif(img) if getexif else img.getexif()
+        value = exif.get(ExifTags.Base.Orientation)
+    except Exception:  # malformed EXIF must not cost the user their thumbnail
+        return 1
+    return value if type(value) is int and 1 <= value <= 8 else 1
+
+
+def _mime_of(img: Image.Image) -> str:
+    fmt = img.format or ""
+    return (
+        sniff.JPEG
+        if fmt in _JPEG_FORMATS
+        else next((m for m, f in _FORMAT_FOR_MIME.items() if f == fmt), sniff.OCTET)
+    )
+
+
+def _render(img: Image.Image, target: tuple[int, int]) -> Thumbnail:
+    orientation = _orientation(img)
+    icc = img.info.get("icc_profile")
+    out = _normalise_mode(img)
+    if out.size != target:
+        out = out.resize(target, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+    out = _to_srgb(out, icc)
+    if orientation in _TRANSPOSE:
+        out = out.transpose(_TRANSPOSE[orientation])
+    return _encode(out)
+
+
+def _normalise_mode(img: Image.Image) -> Image.Image:
+    """One of L, LA, RGB, RGBA or CMYK (kept for the ICC step), transparency preserved."""
+    mode = img.mode
+    transparent = img.has_transparency_data
+    if mode in ("RGB", "L"):
+        return img.convert(mode + "A" if mode == "L" else "RGBA") if transparent else img
+    if mode in ("RGBA", "LA", "CMYK"):
+        return img
+    if mode in ("P", "PA", "RGBa", "RGBX"):
+        return img.convert("RGBA" if transparent else "RGB")
+    if mode in ("1", "La"):
+        return img.convert("LA" if transparent else "L")
+    if mode.startswith("I") or mode == "F":
+        return _to_8bit_gray(img)
+    return img.convert("RGB")  # YCbCr, LAB, HSV
+
+
+def _to_8bit_gray(img: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float grey to 8 bits by scaling, not clipping (Pillow clips)."""
+    if img.mode != "F":
+        img = img.convert("I")
+    low, high = img.getextrema()
+    if img.mode == "F" and 0 <= low and high <= 1.0:
+        scale, offset = 255.0, 0.0  # normalised float data
+    elif 0 <= low and high <= 255:
+        scale, offset = 1.0, 0.0
+    elif 0 <= low and high <= 65535:
+        scale, offset = 1 / 257, 0.0  # 16-bit: 65535 -> 255
+    else:
+        scale = 255.0 / (high - low)
+        offset = -low * scale
+    return img.point(lambda v: v * scale + offset).convert("L")
+
+
+@functools.lru_cache(maxsize=16)
+def _srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform:
+    # NOCACHE: the transform is shared by the worker threads; lcms's 1-pixel cache is not.
+    return ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+        _SRGB,
+        mode,
+        "RGBA" if mode == "RGBA" else "RGB",
+        flags=ImageCms.Flags.NOCACHE,
+    )
+
+
+def _to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
+    """Embedded ICC profile to sRGB on the small image; CMYK without one converts naively."""
+    if icc and img.mode in ("RGB", "RGBA", "CMYK"):
+        try:
+            return ImageCms.applyTransform(img, _srgb_transform(icc, img.mode))
+        except Exception:  # a broken profile or one for another colour space: ignore it
+            pass
+    return img.convert("RGB") if img.mode == "CMYK" else img
+
+
+def _encode(img: Image.Image) -> Thumbnail:
+    """PNG if any pixel is not fully opaque, else JPEG; never any metadata."""
+    if img.mode in ("RGBA", "LA") and img.getchannel("A").getextrema()[0] < 255:
+        fmt, mime, params = "PNG", sniff.PNG, {"compress_level": 6}
+    else:
+        if img.mode in ("RGBA", "LA"):
+            img = img.convert(img.mode[:-1])
+        fmt, mime = "JPEG", sniff.JPEG
+        params = {"quality": JPEG_QUALITY, "optimize": False, "progressive": False}
+    if img.info:  # encoders copy comments/ICC/XMP from info: start from a clean copy
+        img = img.copy()
+        img.info = {}
+    buf = io.BytesIO()
+    img.save(buf, fmt, **params)
+    return Thumbnail(buf.getvalue(), mime, img.width, img.height)
