@@ -24,7 +24,7 @@ from fastapi.responses import Response, StreamingResponse
 from gridfs.asynchronous.grid_file import AsyncGridOut
 from gridfs.errors import CorruptGridFile
 
-from app_patch import sniff
+from app_patch import sniff, thumbnails
 from app_patch.storage import ChatStore, FileRecord
 
 SNIFF_BYTES = 8192
@@ -270,9 +270,7 @@ class ThumbnailService:
     _locks: dict[str, list[Any]] = field(default_factory=dict)
 
     def key(self, file_id: str, size: int) -> str:
-        from app_patch.thumbnails import PIPELINE_VERSION
-
-        return f"{file_id}_{size}_v{PIPELINE_VERSION}"
+        return f"{file_id}_{size}_v{thumbnails.PIPELINE_VERSION}"
 
     def etag(self, file_id: str, size: int) -> str:
         # GridFS bytes never change under an id, so the key alone identifies the thumbnail.
@@ -333,8 +331,6 @@ class ThumbnailService:
     async def _generate(
         self, store: ChatStore, record: FileRecord, size: int, user_id: str, key: str
     ) -> tuple[bytes, str]:
-        from app_patch import thumbnails
-
         grid_out = await store.open_file(record.oid)
         if grid_out is None:
             raise HTTPException(404, "File not found")
@@ -356,12 +352,9 @@ class ThumbnailService:
             await grid_out.close()
         try:
             thumb = await thumbnails.make_thumbnail_async(data, size, max_pixels=self.max_pixels)
-        except thumbnails.NotAnImage as exc:
-            raise HTTPException(415, f"Not an image: {exc.reason}") from None
-        except thumbnails.ImageTooLarge as exc:
-            raise HTTPException(422, f"Image too large to thumbnail: {exc.reason}") from None
         except thumbnails.ThumbnailError as exc:
-            raise HTTPException(422, f"Cannot decode image: {exc.reason}") from None
+            # The module names the status: 415 not an image, 422 corrupt or too many pixels.
+            raise HTTPException(exc.http_status, f"No thumbnail: {exc.reason}") from None
         metadata: dict[str, Any] = {
             "file_id": record.file_id,
             "size": size,

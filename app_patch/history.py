@@ -3,7 +3,8 @@
 One query checks that the caller owns the session, one fetches the page of messages (sorted
 by ``created_at`` then ``_id``, ``limit`` + 1 to know whether more exist), and one ``$in``
 query fetches every upload of the page, scoped to the caller. Only when a message lists a
-file that has no ``file_uploads`` row does a fourth query look for it in GridFS. No query per
+file that has no ``file_uploads`` row do two more queries look for such files in GridFS
+(owned by metadata) and sniff their first chunks. No query per
 message, and no ``$lookup`` (FerretDB has none).
 
 Pages go backwards in time: without ``before`` the newest ``limit`` messages are returned, in
@@ -17,7 +18,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from app_patch.sniff import is_image_mime
+from app_patch.sniff import is_image_mime, sniff_mime
 from app_patch.storage import ONE_BATCH, ChatStore, object_id
 
 API_PREFIX = "/api/v1/chat"
@@ -173,6 +174,10 @@ async def load_history(
     if unknown_oids:  # listed files without a row: owned orphans in GridFS (rare, bounded)
         for doc in await store.orphan_files(unknown_oids, user_id):
             orphans[str(doc["_id"])] = doc
+        if orphans:  # no row tells their true type: sniff their first chunks, one query
+            heads = await store.first_chunks([doc["_id"] for doc in orphans.values()])
+            for doc in orphans.values():
+                doc["sniffed"] = sniff_mime(heads.get(doc["_id"], b""))
 
     listed_set = set(listed)
     linked_only: dict[str, list[dict[str, Any]]] = {}
@@ -195,15 +200,10 @@ async def load_history(
             elif fid in orphans:
                 doc = orphans[fid]
                 meta = doc.get("metadata") or {}
-                mime = str(doc.get("contentType") or "application/octet-stream")
+                name = str(meta.get("original_name") or doc.get("filename") or "")
+                mime = doc["sniffed"]
                 uploads.append(
-                    upload_entry(
-                        fid,
-                        str(meta.get("original_name") or doc.get("filename") or ""),
-                        mime,
-                        doc.get("length"),
-                        is_image_mime(mime),
-                    )
+                    upload_entry(fid, name, mime, doc.get("length"), is_image_mime(mime))
                 )
         uploads.extend(upload_from_row(r) for r in extra)
         file_ids = ids + [str(r["file_id"]) for r in extra]

@@ -191,6 +191,16 @@ class ChatStore:
         cursor = self.fs_files.find({"_id": {"$in": oids}, "metadata.user_id": user_id})
         return await cursor.batch_size(ONE_BATCH).to_list(None)
 
+    async def first_chunks(self, oids: list[ObjectId]) -> dict[ObjectId, bytes]:
+        """The first GridFS chunk of each file, in one query (to sniff files with no row)."""
+        if not oids:
+            return {}
+        cursor = self.db["fs.chunks"].find({"files_id": {"$in": oids}, "n": 0})
+        return {
+            c["files_id"]: bytes(c["data"])
+            for c in await cursor.batch_size(ONE_BATCH).to_list(None)
+        }
+
     # -- thumbnails cache ------------------------------------------------------------------
 
     async def open_thumbnail(self, key: str) -> AsyncGridOut | None:

@@ -1,0 +1,152 @@
+"""Fixtures for the web-layer tests: a real FerretDB database, the app, tokens, data helpers.
+
+``apply_contract`` turns pre-change data (as :mod:`app_patch.seed` writes it) into the
+post-migration shape of notes/SCHEMA.md, the way the revisions will, so the endpoint tests
+do not depend on ``versions/``. It is test-scale code (a query per row is fine here).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from gridfs import GridFSBucket
+from pymongo import monitoring
+from pymongo.database import Database
+
+from app_patch.app import create_app
+from app_patch.auth import issue_token
+from app_patch.settings import Settings
+from app_patch.sniff import is_image_mime, normalise_mime, sniff_mime
+
+SECRET = "test-access-secret-0123456789abcdef"
+ALICE = "user-alice"
+BOB = "user-bob"
+LINK_WINDOW = dt.timedelta(minutes=10)
+DATA_COMMANDS = frozenset(
+    {"find", "getMore", "aggregate", "insert", "update", "delete", "count", "findAndModify"}
+)
+
+
+class CommandLog(monitoring.CommandListener):
+    """Records every command the app's client sends (a round trip each)."""
+
+    def __init__(self) -> None:
+        self.started_events: list[tuple[str, str]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        target = event.command.get(event.command_name)
+        self.started_events.append((event.command_name, str(target)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def clear(self) -> None:
+        self.started_events.clear()
+
+    def data_commands(self) -> list[tuple[str, str]]:
+        """Commands that read or write data (not handshakes or session bookkeeping)."""
+        return [e for e in self.started_events if e[0] in DATA_COMMANDS]
+
+
+def bearer(user_id: str, **claims: Any) -> dict[str, str]:
+    """Headers carrying a valid token for ``user_id``."""
+    return {"Authorization": f"Bearer {issue_token(user_id, SECRET, **claims)}"}
+
+
+@pytest.fixture
+def settings(mongo_url: str) -> Settings:
+    return Settings(mongodb_url=mongo_url, jwt_secret=SECRET, demo_user_id=ALICE)
+
+
+@pytest.fixture
+def command_log() -> CommandLog:
+    return CommandLog()
+
+
+@pytest.fixture
+def client(settings: Settings, command_log: CommandLog) -> Iterator[Any]:
+    """A TestClient running the app's lifespan against the test's own database."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(settings, client_kwargs={"event_listeners": [command_log]})
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def alice() -> dict[str, str]:
+    return bearer(ALICE)
+
+
+@pytest.fixture
+def bob() -> dict[str, str]:
+    return bearer(BOB)
+
+
+def t0() -> dt.datetime:
+    return dt.datetime(2025, 6, 2, 12, 0, 0)
+
+
+def at(seconds: float) -> dt.datetime:
+    """A message time ``seconds`` after a fixed start (millisecond precision)."""
+    return t0() + dt.timedelta(seconds=seconds)
+
+
+def gridfs_bytes(db: Database, file_id: str) -> bytes:
+    return GridFSBucket(db).open_download_stream(ObjectId(file_id)).read()
+
+
+def apply_contract(db: Database) -> None:
+    """Bring pre-change data to the post-migration contract (notes/SCHEMA.md)."""
+    bucket = GridFSBucket(db)
+    rows = list(db.file_uploads.find({}))
+    user_msgs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for msg in db.chat_messages.find(
+        {"role": "user"}, {"session_id": 1, "user_id": 1, "created_at": 1}
+    ):
+        user_msgs.setdefault((msg.get("session_id"), msg.get("user_id")), []).append(msg)
+    known = {m["_id"] for msgs in user_msgs.values() for m in msgs}
+    for row in rows:
+        change: dict[str, Any] = {}
+        oid = ObjectId(row["file_id"]) if ObjectId.is_valid(row.get("file_id") or "") else None
+        doc = db["fs.files"].find_one({"_id": oid}) if oid else None
+        if doc is None:
+            change.update(file_missing=True, is_image=False)
+        else:
+            head = bucket.open_download_stream(oid).read(8192)
+            mime = sniff_mime(head)
+            claimed = row.get("mime_type")
+            if normalise_mime(claimed) != mime:
+                change["claimed_mime_type"] = claimed
+            change.update(
+                mime_type=mime,
+                is_image=is_image_mime(mime),
+                file_size=doc["length"],
+                file_missing=False,
+            )
+        mid = row.get("message_id")
+        if not (ObjectId.is_valid(mid or "") and ObjectId(mid) in known):
+            candidates = user_msgs.get((row.get("session_id"), row.get("user_id")), [])
+            when = row.get("uploaded_at")
+            near = [m for m in candidates if when and abs(m["created_at"] - when) <= LINK_WINDOW]
+            if near:
+                best = min(near, key=lambda m: abs(m["created_at"] - when))
+                change["message_id"] = str(best["_id"])
+        db.file_uploads.update_one({"_id": row["_id"]}, {"$set": change})
+    linked: dict[str, list[str]] = {}
+    for row in db.file_uploads.find({}, {"file_id": 1, "message_id": 1}).sort("uploaded_at", 1):
+        linked.setdefault(str(row.get("message_id")), []).append(row["file_id"])
+    for msg in db.chat_messages.find({}, {"file_ids": 1}):
+        ids = msg.get("file_ids") if isinstance(msg.get("file_ids"), list) else []
+        ids = [f for f in ids if isinstance(f, str)]
+        ids += [f for f in linked.get(str(msg["_id"]), []) if f not in ids]
+        db.chat_messages.update_one(
+            {"_id": msg["_id"]}, {"$set": {"file_ids": ids, "has_files": bool(ids)}}
+        )

@@ -1,0 +1,211 @@
+"""GET /sessions/{id}/history: the guide's upload format, order, pagination, round trips."""
+
+from __future__ import annotations
+
+import pytest
+from bson import ObjectId
+from gridfs import GridFSBucket
+
+from app_patch.samples import sample_variant
+from app_patch.seed import add_session
+from tests.app.conftest import ALICE, BOB, apply_contract, at
+
+GUIDE_KEYS = {
+    "file_id",
+    "name",
+    "mime",
+    "size",
+    "is_image",
+    "url",
+    "download_url",
+    "thumbnail_url",
+    "thumbnail_small",
+    "thumbnail_medium",
+}
+
+
+def history(client, session_id, headers, **params):
+    return client.get(f"/api/v1/chat/sessions/{session_id}/history", headers=headers, params=params)
+
+
+def test_history_lists_messages_in_time_order_with_uploads_in_the_guide_format(
+    client, mongo_db, alice
+):
+    s = add_session(
+        mongo_db,
+        user_id=ALICE,
+        messages=[
+            ("user", "Can you describe this image?", at(0)),
+            ("assistant", "A gradient.", at(5)),
+            ("user", "and these?", at(10)),
+        ],
+        uploads=[
+            {"kind": "png", "message": 0, "mime": "image/jpeg", "name": "test_image.png"},
+            {"kind": "pdf", "message": 2, "mime": "image/png", "name": "doc.png"},
+            {"kind": "jpeg", "message": 2, "mime": "application/octet-stream", "name": "фото.jpg"},
+        ],
+    )
+    apply_contract(mongo_db)
+    r = history(client, s.session_id, alice)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [m["id"] for m in body["history"]] == s.message_ids
+    assert [m["role"] for m in body["history"]] == ["user", "assistant", "user"]
+    assert body["count"] == 3 and body["has_more"] is False and body["next_before"] is None
+    first, second, third = body["history"]
+    assert second["uploads"] == [] and second["has_files"] is False and second["file_ids"] == []
+    png = first["uploads"][0]
+    assert set(png) == GUIDE_KEYS
+    fid = s.file_ids[0]
+    assert png == {
+        "file_id": fid,
+        "name": "test_image.png",
+        "mime": "image/png",  # the sniffed type, not the claimed image/jpeg
+        "size": len(sample_variant("png", 0).data) if False else png["size"],
+        "is_image": True,
+        "url": f"/api/v1/chat/files/{fid}",
+        "download_url": f"/api/v1/chat/files/{fid}?download=true",
+        "thumbnail_url": f"/api/v1/chat/files/{fid}/thumbnail",
+        "thumbnail_small": f"/api/v1/chat/files/{fid}/thumbnail?size=100",
+        "thumbnail_medium": f"/api/v1/chat/files/{fid}/thumbnail?size=300",
+    }
+    assert png["size"] == mongo_db["fs.files"].find_one({"_id": ObjectId(fid)})["length"]
+    assert [(u["name"], u["mime"], u["is_image"]) for u in third["uploads"]] == [
+        ("doc.png", "application/pdf", False),
+        ("фото.jpg", "image/jpeg", True),
+    ]
+    assert third["file_ids"] == s.file_ids[1:] and third["has_files"] is True
+
+
+def _big_session(db, n_messages, every, user=ALICE):
+    messages = [("user" if i % 2 == 0 else "assistant", f"m{i}", at(i)) for i in range(n_messages)]
+    uploads = [{"kind": "png", "message": i} for i in range(0, n_messages, every)]
+    return add_session(db, user_id=user, messages=messages, uploads=uploads)
+
+
+def test_history_costs_the_same_round_trips_for_5_or_300_messages(
+    client, mongo_db, alice, command_log
+):
+    small = _big_session(mongo_db, 6, 2)
+    large = _big_session(mongo_db, 300, 2)
+    apply_contract(mongo_db)
+    counts = {}
+    for s in (small, large):
+        command_log.clear()
+        r = history(client, s.session_id, alice, limit=1000)
+        assert r.status_code == 200
+        assert r.json()["count"] == len(s.message_ids)
+        assert sum(len(m["uploads"]) for m in r.json()["history"]) == len(s.file_ids)
+        counts[s.session_id] = command_log.data_commands()
+    assert counts[small.session_id] == counts[large.session_id]
+    assert [name for name, _ in counts[large.session_id]] == ["find", "find", "find"]
+    assert [target for _, target in counts[large.session_id]] == [
+        "chat_sessions",
+        "chat_messages",
+        "file_uploads",
+    ]
+
+
+def test_pages_walk_back_through_the_whole_session_without_gaps(client, mongo_db, alice):
+    # Several messages share a timestamp: the _id breaks the tie in the cursor.
+    messages = [("user", f"m{i}", at(i // 3)) for i in range(25)]
+    s = add_session(mongo_db, user_id=ALICE, messages=messages)
+    apply_contract(mongo_db)
+    order = [
+        str(m["_id"])
+        for m in mongo_db.chat_messages.find({"session_id": s.session_id}).sort(
+            [("created_at", 1), ("_id", 1)]
+        )
+    ]
+    seen, before, pages = [], None, 0
+    while True:
+        params = {"limit": 7} | ({"before": before} if before else {})
+        body = history(client, s.session_id, alice, **params).json()
+        pages += 1
+        ids = [m["id"] for m in body["history"]]
+        assert ids == sorted(ids, key=order.index), "each page is in time order"
+        seen = ids + seen
+        if not body["has_more"]:
+            assert body["next_before"] is None
+            break
+        before = body["next_before"]
+    assert seen == order and pages == 4
+    # A bare message id also works as the cursor.
+    body = history(client, s.session_id, alice, limit=5, before=order[10]).json()
+    assert [m["id"] for m in body["history"]] == order[5:10]
+
+
+@pytest.mark.parametrize("before", ["nonsense", "123_nothex", "12_" + "z" * 24])
+def test_a_cursor_we_did_not_hand_out_is_a_422(client, mongo_db, alice, before):
+    s = add_session(mongo_db, user_id=ALICE, messages=[("user", "hi", at(0))])
+    assert history(client, s.session_id, alice, before=before).status_code == 422
+
+
+def test_limit_defaults_and_is_capped(client, mongo_db, alice):
+    s = add_session(mongo_db, user_id=ALICE, messages=[("user", f"{i}", at(i)) for i in range(3)])
+    assert history(client, s.session_id, alice, limit=0).status_code == 422
+    body = history(client, s.session_id, alice, limit=10**9).json()
+    assert body["count"] == 3
+
+
+def test_another_users_session_is_a_404_like_a_missing_one(client, mongo_db, alice, bob):
+    s = add_session(mongo_db, user_id=ALICE, messages=[("user", "secret", at(0))])
+    mine = history(client, s.session_id, alice)
+    theirs = history(client, s.session_id, bob)
+    missing = history(client, "no-such-session", bob)
+    assert mine.status_code == 200
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.json() == missing.json()
+
+
+def test_untidy_pre_migration_data_is_still_rendered(client, mongo_db, alice):
+    """No apply_contract: null/absent file_ids, rows linked only by message_id, orphans."""
+    foreign = add_session(
+        mongo_db,
+        user_id=BOB,
+        messages=[("user", "x", at(0))],
+        uploads=[{"kind": "png", "message": 0}],
+    )
+    s = add_session(
+        mongo_db,
+        user_id=ALICE,
+        messages=[
+            ("user", "null ids", at(0), {"file_ids": None, "has_files": True}),
+            ("user", "linked only", at(10)),
+            ("user", "lists an orphan and a foreign file", at(20)),
+            ("assistant", "absent", at(30)),
+        ],
+        uploads=[{"kind": "jpeg", "message": 1, "listed": False, "name": "linked.jpg"}],
+    )
+    orphan = GridFSBucket(mongo_db).upload_from_stream(
+        "orphan.gif",
+        sample_variant("gif_animated", 0).data,
+        metadata={"user_id": ALICE, "session_id": s.session_id, "original_name": "orphan.gif"},
+    )
+    mongo_db.chat_messages.update_one(
+        {"_id": ObjectId(s.message_ids[2])},
+        {"$set": {"file_ids": [str(orphan), foreign.file_ids[0]], "has_files": True}},
+    )
+    body = history(client, s.session_id, alice).json()
+    null_ids, linked, lists, absent = body["history"]
+    assert (null_ids["file_ids"], null_ids["has_files"], null_ids["uploads"]) == ([], False, [])
+    assert [u["name"] for u in linked["uploads"]] == ["linked.jpg"]
+    assert linked["file_ids"] == [s.file_ids[0]] and linked["has_files"]
+    # Bob's file id listed in Alice's message is never described to Alice.
+    assert [(u["file_id"], u["name"], u["is_image"]) for u in lists["uploads"]] == [
+        (str(orphan), "orphan.gif", True)
+    ]
+    assert absent["uploads"] == [] and absent["has_files"] is False
+
+
+def test_missing_gridfs_file_is_listed_but_not_an_image(client, mongo_db, alice):
+    s = add_session(
+        mongo_db,
+        user_id=ALICE,
+        messages=[("user", "gone", at(0))],
+        uploads=[{"kind": "png", "message": 0, "gridfs": False}],
+    )
+    apply_contract(mongo_db)
+    (msg,) = history(client, s.session_id, alice).json()["history"]
+    assert [(u["file_id"], u["is_image"]) for u in msg["uploads"]] == [(s.file_ids[0], False)]
+    assert client.get(msg["uploads"][0]["url"], headers=alice).status_code == 404
