@@ -374,7 +374,7 @@ class RevisionGraph:
         if s == "head":
             return self._absolute(self._single_head())
         if s == "current":
-            return _Move(current, frozenset())
+            return _Move(tuple(sorted(current)), frozenset())
         if s in self._revs or s in self._labels:
             return self._absolute((self._name(s),))
         if "@" in s:
@@ -449,7 +449,9 @@ class RevisionGraph:
             if len(movable) == 1:
                 return self._walk_up(s, movable[0], n, scope)
             if not movable:
-                raise RangeError(f"{s!r} goes past the head: {', '.join(starts)} is already a head")
+                raise RangeError(
+                    f"{s!r} goes past the head: nothing is above {', '.join(starts)}"
+                )
             raise MultipleHeadsError(
                 f"{s!r} is ambiguous: several current heads{where} can move up "
                 f"({', '.join(movable)}); use label@+N or a revision id"
