@@ -218,6 +218,22 @@ def test_downgrade_heads_keeps_unrelated_branches():
         g.downgrade_heads("head", ("cccc03",))
 
 
+def test_branch_heads_and_ancestry_without_dependencies():
+    g = graph(*FORK, rev("ffff05", "cccc03"), rev("9999aa", "cccc03", deps=("dddd04",)))
+    with pytest.raises(MultipleHeadsError, match=r"branch feat has 2 heads \(9999aa, ffff05\)"):
+        g.resolve("feat@head")
+    assert g.resolve("feat@heads") == ("9999aa", "ffff05")
+    assert g.resolve("bbbb02@heads") == ("9999aa", "dddd04", "ffff05")
+    assert "dddd04" in g.ancestors(["9999aa"])
+    assert "dddd04" not in g.ancestors(["9999aa"], dependencies=False)
+    assert "9999aa" not in g.descendants(["dddd04"], dependencies=False)
+    assert g.is_ancestor("dddd04", "9999aa") and not g.is_ancestor("dddd04", "9999aa",
+                                                                     dependencies=False)
+    assert g.branch_root("ffff05") == "ffff05"  # its parent c is a branch point
+    assert g.branch_root("cccc03") == "cccc03"
+    assert graph(*LINEAR).branch_root("c3c3c3") == "a1a1a1"
+
+
 # ---------------------------------------------------------------- errors
 def test_graph_errors_name_what_is_wrong():
     with pytest.raises(GraphError) as exc:
@@ -380,6 +396,8 @@ def test_plans_against_brute_force_on_random_graphs():
             keep = applied - {r for r in above
                               if any(c in brute_ancestors(revs, {r}) for c in g.children(t))}
             assert g.applied(g.downgrade_heads(t, heads)) == keep, seed
+        if len(heads) == 1:  # '-1' un-applies exactly the one head
+            assert g.applied(g.downgrade_heads("-1", heads)) == applied - set(heads), seed
 
 
 # ---------------------------------------------------------------- scale
