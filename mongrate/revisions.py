@@ -290,11 +290,14 @@ class RevisionGraph:
         self._check((ancestor, rev))
         return bool(self._bits(dependencies)[self._index[rev]] >> self._index[ancestor] & 1)
 
-    def _cover(self, heads: Iterable[str]) -> int:
-        table, idx, bits = self._bits(True), self._index, 0
-        for h in heads:
-            bits |= table[idx[h]]
-        return bits
+    def _covered(self, heads: list[str], rid: str) -> bool:
+        """Is ``rid`` applied under ``heads``? Only heads later in topological order can
+        lie above it, which keeps the per-step checks of a long run cheap."""
+        if rid in heads:
+            return True
+        table, idx = self._bits(True), self._index
+        i = idx[rid]
+        return any(table[idx[h]] >> i & 1 for h in heads if idx[h] > i)
 
     def applied(self, heads: Iterable[str]) -> set[str]:
         """Revisions applied when the version collection holds ``heads``."""
@@ -561,13 +564,12 @@ class RevisionGraph:
         dependency heads stay (each stream keeps its own position)."""
         hs = self._check(heads)
         self.get(rev)
-        idx, cover = self._index, self._cover(hs)
-        if cover >> idx[rev] & 1:
+        if self._covered(hs, rev):
             raise RangeError(f"{rev} is already applied at heads {', '.join(hs)}")
-        missing = [p for p in self._parents[rev] + self._deps[rev] if not cover >> idx[p] & 1]
+        missing = [p for p in self._parents[rev] + self._deps[rev] if not self._covered(hs, p)]
         if missing:
             raise RangeError(f"cannot apply {rev} before {', '.join(missing)}")
-        below = self._bits(False)[idx[rev]]
+        idx, below = self._index, self._bits(False)[self._index[rev]]
         return tuple(sorted([h for h in hs if not below >> idx[h] & 1] + [rev]))
 
     def heads_after_downgrade(self, heads: Iterable[str], rev: str) -> tuple[str, ...]:
@@ -581,13 +583,11 @@ class RevisionGraph:
                 "un-apply what is above it first"
             )
         rest = [h for h in hs if h != rev]
-        idx, table = self._index, self._bits(True)
-        cover = self._cover(rest)
         # highest first, so a parent below another parent is covered by it
-        for p in sorted(self._parents[rev] + self._deps[rev], key=idx.__getitem__, reverse=True):
-            if not cover >> idx[p] & 1:
+        for p in sorted(self._parents[rev] + self._deps[rev], key=self._index.__getitem__,
+                        reverse=True):
+            if not self._covered(rest, p):
                 rest.append(p)
-                cover |= table[idx[p]]
         return tuple(sorted(rest))
 
     # ------------------------------------------------------------ history
