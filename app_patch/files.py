@@ -159,11 +159,11 @@ def parse_range(header: str | None, length: int) -> tuple[int, int] | None:
             raise Unsatisfiable
         return max(0, length - suffix), length - 1
     first = int(first_s)
-    last = int(last_s) if last_s else length - 1
-    if last < first:
-        return None
+    if last_s and int(last_s) < first:
+        return None  # syntactically invalid: ignored
     if first >= length:
         raise Unsatisfiable
+    last = int(last_s) if last_s else length - 1
     return first, min(last, length - 1)
 
 

@@ -224,7 +224,7 @@ class ChatStore:
             removed["bytes"] = 1
         except NoFile:
             pass  # already gone (flagged file_missing): still clean the rest up
-        thumbs = await self.thumb_files.find({"metadata.file_id": record.file_id}, {"_id": 1})
+        thumbs = self.thumb_files.find({"metadata.file_id": record.file_id}, {"_id": 1})
         thumb_ids = [t["_id"] for t in await thumbs.to_list(None)]
         if thumb_ids:
             await self.db[f"{THUMB_BUCKET}.chunks"].delete_many({"files_id": {"$in": thumb_ids}})

@@ -150,3 +150,58 @@ def apply_contract(db: Database) -> None:
         db.chat_messages.update_one(
             {"_id": msg["_id"]}, {"$set": {"file_ids": ids, "has_files": bool(ids)}}
         )
+
+
+def put_file(
+    db: Database,
+    data: bytes,
+    *,
+    user_id: str = ALICE,
+    session_id: str = "",
+    message_id: str = "",
+    name: str = "file.bin",
+    claimed: str = "application/octet-stream",
+    chunk_size: int = 255 * 1024,
+    link: bool = True,
+) -> str:
+    """Store ``data`` in GridFS with a post-migration ``file_uploads`` row; return its id.
+
+    With ``link`` and a ``message_id``, the message lists the file too.
+    """
+    bucket = GridFSBucket(db, chunk_size_bytes=chunk_size)
+    meta = {"user_id": user_id, "session_id": session_id, "original_name": name}
+    oid = bucket.upload_from_stream(name, data, metadata=meta)
+    mime = sniff_mime(data[:8192])
+    row = {
+        "file_id": str(oid),
+        "original_name": name,
+        "mime_type": mime,
+        "message_id": message_id,
+        "session_id": session_id,
+        "user_id": user_id,
+        "chatflow_id": "flow-1",
+        "file_size": len(data),
+        "upload_type": "file",
+        "file_hash": None,
+        "processed": True,
+        "processing_error": None,
+        "uploaded_at": at(1),
+        "processed_at": at(2),
+        "metadata": None,
+        "is_image": is_image_mime(mime),
+        "file_missing": False,
+    }
+    if normalise_mime(claimed) != mime:
+        row["claimed_mime_type"] = claimed
+    db.file_uploads.insert_one(row)
+    if link and message_id:
+        db.chat_messages.update_one(
+            {"_id": ObjectId(message_id)},
+            {"$push": {"file_ids": str(oid)}, "$set": {"has_files": True}},
+        )
+    return str(oid)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Starlette nags about its httpx-based TestClient; nothing for these tests to act on.
+    config.addinivalue_line("filterwarnings", "ignore:Using `httpx` with `starlette.testclient`")
