@@ -435,7 +435,7 @@ class RevisionGraph:
                   current: tuple[str, ...]) -> _Move:
         """``+N``/``-N`` from the current heads; with a branch, only along that branch."""
         scope: set[str] | None = None
-        starts = list(current)
+        starts = sorted(current)
         if branch is not None:
             scope = (self.ancestors([branch], dependencies=False)
                      | self.descendants([branch], dependencies=False))
