@@ -1,0 +1,146 @@
+"""GET /files/{id}/thumbnail: sizes, the GridFS cache, validators, and the hostile corpus."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import httpx
+import pytest
+from PIL import Image
+
+from app_patch import thumbnails
+from app_patch.app import create_app
+from app_patch.hostile import hostile_corpus
+from app_patch.samples import sample_variant
+from tests.app.conftest import ALICE, put_file
+
+PHOTO = sample_variant("jpeg", 2).data  # 640x400
+CORPUS = hostile_corpus()
+STATUS = {"thumbnail": 200, "not_image": 415, "bad_image": 422, "too_large": 422}
+
+
+def thumb(client, file_id, headers, **params):
+    return client.get(f"/api/v1/chat/files/{file_id}/thumbnail", headers=headers, params=params)
+
+
+@pytest.fixture
+def generations(monkeypatch):
+    """Counts real thumbnail renders (the pool looks make_thumbnail up at call time)."""
+    calls = []
+    real = thumbnails.make_thumbnail
+
+    def counting(data, size, **kw):
+        calls.append(size)
+        return real(data, size, **kw)
+
+    monkeypatch.setattr(thumbnails, "make_thumbnail", counting)
+    return calls
+
+
+@pytest.mark.parametrize("size", [100, 200, 300, None])
+def test_thumbnail_sizes(client, mongo_db, alice, size):
+    fid = put_file(mongo_db, PHOTO, name="photo.jpg")
+    r = thumb(client, fid, alice, **({"size": size} if size else {}))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/jpeg"
+    assert r.headers["cache-control"] == "private, max-age=86400"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    with Image.open(io.BytesIO(r.content)) as img:
+        assert max(img.size) == (size or 200)
+        assert img.size[0] > img.size[1]  # 640x400 keeps its aspect
+
+
+@pytest.mark.parametrize("size", ["150", "0", "-100", "abc", "2000", "1e9"])
+def test_any_other_size_is_422(client, mongo_db, alice, size):
+    fid = put_file(mongo_db, PHOTO)
+    assert thumb(client, fid, alice, size=size).status_code == 422
+
+
+def test_generated_once_then_served_from_the_gridfs_cache(
+    client, mongo_db, alice, command_log, generations, settings
+):
+    fid = put_file(mongo_db, PHOTO)
+    first = thumb(client, fid, alice, size=100)
+    assert first.status_code == 200 and generations == [100]
+    key = f"{fid}_100_v{thumbnails.PIPELINE_VERSION}"
+    (doc,) = mongo_db["thumbnails.files"].find({"filename": key})
+    assert doc["metadata"]["file_id"] == fid and doc["metadata"]["size"] == 100
+    assert doc["metadata"]["version"] == thumbnails.PIPELINE_VERSION
+    assert doc["metadata"]["user_id"] == ALICE and doc["metadata"]["mime"] == "image/jpeg"
+    assert "thumb_key" in mongo_db["thumbnails.files"].index_information()
+
+    command_log.clear()
+    second = thumb(client, fid, alice, size=100)
+    assert second.content == first.content and generations == [100]
+    touched = {target for _, target in command_log.data_commands()}
+    assert "fs.chunks" not in touched and "fs.files" not in touched  # the original is not read
+
+    # The cache outlives the process: a fresh app finds it.
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(settings)) as other:
+        assert thumb(other, fid, alice, size=100).content == first.content
+    assert generations == [100]
+    assert thumb(client, fid, alice, size=300).status_code == 200 and generations == [100, 300]
+
+
+def test_etag_gives_304_without_touching_the_image(
+    client, mongo_db, alice, command_log, generations
+):
+    fid = put_file(mongo_db, PHOTO)
+    etag = thumb(client, fid, alice).headers["etag"]
+    command_log.clear()
+    r = client.get(f"/api/v1/chat/files/{fid}/thumbnail", headers={**alice, "If-None-Match": etag})
+    assert r.status_code == 304 and r.content == b""
+    assert r.headers["etag"] == etag and r.headers["cache-control"] == "private, max-age=86400"
+    assert [t for _, t in command_log.data_commands()] == ["file_uploads"]
+    assert thumb(client, fid, alice, size=300).headers["etag"] != etag
+
+
+def test_concurrent_requests_render_once(mongo_db, settings, generations):
+    fid = put_file(mongo_db, PHOTO)
+    app = create_app(settings)
+    from tests.app.conftest import bearer
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            rs = await asyncio.gather(
+                *[
+                    c.get(f"/api/v1/chat/files/{fid}/thumbnail", headers=bearer(ALICE))
+                    for _ in range(8)
+                ]
+            )
+        return [r.status_code for r in rs]
+
+    assert asyncio.run(burst()) == [200] * 8
+    assert generations == [200]
+    assert mongo_db["thumbnails.files"].count_documents({}) == 1
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_hostile_corpus_gives_a_thumbnail_or_a_clean_4xx(client, mongo_db, alice, name):
+    data, outcome = CORPUS[name]
+    fid = put_file(mongo_db, data, name=f"{name}.png", claimed="image/png")
+    r = thumb(client, fid, alice, size=100)
+    assert r.status_code == STATUS[outcome], r.text
+    if outcome == "thumbnail":
+        with Image.open(io.BytesIO(r.content)) as img:
+            img.load()
+            assert max(img.size) <= 100 and img.format in ("JPEG", "PNG")
+    else:
+        assert r.json()["detail"]  # a reason, not just a code
+
+
+def test_the_source_size_cap_is_a_422(mongo_db, alice, mongo_url):
+    from fastapi.testclient import TestClient
+
+    from app_patch.settings import Settings
+    from tests.app.conftest import SECRET
+
+    small = Settings(mongodb_url=mongo_url, jwt_secret=SECRET, thumbnail_max_source_bytes=1000)
+    fid = put_file(mongo_db, PHOTO)
+    with TestClient(create_app(small)) as c:
+        r = thumb(c, fid, alice)
+    assert r.status_code == 422 and "too large" in r.json()["detail"]
