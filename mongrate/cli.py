@@ -1,0 +1,410 @@
+"""The ``mongrate`` command: parse options, call one function in commands.py, render.
+
+Exit codes: 0 success, 1 a revision failed (or ``check`` found problems), 2 usage,
+config or graph error, 3 lock not acquired in time. Heavy imports (pymongo) happen
+inside the commands so ``mongrate --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import click
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCK = 0, 1, 2, 3
+
+
+@dataclass
+class Options:
+    config_path: str | None
+    url: str | None
+    verbose: bool
+    as_json: bool
+
+    def config(self, *, required: bool = True):
+        from mongrate.config import load_config
+
+        cfg = load_config(self.config_path, required=required)
+        url = self.url or os.environ.get("MONGRATE_URL")
+        return cfg.with_overrides(url=url)
+
+    def project(self):
+        from mongrate.commands import Project
+        from mongrate.progress import Reporter
+
+        return Project(self.config(), Reporter(quiet=self.as_json))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat() + "Z"
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value) if isinstance(value, set | frozenset) else list(value)
+    return str(value)
+
+
+def emit(opts: Options, data: Any, text: str | None = None) -> None:
+    if opts.as_json:
+        click.echo(json.dumps(data, default=_json_default, indent=2, sort_keys=True))
+    elif text is not None:
+        click.echo(text)
+
+
+pass_opts = click.make_pass_decorator(Options)
+LOCK_TIMEOUT = click.option("--lock-timeout", type=float, default=60.0, show_default=True,
+                            help="Seconds to wait for another run's lock before exiting 3.")
+DRY_RUN = click.option("--dry-run", is_flag=True,
+                       help="Print the plan and the writes each step would send; write nothing.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", metavar="FILE",
+              help="Config file (default ./mongrate.ini or $MONGRATE_CONFIG).")
+@click.option("--url", help="Server URL (default $MONGRATE_URL, else the config's url).")
+@click.option("-v", "--verbose", is_flag=True, help="More detail; tracebacks on errors.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output where it is data.")
+@click.version_option(package_name="mongrate", prog_name="mongrate")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, url: str | None, verbose: bool,
+        as_json: bool) -> None:
+    """Versioned schema and data migrations for MongoDB."""
+    ctx.obj = Options(config_path, url, verbose, as_json)
+
+
+# --------------------------------------------------------------- scaffolding
+@cli.command()
+@click.argument("directory", default=".")
+@click.option("--database", default="app", show_default=True)
+@pass_opts
+def init(opts: Options, directory: str, database: str) -> None:
+    """Create mongrate.ini and a versions/ folder in DIRECTORY."""
+    from mongrate import commands
+
+    url = opts.url or os.environ.get("MONGRATE_URL") or "mongodb://127.0.0.1:27017/"
+    paths = commands.init(directory, url=url, database=database)
+    emit(opts, [str(p) for p in paths], "\n".join(f"created {p}" for p in paths))
+
+
+@cli.command()
+@click.option("-m", "--message", required=True, help="What the revision does.")
+@click.option("--head", default="head", show_default=True, help="Parent revision (or base).")
+@click.option("--splice", is_flag=True, help="Allow a parent that is not a head (new branch).")
+@click.option("--branch-label", help="Label for a new branch.")
+@click.option("--depends-on", multiple=True, help="Revision this one depends on (repeatable).")
+@click.option("--rev-id", help="Choose the id instead of a random one.")
+@pass_opts
+def revision(opts: Options, message: str, head: str, splice: bool, branch_label: str | None,
+             depends_on: tuple[str, ...], rev_id: str | None) -> None:
+    """Write a new revision file from the template."""
+    from mongrate import commands
+
+    path = commands.revision(opts.config(), message, head=head, splice=splice,
+                             branch_label=branch_label, depends_on=depends_on, rev_id=rev_id)
+    emit(opts, {"path": str(path)}, f"created {path}")
+
+
+@cli.command()
+@click.argument("revisions", nargs=-1)
+@click.option("-m", "--message", required=True)
+@click.option("--branch-label")
+@click.option("--rev-id")
+@pass_opts
+def merge(opts: Options, revisions: tuple[str, ...], message: str, branch_label: str | None,
+          rev_id: str | None) -> None:
+    """Write a revision that joins REVISIONS (default: heads)."""
+    from mongrate import commands
+
+    path = commands.merge(opts.config(), list(revisions), message, branch_label=branch_label,
+                          rev_id=rev_id)
+    emit(opts, {"path": str(path)}, f"created {path}")
+
+
+# ----------------------------------------------------------------- migrating
+def _render_run(opts: Options, result) -> None:
+    data = {
+        "direction": result.direction,
+        "dry_run": result.dry_run,
+        "heads_before": list(result.heads_before),
+        "heads_after": list(result.heads_after),
+        "resumed": [e["revision"] for e in result.resumed],
+        "steps": [{"revision": s.revision, "duration": round(s.duration, 3),
+                   "writes": s.writes, "results": s.results} for s in result.steps],
+    }
+    lines = []
+    if not result.steps:
+        lines.append(f"nothing to {result.direction}: at {', '.join(result.heads_before) or 'base'}")
+    for s in result.steps:
+        if result.dry_run:
+            lines.append(f"{s.revision}: {len(s.writes)} write(s) would be sent")
+            lines.extend(f"    {w['method']} {w['collection']} {w['args']}" for w in s.writes)
+        else:
+            extra = f" {s.results}" if s.results else ""
+            lines.append(f"{s.direction}d {s.revision} in {s.duration:.2f}s{extra}")
+    if result.steps and not result.dry_run:
+        lines.append(f"now at {', '.join(result.heads_after) or 'base'}")
+    if result.dry_run:
+        lines.append("dry run: nothing was written")
+    emit(opts, data, "\n".join(lines))
+
+
+# ignore_unknown_options: so that '-1' reaches TARGET instead of being read as an option
+RELATIVE_OK = {"ignore_unknown_options": True}
+
+
+@cli.command(context_settings=RELATIVE_OK)
+@click.argument("target", default="head")
+@DRY_RUN
+@LOCK_TIMEOUT
+@pass_opts
+def upgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) -> None:
+    """Apply revisions up to TARGET (head, heads, +N, REV, label@head...)."""
+    from mongrate import commands
+
+    project = opts.project()
+    _render_run(opts, commands.upgrade(project, target, dry_run=dry_run, lock_timeout=lock_timeout))
+
+
+@cli.command(context_settings=RELATIVE_OK)
+@click.argument("target")
+@DRY_RUN
+@LOCK_TIMEOUT
+@pass_opts
+def downgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) -> None:
+    """Reverse revisions down to TARGET (-1, base, REV, label@base...)."""
+    from mongrate import commands
+
+    project = opts.project()
+    _render_run(opts, commands.downgrade(project, target, dry_run=dry_run,
+                                         lock_timeout=lock_timeout))
+
+
+@cli.command()
+@click.argument("revisions", nargs=-1, required=True)
+@click.option("--purge", is_flag=True, help="Clear the version collection first.")
+@pass_opts
+def stamp(opts: Options, revisions: tuple[str, ...], purge: bool) -> None:
+    """Record REVISIONS as applied without running anything."""
+    from mongrate import commands
+
+    heads = commands.stamp(opts.project(), revisions, purge=purge)
+    emit(opts, {"heads": list(heads)}, f"stamped: now at {', '.join(heads) or 'base'}")
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Release even a lock whose lease is live.")
+@pass_opts
+def unlock(opts: Options, force: bool) -> None:
+    """Release the migration lock left by a dead run."""
+    from mongrate import commands
+
+    holder = commands.unlock(opts.project(), force=force)
+    emit(opts, {"released": holder.describe() if holder else None},
+         f"released the lock held by {holder.describe()}" if holder else "the lock was free")
+
+
+# ------------------------------------------------------------------- reading
+def _rev_line(graph, rev_id: str, current: set[str], verbose: bool) -> str:
+    from mongrate.revisions import format_rev_line
+
+    return format_rev_line(graph, rev_id, current=frozenset(current), verbose=verbose)
+
+
+def _rev_data(rev) -> dict:
+    return {"revision": rev.revision, "down_revisions": list(rev.down_revisions),
+            "depends_on": list(rev.depends_on), "branch_labels": sorted(rev.branch_labels),
+            "message": rev.message, "path": rev.path, "create_date": rev.create_date}
+
+
+@cli.command()
+@pass_opts
+def current(opts: Options) -> None:
+    """Show the revisions the database is at, interrupted steps and the lock."""
+    from mongrate import commands
+
+    project = opts.project()
+    state = commands.current(project, verbose=opts.verbose)
+    lines = [_rev_line(project.graph, r.revision, set(state.heads), opts.verbose)
+             for r in state.revisions] or ["<base> (no revision applied)"]
+    lines += [f"{u} (unknown: no revision file defines it)" for u in state.unknown]
+    if state.pending:
+        lines.append(f"{len(state.pending)} revision(s) pending: {', '.join(state.pending)}")
+    for e in state.interrupted:
+        lines.append(f"INTERRUPTED: {e['direction']} of {e['revision']} started "
+                     f"{e['started_at']:%Y-%m-%d %H:%M:%S} UTC by {e.get('host')} pid {e.get('pid')}"
+                     "; the next upgrade resumes it")
+    if state.lock:
+        lines.append(f"lock held by {state.lock.describe()}")
+    if opts.verbose:
+        from mongrate.commands import log_summary
+
+        for head, entries in state.log.items():
+            lines.append(f"log of {head}:")
+            lines.extend("  " + log_summary(e) for e in entries)
+    emit(opts, {
+        "heads": list(state.heads), "unknown": state.unknown, "pending": state.pending,
+        "interrupted": [{k: v for k, v in e.items() if k != "traceback"} for e in state.interrupted],
+        "lock": state.lock.__dict__ if state.lock else None,
+    }, "\n".join(lines))
+
+
+@cli.command()
+@click.option("-r", "--rev-range", help="START:END, e.g. base:head, current:, -3:current.")
+@click.option("-i", "--indicate-current", is_flag=True, help="Mark the database's revisions.")
+@pass_opts
+def history(opts: Options, rev_range: str | None, indicate_current: bool) -> None:
+    """List revisions, newest first."""
+    from mongrate import commands
+    from mongrate.config import load_config
+    from mongrate.progress import Reporter
+
+    needs_db = indicate_current or (rev_range is not None and "current" in rev_range)
+    project = commands.Project(opts.config() if needs_db else load_config(opts.config_path),
+                               Reporter(quiet=opts.as_json))
+    if needs_db:
+        project.config = opts.config()
+    ids, current_heads = commands.history(project, rev_range, indicate_current=indicate_current)
+    lines = []
+    for rev_id in ids:
+        lines.append(_rev_line(project.graph, rev_id, current_heads, opts.verbose))
+        if opts.verbose and needs_db:
+            lines.extend("    " + commands.log_summary(e)
+                         for e in project.store.log_entries(rev_id, limit=5))
+        elif opts.verbose:
+            lines.append("")
+    emit(opts, [_rev_data(project.graph.get(r)) for r in ids], "\n".join(lines))
+
+
+@cli.command()
+@pass_opts
+def heads(opts: Options) -> None:
+    """Show the head revisions of the scripts."""
+    from mongrate.config import load_config
+    from mongrate.scripts import ScriptDirectory
+
+    graph = ScriptDirectory(load_config(opts.config_path)).graph
+    emit(opts, [_rev_data(graph.get(h)) for h in graph.heads],
+         "\n".join(_rev_line(graph, h, set(), opts.verbose) for h in graph.heads))
+
+
+@cli.command()
+@pass_opts
+def branches(opts: Options) -> None:
+    """Show branch points and the branches that leave them."""
+    from mongrate.config import load_config
+    from mongrate.scripts import ScriptDirectory
+
+    graph = ScriptDirectory(load_config(opts.config_path)).graph
+    points = [r.revision for r in graph if graph.is_branch_point(r.revision)]
+    lines = []
+    for p in points:
+        lines.append(_rev_line(graph, p, set(), opts.verbose))
+        lines.extend(f"    -> {c}, {graph.get(c).message}" for c in graph.children(p))
+    emit(opts, [{"revision": p, "children": list(graph.children(p))} for p in points],
+         "\n".join(lines) or "no branch points")
+
+
+@cli.command()
+@click.argument("rev")
+@pass_opts
+def show(opts: Options, rev: str) -> None:
+    """Show one revision in full."""
+    from mongrate.config import load_config
+    from mongrate.scripts import ScriptDirectory
+
+    graph = ScriptDirectory(load_config(opts.config_path)).graph
+    rev_id = graph.resolve_one(rev)
+    emit(opts, _rev_data(graph.get(rev_id)), _rev_line(graph, rev_id, set(), True))
+
+
+@cli.command()
+@pass_opts
+def check(opts: Options) -> None:
+    """Exit 1 with reasons if there are several heads, pending or interrupted steps, or
+    an applied revision's file changed since it ran."""
+    from mongrate import commands
+
+    commands.check(opts.project())
+    emit(opts, {"ok": True}, "ok: one head, database up to date, no changed or interrupted revisions")
+
+
+# ------------------------------------------------------------------- backups
+@cli.group()
+def backup() -> None:
+    """List, restore and drop the snapshots made by backup revisions."""
+
+
+@backup.command("list")
+@pass_opts
+def backup_list(opts: Options) -> None:
+    """List backup snapshots, newest first."""
+    from mongrate import backup as backups
+
+    items = backups.list_backups(opts.project())
+    lines = [f"{b['_id']}  {b['status']:<8} {b.get('count', '-'):>8} docs  from {b['source']}  "
+             f"revision {b['revision']}  {b['created_at']:%Y-%m-%d %H:%M:%S}" for b in items]
+    emit(opts, items, "\n".join(lines) or "no backups")
+
+
+@backup.command("restore")
+@click.argument("backup_id")
+@click.option("--collections", multiple=True, help="Only these source collections.")
+@click.option("--yes", is_flag=True, help="Overwrite a live collection that changed since.")
+@LOCK_TIMEOUT
+@pass_opts
+def backup_restore(opts: Options, backup_id: str, collections: tuple[str, ...], yes: bool,
+                   lock_timeout: float) -> None:
+    """Put a snapshot back into its collection (documents differing are replaced)."""
+    from mongrate import backup as backups
+
+    reports = backups.restore_backup(opts.project(), backup_id, collections=collections,
+                                     yes=yes, lock_timeout=lock_timeout)
+    emit(opts, [r.__dict__ for r in reports], "\n".join(r.describe() for r in reports))
+
+
+@backup.command("drop")
+@click.argument("backup_id")
+@pass_opts
+def backup_drop(opts: Options, backup_id: str) -> None:
+    """Drop a snapshot collection and mark its manifest dropped."""
+    from mongrate import backup as backups
+
+    manifest = backups.drop_backup(opts.project(), backup_id)
+    emit(opts, manifest, f"dropped {manifest['target']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one line on errors, the traceback only with -v."""
+    verbose = any(a in ("-v", "--verbose") for a in (argv if argv is not None else sys.argv[1:]))
+    try:
+        cli.main(args=argv, prog_name="mongrate", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("mongrate: aborted", err=True)
+        sys.exit(EXIT_FAILED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE if exc.exit_code == 2 else exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
+        from mongrate.errors import CheckFailed, MongrateError
+
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        if isinstance(exc, CheckFailed) and getattr(exc, "problems", None):
+            for problem in exc.problems:
+                click.echo(f"mongrate: check: {problem}", err=True)
+            sys.exit(exc.exit_code)
+        if isinstance(exc, MongrateError):
+            click.echo(f"mongrate: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        click.echo(f"mongrate: unexpected error: {type(exc).__name__}: {exc} "
+                   "(rerun with -v for the traceback)", err=True)
+        sys.exit(EXIT_FAILED)
+    sys.exit(EXIT_OK)

@@ -1,0 +1,202 @@
+"""Runs a plan: lock, detect interrupted steps, log each step, call it, move the heads."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mongrate.config import Config
+from mongrate.dryrun import RecordingDatabase
+from mongrate.errors import LockLostError, LockTimeoutError, RevisionFailed
+from mongrate.ops import Operations
+from mongrate.progress import Reporter
+from mongrate.revisions import RevisionGraph
+from mongrate.scripts import ScriptDirectory, checksum
+from mongrate.store import Heartbeat, Store
+
+Planner = Callable[[tuple[str, ...]], list[str]]
+
+
+@dataclass
+class StepResult:
+    revision: str
+    direction: str
+    duration: float
+    writes: list[dict] = field(default_factory=list)  # dry run only
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    direction: str
+    steps: list[StepResult]
+    heads_before: tuple[str, ...]
+    heads_after: tuple[str, ...]
+    resumed: list[dict] = field(default_factory=list)
+    dry_run: bool = False
+
+
+def normalize_heads(graph: RevisionGraph, heads: tuple[str, ...]) -> tuple[str, ...]:
+    """Drop recorded heads that are ancestors of other heads (left by an interrupted move)."""
+    known = [h for h in heads if h in graph]
+    below: set[str] = set()
+    for h in known:
+        below |= graph.ancestors([h], inclusive=False, dependencies=False)
+    return tuple(sorted(h for h in known if h not in below)) + tuple(
+        sorted(h for h in heads if h not in graph)
+    )
+
+
+class Lock:
+    """Context manager for the lease lock: waits up to ``timeout`` showing the holder."""
+
+    def __init__(self, store: Store, *, lease: float, timeout: float, command: str,
+                 reporter: Reporter):
+        self.store, self.lease, self.timeout = store, lease, timeout
+        self.command, self.reporter = command, reporter
+        self.heartbeat: Heartbeat | None = None
+
+    def __enter__(self) -> Lock:
+        deadline = time.monotonic() + self.timeout
+        shown = None
+        delay = 0.05
+        while True:
+            acquired, took_over = self.store.try_acquire(self.lease, self.command)
+            if acquired:
+                if took_over:
+                    self.reporter.info(f"took over an expired lock from {took_over.describe()}")
+                break
+            holder = self.store.holder()
+            if time.monotonic() >= deadline:
+                who = holder.describe() if holder else "another run"
+                raise LockTimeoutError(
+                    f"lock not acquired within {self.timeout:g}s: held by {who}; wait for it, "
+                    "or if that run is dead and its lease is long, 'mongrate unlock --force'"
+                )
+            if holder and (shown is None or shown != holder.owner):
+                self.reporter.info(f"waiting for the lock held by {holder.describe()}")
+                shown = holder.owner
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+        self.heartbeat = Heartbeat(self.store, self.lease)
+        self.heartbeat.start()
+        return self
+
+    def check(self) -> None:
+        if self.heartbeat and self.heartbeat.lost.is_set():
+            raise LockLostError(
+                "lost the lock (lease expired and another run took it); stopped before the next step"
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.heartbeat:
+            self.heartbeat.stop()
+        try:
+            self.store.release()
+        except Exception:  # noqa: BLE001 - the lease will expire anyway; don't mask the real error
+            pass
+
+
+class Runner:
+    """Executes upgrade/downgrade plans against one database."""
+
+    def __init__(self, config: Config, scripts: ScriptDirectory, store: Store, *,
+                 reporter: Reporter | None = None, lock_timeout: float = 60.0,
+                 command: str = "mongrate"):
+        self.config = config
+        self.scripts = scripts
+        self.graph = scripts.graph
+        self.store = store
+        self.reporter = reporter or Reporter()
+        self.lock_timeout = lock_timeout
+        self.command = command
+
+    def current_heads(self) -> tuple[str, ...]:
+        return normalize_heads(self.graph, self.store.heads())
+
+    def run(self, direction: str, planner: Planner, *, dry_run: bool = False) -> RunResult:
+        """Plan under the lock (so a waiting run sees what the holder did) and execute."""
+        if dry_run:
+            heads = self.current_heads()
+            plan = planner(heads)
+            return self._execute(direction, plan, heads, dry_run=True, lock=None, resumed=[])
+        self.store.ensure_indexes()
+        with Lock(self.store, lease=self.config.lock_lease_seconds, timeout=self.lock_timeout,
+                  command=self.command, reporter=self.reporter) as lock:
+            run_id = uuid.uuid4().hex
+            interrupted = self.store.interrupted()
+            for entry in interrupted:
+                self.reporter.info(
+                    f"found interrupted {entry['direction']} of {entry['revision']} "
+                    f"(started {entry['started_at']:%Y-%m-%d %H:%M:%S} UTC by {entry.get('host')} "
+                    f"pid {entry.get('pid')}); it will be run again"
+                )
+            self.store.mark_interrupted(interrupted, by_run=run_id)
+            heads = self.current_heads()
+            if heads != self.store.heads():
+                self.store.set_heads(heads)
+            plan = planner(heads)
+            resumed = {e["revision"] for e in interrupted}
+            return self._execute(direction, plan, heads, dry_run=False, lock=lock,
+                                 resumed=interrupted, resumed_ids=resumed, run_id=run_id)
+
+    def _execute(self, direction: str, plan: list[str], heads: tuple[str, ...], *,
+                 dry_run: bool, lock: Lock | None, resumed: list[dict],
+                 resumed_ids: set[str] = frozenset(), run_id: str = "") -> RunResult:
+        before = heads
+        steps: list[StepResult] = []
+        arrow = "->" if direction == "upgrade" else "<-"
+        for rev_id in plan:
+            if lock:
+                lock.check()
+            rev = self.graph.get(rev_id)
+            module = self.scripts.load_module(rev_id)
+            verb = "resuming" if rev_id in resumed_ids else "running"
+            parents = ", ".join(rev.down_revisions) or "<base>"
+            self.reporter.info(
+                f"{'would run' if dry_run else verb} {direction} {parents} {arrow} {rev_id}, {rev.message}"
+            )
+            writes: list[dict] = []
+            db = RecordingDatabase(self.store.db, writes) if dry_run else self.store.db
+            undo = db[self.config.undo_collection]
+            backups = db[self.config.backups_collection]
+            op = Operations(db, undo=undo, backups=backups, revision=rev_id, direction=direction,
+                            batch_size=self.config.batch_size, reporter=self.reporter,
+                            dry_run=dry_run)
+            started = time.monotonic()
+            if dry_run:
+                getattr(module, direction)(op)
+                steps.append(StepResult(rev_id, direction, time.monotonic() - started, writes))
+                heads = self._move(direction, heads, rev_id)
+                continue
+            log_id, started_at = self.store.log_start(
+                rev_id, direction, checksum=checksum(rev.path), run_id=run_id,
+                resumed=rev_id in resumed_ids)
+            try:
+                getattr(module, direction)(op)
+                if lock:
+                    lock.check()  # never move heads for a step whose lock was taken away
+            except BaseException as exc:
+                self.store.log_finish(log_id, "failed", started_at=started_at, error=exc)
+                if isinstance(exc, KeyboardInterrupt | LockLostError):
+                    raise
+                raise RevisionFailed(
+                    f"{direction} of {rev_id} ({rev.message}) failed: {type(exc).__name__}: {exc}; "
+                    f"nothing after it ran; see 'mongrate history -v -r {rev_id}:{rev_id}'"
+                ) from exc
+            new_heads = self._move(direction, heads, rev_id)
+            self.store.move_heads(heads, new_heads)
+            heads = new_heads
+            self.store.log_finish(log_id, "succeeded", started_at=started_at,
+                                  extra={"results": op.results} if op.results else None)
+            steps.append(StepResult(rev_id, direction, time.monotonic() - started,
+                                    results=dict(op.results)))
+        return RunResult(direction, steps, before, heads, resumed, dry_run)
+
+    def _move(self, direction: str, heads: tuple[str, ...], rev_id: str) -> tuple[str, ...]:
+        if direction == "upgrade":
+            return tuple(self.graph.heads_after_upgrade(heads, rev_id))
+        return tuple(self.graph.heads_after_downgrade(heads, rev_id))

@@ -1,0 +1,195 @@
+"""The versions/ folder: read revision files, checksum them, write new ones.
+
+Revision metadata is read with ``ast`` (literals only) rather than by importing, so
+``history`` and ``heads`` run no revision code and stay fast on thousands of files;
+a module is imported only when its upgrade or downgrade is about to run.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import re
+import string
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+
+from mongrate.config import Config
+from mongrate.errors import ConfigError, ScriptError
+from mongrate.revisions import Revision, RevisionGraph
+
+_TEMPLATE_NAME = "script.py.tmpl"
+_REV_ID_RE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _as_tuple(value: object, name: str, path: Path) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list | tuple | set | frozenset) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ScriptError(f"{path}: '{name}' must be a string, a tuple of strings or None")
+
+
+def read_revision(path: Path) -> Revision:
+    """Parse one revision file's metadata without running it."""
+    try:
+        source = path.read_bytes()
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as exc:
+        raise ScriptError(
+            f"{path}:{exc.lineno}: syntax error: {exc.msg}; fix the file and run again"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ScriptError(f"{path}: cannot read: {exc}") from None
+    values: dict[str, object] = {}
+    functions: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            functions.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id in (
+                    "revision", "down_revision", "branch_labels", "depends_on"
+                ):
+                    try:
+                        values[target.id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        raise ScriptError(
+                            f"{path}:{node.lineno}: '{target.id}' must be a literal "
+                            "(a string, tuple of strings or None)"
+                        ) from None
+    rev = values.get("revision")
+    if not isinstance(rev, str) or not rev:
+        raise ScriptError(f"{path}: no 'revision = \"...\"' line; is this a revision file?")
+    for needed in ("upgrade", "downgrade"):
+        if needed not in functions:
+            raise ScriptError(f"{path}: revision {rev} defines no {needed}(op) function")
+    if "down_revision" not in values:
+        raise ScriptError(f"{path}: revision {rev} has no 'down_revision' (use None for a base)")
+    doc = ast.get_docstring(tree) or ""
+    create_date = None
+    m = re.search(r"^Create Date:\s*(.+)$", doc, re.MULTILINE)
+    if m:
+        create_date = m.group(1).strip()
+    return Revision(
+        revision=rev,
+        down_revisions=_as_tuple(values.get("down_revision"), "down_revision", path),
+        depends_on=_as_tuple(values.get("depends_on"), "depends_on", path),
+        branch_labels=frozenset(_as_tuple(values.get("branch_labels"), "branch_labels", path)),
+        message=doc.strip().splitlines()[0] if doc.strip() else "",
+        path=str(path),
+        create_date=create_date,
+    )
+
+
+def checksum(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class ScriptDirectory:
+    """The revision files of one project."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.path = Path(config.script_location)
+        self._graph: RevisionGraph | None = None
+        self._modules: dict[str, ModuleType] = {}
+
+    def revision_files(self) -> list[Path]:
+        if not self.path.is_dir():
+            raise ConfigError(
+                f"script_location {self.path} is not a directory: run 'mongrate init' "
+                "or fix script_location in the config"
+            )
+        return sorted(
+            p for p in self.path.glob("*.py") if not p.name.startswith(("_", "."))
+        )
+
+    @property
+    def graph(self) -> RevisionGraph:
+        if self._graph is None:
+            self._graph = RevisionGraph(read_revision(p) for p in self.revision_files())
+        return self._graph
+
+    def load_module(self, rev_id: str) -> ModuleType:
+        """Import the revision's module (once per process)."""
+        if rev_id in self._modules:
+            return self._modules[rev_id]
+        rev = self.graph.get(rev_id)
+        for extra in reversed(self.config.prepend_sys_path):
+            if str(extra) not in sys.path:
+                sys.path.insert(0, str(extra))
+        name = f"mongrate_revision_{rev_id}"
+        spec = importlib.util.spec_from_file_location(name, rev.path)
+        if spec is None or spec.loader is None:
+            raise ScriptError(f"{rev.path}: cannot be imported")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # a revision's import-time error is the user's to fix
+            raise ScriptError(f"{rev.path}: import failed: {type(exc).__name__}: {exc}") from exc
+        for fn in ("upgrade", "downgrade"):
+            if not callable(getattr(module, fn, None)):
+                raise ScriptError(f"{rev.path}: {fn} is not a function")
+        self._modules[rev_id] = module
+        return module
+
+    def template(self) -> string.Template:
+        local = self.path / _TEMPLATE_NAME
+        src = local if local.exists() else Path(__file__).parent / "templates" / _TEMPLATE_NAME
+        return string.Template(src.read_text(encoding="utf-8"))
+
+    def write_revision(
+        self,
+        message: str,
+        *,
+        down_revisions: tuple[str, ...],
+        rev_id: str | None = None,
+        branch_labels: tuple[str, ...] = (),
+        depends_on: tuple[str, ...] = (),
+        now: datetime | None = None,
+    ) -> Path:
+        """Write a new revision file from the template and return its path."""
+        rev_id = rev_id or uuid.uuid4().hex[:12]
+        if not _REV_ID_RE.match(rev_id):
+            raise ConfigError(f"--rev-id {rev_id!r}: use letters, digits and '_' only")
+        if rev_id in self.graph:
+            raise ConfigError(f"revision id {rev_id} already exists ({self.graph.get(rev_id).path})")
+        now = now or datetime.now(UTC).replace(tzinfo=None)
+        slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:40] or "revision"
+        try:
+            stem = self.config.file_template % {
+                "rev": rev_id, "slug": slug, "year": now.year, "month": now.month,
+                "day": now.day, "hour": now.hour, "minute": now.minute, "second": now.second,
+            }
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(f"file_template {self.config.file_template!r} is invalid: {exc}") from None
+
+        def rep(values: tuple[str, ...]) -> str:
+            if not values:
+                return "None"
+            return repr(values[0]) if len(values) == 1 else repr(tuple(values))
+
+        text = self.template().safe_substitute(
+            message=message.replace('"""', "'''"),
+            rev_id=rev_id,
+            down_revision_text=", ".join(down_revisions) or "",
+            create_date=now.strftime("%Y-%m-%d %H:%M:%S"),
+            revision_repr=repr(rev_id),
+            down_revision_repr=rep(down_revisions),
+            branch_labels_repr=rep(branch_labels),
+            depends_on_repr=rep(depends_on),
+        )
+        path = self.path / f"{stem}.py"
+        if path.exists():
+            raise ConfigError(f"{path} already exists; choose another message or --rev-id")
+        path.write_text(text, encoding="utf-8")
+        self._graph = None
+        return path
