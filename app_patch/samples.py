@@ -79,6 +79,11 @@ class SampleFile:
     orientation: int | None = None
 
     @property
+    def ext(self) -> str:
+        """The file-name extension a user's file of this kind usually has."""
+        return _EXT[self.kind]
+
+    @property
     def display_size(self) -> tuple[int, int] | None:
         """(width, height) as a viewer shows it, after EXIF rotation."""
         if self.width is None or self.height is None:
@@ -108,6 +113,38 @@ def sample_variant(kind: str, variant: int) -> SampleFile:
 def random_kind(rng: random.Random) -> str:
     """A kind drawn with :data:`KIND_WEIGHTS`."""
     return rng.choices(KINDS, weights=[KIND_WEIGHTS[k] for k in KINDS])[0]
+
+
+_EXT = {
+    "jpeg": "jpg", "jpeg_cmyk": "jpg", "jpeg_exif_rotated": "jpeg", "png": "png",
+    "png_palette_transparent": "png", "png_16bit": "png", "gif_animated": "gif", "webp": "webp",
+    "webp_animated": "webp", "tiff": "tif", "bmp": "bmp", "ico": "ico", "pdf": "pdf",
+    "text": "txt", "truncated_jpeg": "jpg", "truncated_png": "png", "large_dims_png": "png",
+    "zero_byte": "bin",
+}
+
+#: Hostile or unusual original names, by untidy case (``{n}`` number, ``{e}`` extension).
+UNTIDY_NAMES: dict[str, tuple[str, ...]] = {
+    "name_non_ascii": ("фото_{n}.{e}", "写真 {n}.{e}", "café-menü {n}.{e}", "😀 party {n}.{e}",
+                       "naïve résumé {n}.{e}"),
+    "name_quotes": ('my "best" photo {n}.{e}', "it's mine {n}.{e}", "`tick` & 'quote' {n}.{e}"),
+    "name_path_traversal": ("../../etc/passwd{n}.{e}", "..\\..\\windows\\win{n}.{e}",
+                            "../secret {n}.{e}"),
+    "name_line_break": ("evil\r\nContent-Type: text/html {n}.{e}", "two\nlines {n}.{e}"),
+}
+
+
+def sample_name(kind: str, rng: random.Random, untidy: str | None = None) -> str:
+    """A file name a user might give a ``kind`` file; ``untidy`` is a key of UNTIDY_NAMES.
+
+    Ordinary names are plain ASCII without quotes, slashes or line breaks.
+    """
+    n, ext = rng.randrange(10_000), _EXT[kind]
+    if untidy:
+        return rng.choice(UNTIDY_NAMES[untidy]).format(n=n, e=ext)
+    stem = rng.choice(("IMG_{n:04d}", "Screenshot 2025-06-{d:02d} at 10.{n:04d}", "scan{n}",
+                       "photo {n}", "document-{n}", "image ({d})"))
+    return f"{stem.format(n=n, d=rng.randrange(1, 29))}.{ext}"
 
 
 def sample_files(rng: random.Random) -> list[SampleFile]:

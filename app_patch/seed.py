@@ -19,12 +19,19 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from bson import ObjectId
 from pymongo.database import Database
 
-from app_patch.samples import KINDS, SampleFile, make_sample, random_kind
+from app_patch.samples import (
+    KINDS,
+    SampleFile,
+    make_sample,
+    random_kind,
+    sample_name,
+    sample_variant,
+)
 
 COLLECTIONS = ("chat_sessions", "chat_messages", "file_uploads", "fs.files", "fs.chunks")
 CHUNK_SIZE = 261120  # PyMongo's GridFS default
@@ -54,21 +61,6 @@ ALL_CASES = MESSAGE_CASES + UPLOAD_CASES + SESSION_CASES
 _PNGS = ("png", "png_palette_transparent", "png_16bit")
 _JPEGS = ("jpeg", "jpeg_cmyk", "jpeg_exif_rotated")
 _KIND_FOR_CASE = {"mime_png_as_jpeg": "png", "mime_jpeg_as_octet": "jpeg", "mime_pdf_as_png": "pdf"}
-_EXT = {
-    "jpeg": "jpg", "jpeg_cmyk": "jpg", "jpeg_exif_rotated": "jpeg", "png": "png",
-    "png_palette_transparent": "png", "png_16bit": "png", "gif_animated": "gif", "webp": "webp",
-    "webp_animated": "webp", "tiff": "tif", "bmp": "bmp", "ico": "ico", "pdf": "pdf",
-    "text": "txt", "truncated_jpeg": "jpg", "truncated_png": "png", "large_dims_png": "png",
-    "zero_byte": "bin",
-}
-_UNTIDY_NAMES = {
-    "name_non_ascii": ("фото_{n}.{e}", "写真 {n}.{e}", "café-menü {n}.{e}", "😀 party {n}.{e}",
-                       "naïve résumé {n}.{e}"),
-    "name_quotes": ('my "best" photo {n}.{e}', "it's mine {n}.{e}", "`tick` & 'quote' {n}.{e}"),
-    "name_path_traversal": ("../../etc/passwd{n}.{e}", "..\\..\\windows\\win{n}.{e}",
-                            "../secret {n}.{e}"),
-    "name_line_break": ("evil\r\nContent-Type: text/html {n}.{e}", "two\nlines {n}.{e}"),
-}
 _PROMPTS = ("Can you describe this image?", "What does this document say?", "Summarise this",
             "hi", "Translate the text in the picture to English, please.", "Is this a bug?",
             "Compare these two", "What's wrong with my chart?", "ok thanks", "and now?")
@@ -276,7 +268,7 @@ class _Generator:
             "user_id": rng.choice(self.users),
         }
         msgs = self._messages(start, burst)
-        legacy = rng.random() < 0.3  # written before the service had file_ids/has_files
+        legacy = rng.random() < 0.2  # written before the service had file_ids/has_files
         sess = {"_id": _oid(rng, start), "session_id": ctx["session_id"], "user_id": ctx["user_id"],
                 "chatflow_id": ctx["chatflow_id"],
                 "topic": None if rng.random() < 0.3 else rng.choice(_PROMPTS)[:40],
@@ -506,14 +498,9 @@ class _Generator:
         return str(msgs[carrier][1])
 
     def _name(self, kind: str, pos: int) -> str:
-        rng, n, ext = self.rng, self.rng.randrange(10_000), _EXT[kind]
         case = self.plan.pick(pos, (("name_non_ascii", 0.05), ("name_quotes", 0.02),
                                     ("name_path_traversal", 0.01), ("name_line_break", 0.01)))
-        if case:
-            return rng.choice(_UNTIDY_NAMES[case]).format(n=n, e=ext)
-        stem = rng.choice(("IMG_{n:04d}", "Screenshot 2025-06-{d:02d} at 10.{n:04d}", "scan{n}",
-                           "photo {n}", "document-{n}", "image ({d})"))
-        return f"{stem.format(n=n, d=rng.randrange(1, 29))}.{ext}"
+        return sample_name(kind, self.rng, case)
 
     def _claimed_mime(self, sample: SampleFile, pos: int) -> str:
         kind, plan = sample.kind, self.plan
@@ -557,8 +544,8 @@ def add_session(db: Database, *, messages: Sequence[tuple], uploads: Sequence[di
 
     ``messages``: ``(role, content, created_at)`` or ``(role, content, created_at, extra)``
     where ``extra`` is a dict of fields set last (e.g. ``{"file_ids": None}``).
-    ``uploads``: dicts with optional keys ``kind`` (a samples kind, default ``"png"``) or
-    ``data`` (bytes); ``message`` (index of the carrying message, default None);
+    ``uploads``: dicts with optional keys ``kind`` and ``variant`` (a sample, default
+    ``("png", 0)``) or ``data`` (bytes); ``message`` (index of the carrying message, default None);
     ``message_id`` (stored value; default the carrier's hex id, else ``""``); ``listed``
     (default True with a carrier: the carrier's ``file_ids`` gets the id and ``has_files``
     True); ``uploaded_at`` (default carrier time + 2 s); ``gridfs`` (default True: store
@@ -571,7 +558,7 @@ def add_session(db: Database, *, messages: Sequence[tuple], uploads: Sequence[di
     ctx = {"chatflow_id": chatflow_id, "session_id": session_id, "user_id": user_id}
     out = _Writer(db)
     times = [_ms(m[2]) for m in messages]
-    start = min(times, default=_ms(datetime.utcnow()))
+    start = min(times, default=_ms(datetime.now(UTC).replace(tzinfo=None)))
     out.add("chat_sessions", {
         "_id": _oid(rng, start), "session_id": session_id, "user_id": user_id,
         "chatflow_id": chatflow_id, "topic": None, "is_active": True, "created_at": _dt(start),
@@ -583,13 +570,13 @@ def add_session(db: Database, *, messages: Sequence[tuple], uploads: Sequence[di
         up = dict(up)
         carrier = up.pop("message", None)
         data = up.pop("data", None)
-        sample = make_sample(up.pop("kind", "png"), rng) if data is None else None
+        sample = (sample_variant(up.pop("kind", "png"), up.pop("variant", 0))
+                  if data is None else None)
         data = sample.data if sample else data
         up_ms = _ms(up.pop("uploaded_at")) if "uploaded_at" in up else (
             (times[carrier] if carrier is not None else start) + 2_000)
         gid = _oid(rng, up_ms)
-        name = up.pop("name", f"upload-{len(file_ids)}.bin" if sample is None
-                      else f"upload-{len(file_ids)}.{_EXT[sample.kind]}")
+        name = up.pop("name", f"upload-{len(file_ids)}.{sample.ext if sample else 'bin'}")
         mime = up.pop("mime", sample.true_mime if sample else "application/octet-stream")
         if up.pop("gridfs", True):
             meta = {"user_id": user_id, "session_id": session_id, "original_name": name}
@@ -639,7 +626,7 @@ def _count(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (2: bad input or unreachable server)."""
     from pymongo import MongoClient
-    from pymongo.errors import ConfigurationError, InvalidName, PyMongoError
+    from pymongo.errors import ConfigurationError, InvalidName, OperationFailure, PyMongoError
 
     from mongrate.config import database_from_url
 
@@ -664,6 +651,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             client.admin.command("ping")
+        except OperationFailure as exc:
+            print(f"{prog}: error: the server refused us: {str(exc).splitlines()[0]}",
+                  file=sys.stderr)
+            return 2
         except PyMongoError:
             print(f"{prog}: error: cannot reach a MongoDB server at {args.url} within 5 s; "
                   "start it or fix --url", file=sys.stderr)
@@ -682,12 +673,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     finally:
         client.close()
-    untidy = sum(report.cases.values())
     print(f"seeded {report.database}: {report.sessions} sessions, {report.messages} messages "
           f"({report.user_messages} from users), {report.uploads} uploads, "
           f"{report.gridfs_files} GridFS files in {report.seconds:.1f} s")
-    print(f"untidy cases: {untidy} occurrences of {sum(1 for v in report.cases.values() if v)}"
-          f"/{len(report.cases)} kinds; orphaned uploads {report.cases['upload_orphan']}, "
+    print(f"untidy cases present: {sum(1 for v in report.cases.values() if v)}"
+          f"/{len(report.cases)}; orphaned uploads {report.cases['upload_orphan']}, "
           f"GridFS missing {len(report.missing_gridfs)}, "
           f"GridFS without row {len(report.gridfs_without_upload)}")
     return 0
