@@ -1,0 +1,222 @@
+"""POST /files: multipart and Flowise JSON bodies, limits, sniffing, refusals, what is written."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from bson import ObjectId
+from fastapi.testclient import TestClient
+
+from app_patch.app import create_app
+from app_patch.hostile import hostile_corpus
+from app_patch.samples import sample_variant
+from app_patch.seed import add_session
+from app_patch.settings import Settings
+from tests.app.conftest import ALICE, BOB, SECRET, at, gridfs_bytes
+
+PNG = sample_variant("png", 1).data
+JPEG = sample_variant("jpeg", 0).data
+UPLOAD = "/api/v1/chat/files"
+CORPUS = hostile_corpus()
+ACTIVE = {"html_named_png", "svg_with_script", "xml"}
+
+
+@pytest.fixture
+def session(mongo_db):
+    return add_session(
+        mongo_db,
+        user_id=ALICE,
+        chatflow_id="flow-9",
+        messages=[("user", "hello", at(0)), ("assistant", "hi", at(1))],
+    )
+
+
+def flowise(session_id, *files, content="look at this", **extra):
+    uploads = [
+        {
+            "data": "data:image/png;base64," + base64.b64encode(data).decode(),
+            "type": "file",
+            "name": name,
+            "mime": mime,
+        }
+        for data, name, mime in files
+    ]
+    return {"session_id": session_id, "content": content, "uploads": uploads, **extra}
+
+
+def test_multipart_upload_writes_gridfs_row_and_message(client, mongo_db, alice, session):
+    r = client.post(
+        UPLOAD,
+        headers=alice,
+        data={"session_id": session.session_id, "content": "two pictures"},
+        files=[("files", ("a.png", PNG, "image/jpeg")), ("files", ("b.jpg", JPEG, "image/jpeg"))],
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["role"] == "user" and body["content"] == "two pictures" and body["has_files"]
+    a, b = body["uploads"]
+    assert (a["name"], a["mime"], a["is_image"], a["size"]) == (
+        "a.png",
+        "image/png",
+        True,
+        len(PNG),
+    )
+    assert b["mime"] == "image/jpeg"
+    assert body["file_ids"] == [a["file_id"], b["file_id"]]
+
+    msg = mongo_db.chat_messages.find_one({"_id": ObjectId(body["id"])})
+    assert msg["file_ids"] == body["file_ids"] and msg["has_files"] is True
+    assert msg["session_id"] == session.session_id and msg["user_id"] == ALICE
+    assert msg["chatflow_id"] == "flow-9" and msg["role"] == "user"
+    row = mongo_db.file_uploads.find_one({"file_id": a["file_id"]})
+    assert row["mime_type"] == "image/png" and row["claimed_mime_type"] == "image/jpeg"
+    assert row["message_id"] == body["id"] and row["user_id"] == ALICE
+    assert row["is_image"] is True and row["file_missing"] is False
+    assert row["file_size"] == len(PNG) and len(row["file_hash"]) == 64
+    assert "claimed_mime_type" not in mongo_db.file_uploads.find_one({"file_id": b["file_id"]})
+    assert gridfs_bytes(mongo_db, a["file_id"]) == PNG
+    # ... and it reads back through the other endpoints.
+    hist = client.get(f"/api/v1/chat/sessions/{session.session_id}/history", headers=alice).json()
+    assert hist["history"][-1]["uploads"] == body["uploads"]
+    assert client.get(a["thumbnail_small"], headers=alice).status_code == 200
+
+
+def test_flowise_json_upload(client, mongo_db, alice, session):
+    r = client.post(
+        UPLOAD, headers=alice, json=flowise(session.session_id, (JPEG, "фото.jpg", "image/jpeg"))
+    )
+    assert r.status_code == 201, r.text
+    (up,) = r.json()["uploads"]
+    assert up["name"] == "фото.jpg" and up["mime"] == "image/jpeg"
+    assert gridfs_bytes(mongo_db, up["file_id"]) == JPEG
+    plain = {
+        "session_id": session.session_id,
+        "uploads": [{"data": base64.b64encode(PNG).decode(), "name": "p.png"}],
+    }
+    assert (
+        client.post(UPLOAD, headers=alice, json=plain).json()["uploads"][0]["mime"] == "image/png"
+    )
+
+
+def test_attaching_to_an_existing_message(client, mongo_db, alice, session):
+    target = session.message_ids[0]
+    mongo_db.chat_messages.update_one({"_id": ObjectId(target)}, {"$set": {"file_ids": None}})
+    r = client.post(
+        UPLOAD,
+        headers=alice,
+        json=flowise(session.session_id, (PNG, "x.png", "image/png"), message_id=target),
+    )
+    assert r.status_code == 201 and r.json()["id"] == target
+    msg = mongo_db.chat_messages.find_one({"_id": ObjectId(target)})
+    assert msg["file_ids"] == [r.json()["uploads"][0]["file_id"]] and msg["has_files"] is True
+    assert mongo_db.chat_messages.count_documents({"session_id": session.session_id}) == 2
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_hostile_uploads_are_stored_safely_or_refused_cleanly(
+    client, mongo_db, alice, session, name
+):
+    data, outcome = CORPUS[name]
+    r = client.post(
+        UPLOAD, headers=alice, json=flowise(session.session_id, (data, f"{name}.png", "image/png"))
+    )
+    if outcome == "thumbnail":
+        expected = 201
+    elif name in ACTIVE:
+        expected = 415  # browsers would run it
+    elif name == "empty":
+        expected = 422
+    elif outcome == "not_image":
+        expected = 201  # kept, as an attachment-only non-image
+    else:
+        expected = 422  # corrupt image or pixel bomb
+    assert r.status_code == expected, r.text
+    if expected == 201:
+        (up,) = r.json()["uploads"]
+        assert up["is_image"] is (outcome == "thumbnail")
+        served = client.get(up["url"], headers=alice)
+        if not up["is_image"]:
+            assert served.headers["content-disposition"].startswith("attachment;")
+    else:
+        assert r.json()["detail"]
+        assert mongo_db.file_uploads.count_documents({}) == 0
+        assert mongo_db["fs.files"].count_documents({}) == 0
+
+
+def test_size_limit_is_413_and_nothing_is_written(mongo_db, mongo_url, session):
+    settings = Settings(mongodb_url=mongo_url, jwt_secret=SECRET, max_upload_bytes=10_000)
+    big = sample_variant("png", 2).data + b"\0" * 20_000
+    from tests.app.conftest import bearer
+
+    with TestClient(create_app(settings)) as c:
+        multipart = c.post(
+            UPLOAD,
+            headers=bearer(ALICE),
+            data={"session_id": session.session_id},
+            files=[("files", ("big.png", big, "image/png"))],
+        )
+        as_json = c.post(
+            UPLOAD,
+            headers=bearer(ALICE),
+            json=flowise(session.session_id, (big, "big.png", "image/png")),
+        )
+        huge_body = c.post(
+            UPLOAD,
+            headers={**bearer(ALICE), "Content-Type": "application/json"},
+            content=b"x" * (settings.max_files_per_upload * 14_000 + 2 * 2**20),
+        )
+        ok = c.post(
+            UPLOAD,
+            headers=bearer(ALICE),
+            json=flowise(session.session_id, (PNG, "ok.png", "image/png")),
+        )
+    assert multipart.status_code == as_json.status_code == huge_body.status_code == 413
+    assert "limit" in multipart.json()["detail"]
+    assert ok.status_code == 201
+    assert mongo_db.file_uploads.count_documents({}) == 1
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"uploads": [{"data": "AAAA"}]}, 422),
+        ({"session_id": "s", "uploads": []}, 422),
+        ({"session_id": "s", "uploads": [{"data": "***not base64***"}]}, 422),
+        ({"session_id": "s", "uploads": [{"data": "aGk=", "type": "url"}]}, 422),
+    ],
+)
+def test_malformed_json_bodies(client, alice, session, body, status):
+    if "session_id" in body:
+        body = {**body, "session_id": session.session_id}
+    r = client.post(UPLOAD, headers=alice, json=body)
+    assert r.status_code == status, r.text
+    assert "***" not in r.text  # never echoes the input
+
+
+def test_other_body_types_and_broken_multipart(client, alice, session):
+    r = client.post(UPLOAD, headers={**alice, "Content-Type": "text/plain"}, content=b"hi")
+    assert r.status_code == 415
+    r = client.post(UPLOAD, headers={**alice, "Content-Type": "application/json"}, content=b"{nope")
+    assert r.status_code == 400
+    r = client.post(UPLOAD, headers=alice, data={"session_id": session.session_id})
+    assert r.status_code == 422 and "No file" in r.json()["detail"]
+
+
+def test_uploading_into_someone_elses_session_or_message_is_404(
+    client, mongo_db, alice, bob, session
+):
+    r = client.post(
+        UPLOAD, headers=bob, json=flowise(session.session_id, (PNG, "x.png", "image/png"))
+    )
+    assert r.status_code == 404
+    mine = add_session(mongo_db, user_id=BOB, messages=[("user", "b", at(0))])
+    r = client.post(
+        UPLOAD,
+        headers=bob,
+        json=flowise(
+            mine.session_id, (PNG, "x.png", "image/png"), message_id=session.message_ids[0]
+        ),
+    )
+    assert r.status_code == 404
+    assert mongo_db.file_uploads.count_documents({}) == 0
