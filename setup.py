@@ -36,6 +36,7 @@ setup(
             "playwright>=1.45",
             "schemathesis>=3.30",
             "pillow-heif>=0.16",
+            "alembic>=1.13",  # bench/graph.py's reference: the same graph in Alembic
         ],
     },
     entry_points={
