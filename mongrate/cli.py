@@ -56,6 +56,17 @@ def emit(opts: Options, data: Any, text: str | None = None) -> None:
 
 
 pass_opts = click.make_pass_decorator(Options)
+
+
+def _local_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.find_object(Options).verbose = True
+    return value
+
+
+# `mongrate history -v` as well as `mongrate -v history`
+VERBOSE = click.option("-v", "--verbose", "local_verbose", is_flag=True, expose_value=False,
+                       callback=_local_verbose, help="More detail.")
 LOCK_TIMEOUT = click.option("--lock-timeout", type=float, default=60.0, show_default=True,
                             help="Seconds to wait for another run's lock before exiting 3.")
 DRY_RUN = click.option("--dry-run", is_flag=True,
@@ -221,6 +232,7 @@ def _rev_data(rev) -> dict:
 
 
 @cli.command()
+@VERBOSE
 @pass_opts
 def current(opts: Options) -> None:
     """Show the revisions the database is at, interrupted steps and the lock."""
@@ -255,6 +267,7 @@ def current(opts: Options) -> None:
 @cli.command()
 @click.option("-r", "--rev-range", help="START:END, e.g. base:head, current:, -3:current.")
 @click.option("-i", "--indicate-current", is_flag=True, help="Mark the database's revisions.")
+@VERBOSE
 @pass_opts
 def history(opts: Options, rev_range: str | None, indicate_current: bool) -> None:
     """List revisions, newest first."""
@@ -263,23 +276,33 @@ def history(opts: Options, rev_range: str | None, indicate_current: bool) -> Non
     from mongrate.progress import Reporter
 
     needs_db = indicate_current or (rev_range is not None and "current" in rev_range)
-    project = commands.Project(opts.config() if needs_db else load_config(opts.config_path),
-                               Reporter(quiet=opts.as_json))
-    if needs_db:
-        project.config = opts.config()
+    config = load_config(opts.config_path)
+    url = opts.url or os.environ.get("MONGRATE_URL") or config.url
+    project = commands.Project(config.with_overrides(url=url), Reporter(quiet=opts.as_json))
     ids, current_heads = commands.history(project, rev_range, indicate_current=indicate_current)
+    # -v shows each revision's log when a server is configured; history itself needs none
+    show_log = opts.verbose and (needs_db or url is not None)
+    if show_log and not needs_db:
+        from mongrate.errors import ConnectionFailure
+
+        try:
+            _ = project.store  # connects
+        except ConnectionFailure as exc:
+            show_log = False
+            click.echo(f"mongrate: no log shown: {exc}", err=True)
     lines = []
     for rev_id in ids:
         lines.append(_rev_line(project.graph, rev_id, current_heads, opts.verbose))
-        if opts.verbose and needs_db:
-            lines.extend("    " + commands.log_summary(e)
+        if show_log:
+            lines.extend("    log: " + commands.log_summary(e)
                          for e in project.store.log_entries(rev_id, limit=5))
-        elif opts.verbose:
+        if opts.verbose:
             lines.append("")
     emit(opts, [_rev_data(project.graph.get(r)) for r in ids], "\n".join(lines))
 
 
 @cli.command()
+@VERBOSE
 @pass_opts
 def heads(opts: Options) -> None:
     """Show the head revisions of the scripts."""
@@ -310,6 +333,7 @@ def branches(opts: Options) -> None:
 
 @cli.command()
 @click.argument("rev")
+@VERBOSE
 @pass_opts
 def show(opts: Options, rev: str) -> None:
     """Show one revision in full."""

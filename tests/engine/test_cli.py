@@ -137,6 +137,8 @@ def test_history_range_and_json(chain):
     r = chain.run("history", "-r", "current:")
     assert [ln.split(" -> ")[1].split()[0].rstrip(",") for ln in r.out.strip().splitlines()] == [
         "cccc3333", "bbbb2222", "aaaa1111"]
+    r = chain.run("history", "-v")
+    assert "Revision ID: aaaa1111" in r.out and "log: " in r.out and "succeeded" in r.out
     r = chain.run("--json", "history")
     assert [d["revision"] for d in json.loads(r.out)] == ["cccc3333", "bbbb2222", "aaaa1111"]
 
