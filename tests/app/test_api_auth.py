@@ -1,0 +1,158 @@
+"""Bearer JWTs (HS256 only) and user scoping, on every route."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import warnings
+
+import jwt
+import pytest
+from bson import ObjectId
+
+from app_patch.auth import AuthError, issue_token, user_id_from_token
+from app_patch.samples import sample_variant
+from app_patch.seed import add_session
+from tests.app.conftest import ALICE, BOB, SECRET, at
+
+API = "/api/v1/chat"
+
+
+def _b64(obj) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+def _claims(**extra):
+    return {"user_id": ALICE, "exp": int(time.time()) + 600, **extra}
+
+
+def unsigned() -> str:
+    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims())}."
+
+
+def tampered() -> str:
+    """Bob's valid token with the payload swapped for Alice's (signature kept)."""
+    head, _, sig = issue_token(BOB, SECRET).split(".")
+    return f"{head}.{_b64(_claims())}.{sig}"
+
+
+def hs512() -> str:
+    """Right key, other algorithm: refused because only HS256 is configured."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyJWT wants 64-byte keys for HS512
+        return jwt.encode(_claims(), SECRET, "HS512")
+
+
+BAD_AUTH = {
+    "missing": None,
+    "basic": "Basic dXNlcjpwYXNz",
+    "empty_bearer": "Bearer ",
+    "garbage": "Bearer not-a-jwt",
+    "three_dots": "Bearer a.b.c",
+    "expired": "Bearer " + jwt.encode(_claims(exp=int(time.time()) - 5), SECRET, "HS256"),
+    "alg_none": "Bearer " + unsigned(),
+    "wrong_key": "Bearer "
+    + jwt.encode(_claims(), "some-other-secret-that-is-long-enough", "HS256"),
+    "hs512": "Bearer " + hs512(),
+    "no_exp": "Bearer " + jwt.encode({"user_id": ALICE}, SECRET, "HS256"),
+    "not_yet_valid": "Bearer " + jwt.encode(_claims(nbf=int(time.time()) + 600), SECRET, "HS256"),
+    "no_user": "Bearer " + jwt.encode({"exp": int(time.time()) + 600}, SECRET, "HS256"),
+    "empty_user": "Bearer " + jwt.encode(_claims(user_id="", sub=""), SECRET, "HS256"),
+    "user_is_a_list": "Bearer " + jwt.encode(_claims(user_id=["a"]), SECRET, "HS256"),
+    "tampered": "Bearer " + tampered(),
+}
+
+
+@pytest.fixture
+def world(mongo_db):
+    """Alice's session with a message carrying an image; ids for every route."""
+    s = add_session(
+        mongo_db,
+        user_id=ALICE,
+        messages=[("user", "pic", at(0))],
+        uploads=[{"kind": "png", "message": 0, "name": "a.png"}],
+    )
+    return {"session": s.session_id, "message": s.message_ids[0], "file": s.file_ids[0]}
+
+
+def requests_for(w):
+    png = base64.b64encode(sample_variant("png", 0).data).decode()
+    upload = {"session_id": w["session"], "uploads": [{"data": png, "name": "x.png"}]}
+    return {
+        "history": ("GET", f"{API}/sessions/{w['session']}/history", {}),
+        "session_files": ("GET", f"{API}/files/session/{w['session']}", {}),
+        "message_files": ("GET", f"{API}/files/message/{w['message']}", {}),
+        "file": ("GET", f"{API}/files/{w['file']}", {}),
+        "download": ("GET", f"{API}/files/{w['file']}?download=true", {}),
+        "thumbnail": ("GET", f"{API}/files/{w['file']}/thumbnail?size=100", {}),
+        "upload": ("POST", f"{API}/files", {"json": upload}),
+        "delete": ("DELETE", f"{API}/files/{w['file']}", {}),
+    }
+
+
+def missing_equivalent(w, route):
+    """The same request for a resource that does not exist."""
+    fake = str(ObjectId())
+    return {
+        "history": ("GET", f"{API}/sessions/nope/history", {}),
+        "session_files": ("GET", f"{API}/files/session/nope", {}),
+        "message_files": ("GET", f"{API}/files/message/{fake}", {}),
+        "file": ("GET", f"{API}/files/{fake}", {}),
+        "download": ("GET", f"{API}/files/{fake}?download=true", {}),
+        "thumbnail": ("GET", f"{API}/files/{fake}/thumbnail?size=100", {}),
+        "upload": (
+            "POST",
+            f"{API}/files",
+            {"json": {**requests_for(w)["upload"][2]["json"], "session_id": "nope"}},
+        ),
+        "delete": ("DELETE", f"{API}/files/{fake}", {}),
+    }[route]
+
+
+@pytest.mark.parametrize("attack", sorted(BAD_AUTH))
+def test_bad_tokens_are_401_on_every_route(client, world, attack, mongo_db):
+    header = BAD_AUTH[attack]
+    headers = {"Authorization": header} if header is not None else {}
+    for route, (method, path, kw) in requests_for(world).items():
+        r = client.request(method, path, headers=headers, **kw)
+        assert r.status_code == 401, (attack, route, r.text)
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert mongo_db["fs.files"].count_documents({}) == 1  # nothing uploaded or deleted
+
+
+def test_good_tokens_reach_every_route(client, world, alice):
+    for route, (method, path, kw) in requests_for(world).items():
+        r = client.request(method, path, headers=alice, **kw)
+        assert r.status_code in (200, 201), (route, r.text)
+
+
+def test_another_user_gets_404_on_every_route_same_as_for_nothing(client, world, bob, mongo_db):
+    for route, (method, path, kw) in requests_for(world).items():
+        theirs = client.request(method, path, headers=bob, **kw)
+        method2, path2, kw2 = missing_equivalent(world, route)
+        nothing = client.request(method2, path2, headers=bob, **kw2)
+        assert theirs.status_code == nothing.status_code == 404, (route, theirs.text)
+        assert theirs.json() == nothing.json(), route
+    assert mongo_db["fs.files"].count_documents({}) == 1
+    assert mongo_db.file_uploads.count_documents({"user_id": BOB}) == 0
+
+
+def test_user_id_claim_wins_and_sub_is_the_fallback():
+    assert user_id_from_token(issue_token("u1", SECRET), SECRET) == "u1"
+    only_sub = jwt.encode({"sub": "u2", "exp": int(time.time()) + 60}, SECRET, "HS256")
+    assert user_id_from_token(only_sub, SECRET) == "u2"
+    both = jwt.encode({"user_id": "u3", "sub": "u4", "exp": int(time.time()) + 60}, SECRET, "HS256")
+    assert user_id_from_token(both, SECRET) == "u3"
+    numeric = jwt.encode({"user_id": 42, "exp": int(time.time()) + 60}, SECRET, "HS256")
+    assert user_id_from_token(numeric, SECRET) == "42"
+    with pytest.raises(AuthError, match="expired"):
+        user_id_from_token(BAD_AUTH["expired"].split()[1], SECRET)
+
+
+def test_a_sub_only_token_sees_its_users_data(client, world):
+    token = jwt.encode({"sub": ALICE, "exp": int(time.time()) + 60}, SECRET, "HS256")
+    r = client.get(
+        f"{API}/sessions/{world['session']}/history", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert r.status_code == 200
