@@ -225,8 +225,9 @@ def probe(data: bytes | BinaryIO, *, max_pixels: int | None = None) -> dict:
     with _mapped_errors():
         img, (width, height) = _open_checked(fp, head, limit)
         with img:
-            # The base-class getexif never triggers a decode (PNG's override would).
-            if _orientation(img, Image.Image.getexif) >= 5:
+            # The base-class getexif never triggers a decode (PNG's override would). Pillow
+            # already reports an oriented TIFF's size as displayed (it rotates on load).
+            if img.format != "TIFF" and _orientation(img, Image.Image.getexif) >= 5:
                 width, height = height, width
             return {
                 "mime": _mime_of(img),
@@ -408,8 +409,8 @@ def _fit(full: tuple[int, int], size: int) -> tuple[int, int]:
     if max(width, height) <= size:
         return width, height
     if width >= height:
-        return size, max(1, round(height * size / width))
-    return max(1, round(width * size / height)), size
+        return size, max(1, int(height * size / width + 0.5))
+    return max(1, int(width * size / height + 0.5)), size
 
 
 def _draft(img: Image.Image, target: tuple[int, int]) -> None:
