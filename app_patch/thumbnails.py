@@ -200,6 +200,15 @@ async def make_thumbnail_async(
     return await loop.run_in_executor(_pool(), job)
 
 
+async def verify_image_async(
+    data: bytes | BinaryIO, *, max_pixels: int | None = None
+) -> tuple[str, int, int]:
+    """:func:`verify_image` on the thumbnail worker pool (it decodes, so it shares the cap)."""
+    loop = asyncio.get_running_loop()
+    job = functools.partial(_run_verify_image, data, max_pixels)
+    return await loop.run_in_executor(_pool(), job)
+
+
 def verify_image(data: bytes | BinaryIO, *, max_pixels: int | None = None) -> tuple[str, int, int]:
     """``(mime, width, height)`` once the first frame has decoded; raises like make_thumbnail.
 
@@ -258,6 +267,10 @@ def open_image(
 
 
 # --- steps -------------------------------------------------------------------------------
+
+
+def _run_verify_image(data: bytes | BinaryIO, max_pixels: int | None) -> tuple[str, int, int]:
+    return verify_image(data, max_pixels=max_pixels)
 
 
 def _run_make_thumbnail(data: bytes | BinaryIO, size: int, max_pixels: int | None) -> Thumbnail:

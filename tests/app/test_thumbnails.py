@@ -162,6 +162,22 @@ def test_exif_orientation_is_applied():
     assert (probe(data)["width"], probe(data)["height"]) == (800, 1600)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "AVIF", "HEIF"])
+def test_exif_orientation_is_applied_once_in_other_formats(fmt):
+    if fmt == "HEIF" and not thumbnails.HEIF_AVAILABLE:
+        pytest.skip("pillow-heif is not installed")
+    img = Image.new("RGB", (80, 40), (220, 0, 0))
+    img.paste((0, 0, 220), (40, 0, 80, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _encoded(fmt, img, exif=exif.tobytes())  # pillow-heif rotates on open: not twice
+    thumb = _decoded(make_thumbnail(data, 300)).convert("RGB")
+    assert thumb.size == (40, 80)
+    assert _close(thumb.getpixel((20, 5)), (220, 0, 0), 40)
+    assert verify_image(data)[1:] == (40, 80)
+    assert (probe(data)["width"], probe(data)["height"]) == (40, 80)
+
+
 def test_tiff_orientation_tag_is_applied():
     data = CORPUS["tiff_deflate_rotated"][0]
     img = _decoded(make_thumbnail(data, 300)).convert("RGB")
@@ -410,12 +426,15 @@ def test_async_thumbnails_never_exceed_the_concurrency_limit(monkeypatch, restor
     assert state["max"] == 2
 
 
-def test_async_thumbnail_is_the_real_thing_and_maps_errors():
+def test_async_calls_are_the_real_thing_and_map_errors():
     async def run():
         thumb = await make_thumbnail_async(CORPUS["jpeg_rgb"][0], 50)
         with pytest.raises(ImageTooLarge):
             await make_thumbnail_async(CORPUS["png_bomb_8000x8000"][0], 50)
-        return thumb
+        with pytest.raises(BadImage):
+            await thumbnails.verify_image_async(CORPUS["png_truncated"][0])
+        return thumb, await thumbnails.verify_image_async(CORPUS["jpeg_exif_rotated"][0])
 
-    thumb = asyncio.run(run())
+    thumb, verified = asyncio.run(run())
     assert (thumb.width, thumb.height) == (50, 33) and thumb.mime == sniff.JPEG
+    assert verified == (sniff.JPEG, 40, 80)
