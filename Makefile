@@ -39,10 +39,10 @@ demo: $(STAMP) ferretdb
 	$(PY) -m app_patch.demo
 
 bench: $(STAMP) ferretdb
-	$(PY) bench/graph.py
-	$(PY) bench/thumbs.py
-	$(PY) bench/history.py
-	$(PY) bench/migrate.py
+	-$(PY) bench/graph.py
+	-$(PY) bench/thumbs.py
+	-$(PY) bench/history.py
+	-$(PY) bench/migrate.py
 
 clean:
 	rm -rf $(VENV) .mongrate build *.egg-info
