@@ -1,0 +1,795 @@
+"""Deploy the image-rendering change into a FastAPI + MongoDB service, or roll it back.
+
+``python -m app_patch.deploy --app-dir DIR [--dry-run] [--skip-backup] [--skip-install]
+[--skip-restart] [--restart-cmd CMD] [--mongrate-config FILE] [--main FILE] [--rollback]``
+
+Deploy, in order (the steps of IMAGE_RENDERING_GUIDE.md):
+
+1. validate: Python version, Pillow, the database (``MONGODB_URL`` / ``MONGODB_DATABASE_NAME``
+   from the environment, else ``DIR/.env``; a database in the URL path wins, as in the app),
+   the mongrate config (``DIR/mongrate.ini`` or ``--mongrate-config``) and the main module
+   (``app = FastAPI(...)`` at module level). Nothing is changed before all of this passes.
+2. back up ``DIR/<app package>`` and ``requirements.txt`` to
+   ``DIR/backups/pre_image_rendering_<YYYYMMDD_HHMMSS>/`` with ``manifest.json`` (the database
+   heads before, from ``mongrate current --json``, and the time); skipped when nothing changes.
+3. add the patch's requirements (once) and ``python -m pip install -r requirements.txt``.
+4. include the router in the main module, right after ``app = FastAPI(...)`` so its routes
+   take precedence over older ones on the same paths (once; marked with a comment).
+5. ``mongrate upgrade head``; 6. the restart command (default ``systemctl restart flowise-proxy``).
+
+A failure after step 3 started puts the files back as they were, moves the database back to
+the heads it had (``mongrate downgrade``), drops this run's backup and exits 1. Packages pip
+installed stay installed. Validation errors exit 2 and change nothing.
+
+``--rollback`` takes the newest backup not yet rolled back, downgrades the database to the
+heads its manifest recorded, then restores the code from it and restarts the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from app_patch.settings import DEFAULT_DATABASE, DEFAULT_URL
+from mongrate.config import database_from_url, with_database
+
+MIN_PYTHON = (3, 11)
+MIN_PILLOW = (10, 0)
+MAIN_CANDIDATES = ("app/main.py", "main.py")
+DEFAULT_RESTART = "systemctl restart flowise-proxy"
+BACKUPS = "backups"
+BACKUP_PREFIX = "pre_image_rendering_"
+MANIFEST = "manifest.json"
+EXIT_FAILED, EXIT_INVALID = 1, 2
+
+
+class DeployError(Exception):
+    """A step failed; ``str(exc)`` is the one line shown, ``exit_code`` the process status."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def say(message: str) -> None:
+    print(f"deploy: {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------- environment
+def service_env(app_dir: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The service's variables: ``DIR/.env`` overlaid by the process environment (which wins,
+    as it does for pydantic-settings)."""
+    values: dict[str, str] = {}
+    dotenv = app_dir / ".env"
+    if dotenv.is_file():
+        for raw in dotenv.read_text(encoding="utf-8", errors="replace").splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            key, _, value = line.removeprefix("export ").partition("=")
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            values[key.strip()] = value
+    values.update(os.environ if environ is None else environ)
+    return values
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@dataclass
+class Target:
+    """Where the service lives and what it connects to."""
+
+    app_dir: Path
+    main: Path
+    code_paths: list[str]  # relative paths backed up: the app package and requirements.txt
+    requirements: Path
+    mongrate_config: Path
+    url: str  # the service's MongoDB URL with the effective database in its path
+    database: str
+    restart_cmd: str | None
+    notes: list[str] = field(default_factory=list)
+
+    def mongrate(self, *args: str, as_json: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run the mongrate CLI of this Python on the service's config and database."""
+        cmd = [sys.executable, "-m", "mongrate", "-c", str(self.mongrate_config), "--url", self.url]
+        cmd += ["--json", *args] if as_json else list(args)
+        return subprocess.run(cmd, cwd=self.app_dir, capture_output=True, text=True)
+
+    def heads(self) -> list[str]:
+        """The database's current heads (``mongrate current --json``)."""
+        return sorted(self.mongrate_state()["heads"])
+
+    def mongrate_state(self) -> dict[str, Any]:
+        proc = self.mongrate("current", as_json=True)
+        if proc.returncode != 0:
+            raise DeployError(
+                f"mongrate config {self.mongrate_config} is not usable: {last_line(proc)}",
+                EXIT_INVALID,
+            )
+        return json.loads(proc.stdout)
+
+
+def last_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The last non-empty line a failed command wrote (its one-line error)."""
+    for stream in (proc.stderr, proc.stdout):
+        lines = [ln.strip() for ln in (stream or "").splitlines() if ln.strip()]
+        if lines:
+            return lines[-1]
+    return f"exit status {proc.returncode}"
+
+
+def heads_text(heads: list[str]) -> str:
+    return ", ".join(heads) or "base"
+
+
+def resolve_target(args: argparse.Namespace) -> Target:
+    """Check the arguments and locate the main module, requirements and mongrate config."""
+    app_dir = Path(args.app_dir).resolve()
+    if not app_dir.is_dir():
+        raise DeployError(f"--app-dir {args.app_dir}: no such directory", EXIT_INVALID)
+    if args.main:
+        main = (app_dir / args.main).resolve()
+        if not main.is_file():
+            raise DeployError(f"--main {args.main}: no such file under {app_dir}", EXIT_INVALID)
+    else:
+        found = [app_dir / c for c in MAIN_CANDIDATES if (app_dir / c).is_file()]
+        if not found:
+            raise DeployError(
+                f"no main module in {app_dir} (looked for {', '.join(MAIN_CANDIDATES)}): "
+                "pass --main PATH/TO/main.py",
+                EXIT_INVALID,
+            )
+        main = found[0]
+    try:
+        relative = main.relative_to(app_dir)
+    except ValueError:
+        raise DeployError(f"--main {args.main} is outside --app-dir {app_dir}", EXIT_INVALID) from None
+    if relative.parts[0] == BACKUPS:
+        raise DeployError(f"--main {relative} is inside the backups folder", EXIT_INVALID)
+    config = Path(args.mongrate_config).resolve() if args.mongrate_config else app_dir / "mongrate.ini"
+    if not config.is_file():
+        raise DeployError(
+            f"mongrate config {config} not found: copy the project's mongrate.ini into the app "
+            "directory or pass --mongrate-config FILE",
+            EXIT_INVALID,
+        )
+    env = service_env(app_dir)
+    base_url = env.get("MONGODB_URL", "").strip() or DEFAULT_URL
+    database = database_from_url(base_url) or env.get("MONGODB_DATABASE_NAME", "").strip()
+    database = database or DEFAULT_DATABASE
+    return Target(
+        app_dir=app_dir,
+        main=main,
+        code_paths=[relative.parts[0], "requirements.txt"],
+        requirements=app_dir / "requirements.txt",
+        mongrate_config=config,
+        url=with_database(base_url, database),
+        database=database,
+        restart_cmd=None if args.skip_restart else args.restart_cmd,
+    )
+
+
+# ----------------------------------------------------------------------------- code edits
+ROUTER_IMPORT = "from app_patch.router import router as image_rendering_router"
+ROUTER_INCLUDE = "app.include_router(image_rendering_router)"
+MARK_BEGIN = "# >>> image rendering (added by app_patch.deploy; --rollback removes it)"
+MARK_END = "# <<< image rendering"
+REQUIREMENTS_MARK = "# image rendering (added by app_patch.deploy)"
+_INCLUDED = re.compile(r"^\s*app\.include_router\(\s*image_rendering_router\b", re.M)
+
+
+class PatchRefused(Exception):
+    """The main module cannot be patched automatically; the message says why."""
+
+
+@dataclass(frozen=True)
+class RouterPatch:
+    """Where the router block goes: after the statement creating the app."""
+
+    app_line: int  # first line of ``app = FastAPI(``
+    insert_after: int  # last line of that statement
+    block: str
+
+
+def _creates_fastapi_app(node: ast.stmt) -> bool:
+    if isinstance(node, ast.Assign):
+        targets, value = node.targets, node.value
+    elif isinstance(node, ast.AnnAssign) and node.value is not None:
+        targets, value = [node.target], node.value
+    else:
+        return False
+    if not any(isinstance(t, ast.Name) and t.id == "app" for t in targets):
+        return False
+    func = value.func if isinstance(value, ast.Call) else None
+    return (isinstance(func, ast.Name) and func.id == "FastAPI") or (
+        isinstance(func, ast.Attribute) and func.attr == "FastAPI"
+    )
+
+
+def _source(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise PatchRefused(f"{path} is not UTF-8 text; add the router by hand") from None
+
+
+def plan_router_patch(main: Path) -> RouterPatch | None:
+    """Where the router goes in ``main``; None when it is already included."""
+    source = _source(main)
+    if MARK_BEGIN in source or _INCLUDED.search(source):
+        return None
+    try:
+        tree = ast.parse(source, filename=str(main))
+    except SyntaxError as exc:
+        raise PatchRefused(
+            f"{main} does not parse (line {exc.lineno}: {exc.msg}); fix it before deploying"
+        ) from None
+    apps = [n for n in tree.body if _creates_fastapi_app(n)]
+    if not apps:
+        raise PatchRefused(
+            f"{main} has no module-level 'app = FastAPI(' line, so the router cannot be added "
+            f"automatically: add '{ROUTER_IMPORT}' and '{ROUTER_INCLUDE}' by hand, or pass "
+            "--main with the module that creates the app"
+        )
+    node = apps[-1]  # the app the module ends up serving
+    block = "\n".join(
+        [
+            MARK_BEGIN,
+            "# Included first so these routes take precedence over older ones on the same paths.",
+            f"{ROUTER_IMPORT}  # noqa: E402",
+            ROUTER_INCLUDE,
+            MARK_END,
+        ]
+    )
+    return RouterPatch(node.lineno, node.end_lineno or node.lineno, block)
+
+
+def apply_router_patch(main: Path, patch: RouterPatch) -> None:
+    """Insert ``patch.block`` into ``main``, keeping its line endings; check it compiles."""
+    source = _source(main)
+    lines = source.splitlines(keepends=True)
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    head, tail = lines[: patch.insert_after], lines[patch.insert_after :]
+    if head and not head[-1].endswith(("\n", "\r")):
+        head[-1] += newline
+    block = newline + newline.join(patch.block.splitlines()) + newline
+    if tail and tail[0].strip():
+        block += newline
+    patched = "".join(head) + block + "".join(tail)
+    try:
+        compile(patched, str(main), "exec")
+    except SyntaxError as exc:
+        raise DeployError(f"patching {main} would break its syntax ({exc.msg})") from None
+    main.write_bytes(patched.encode("utf-8"))
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_name(line: str) -> str | None:
+    """The canonical project name a requirements line installs, or None."""
+    line = line.split(" #", 1)[0].strip()
+    egg = re.search(r"#egg=([A-Za-z0-9._-]+)", line)
+    if line.startswith("-"):
+        return _canonical(egg.group(1)) if egg else None
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)
+    return _canonical(match.group(0)) if match else None
+
+
+def mongrate_requirement() -> str:
+    """How the service installs this package: from this checkout, or the released version."""
+    root = Path(__file__).resolve().parents[1]
+    if (root / "setup.py").is_file() and (root / "mongrate").is_dir():
+        return f"mongrate[app] @ {root.as_uri()}"
+    from importlib.metadata import version
+
+    return f"mongrate[app]=={version('mongrate')}"
+
+
+def patch_requirements() -> list[tuple[str, str]]:
+    """(canonical name, requirement line) the router needs at run time."""
+    return [
+        ("pillow", "Pillow>=10.0.0"),
+        ("pyjwt", "PyJWT>=2.8"),
+        ("python-multipart", "python-multipart>=0.0.9"),
+        ("pymongo", "pymongo>=4.13"),
+        ("fastapi", "fastapi>=0.110"),
+        ("mongrate", mongrate_requirement()),
+    ]
+
+
+def missing_requirements(text: str) -> list[str]:
+    """The patch's requirement lines whose project ``text`` does not name yet (any version:
+    an existing pin is the operator's choice)."""
+    present = {requirement_name(line) for line in text.splitlines()}
+    return [spec for name, spec in patch_requirements() if name not in present]
+
+
+def add_requirements(path: Path, lines: list[str]) -> None:
+    text = path.read_bytes().decode("utf-8") if path.exists() else ""
+    newline = "\r\n" if "\r\n" in text else "\n"
+    if text and not text.endswith(("\n", "\r")):
+        text += newline
+    text += newline.join([REQUIREMENTS_MARK, *lines]) + newline
+    path.write_bytes(text.encode("utf-8"))
+
+
+class FileGuard:
+    """Bytes and times of files before a deploy edits them, to put them back exactly."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._saved: dict[Path, tuple[bytes, int, int] | None] = {}
+        for path in paths:
+            if path.is_file():
+                st = path.stat()
+                self._saved[path] = (path.read_bytes(), st.st_atime_ns, st.st_mtime_ns)
+            else:
+                self._saved[path] = None
+
+    def restore(self) -> list[str]:
+        """Put back every file that changed; return their names."""
+        restored = []
+        for path, saved in self._saved.items():
+            if saved is None:
+                if path.is_file():
+                    path.unlink()
+                    restored.append(path.name)
+                continue
+            data, atime, mtime = saved
+            if path.is_file() and path.stat().st_mtime_ns == mtime and path.read_bytes() == data:
+                continue
+            path.write_bytes(data)
+            os.utime(path, ns=(atime, mtime))
+            restored.append(path.name)
+        return restored
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def restore_paths(app_dir: Path, folder: Path, paths: list[str], present: set[str]) -> None:
+    """Replace each of ``paths`` by its copy in ``folder`` (delete those absent back then).
+
+    Each path is copied beside its destination first, then swapped in by renames, so a
+    failed copy leaves the current code in place.
+    """
+    missing = [rel for rel in paths if rel in present and not (folder / rel).exists()]
+    if missing:
+        raise DeployError(f"{folder} lacks {', '.join(missing)}: the backup is incomplete")
+    for rel in paths:
+        dest = app_dir / rel
+        if rel not in present:
+            _remove(dest)
+            continue
+        staging = dest.with_name(f".{dest.name}.rollback")
+        old = dest.with_name(f".{dest.name}.replaced")
+        _remove(staging)
+        _remove(old)
+        src = folder / rel
+        if src.is_dir():
+            shutil.copytree(src, staging)
+        else:
+            shutil.copy2(src, staging)
+        if dest.exists() or dest.is_symlink():
+            dest.rename(old)
+        staging.rename(dest)
+        _remove(old)
+
+
+# ----------------------------------------------------------------------------- validation
+@dataclass
+class Plan:
+    """What a deploy will change, computed by :func:`validate` without changing anything."""
+
+    target: Target
+    heads_before: list[str]
+    pending: list[str]
+    add_requirements: list[str]
+    router: RouterPatch | None  # None: already installed
+
+    @property
+    def changes_code(self) -> bool:
+        return bool(self.add_requirements) or self.router is not None
+
+
+def check_python() -> str:
+    if sys.version_info < MIN_PYTHON:
+        need = ".".join(map(str, MIN_PYTHON))
+        raise DeployError(
+            f"Python {sys.version.split()[0]} is too old: the patch needs {need}+; run deploy "
+            "with the service's (newer) Python",
+            EXIT_INVALID,
+        )
+    return f"Python {sys.version.split()[0]} ({sys.executable})"
+
+
+def check_pillow(required: bool) -> str:
+    try:
+        import PIL
+    except ImportError:
+        if required:
+            raise DeployError(
+                "Pillow is not importable: pip install 'Pillow>=10.0.0' or run without "
+                "--skip-install",
+                EXIT_INVALID,
+            ) from None
+        return "Pillow not installed yet (the install step adds it)"
+    version = tuple(int(p) for p in PIL.__version__.split(".")[:2] if p.isdigit())
+    if version < MIN_PILLOW:
+        raise DeployError(
+            f"Pillow {PIL.__version__} is too old: pip install 'Pillow>=10.0.0'", EXIT_INVALID
+        )
+    return f"Pillow {PIL.__version__}"
+
+
+def check_database(target: Target) -> str:
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    try:
+        with MongoClient(target.url, serverSelectionTimeoutMS=5000) as client:
+            client.admin.command("ping")
+    except (PyMongoError, ValueError) as exc:
+        reason = re.split(r" \(configured timeouts|, Timeout: ", str(exc).splitlines()[0])[0][:200]
+        raise DeployError(
+            f"database {target.database} not reachable at {redact(target.url)} ({reason}): "
+            "check MONGODB_URL (environment or .env) and that MongoDB is running",
+            EXIT_INVALID,
+        ) from None
+    return f"{target.database} reachable at {redact(target.url)}"
+
+
+def check_imports(target: Target) -> str:
+    """Import the router and its dependencies in a fresh interpreter (what the service does)."""
+    code = (
+        "import PIL, fastapi, jwt, pymongo\n"
+        "try:\n import python_multipart\nexcept ImportError:\n import multipart\n"
+        "import app_patch.router\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=target.app_dir, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise DeployError(f"the router cannot be imported: {last_line(proc)}")
+    return "app_patch.router and its dependencies import"
+
+
+def validate(target: Target, *, skip_install: bool) -> Plan:
+    """Every check that needs no change, printing one line each; raises on the first failure."""
+    say(f"python: {check_python()}")
+    say(f"pillow: {check_pillow(required=skip_install)}")
+    say(f"database: {check_database(target)}")
+    state = target.mongrate_state()
+    if state.get("unknown"):
+        raise DeployError(
+            f"the database is at revision(s) {', '.join(state['unknown'])} that no file in the "
+            f"mongrate config's script_location defines: point {target.mongrate_config} at the "
+            "right versions folder",
+            EXIT_INVALID,
+        )
+    heads, pending = sorted(state["heads"]), list(state.get("pending") or [])
+    say(
+        f"mongrate: {target.mongrate_config} loads; database at {heads_text(heads)}, "
+        f"{len(pending)} revision(s) pending" + (f": {', '.join(pending)}" if pending else "")
+    )
+    try:
+        router = plan_router_patch(target.main)
+    except PatchRefused as exc:
+        raise DeployError(str(exc), EXIT_INVALID) from None
+    rel_main = target.main.relative_to(target.app_dir)
+    if router is None:
+        say(f"router: already included in {rel_main}")
+    else:
+        say(f"router: {rel_main} line {router.app_line} creates the app; will include it after")
+    current = target.requirements.read_text("utf-8") if target.requirements.exists() else ""
+    add = missing_requirements(current)
+    say(f"requirements: {'will add ' + ', '.join(add) if add else 'complete'}")
+    if skip_install:
+        say(f"imports: {check_imports(target)}")
+    return Plan(target, heads, pending, add, router)
+
+
+# -------------------------------------------------------------------------------- backups
+def make_backup(plan: Plan) -> Path:
+    """Copy the code paths into a new timestamped folder with a manifest; return the folder."""
+    target = plan.target
+    root = target.app_dir / BACKUPS
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    folder = root / f"{BACKUP_PREFIX}{stamp}"
+    n = 1
+    while folder.exists():  # two deploys in one second: keep both
+        n += 1
+        folder = root / f"{BACKUP_PREFIX}{stamp}_{n}"
+    staging = root / f".{folder.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    present = []
+    for rel in target.code_paths:
+        src = target.app_dir / rel
+        if src.is_dir():
+            shutil.copytree(src, staging / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.is_file():
+            shutil.copy2(src, staging / rel)
+        else:
+            continue
+        present.append(rel)
+    manifest = {
+        "created_at": datetime.now(UTC).isoformat(),
+        "tool": "app_patch.deploy",
+        "paths": target.code_paths,
+        "present": present,  # paths absent here are deleted again by a rollback
+        "main": str(target.main.relative_to(target.app_dir)),
+        "database": target.database,
+        "heads": plan.heads_before,
+        "mongrate_config": str(target.mongrate_config),
+        "python": sys.version.split()[0],
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    staging.rename(folder)  # a backup either exists whole or not at all
+    return folder
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / MANIFEST).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("heads"), list) else None
+
+
+def latest_backup(app_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The newest backup not rolled back yet (so repeated rollbacks undo deploys in turn)."""
+    root = app_dir / BACKUPS
+    found = []
+    for folder in root.glob(f"{BACKUP_PREFIX}*") if root.is_dir() else []:
+        manifest = read_manifest(folder)
+        if folder.is_dir() and manifest and not manifest.get("rolled_back_at"):
+            found.append((str(manifest.get("created_at", "")), folder.name, folder, manifest))
+    if not found:
+        raise DeployError(
+            f"no backup to roll back to in {root} (each deploy that changes something makes "
+            "one; backups already rolled back are not reused)"
+        )
+    _, _, folder, manifest = max(found)
+    return folder, manifest
+
+
+def remove_backup(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()  # only if this run's backup was the only one
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------------- deploy
+def run_restart(cmd: str) -> None:
+    try:
+        proc = subprocess.run(shlex.split(cmd), capture_output=True, text=True, timeout=300)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        raise DeployError(f"restart command {cmd!r} failed: {exc}") from None
+    if proc.returncode != 0:
+        raise DeployError(f"restart command {cmd!r} failed: {last_line(proc)}")
+
+
+def move_database(target: Target, heads: list[str], *, dry_run: bool = False) -> list[str]:
+    """Downgrade to ``heads`` (``base`` when empty); return the mongrate output lines."""
+    if target.heads() == heads:
+        return []
+    output = []
+    extra = ["--dry-run"] if dry_run else []
+    for rev in heads or ["base"]:
+        proc = target.mongrate("downgrade", rev, *extra)
+        if proc.returncode != 0:
+            raise DeployError(f"mongrate downgrade {rev} failed: {last_line(proc)}")
+        output += proc.stdout.splitlines()
+    if not dry_run and target.heads() != heads:
+        raise DeployError(
+            f"after downgrading, the database is at {heads_text(target.heads())}, "
+            f"not {heads_text(heads)}"
+        )
+    return output
+
+
+def describe_dry_run(plan: Plan, args: argparse.Namespace) -> None:
+    target = plan.target
+    rel_main = target.main.relative_to(target.app_dir)
+    if args.skip_backup or not (plan.changes_code or plan.pending):
+        say("would take no backup")
+    else:
+        say(f"would back up {', '.join(target.code_paths)} to {BACKUPS}/{BACKUP_PREFIX}<time>/")
+    if plan.add_requirements:
+        say(f"would add to requirements.txt: {', '.join(plan.add_requirements)}")
+    if not args.skip_install:
+        say(f"would run: {sys.executable} -m pip install -r {target.requirements}")
+    if plan.router is not None:
+        say(f"would insert into {rel_main} after line {plan.router.insert_after}:")
+        for line in plan.router.block.splitlines():
+            print(f"    {line}")
+    say("would run: mongrate upgrade head (dry run of it follows)")
+    proc = target.mongrate("upgrade", "head", "--dry-run")
+    if proc.returncode != 0:
+        raise DeployError(f"mongrate upgrade head --dry-run failed: {last_line(proc)}")
+    for line in proc.stdout.splitlines():
+        print(f"    {line}")
+    if target.restart_cmd:
+        say(f"would run: {target.restart_cmd}")
+    say("dry run: nothing was changed")
+
+
+def deploy(args: argparse.Namespace) -> int:
+    target = resolve_target(args)
+    plan = validate(target, skip_install=args.skip_install)
+    if args.dry_run:
+        describe_dry_run(plan, args)
+        return 0
+    backup = None
+    if args.skip_backup:
+        say("backup: skipped (--skip-backup)")
+    elif plan.changes_code or plan.pending:
+        backup = make_backup(plan)
+        say(f"backup: {backup.relative_to(target.app_dir)} (database heads {heads_text(plan.heads_before)})")
+    else:
+        say("backup: none needed (code already patched, database at head)")
+    guard = FileGuard([target.requirements, target.main])
+    try:
+        apply(plan, args, guard)
+    except (Exception, KeyboardInterrupt) as exc:
+        reason = str(exc) if isinstance(exc, DeployError) else f"{type(exc).__name__}: {exc}"
+        raise DeployError(recover(plan, guard, backup, reason)) from None
+    say(f"done: image rendering deployed; database {target.database} at {heads_text(target.heads())}")
+    return 0
+
+
+def apply(plan: Plan, args: argparse.Namespace, guard: FileGuard) -> None:
+    """Steps 3-6; any exception leaves the caller to put things back."""
+    target = plan.target
+    if plan.add_requirements:
+        add_requirements(target.requirements, plan.add_requirements)
+        say(f"requirements: added {', '.join(plan.add_requirements)}")
+    if not args.skip_install:
+        say(f"install: {sys.executable} -m pip install -r {target.requirements.name}")
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "-r", str(target.requirements)],
+            cwd=target.app_dir, capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise DeployError(f"pip install failed: {last_line(proc)}")
+        say(f"imports: {check_imports(target)}")
+    if plan.router is not None:
+        apply_router_patch(target.main, plan.router)
+        say(f"router: included in {target.main.relative_to(target.app_dir)}")
+    proc = target.mongrate("upgrade", "head")
+    if proc.returncode != 0:
+        raise DeployError(f"mongrate upgrade head failed: {last_line(proc)}")
+    for line in proc.stdout.splitlines():
+        print(f"    {line}")
+    state = target.mongrate_state()
+    if state.get("pending"):
+        raise DeployError(f"after the upgrade, still pending: {', '.join(state['pending'])}")
+    if target.restart_cmd:
+        say(f"restart: {target.restart_cmd}")
+        run_restart(target.restart_cmd)
+    else:
+        say("restart: skipped")
+
+
+def recover(plan: Plan, guard: FileGuard, backup: Path | None, reason: str) -> str:
+    """Put code and database back after a failed step; return the one-line report."""
+    target = plan.target
+    notes = []
+    restored = guard.restore()
+    notes.append(f"code put back as it was ({', '.join(restored)})" if restored else "code unchanged")
+    complete = True
+    try:
+        if move_database(target, plan.heads_before):
+            notes.append(f"database put back to {heads_text(plan.heads_before)}")
+    except DeployError as exc:
+        complete = False
+        notes.append(f"database NOT put back ({exc}); fix that, then run --rollback")
+    if backup is not None:
+        if complete:
+            remove_backup(backup)
+        else:
+            notes.append(f"backup kept in {backup.relative_to(target.app_dir)}")
+    return f"{reason}; {'; '.join(notes)}"
+
+
+# ------------------------------------------------------------------------------- rollback
+def rollback(args: argparse.Namespace) -> int:
+    target = resolve_target(args)
+    say(f"database: {check_database(target)}")
+    folder, manifest = latest_backup(target.app_dir)
+    heads = sorted(str(h) for h in manifest["heads"])
+    paths = [str(p) for p in manifest.get("paths", [])]
+    for rel in paths:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or rel.split("/")[0] == BACKUPS:
+            raise DeployError(f"{folder / MANIFEST}: refusing path {rel!r}", EXIT_INVALID)
+    now = target.mongrate_state()
+    say(
+        f"rollback: to {folder.relative_to(target.app_dir)} (made {manifest.get('created_at')}): "
+        f"code {', '.join(paths)}; database {heads_text(sorted(now['heads']))} -> {heads_text(heads)}"
+    )
+    if args.dry_run:
+        for line in move_database(target, heads, dry_run=True):
+            print(f"    {line}")
+        if target.restart_cmd:
+            say(f"would run: {target.restart_cmd}")
+        say("dry run: nothing was changed")
+        return 0
+    # Database first: if it cannot go back, the code still matches it and nothing changed.
+    for line in move_database(target, heads):
+        print(f"    {line}")
+    say(f"database: at {heads_text(heads)}")
+    present = set(manifest.get("present", paths))
+    restore_paths(target.app_dir, folder, paths, present)
+    manifest["rolled_back_at"] = datetime.now(UTC).isoformat()
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    say(f"code: restored {', '.join(paths)}")
+    if target.restart_cmd:
+        say(f"restart: {target.restart_cmd}")
+        try:
+            run_restart(target.restart_cmd)
+        except DeployError as exc:
+            raise DeployError(f"{exc} (code and database are already rolled back)") from None
+    say("done: rolled back")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m app_patch.deploy",
+        description="Deploy the image-rendering change into a FastAPI service, or roll it back.",
+    )
+    p.add_argument("--app-dir", required=True, help="the service's folder (holds app/main.py)")
+    p.add_argument("--main", help="main module relative to --app-dir (default app/main.py)")
+    p.add_argument("--mongrate-config", help="mongrate.ini (default DIR/mongrate.ini)")
+    p.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
+    p.add_argument("--skip-backup", action="store_true", help="take no code backup")
+    p.add_argument("--skip-install", action="store_true", help="do not run pip install")
+    p.add_argument("--skip-restart", action="store_true", help="do not restart the service")
+    p.add_argument("--restart-cmd", default=DEFAULT_RESTART, help=f"default: {DEFAULT_RESTART}")
+    p.add_argument("--rollback", action="store_true", help="undo the latest deploy")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return rollback(args) if args.rollback else deploy(args)
+    except DeployError as exc:
+        print(f"deploy: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("deploy: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
