@@ -41,6 +41,7 @@ def create_app(
     router = build_router(settings, client_kwargs=client_kwargs)
     app.include_router(router)
     holder = router.holder  # type: ignore[attr-defined]
+    app.state.chat_holder = holder  # the app's database client, for tools built on the app
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
