@@ -117,14 +117,19 @@ def apply_contract(db: Database) -> None:
     ):
         user_msgs.setdefault((msg.get("session_id"), msg.get("user_id")), []).append(msg)
     known = {m["_id"] for msgs in user_msgs.values() for m in msgs}
+    files = {d["_id"]: d for d in db["fs.files"].find({})}
+    # One pass over first chunks: FerretDB scans fs.chunks on every query.
+    heads = {c["files_id"]: bytes(c["data"]) for c in db["fs.chunks"].find({"n": 0})}
     for row in rows:
         change: dict[str, Any] = {}
         oid = ObjectId(row["file_id"]) if ObjectId.is_valid(row.get("file_id") or "") else None
-        doc = db["fs.files"].find_one({"_id": oid}) if oid else None
+        doc = files.get(oid) if oid else None
         if doc is None:
             change.update(file_missing=True, is_image=False)
         else:
-            head = bucket.open_download_stream(oid).read(8192)
+            head = heads.get(oid, b"")
+            if len(head) < min(8192, doc["length"]):  # tiny chunks: read on
+                head = bucket.open_download_stream(oid).read(8192)
             mime = sniff_mime(head)
             claimed = row.get("mime_type")
             if normalise_mime(claimed) != mime:
