@@ -79,9 +79,10 @@ class ServiceHolder:
         thumbs = ThumbnailService(
             settings.thumbnail_max_pixels, settings.thumbnail_max_source_bytes
         )
-        self._services = Services(settings, client, store, thumbs, loop)
+        services = self._services = Services(settings, client, store, thumbs, loop)
+        # Set before the first await, so concurrent first requests share one client.
         await store.ensure_indexes()
-        return self._services
+        return services
 
     async def aclose(self) -> None:
         services, self._services = self._services, None

@@ -252,6 +252,8 @@ async def store_upload(
         existing = await store.user_message(fields["message_id"], user_id)
         if existing is None or existing.get("session_id") != session_id:
             raise HTTPException(404, "Message not found")
+        if existing.get("role") != "user":
+            raise HTTPException(422, "Files can only be attached to user messages")
     message_oid = existing["_id"] if existing else ObjectId()
     now = utcnow()
     written: list[ObjectId] = []

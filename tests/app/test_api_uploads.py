@@ -111,6 +111,10 @@ def test_attaching_to_an_existing_message(client, mongo_db, alice, session):
     msg = mongo_db.chat_messages.find_one({"_id": ObjectId(target)})
     assert msg["file_ids"] == [r.json()["uploads"][0]["file_id"]] and msg["has_files"] is True
     assert mongo_db.chat_messages.count_documents({"session_id": session.session_id}) == 2
+    to_assistant = flowise(
+        session.session_id, (PNG, "y.png", "image/png"), message_id=session.message_ids[1]
+    )
+    assert client.post(UPLOAD, headers=alice, json=to_assistant).status_code == 422
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
