@@ -3,32 +3,26 @@
 ``python -m app_patch.deploy --app-dir DIR [--dry-run] [--skip-backup] [--skip-install]
 [--skip-restart] [--restart-cmd CMD] [--mongrate-config FILE] [--main FILE] [--rollback]``
 
-Deploy, in order (the steps of IMAGE_RENDERING_GUIDE.md):
+The guide's steps, in order: validate (Python, Pillow, the database the service uses:
+``MONGODB_URL`` / ``MONGODB_DATABASE_NAME`` from the environment, else ``DIR/.env``, a database
+in the URL path winning; the mongrate config; the ``app = FastAPI(`` line) without changing
+anything; back up the app package and requirements.txt to
+``DIR/backups/pre_image_rendering_<YYYYMMDD_HHMMSS>/`` with a manifest of the database heads
+(when something will change); add the patch's requirements once and ``pip install -r``;
+include the router right after ``app = FastAPI(...)`` (so its routes win over older ones on
+the same paths); ``mongrate upgrade head``; restart the service.
 
-1. validate: Python version, Pillow, the database (``MONGODB_URL`` / ``MONGODB_DATABASE_NAME``
-   from the environment, else ``DIR/.env``; a database in the URL path wins, as in the app),
-   the mongrate config (``DIR/mongrate.ini`` or ``--mongrate-config``) and the main module
-   (``app = FastAPI(...)`` at module level). Nothing is changed before all of this passes.
-2. back up ``DIR/<app package>`` and ``requirements.txt`` to
-   ``DIR/backups/pre_image_rendering_<YYYYMMDD_HHMMSS>/`` with ``manifest.json`` (the database
-   heads before, from ``mongrate current --json``, and the time); skipped when nothing changes.
-3. add the patch's requirements (once) and ``python -m pip install -r requirements.txt``.
-4. include the router in the main module, right after ``app = FastAPI(...)`` so its routes
-   take precedence over older ones on the same paths (once; marked with a comment).
-5. ``mongrate upgrade head``; 6. the restart command (default ``systemctl restart flowise-proxy``).
-
-A failure after step 3 started puts the files back as they were, moves the database back to
-the heads it had (``mongrate downgrade``), drops this run's backup and exits 1. Packages pip
-installed stay installed. Validation errors exit 2 and change nothing.
-
-``--rollback`` takes the newest backup not yet rolled back, downgrades the database to the
-heads its manifest recorded, then restores the code from it and restarts the service.
+Validation errors exit 2 having changed nothing. A later failure puts the edited files back
+byte for byte, downgrades the database to the heads it had, drops this run's backup and
+exits 1 (packages pip installed stay). ``--rollback`` undoes the newest deploy not yet
+rolled back: database to its manifest's heads first, then the code, then the restart.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import os
 import re
@@ -36,7 +30,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -108,7 +102,6 @@ class Target:
     url: str  # the service's MongoDB URL with the effective database in its path
     database: str
     restart_cmd: str | None
-    notes: list[str] = field(default_factory=list)
 
     def mongrate(self, *args: str, as_json: bool = False) -> subprocess.CompletedProcess[str]:
         """Run the mongrate CLI of this Python on the service's config and database."""
@@ -116,18 +109,15 @@ class Target:
         cmd += ["--json", *args] if as_json else list(args)
         return subprocess.run(cmd, cwd=self.app_dir, capture_output=True, text=True)
 
-    def heads(self) -> list[str]:
-        """The database's current heads (``mongrate current --json``)."""
-        return sorted(self.mongrate_state()["heads"])
-
-    def mongrate_state(self) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
+        """``mongrate current --json``: heads, pending and unknown revisions."""
         proc = self.mongrate("current", as_json=True)
         if proc.returncode != 0:
-            raise DeployError(
-                f"mongrate config {self.mongrate_config} is not usable: {last_line(proc)}",
-                EXIT_INVALID,
-            )
+            raise DeployError(f"mongrate current failed: {last_line(proc)}")
         return json.loads(proc.stdout)
+
+    def heads(self) -> list[str]:
+        return sorted(self.state()["heads"])
 
 
 def last_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -164,10 +154,10 @@ def resolve_target(args: argparse.Namespace) -> Target:
     try:
         relative = main.relative_to(app_dir)
     except ValueError:
-        raise DeployError(f"--main {args.main} is outside --app-dir {app_dir}", EXIT_INVALID) from None
+        raise DeployError(f"--main {args.main} is outside {app_dir}", EXIT_INVALID) from None
     if relative.parts[0] == BACKUPS:
         raise DeployError(f"--main {relative} is inside the backups folder", EXIT_INVALID)
-    config = Path(args.mongrate_config).resolve() if args.mongrate_config else app_dir / "mongrate.ini"
+    config = Path(args.mongrate_config or app_dir / "mongrate.ini").resolve()
     if not config.is_file():
         raise DeployError(
             f"mongrate config {config} not found: copy the project's mongrate.ini into the app "
@@ -418,34 +408,29 @@ class Plan:
         return bool(self.add_requirements) or self.router is not None
 
 
-def check_python() -> str:
+def check_runtime(*, pillow_required: bool) -> str:
+    """Python new enough; Pillow importable and new enough (or about to be installed)."""
+    version = sys.version.split()[0]
     if sys.version_info < MIN_PYTHON:
-        need = ".".join(map(str, MIN_PYTHON))
         raise DeployError(
-            f"Python {sys.version.split()[0]} is too old: the patch needs {need}+; run deploy "
-            "with the service's (newer) Python",
+            f"Python {version} is too old: the patch needs {'.'.join(map(str, MIN_PYTHON))}+; "
+            "run deploy with the service's (newer) Python",
             EXIT_INVALID,
         )
-    return f"Python {sys.version.split()[0]} ({sys.executable})"
-
-
-def check_pillow(required: bool) -> str:
     try:
         import PIL
     except ImportError:
-        if required:
+        if pillow_required:
             raise DeployError(
-                "Pillow is not importable: pip install 'Pillow>=10.0.0' or run without "
-                "--skip-install",
+                "Pillow is not importable: pip install 'Pillow>=10.0.0' or drop --skip-install",
                 EXIT_INVALID,
             ) from None
-        return "Pillow not installed yet (the install step adds it)"
-    version = tuple(int(p) for p in PIL.__version__.split(".")[:2] if p.isdigit())
-    if version < MIN_PILLOW:
+        return f"Python {version}; Pillow not installed yet (the install step adds it)"
+    if tuple(int(p) for p in PIL.__version__.split(".")[:2] if p.isdigit()) < MIN_PILLOW:
         raise DeployError(
             f"Pillow {PIL.__version__} is too old: pip install 'Pillow>=10.0.0'", EXIT_INVALID
         )
-    return f"Pillow {PIL.__version__}"
+    return f"Python {version} ({sys.executable}), Pillow {PIL.__version__}"
 
 
 def check_database(target: Target) -> str:
@@ -482,10 +467,14 @@ def check_imports(target: Target) -> str:
 
 def validate(target: Target, *, skip_install: bool) -> Plan:
     """Every check that needs no change, printing one line each; raises on the first failure."""
-    say(f"python: {check_python()}")
-    say(f"pillow: {check_pillow(required=skip_install)}")
+    say(f"runtime: {check_runtime(pillow_required=skip_install)}")
     say(f"database: {check_database(target)}")
-    state = target.mongrate_state()
+    try:
+        state = target.state()
+    except DeployError as exc:
+        raise DeployError(
+            f"mongrate config {target.mongrate_config} is not usable: {exc}", EXIT_INVALID
+        ) from None
     if state.get("unknown"):
         raise DeployError(
             f"the database is at revision(s) {', '.join(state['unknown'])} that no file in the "
@@ -555,21 +544,16 @@ def make_backup(plan: Plan) -> Path:
     return folder
 
 
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((folder / MANIFEST).read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("heads"), list) else None
-
-
 def latest_backup(app_dir: Path) -> tuple[Path, dict[str, Any]]:
     """The newest backup not rolled back yet (so repeated rollbacks undo deploys in turn)."""
     root = app_dir / BACKUPS
     found = []
     for folder in root.glob(f"{BACKUP_PREFIX}*") if root.is_dir() else []:
-        manifest = read_manifest(folder)
-        if folder.is_dir() and manifest and not manifest.get("rolled_back_at"):
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text("utf-8"))
+        except (OSError, ValueError):
+            continue  # not a backup this tool made whole
+        if isinstance(manifest.get("heads"), list) and not manifest.get("rolled_back_at"):
             found.append((str(manifest.get("created_at", "")), folder.name, folder, manifest))
     if not found:
         raise DeployError(
@@ -578,14 +562,6 @@ def latest_backup(app_dir: Path) -> tuple[Path, dict[str, Any]]:
         )
     _, _, folder, manifest = max(found)
     return folder, manifest
-
-
-def remove_backup(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-    try:
-        folder.parent.rmdir()  # only if this run's backup was the only one
-    except OSError:
-        pass
 
 
 # --------------------------------------------------------------------------------- deploy
@@ -598,127 +574,116 @@ def run_restart(cmd: str) -> None:
         raise DeployError(f"restart command {cmd!r} failed: {last_line(proc)}")
 
 
-def move_database(target: Target, heads: list[str], *, dry_run: bool = False) -> list[str]:
-    """Downgrade to ``heads`` (``base`` when empty); return the mongrate output lines."""
-    if target.heads() == heads:
-        return []
-    output = []
-    extra = ["--dry-run"] if dry_run else []
-    for rev in heads or ["base"]:
-        proc = target.mongrate("downgrade", rev, *extra)
-        if proc.returncode != 0:
-            raise DeployError(f"mongrate downgrade {rev} failed: {last_line(proc)}")
-        output += proc.stdout.splitlines()
-    if not dry_run and target.heads() != heads:
-        raise DeployError(
-            f"after downgrading, the database is at {heads_text(target.heads())}, "
-            f"not {heads_text(heads)}"
-        )
-    return output
-
-
-def describe_dry_run(plan: Plan, args: argparse.Namespace) -> None:
-    target = plan.target
-    rel_main = target.main.relative_to(target.app_dir)
-    if args.skip_backup or not (plan.changes_code or plan.pending):
-        say("would take no backup")
-    else:
-        say(f"would back up {', '.join(target.code_paths)} to {BACKUPS}/{BACKUP_PREFIX}<time>/")
-    if plan.add_requirements:
-        say(f"would add to requirements.txt: {', '.join(plan.add_requirements)}")
-    if not args.skip_install:
-        say(f"would run: {sys.executable} -m pip install -r {target.requirements}")
-    if plan.router is not None:
-        say(f"would insert into {rel_main} after line {plan.router.insert_after}:")
-        for line in plan.router.block.splitlines():
-            print(f"    {line}")
-    say("would run: mongrate upgrade head (dry run of it follows)")
-    proc = target.mongrate("upgrade", "head", "--dry-run")
+def mongrate_step(target: Target, *args: str) -> None:
+    """Run one mongrate command, echo its output indented, raise with its error line."""
+    proc = target.mongrate(*args)
     if proc.returncode != 0:
-        raise DeployError(f"mongrate upgrade head --dry-run failed: {last_line(proc)}")
+        raise DeployError(f"mongrate {' '.join(args)} failed: {last_line(proc)}")
     for line in proc.stdout.splitlines():
         print(f"    {line}")
-    if target.restart_cmd:
-        say(f"would run: {target.restart_cmd}")
-    say("dry run: nothing was changed")
+
+
+def move_database(target: Target, heads: list[str], now: list[str], dry_run: bool = False) -> bool:
+    """Downgrade from ``now`` to ``heads`` (``base`` when empty); False if already there."""
+    if now == heads:
+        return False
+    for rev in heads or ["base"]:
+        mongrate_step(target, "downgrade", rev, *(["--dry-run"] if dry_run else []))
+    if not dry_run and (reached := target.heads()) != heads:
+        raise DeployError(f"downgraded to {heads_text(reached)}, not {heads_text(heads)}")
+    return True
 
 
 def deploy(args: argparse.Namespace) -> int:
     target = resolve_target(args)
     plan = validate(target, skip_install=args.skip_install)
-    if args.dry_run:
-        describe_dry_run(plan, args)
-        return 0
     backup = None
-    if args.skip_backup:
-        say("backup: skipped (--skip-backup)")
-    elif plan.changes_code or plan.pending:
-        backup = make_backup(plan)
-        say(f"backup: {backup.relative_to(target.app_dir)} (database heads {heads_text(plan.heads_before)})")
+    if args.skip_backup or not (plan.changes_code or plan.pending):
+        say(f"backup: {'skipped (--skip-backup)' if args.skip_backup else 'none needed'}")
+    elif args.dry_run:
+        say(f"would back up {', '.join(target.code_paths)} to {BACKUPS}/{BACKUP_PREFIX}<time>/")
     else:
-        say("backup: none needed (code already patched, database at head)")
+        backup = make_backup(plan)
+        say(f"backup: {backup.relative_to(target.app_dir)} (heads {heads_text(plan.heads_before)})")
     guard = FileGuard([target.requirements, target.main])
     try:
-        apply(plan, args, guard)
+        heads = apply(plan, args)
     except (Exception, KeyboardInterrupt) as exc:
+        if args.dry_run:
+            raise
         reason = str(exc) if isinstance(exc, DeployError) else f"{type(exc).__name__}: {exc}"
         raise DeployError(recover(plan, guard, backup, reason)) from None
-    say(f"done: image rendering deployed; database {target.database} at {heads_text(target.heads())}")
+    if args.dry_run:
+        say("dry run: nothing was changed")
+    else:
+        say(f"done: image rendering deployed; database {target.database} at {heads_text(heads)}")
     return 0
 
 
-def apply(plan: Plan, args: argparse.Namespace, guard: FileGuard) -> None:
-    """Steps 3-6; any exception leaves the caller to put things back."""
-    target = plan.target
+def apply(plan: Plan, args: argparse.Namespace) -> list[str]:
+    """The changing steps (or, in a dry run, what they would do); returns the final heads."""
+    target, dry = plan.target, args.dry_run
+    rel_main = target.main.relative_to(target.app_dir)
     if plan.add_requirements:
-        add_requirements(target.requirements, plan.add_requirements)
-        say(f"requirements: added {', '.join(plan.add_requirements)}")
+        if not dry:
+            add_requirements(target.requirements, plan.add_requirements)
+        added = ", ".join(plan.add_requirements)
+        say(f"{'would add' if dry else 'added'} to requirements.txt: {added}")
     if not args.skip_install:
-        say(f"install: {sys.executable} -m pip install -r {target.requirements.name}")
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "-r", str(target.requirements)],
-            cwd=target.app_dir, capture_output=True, text=True,
-        )
-        if proc.returncode != 0:
-            raise DeployError(f"pip install failed: {last_line(proc)}")
-        say(f"imports: {check_imports(target)}")
+        pip = [sys.executable, "-m", "pip", "install", "--quiet", "-r", str(target.requirements)]
+        say(f"{'would run' if dry else 'install'}: {shlex.join(pip)}")
+        if not dry:
+            proc = subprocess.run(pip, cwd=target.app_dir, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise DeployError(f"pip install failed: {last_line(proc)}")
+            say(f"imports: {check_imports(target)}")
     if plan.router is not None:
-        apply_router_patch(target.main, plan.router)
-        say(f"router: included in {target.main.relative_to(target.app_dir)}")
-    proc = target.mongrate("upgrade", "head")
-    if proc.returncode != 0:
-        raise DeployError(f"mongrate upgrade head failed: {last_line(proc)}")
-    for line in proc.stdout.splitlines():
-        print(f"    {line}")
-    state = target.mongrate_state()
-    if state.get("pending"):
-        raise DeployError(f"after the upgrade, still pending: {', '.join(state['pending'])}")
-    if target.restart_cmd:
+        if dry:
+            say(f"would insert into {rel_main} after line {plan.router.insert_after}:")
+            print("\n".join(f"    {line}" for line in plan.router.block.splitlines()))
+        else:
+            apply_router_patch(target.main, plan.router)
+            say(f"router: included in {rel_main}")
+    say("would run: mongrate upgrade head (its dry run:)" if dry else "database: upgrade head")
+    mongrate_step(target, "upgrade", "head", *(["--dry-run"] if dry else []))
+    heads = plan.heads_before
+    if not dry:
+        state = target.state()
+        if state.get("pending"):
+            raise DeployError(f"after the upgrade, still pending: {', '.join(state['pending'])}")
+        heads = sorted(state["heads"])
+    if not target.restart_cmd:
+        say("restart: skipped")
+    elif dry:
+        say(f"would run: {target.restart_cmd}")
+    else:
         say(f"restart: {target.restart_cmd}")
         run_restart(target.restart_cmd)
-    else:
-        say("restart: skipped")
+    return heads
 
 
 def recover(plan: Plan, guard: FileGuard, backup: Path | None, reason: str) -> str:
     """Put code and database back after a failed step; return the one-line report."""
-    target = plan.target
-    notes = []
-    restored = guard.restore()
-    notes.append(f"code put back as it was ({', '.join(restored)})" if restored else "code unchanged")
-    complete = True
+    target, notes, complete = plan.target, [], True
     try:
-        if move_database(target, plan.heads_before):
+        restored = guard.restore()
+        notes.append(f"code put back as it was ({', '.join(restored)})" if restored else "")
+    except OSError as exc:
+        complete = False
+        notes.append(f"code NOT put back ({exc}); run --rollback")
+    try:
+        if move_database(target, plan.heads_before, target.heads()):
             notes.append(f"database put back to {heads_text(plan.heads_before)}")
     except DeployError as exc:
         complete = False
         notes.append(f"database NOT put back ({exc}); fix that, then run --rollback")
-    if backup is not None:
-        if complete:
-            remove_backup(backup)
-        else:
-            notes.append(f"backup kept in {backup.relative_to(target.app_dir)}")
-    return f"{reason}; {'; '.join(notes)}"
+    if backup is not None and complete:
+        shutil.rmtree(backup, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            backup.parent.rmdir()  # only if this run's backup was the only one
+    elif backup is not None:
+        notes.append(f"backup kept in {backup.relative_to(target.app_dir)}")
+    return "; ".join([reason, *filter(None, notes)])
 
 
 # ------------------------------------------------------------------------------- rollback
@@ -729,26 +694,21 @@ def rollback(args: argparse.Namespace) -> int:
     heads = sorted(str(h) for h in manifest["heads"])
     paths = [str(p) for p in manifest.get("paths", [])]
     for rel in paths:
-        if Path(rel).is_absolute() or ".." in Path(rel).parts or rel.split("/")[0] == BACKUPS:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or Path(rel).parts[0] == BACKUPS:
             raise DeployError(f"{folder / MANIFEST}: refusing path {rel!r}", EXIT_INVALID)
-    now = target.mongrate_state()
+    now = target.heads()
     say(
         f"rollback: to {folder.relative_to(target.app_dir)} (made {manifest.get('created_at')}): "
-        f"code {', '.join(paths)}; database {heads_text(sorted(now['heads']))} -> {heads_text(heads)}"
+        f"code {', '.join(paths)}; database {heads_text(now)} -> {heads_text(heads)}"
     )
+    # Database first: if it cannot go back, the code still matches it and nothing changed.
+    move_database(target, heads, now, dry_run=args.dry_run)
     if args.dry_run:
-        for line in move_database(target, heads, dry_run=True):
-            print(f"    {line}")
-        if target.restart_cmd:
-            say(f"would run: {target.restart_cmd}")
+        say(f"would restore {', '.join(paths)}, then run: {target.restart_cmd or 'no restart'}")
         say("dry run: nothing was changed")
         return 0
-    # Database first: if it cannot go back, the code still matches it and nothing changed.
-    for line in move_database(target, heads):
-        print(f"    {line}")
     say(f"database: at {heads_text(heads)}")
-    present = set(manifest.get("present", paths))
-    restore_paths(target.app_dir, folder, paths, present)
+    restore_paths(target.app_dir, folder, paths, set(manifest.get("present", paths)))
     manifest["rolled_back_at"] = datetime.now(UTC).isoformat()
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     say(f"code: restored {', '.join(paths)}")
