@@ -691,6 +691,12 @@ def rollback(args: argparse.Namespace) -> int:
     target = resolve_target(args)
     say(f"database: {check_database(target)}")
     folder, manifest = latest_backup(target.app_dir)
+    if manifest.get("database", target.database) != target.database:
+        raise DeployError(
+            f"{folder.name} was made for database {manifest['database']} but the service now "
+            f"uses {target.database}: fix MONGODB_URL / MONGODB_DATABASE_NAME first",
+            EXIT_INVALID,
+        )
     heads = sorted(str(h) for h in manifest["heads"])
     paths = [str(p) for p in manifest.get("paths", [])]
     for rel in paths:

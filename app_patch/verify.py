@@ -156,8 +156,9 @@ class Verifier:
         self.check("history_values", self.history_values)
         self.check("file_inline", lambda: self.file(download=False))
         self.check("file_download", lambda: self.file(download=True))
-        self.check("file_cache_headers", lambda: self.cache_headers(self.upload["url"], FILE_MAX_AGE))
-        self.check("file_not_modified", lambda: self.not_modified(self.upload["url"]))
+        url = self.upload["url"]
+        self.check("file_cache_headers", lambda: self.cache_headers(url, FILE_MAX_AGE))
+        self.check("file_not_modified", lambda: self.not_modified(url))
         for size in THUMB_SIZES:
             self.check(f"thumbnail_{size}", lambda size=size: self.thumbnail(size))
         self.check("thumbnail_default", self.thumbnail_default)
@@ -218,7 +219,7 @@ class Verifier:
     def history_keys(self) -> str:
         keys = set(self.history_entry())
         extra, missing = sorted(keys - GUIDE_UPLOAD_KEYS), sorted(GUIDE_UPLOAD_KEYS - keys)
-        expect(not extra and not missing, f"keys differ from the guide: missing {missing}, extra {extra}")
+        expect(not extra and not missing, f"not the guide's keys: missing {missing}, extra {extra}")
         return f"the {len(keys)} keys of the guide"
 
     def history_values(self) -> str:
@@ -231,7 +232,11 @@ class Verifier:
             "thumbnail_url": f"{base}/thumbnail", "thumbnail_small": f"{base}/thumbnail?size=100",
             "thumbnail_medium": f"{base}/thumbnail?size=300",
         }
-        wrong = [f"{k}={entry.get(k)!r} (want {v!r})" for k, v in wanted.items() if entry.get(k) != v]
+        wrong = [
+            f"{k}={entry.get(k)!r} (want {v!r})"
+            for k, v in wanted.items()
+            if entry.get(k) != v
+        ]
         expect(not wrong, "; ".join(wrong))
         return f"{self.mime}, {len(self.data)} bytes, URLs as in the guide"
 
@@ -243,7 +248,7 @@ class Verifier:
         ctype = response.headers.get("content-type", "").split(";")[0].strip()
         disposition = response.headers.get("content-disposition", "")
         if download:
-            expect(disposition.lower().startswith("attachment"), f"Content-Disposition {disposition!r}")
+            expect(disposition.lower().startswith("attachment"), f"served as {disposition!r}")
             expect("filename" in disposition.lower(), f"no filename in {disposition!r}")
         else:
             expect(ctype == self.mime, f"Content-Type {ctype!r}, want {self.mime!r}")

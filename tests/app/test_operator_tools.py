@@ -180,7 +180,7 @@ def test_verify_with_a_given_token_and_image_keeps_the_file(server: Any, tmp_pat
 
 @pytest.mark.parametrize(
     "auth",
-    [["--token", "not-a-jwt"], ["--jwt-secret", "some-other-secret-0123456789abcdef", "--user", USER]],
+    [["--token", "not-a-jwt"], ["--jwt-secret", "another-secret-0123456789abcdef", "--user", USER]],
     ids=["garbage-token", "wrong-secret"],
 )
 def test_verify_fails_when_the_token_is_refused(server: Any, auth: list[str]) -> None:
@@ -335,10 +335,11 @@ def service(tmp_path: Path, mongo_url: str, mongo_db: Database) -> Service:
 
 def chat_state(db: Database) -> dict[str, Any]:
     """Every document and index of the chat collections (what the app sees)."""
+    present = set(db.list_collection_names())
     return {
         name: (
             sorted(repr(sorted(d.items())) for d in db[name].find()),
-            sorted(i["name"] for i in db[name].list_indexes()) if name in db.list_collection_names() else [],
+            sorted(i["name"] for i in db[name].list_indexes()) if name in present else [],
         )
         for name in CHAT
     }
@@ -359,7 +360,7 @@ def test_dry_run_changes_nothing(service: Service, mongo_db: Database) -> None:
     # The service reads its database settings from .env here (URL without a database + name).
     name = database_from_url(service.url)
     (service.dir / ".env").write_text(
-        f"MONGODB_URL={with_database(service.url, '').rstrip('/')}\nMONGODB_DATABASE_NAME='{name}'\n"
+        f"MONGODB_URL={with_database(service.url, '')}\nMONGODB_DATABASE_NAME='{name}'\n"
     )
     service.env = clean_env()
     tree, data = service.tree(), chat_state(mongo_db)
@@ -411,13 +412,24 @@ def test_deploy_applies_once_and_rollback_restores(service: Service, mongo_db: D
     probe = (
         "from fastapi.testclient import TestClient\nfrom app.main import app\n"
         "with TestClient(app) as c:\n"
-        "    print(c.get('/api/v1/chat/sessions/s/history').status_code, c.get('/health').status_code)\n"
+        "    print(c.get('/api/v1/chat/sessions/s/history').status_code,"
+        " c.get('/health').status_code)\n"
     )
     proc = subprocess.run(
         [PY, "-c", probe], cwd=service.dir, capture_output=True, text=True, timeout=60,
         env={**service.env, "JWT_ACCESS_SECRET": SECRET},
     )
     assert proc.stdout.split() == ["401", "200"], proc.stderr
+
+    patched = service.tree()
+    elsewhere = {**service.env, "MONGODB_URL": with_database(service.url, "some_other_db")}
+    proc = subprocess.run(
+        [PY, "-m", "app_patch.deploy", "--app-dir", str(service.dir), "--rollback",
+         "--skip-restart"],
+        env=elsewhere, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2 and "was made for database" in error_line(proc)
+    assert service.tree() == patched
 
     proc = service.deploy("--rollback", "--skip-restart")
     assert proc.returncode == 0, proc.stderr
