@@ -264,7 +264,9 @@ def _measure(app, counter: Counter, big: str, small: str, reps: int) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="MongoDB/FerretDB server URL (default: a throwaway FerretDB)")
-    parser.add_argument("--reps", type=int, default=7, help="timed runs of ours (reference: a third, at least 2)")
+    parser.add_argument(
+        "--reps", type=int, default=7, help="timed runs of ours (reference: a third, at least 2)"
+    )
     args = parser.parse_args()
     if args.url:
         return run(args.url, args.reps)

@@ -21,7 +21,8 @@ from app_patch.app import create_app
 from app_patch.seed import add_session
 from tests.app.conftest import ALICE, apply_contract, at, bearer, live_server
 
-EXAMPLES = int(os.environ.get("APP_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("APP_FUZZ_EXAMPLES", "20"))
+pytestmark = pytest.mark.slow  # about 30 s
 SCHEMA = schemathesis.openapi.from_dict(create_app().openapi())
 OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
 
@@ -29,27 +30,41 @@ OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
 @pytest.fixture(scope="module")
 def target(mongo_server_url, mongo_client, tmp_path_factory):
     """A live server over a module-wide database holding Alice's untidy session."""
-    from mongrate.config import with_database
-
     from app_patch.settings import Settings
+    from mongrate.config import with_database
     from tests.app.conftest import SECRET
 
     name = f"t_fuzz_{os.getpid()}"
     db = mongo_client[name]
     s = add_session(
-        db, user_id=ALICE,
-        messages=[("user", "pics", at(0)), ("assistant", "ok", at(5)),
-                  ("user", "more", at(10), {"file_ids": None})],
-        uploads=[{"kind": "jpeg", "message": 0}, {"kind": "pdf", "message": 0},
-                 {"kind": "truncated_png", "message": 2, "listed": False},
-                 {"kind": "large_dims_png", "message": 2}, {"kind": "zero_byte", "message": 2}],
+        db,
+        user_id=ALICE,
+        messages=[
+            ("user", "pics", at(0)),
+            ("assistant", "ok", at(5)),
+            ("user", "more", at(10), {"file_ids": None}),
+        ],
+        uploads=[
+            {"kind": "jpeg", "message": 0},
+            {"kind": "pdf", "message": 0},
+            {"kind": "truncated_png", "message": 2, "listed": False},
+            {"kind": "large_dims_png", "message": 2},
+            {"kind": "zero_byte", "message": 2},
+        ],
     )
     apply_contract(db)
-    settings_ = Settings(mongodb_url=with_database(mongo_server_url, name), jwt_secret=SECRET,
-                         max_upload_bytes=200_000)
+    settings_ = Settings(
+        mongodb_url=with_database(mongo_server_url, name),
+        jwt_secret=SECRET,
+        max_upload_bytes=200_000,
+    )
     with live_server(create_app(settings_)) as base:
-        yield {"base": base, "session_id": s.session_id, "message_id": s.message_ids[0],
-               "file_id": s.file_ids[0]}
+        yield {
+            "base": base,
+            "session_id": s.session_id,
+            "message_id": s.message_ids[0],
+            "file_id": s.file_ids[0],
+        }
     mongo_client.drop_database(name)
 
 
@@ -59,8 +74,9 @@ def _known_ids(op, ids) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("op", OPERATIONS, ids=lambda op: op.label)
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-                         ids=lambda m: m.value)
+@pytest.mark.parametrize(
+    "mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value
+)
 @pytest.mark.parametrize("pinned", [False, True], ids=["generated-ids", "real-ids"])
 def test_no_input_gives_a_server_error(target, op, mode, pinned):
     pinned_ids = _known_ids(op, target) if pinned else {}
@@ -69,8 +85,13 @@ def test_no_input_gives_a_server_error(target, op, mode, pinned):
     http = requests.Session()
     headers = bearer(ALICE)
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(data=st.data())
     def run(data):
         case = data.draw(op.as_strategy(mode, path_parameters=pinned_ids or None))
