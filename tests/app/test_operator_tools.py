@@ -363,13 +363,17 @@ def test_dry_run_changes_nothing(service: Service, mongo_db: Database) -> None:
         f"MONGODB_URL={with_database(service.url, '')}\nMONGODB_DATABASE_NAME='{name}'\n"
     )
     service.env = clean_env()
+    config = service.dir.parent / "ops-mongrate.ini"  # kept outside the app this time
+    service.ini.rename(config)
     tree, data = service.tree(), chat_state(mongo_db)
     names = set(mongo_db.list_collection_names())
     counter = service.dir.parent / "restarts"
-    proc = service.deploy("--dry-run", "--restart-cmd", restart_cmd(counter))
+    proc = service.deploy(
+        "--dry-run", "--mongrate-config", str(config), "--restart-cmd", restart_cmd(counter)
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert f"database: {name} reachable" in out
+    assert f"database: {name} reachable" in out and f"mongrate: {config} loads" in out
     assert "would insert into app/main.py after line 10:" in out
     assert "would add to requirements.txt: Pillow>=10.0.0, PyJWT>=2.8, python-multipart" in out
     assert "-m pip install --quiet -r" in out and "dry run: nothing was changed" in out
@@ -494,6 +498,30 @@ def test_a_failed_step_puts_code_and_database_back(
     assert "database put back to base" in line
     assert service.tree() == tree  # this run's backup is gone too
     assert chat_state(mongo_db) == data and service.heads() == []
+
+
+@pytest.mark.parametrize("installable", [True, False], ids=["satisfied", "missing-package"])
+def test_install_step_runs_pip_offline(service: Service, installable: bool) -> None:
+    # Everything but PyJWT named already (deploy adds it); all of it installed here.
+    requirements = service.dir / "requirements.txt"
+    requirements.write_text(
+        "fastapi>=0.110\npymongo>=4.13\nPillow>=10.0.0\npython-multipart>=0.0.9\nmongrate\n"
+        + ("" if installable else "no-such-package-for-deploy-test\n")
+    )
+    service.env["PIP_NO_INDEX"] = "1"  # pip may find it all installed, or fail: never download
+    tree = service.tree()
+    proc = service.deploy("--skip-restart")
+    if installable:
+        assert proc.returncode == 0, proc.stderr
+        assert "-m pip install --quiet -r" in proc.stdout
+        assert "imports: app_patch.router and its dependencies import" in proc.stdout
+        assert requirements.read_text().endswith(f"{deploy.REQUIREMENTS_MARK}\nPyJWT>=2.8\n")
+    else:
+        assert proc.returncode == 1
+        line = error_line(proc)
+        assert "pip install failed: ERROR: No matching distribution found for no-such" in line
+        assert "code put back as it was (requirements.txt)" in line
+        assert service.tree() == tree
 
 
 def _no_app(svc: Service) -> None:
