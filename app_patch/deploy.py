@@ -356,40 +356,26 @@ class FileGuard:
         return restored
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
 def restore_paths(app_dir: Path, folder: Path, paths: list[str], present: set[str]) -> None:
-    """Replace each of ``paths`` by its copy in ``folder`` (delete those absent back then).
-
-    Each path is copied beside its destination first, then swapped in by renames, so a
-    failed copy leaves the current code in place.
-    """
+    """Copy every backed-up file over its current version, each by an atomic rename, and
+    delete the paths that did not exist back then. Files added since are left alone, as the
+    guide's ``cp -r backups/pre_image_rendering_*/app/ ./`` leaves them."""
     missing = [rel for rel in paths if rel in present and not (folder / rel).exists()]
     if missing:
         raise DeployError(f"{folder} lacks {', '.join(missing)}: the backup is incomplete")
     for rel in paths:
-        dest = app_dir / rel
+        src, dest = folder / rel, app_dir / rel
         if rel not in present:
-            _remove(dest)
+            if dest.is_file():
+                dest.unlink()
             continue
-        staging = dest.with_name(f".{dest.name}.rollback")
-        old = dest.with_name(f".{dest.name}.replaced")
-        _remove(staging)
-        _remove(old)
-        src = folder / rel
-        if src.is_dir():
-            shutil.copytree(src, staging)
-        else:
-            shutil.copy2(src, staging)
-        if dest.exists() or dest.is_symlink():
-            dest.rename(old)
-        staging.rename(dest)
-        _remove(old)
+        files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
+        for file in files:
+            out = dest / file.relative_to(src) if src.is_dir() else dest
+            out.parent.mkdir(parents=True, exist_ok=True)
+            staging = out.with_name(f".{out.name}.rollback")
+            shutil.copy2(file, staging)
+            os.replace(staging, out)
 
 
 # ----------------------------------------------------------------------------- validation

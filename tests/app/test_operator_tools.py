@@ -456,12 +456,19 @@ def test_rollback_undoes_deploys_one_at_a_time(service: Service, mongo_db: Datab
 
     # A later release adds a revision: the code is patched already, the database is not.
     service.write_revisions(("aaaa0002", "aaaa0001", ADD_INDEX))
+    (service.dir / "app/local_notes.txt").write_text("made on the server after the deploy")
     second_tree = service.code()
     proc = service.deploy("--skip-install", "--skip-restart")
     assert proc.returncode == 0, proc.stderr
     assert "1 revision(s) pending: aaaa0002" in proc.stdout
     assert service.heads() == ["aaaa0002"]
     assert len(list((service.dir / "backups").iterdir())) == 2
+
+    proc = service.deploy("--rollback", "--dry-run", "--skip-restart")
+    assert proc.returncode == 0, proc.stderr
+    assert "database aaaa0002 -> aaaa0001" in proc.stdout
+    assert "dry run: nothing was changed" in proc.stdout
+    assert service.heads() == ["aaaa0002"] and service.code() == second_tree
 
     proc = service.deploy("--rollback", "--skip-restart")
     assert proc.returncode == 0, proc.stderr
@@ -472,8 +479,9 @@ def test_rollback_undoes_deploys_one_at_a_time(service: Service, mongo_db: Datab
     proc = service.deploy("--rollback", "--skip-restart")
     assert proc.returncode == 0, proc.stderr
     assert service.heads() == []
-    added = "vers/aaaa0002_step.py"
-    assert service.code() == {**original_tree, added: second_tree[added]}
+    # Files the deploy did not make stay (as with the guide's cp -r); the rest is as before.
+    kept = ("vers/aaaa0002_step.py", "app/local_notes.txt")
+    assert service.code() == {**original_tree, **{k: second_tree[k] for k in kept}}
     assert chat_state(mongo_db) == original_data
 
 
