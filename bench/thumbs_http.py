@@ -22,9 +22,12 @@ import statistics
 import sys
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Starlette nags about its httpx-based TestClient; nothing to act on in a benchmark.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 
 from fastapi.testclient import TestClient  # noqa: E402
 from gridfs import GridFSBucket  # noqa: E402
