@@ -560,13 +560,23 @@ def run_restart(cmd: str) -> None:
         raise DeployError(f"restart command {cmd!r} failed: {last_line(proc)}")
 
 
-def mongrate_step(target: Target, *args: str) -> None:
-    """Run one mongrate command, echo its output indented, raise with its error line."""
-    proc = target.mongrate(*args)
+def migrate(target: Target, *args: str, dry_run: bool = False) -> list[str]:
+    """Run ``mongrate upgrade|downgrade ...``, echo what it did (or would do), return the
+    heads after it (``[]`` in a dry run)."""
+    proc = target.mongrate(*args, "--dry-run") if dry_run else target.mongrate(*args, as_json=True)
     if proc.returncode != 0:
-        raise DeployError(f"mongrate {' '.join(args)} failed: {last_line(proc)}")
-    for line in proc.stdout.splitlines():
-        print(f"    {line}")
+        shown = " ".join([*args, *(["--dry-run"] if dry_run else [])])
+        raise DeployError(f"mongrate {shown} failed: {last_line(proc)}")
+    if dry_run:
+        print("\n".join(f"    {line}" for line in proc.stdout.splitlines()))
+        return []
+    run = json.loads(proc.stdout)
+    for step in run["steps"]:
+        results = f" {step['results']}" if step.get("results") else ""
+        print(f"    {run['direction']}d {step['revision']} in {step['duration']:.2f}s{results}")
+    heads = sorted(run["heads_after"])
+    print(f"    database at {heads_text(heads)}")
+    return heads
 
 
 def move_database(target: Target, heads: list[str], now: list[str], dry_run: bool = False) -> bool:
@@ -574,9 +584,9 @@ def move_database(target: Target, heads: list[str], now: list[str], dry_run: boo
     if now == heads:
         return False
     for rev in heads or ["base"]:
-        mongrate_step(target, "downgrade", rev, *(["--dry-run"] if dry_run else []))
-    if not dry_run and (reached := target.heads()) != heads:
-        raise DeployError(f"downgraded to {heads_text(reached)}, not {heads_text(heads)}")
+        now = migrate(target, "downgrade", rev, dry_run=dry_run)
+    if not dry_run and now != heads:
+        raise DeployError(f"downgraded to {heads_text(now)}, not {heads_text(heads)}")
     return True
 
 
@@ -631,13 +641,8 @@ def apply(plan: Plan, args: argparse.Namespace) -> list[str]:
             apply_router_patch(target.main, plan.router)
             say(f"router: included in {rel_main}")
     say("would run: mongrate upgrade head (its dry run:)" if dry else "database: upgrade head")
-    mongrate_step(target, "upgrade", "head", *(["--dry-run"] if dry else []))
-    heads = plan.heads_before
-    if not dry:
-        state = target.state()
-        if state.get("pending"):
-            raise DeployError(f"after the upgrade, still pending: {', '.join(state['pending'])}")
-        heads = sorted(state["heads"])
+    after = migrate(target, "upgrade", "head", dry_run=dry)
+    heads = plan.heads_before if dry else after
     if not target.restart_cmd:
         say("restart: skipped")
     elif dry:
