@@ -12,11 +12,11 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pymongo import DeleteMany, ReplaceOne
+from pymongo import ReplaceOne
 
 from mongrate.commands import Project
-from mongrate.errors import BackupError
-from mongrate.ops import RAW, ContentChecksum, chunked, collection_checksum
+from mongrate.errors import BackupError, MongrateError
+from mongrate.ops import RAW, chunked, collection_checksum, copy_collection, id_key
 from mongrate.runner import Lock
 from mongrate.store import utcnow
 
@@ -49,48 +49,62 @@ def list_backups(project: Project) -> list[dict]:
 
 
 def _manifests(project: Project, backup_id: str, collections: Sequence[str] = ()) -> list[dict]:
-    query = {"$or": [{"backup_id": backup_id}, {"_id": backup_id}]}
+    query = {"$or": [{"backup_id": backup_id}, {"target": backup_id}],
+                 "status": {"$ne": "dropped"}}
     found = list(project.store.backups.find(query).sort("source", 1))
     if not found:
-        raise BackupError(f"no backup {backup_id!r}: see 'mongrate backup list'")
+        raise BackupNotFound(f"no backup {backup_id!r}: see 'mongrate backup list'")
     if collections:
         unknown = set(collections) - {m["source"] for m in found}
         if unknown:
-            raise BackupError(f"backup {backup_id} has no snapshot of {', '.join(sorted(unknown))}")
+            raise BackupNotFound(
+                f"backup {backup_id} has no snapshot of {', '.join(sorted(unknown))}")
         found = [m for m in found if m["source"] in collections]
     return found
+
+
+class BackupNotFound(MongrateError):
+    """No such backup or snapshot: a usage error."""
 
 
 def _digest(raw: bytes) -> bytes:
     return hashlib.blake2b(raw, digest_size=16).digest()
 
 
-def diff_collections(db, live: str, snapshot: str, batch_size: int = 1000):
-    """(changed ids, missing ids, added ids) of ``live`` against ``snapshot``.
+def _compare(db, live: str, snapshot: str, batch_size: int, fix: bool = False) -> tuple[int, int, int]:
+    """Count (changed, missing, added) documents of ``live`` against ``snapshot``; with
+    ``fix``, put each differing batch back as it goes.
 
-    Holds one 16-byte digest per snapshot document, not the documents.
+    Streams both sides in batches, looking each batch up in the other side with one ``$in``
+    query, so memory stays flat however large the collections are.
     """
-    snap = {doc["_id"]: _digest(doc.raw)
-            for doc in db.get_collection(snapshot, codec_options=RAW).find().batch_size(batch_size)}
-    changed, added = [], []
-    for doc in db.get_collection(live, codec_options=RAW).find().batch_size(batch_size):
-        want = snap.pop(doc["_id"], None)
-        if want is None:
-            added.append(doc["_id"])
-        elif want != _digest(doc.raw):
-            changed.append(doc["_id"])
-    return changed, list(snap), added
-
-
-def _copy(db, source: str, target: str, batch_size: int) -> tuple[int, str]:
-    summer = ContentChecksum()
-    dst = db.get_collection(target, codec_options=RAW)
-    for batch in chunked(db.get_collection(source, codec_options=RAW).find().batch_size(batch_size),
-                         batch_size):
-        for doc in batch:
-            summer.add(doc.raw)
-        dst.insert_many(batch, ordered=False)
-    return summer.count, summer.hexdigest
+    snap = db.get_collection(snapshot, codec_options=RAW)
+    cur = db.get_collection(live, codec_options=RAW)
+    changed = missing = added = 0
+    for batch in chunked(snap.find().batch_size(batch_size), batch_size):
+        ids = [d["_id"] for d in batch]
+        have = {id_key(d["_id"]): _digest(d.raw) for d in cur.find({"_id": {"$in": ids}})}
+        differing = []
+        for d in batch:
+            got = have.get(id_key(d["_id"]))
+            if got is None:
+                missing += 1
+            elif got != _digest(d.raw):
+                changed += 1
+            else:
+                continue
+            differing.append(d)
+        if fix and differing:
+            db[live].bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in differing],
+                                ordered=False)
+    for batch in chunked(cur.find({}, {"_id": 1}).batch_size(batch_size), batch_size):
+        ids = [d["_id"] for d in batch]
+        known = {id_key(d["_id"]) for d in snap.find({"_id": {"$in": ids}}, {"_id": 1})}
+        extra = [i for i in ids if id_key(i) not in known]
+        added += len(extra)
+        if fix and extra:
+            db[live].delete_many({"_id": {"$in": extra}})
+    return changed, missing, added
 
 
 def restore_backup(project: Project, backup_id: str, *, collections: Sequence[str] = (),
@@ -112,11 +126,10 @@ def restore_backup(project: Project, backup_id: str, *, collections: Sequence[st
                     f"snapshot {m['target']} no longer matches its manifest ({count} docs, "
                     f"checksum {checksum[:12]} vs {m['count']}, {m['checksum'][:12]}): not restoring"
                 )
-            plans.append((m, *diff_collections(db, m["source"], m["target"], size)))
-        changed_total = sum(len(c) + len(mi) + len(a) for _, c, mi, a in plans)
-        if changed_total and not yes:
-            detail = "; ".join(f"{m['source']}: {len(c) + len(mi) + len(a)} differ "
-                               f"({len(c)} changed, {len(mi)} missing, {len(a)} added)"
+            plans.append((m, *_compare(db, m["source"], m["target"], size)))
+        if any(sum(p[1:]) for p in plans) and not yes:
+            detail = "; ".join(f"{m['source']}: {c + mi + a} differ "
+                               f"({c} changed, {mi} missing, {a} added)"
                                for m, c, mi, a in plans if c or mi or a)
             raise BackupError(
                 f"the live collections changed since backup {backup_id} ({detail}); "
@@ -124,25 +137,19 @@ def restore_backup(project: Project, backup_id: str, *, collections: Sequence[st
             )
         stamp = utcnow().strftime("%Y%m%d_%H%M%S")
         for m, changed, missing, added in plans:
-            report = RestoreReport(backup_id, m["source"], m["target"], len(changed), len(missing),
-                                   len(added), restored=False)
+            report = RestoreReport(backup_id, m["source"], m["target"], changed, missing, added,
+                                   restored=False)
             if report.differing:
                 safety = f"{m['source']}_prerestore_{stamp}"
                 db.drop_collection(safety)
-                count, checksum = _copy(db, m["source"], safety, size)
+                count, checksum = copy_collection(db, m["source"], safety, size)
                 project.store.backups.insert_one({
-                    "_id": safety, "backup_id": f"prerestore_{stamp}", "revision": None,
+                    "backup_id": f"prerestore_{stamp}", "revision": None,
                     "source": m["source"], "target": safety, "status": "complete", "count": count,
                     "checksum": checksum, "created_at": utcnow(), "kind": "prerestore",
                 })
                 report.safety_copy = safety
-                snap = db.get_collection(m["target"], codec_options=RAW)
-                live = db[m["source"]]
-                for ids in chunked(changed + missing, size):
-                    live.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True)
-                                     for d in snap.find({"_id": {"$in": ids}})], ordered=False)
-                for ids in chunked(added, size):
-                    live.bulk_write([DeleteMany({"_id": {"$in": ids}})])
+                _compare(db, m["source"], m["target"], size, fix=True)
                 after = collection_checksum(db, m["source"], size)
                 if after != (m["count"], m["checksum"]):
                     raise BackupError(
@@ -154,10 +161,18 @@ def restore_backup(project: Project, backup_id: str, *, collections: Sequence[st
     return reports
 
 
-def drop_backup(project: Project, backup_id: str) -> dict:
+def drop_backup(project: Project, backup_id: str, *, lock_timeout: float = 60.0) -> dict:
+    """Drop a backup's snapshot collections (under the lock: never one being copied)."""
     manifests = _manifests(project, backup_id)
-    for m in manifests:
-        project.store.db.drop_collection(m["target"])
-        project.store.backups.update_one({"_id": m["_id"]},
-                                         {"$set": {"status": "dropped", "dropped_at": utcnow()}})
+    with Lock(project.store, lease=project.config.lock_lease_seconds, timeout=lock_timeout,
+              command=f"backup drop {backup_id}", reporter=project.reporter):
+        manifests = _manifests(project, backup_id)
+        copying = [m["target"] for m in manifests if m.get("status") == "copying"]
+        if copying:
+            raise BackupError(f"snapshot {', '.join(copying)} is still being copied (or its "
+                              "run died): finish the upgrade first")
+        for m in manifests:
+            project.store.db.drop_collection(m["target"])
+            project.store.backups.update_one({"_id": m["_id"]},
+                                             {"$set": {"status": "dropped", "dropped_at": utcnow()}})
     return {"backup_id": backup_id, "target": ", ".join(m["target"] for m in manifests)}

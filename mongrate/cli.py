@@ -197,12 +197,13 @@ def downgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) ->
 @cli.command()
 @click.argument("revisions", nargs=-1, required=True)
 @click.option("--purge", is_flag=True, help="Clear the version collection first.")
+@LOCK_TIMEOUT
 @pass_opts
-def stamp(opts: Options, revisions: tuple[str, ...], purge: bool) -> None:
+def stamp(opts: Options, revisions: tuple[str, ...], purge: bool, lock_timeout: float) -> None:
     """Record REVISIONS as applied without running anything."""
     from mongrate import commands
 
-    heads = commands.stamp(opts.project(), revisions, purge=purge)
+    heads = commands.stamp(opts.project(), revisions, purge=purge, lock_timeout=lock_timeout)
     emit(opts, {"heads": list(heads)}, f"stamped: now at {', '.join(heads) or 'base'}")
 
 
@@ -290,12 +291,12 @@ def history(opts: Options, rev_range: str | None, indicate_current: bool) -> Non
         except ConnectionFailure as exc:
             show_log = False
             click.echo(f"mongrate: no log shown: {exc}", err=True)
+    logs = project.store.log_entries(ids) if show_log else {}
     lines = []
     for rev_id in ids:
         lines.append(_rev_line(project.graph, rev_id, current_heads, opts.verbose))
         if show_log:
-            lines.extend("    log: " + commands.log_summary(e)
-                         for e in project.store.log_entries(rev_id, limit=5))
+            lines.extend("    log: " + commands.log_summary(e) for e in logs.get(rev_id, []))
         if opts.verbose:
             lines.append("")
     emit(opts, [_rev_data(project.graph.get(r)) for r in ids], "\n".join(lines))
@@ -369,7 +370,7 @@ def backup_list(opts: Options) -> None:
     from mongrate import backup as backups
 
     items = backups.list_backups(opts.project())
-    lines = [f"{b['_id']}  {b['status']:<8} {b.get('count', '-'):>8} docs  from {b['source']}  "
+    lines = [f"{b.get('backup_id', '-'):<16} {b['target']}  {b['status']:<8} {b.get('count', '-'):>8} docs  from {b['source']}  "
              f"revision {b['revision']}  {b['created_at']:%Y-%m-%d %H:%M:%S}" for b in items]
     emit(opts, items, "\n".join(lines) or "no backups")
 
@@ -392,12 +393,13 @@ def backup_restore(opts: Options, backup_id: str, collections: tuple[str, ...], 
 
 @backup.command("drop")
 @click.argument("backup_id")
+@LOCK_TIMEOUT
 @pass_opts
-def backup_drop(opts: Options, backup_id: str) -> None:
-    """Drop a snapshot collection and mark its manifest dropped."""
+def backup_drop(opts: Options, backup_id: str, lock_timeout: float) -> None:
+    """Drop a backup's snapshot collections and mark their manifests dropped."""
     from mongrate import backup as backups
 
-    manifest = backups.drop_backup(opts.project(), backup_id)
+    manifest = backups.drop_backup(opts.project(), backup_id, lock_timeout=lock_timeout)
     emit(opts, manifest, f"dropped {manifest['target']}")
 
 

@@ -16,7 +16,7 @@ from mongrate.progress import Reporter
 from mongrate.revisions import Revision, RevisionGraph
 from mongrate.runner import Runner, RunResult, normalize_heads
 from mongrate.scripts import ScriptDirectory, checksum
-from mongrate.store import LockHolder, Store, connect, utcnow
+from mongrate.store import LockHolder, Store, connect
 
 INI_TEMPLATE = """\
 [mongrate]
@@ -168,22 +168,38 @@ def downgrade(project: Project, target: str, *, dry_run: bool = False,
     return project.runner(lock_timeout, f"downgrade {target}").run("downgrade", plan, dry_run=dry_run)
 
 
-def stamp(project: Project, revisions: Sequence[str], *, purge: bool = False) -> tuple[str, ...]:
-    """Set the version collection to ``revisions`` without running anything."""
+def stamp(project: Project, revisions: Sequence[str], *, purge: bool = False,
+          lock_timeout: float = 60.0) -> tuple[str, ...]:
+    """Set the version collection to ``revisions`` without running anything.
+
+    Heads on other branches stay unless ``purge``; ``stamp base`` empties the collection.
+    Heads that no revision file defines are dropped (and said so).
+    """
     from mongrate.runner import Lock
 
     graph = project.graph
     store = project.store
-    with Lock(store, lease=project.config.lock_lease_seconds, timeout=10.0,
-              command="stamp", reporter=project.reporter):
-        heads = () if purge else project.current_heads()
+
+    def new_heads() -> tuple[tuple[str, ...], list[str]]:
+        raw = store.heads()
+        unknown = [h for h in raw if h not in graph]
+        heads = () if purge else normalize_heads(graph, tuple(h for h in raw if h in graph))
+        specs = [r for r in revisions if r.strip() != "base"]
+        if len(specs) < len(revisions) and not specs:
+            return (), unknown
         targets: set[str] = set()
-        for spec in revisions:
-            if spec.strip() != "base":
-                targets.update(graph.resolve(spec, heads))
+        for spec in specs:
+            targets.update(graph.resolve(spec, heads))
         related = graph.ancestors(targets) | graph.descendants(targets)
-        keep = {h for h in heads if h not in related and h in graph}
-        new = _maximal(graph, targets | keep)
+        keep = {h for h in heads if h not in related}
+        return _maximal(graph, targets | keep), unknown
+
+    new_heads()  # bad input fails here, before the lock writes anything
+    with Lock(store, lease=project.config.lock_lease_seconds, timeout=lock_timeout,
+              command="stamp", reporter=project.reporter):
+        new, unknown = new_heads()
+        for u in unknown:
+            project.reporter.info(f"dropping head {u}: no revision file defines it")
         old = store.heads()
         store.move_heads(old, new)
         log_id, started = store.log_start(",".join(new) or "base", "stamp", checksum=None,
@@ -195,15 +211,16 @@ def stamp(project: Project, revisions: Sequence[str], *, purge: bool = False) ->
 
 def unlock(project: Project, *, force: bool = False) -> LockHolder | None:
     """Release a lock whose lease expired (or any lock with ``force``)."""
-    holder = project.store.holder()
+    store = project.store
+    holder = store.holder()
     if holder is None:
         return None
-    if holder.expires_at > utcnow() and not force:
+    if holder.expires_at > store.now() and not force:
         raise CheckFailed(
             f"the lock is held by {holder.describe()} and its lease is live; "
             "pass --force only if that run is dead"
         )
-    return project.store.force_release()
+    return holder if store.force_release(holder) else None
 
 
 # --------------------------------------------------------------------- reading
@@ -228,7 +245,7 @@ def current(project: Project, *, verbose: bool = False) -> CurrentState:
     state = CurrentState(heads, [graph.get(h) for h in known], unknown,
                          project.store.interrupted(), project.store.holder(), pending)
     if verbose:
-        state.log = {h: project.store.log_entries(h, limit=5) for h in heads}
+        state.log = project.store.log_entries(heads)
     return state
 
 
@@ -256,21 +273,28 @@ def check(project: Project) -> list[str]:
     if unknown:
         problems.append(
             f"the database is at {', '.join(unknown)}, which no revision file defines: "
-            "restore the file or 'mongrate stamp' the right revision"
+            "restore the file, or 'mongrate stamp --purge REV' to record the right revision"
         )
     else:
         pending = graph.upgrade_plan(heads, graph.heads)
         if pending:
             problems.append(f"{len(pending)} revision(s) not applied ({', '.join(pending)}): "
                             "run 'mongrate upgrade heads'")
-        for rev_id in sorted(graph.applied(heads)):
-            last = store.last_success(rev_id)
+        applied = sorted(graph.applied(heads))
+        successes = store.last_successes(applied)
+        for rev_id in applied:
+            last = successes.get(rev_id)
             rev = graph.get(rev_id)
             if last and last.get("checksum") and last["checksum"] != checksum(rev.path):
                 problems.append(
                     f"{rev.path} changed since revision {rev_id} ran at "
                     f"{last['started_at']:%Y-%m-%d %H:%M:%S} UTC: write a new revision instead"
                 )
+    for entry in store.last_failures():
+        problems.append(
+            f"the last {entry['direction']} of {entry['revision']} failed "
+            f"({entry.get('error') or 'no error text'}): fix it and run the {entry['direction']} again"
+        )
     for entry in store.interrupted():
         problems.append(
             f"{entry['direction']} of {entry['revision']} was interrupted "

@@ -8,6 +8,7 @@ at the wrong server.
 from __future__ import annotations
 
 import configparser
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -117,15 +118,15 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = True)
             raise ConfigError(f"{path}: bad value for '{key}': {str(exc).splitlines()[0]}") from None
         values[key] = _expand_env(raw, key, path)
 
-    def number(key: str, default: float, kind: type) -> float:
+    def number(key: str, default: float, kind: type, minimum: float) -> float:
         if key not in values:
             return default
         try:
             v = kind(values.pop(key))
         except ValueError:
             raise ConfigError(f"{path}: '{key}' must be a number") from None
-        if v <= 0:
-            raise ConfigError(f"{path}: '{key}' must be positive")
+        if not math.isfinite(v) or v < minimum:
+            raise ConfigError(f"{path}: '{key}' must be a number >= {minimum:g}")
         return v
 
     script_location = Path(values.pop("script_location", "versions"))
@@ -141,15 +142,21 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = True)
                   "undo_collection", "backups_collection")
         if k in values
     }
-    return Config(
+    config = Config(
         url=values.pop("url", None) or None,
         database=values.pop("database", None) or None,
         script_location=script_location,
         file_template=values.pop("file_template", "%(rev)s_%(slug)s"),
-        lock_lease_seconds=number("lock_lease_seconds", 30.0, float),
-        batch_size=int(number("batch_size", 1000, int)),
+        lock_lease_seconds=number("lock_lease_seconds", 30.0, float, 1.0),
+        batch_size=int(number("batch_size", 1000, int, 1)),
         prepend_sys_path=prepend,
         config_file=path.resolve(),
         extra=values,
         **names,
     )
+    if values:
+        import sys
+
+        print(f"mongrate: warning: {path}: unknown setting(s) {', '.join(sorted(values))} "
+              "in [mongrate] (typo?)", file=sys.stderr)
+    return config

@@ -65,6 +65,12 @@ class CheckFailed(MongrateError):
     exit_code = 1
 
 
+class RunInterrupted(MongrateError):
+    """An earlier run died in a step this command would not re-run."""
+
+    exit_code = 1
+
+
 class BackupError(MongrateError):
     """A backup could not be verified or restored."""
 

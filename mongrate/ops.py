@@ -9,11 +9,12 @@ an interruption never overwrites the first-recorded prior values.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
 
+import bson
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import DeleteOne, InsertOne, UpdateOne
@@ -32,6 +33,12 @@ class OpError(MongrateError):
     """A revision used an op helper wrongly (the message says how to fix it)."""
 
     exit_code = 1
+
+
+def id_key(_id: Any) -> Any:
+    """A hashable, type-exact key for any BSON ``_id`` (subdocuments and arrays included;
+    1 and 1.0 and True stay distinct, as they are in MongoDB)."""
+    return bson.encode({"i": _id})
 
 
 def chunked(iterable: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -82,12 +89,27 @@ def collection_checksum(db: Database, name: str, batch_size: int = 1000) -> tupl
     return summer.count, summer.hexdigest
 
 
+def copy_collection(db: Database, source: str, target: str, batch_size: int = 1000,
+                    progress: Callable[[Iterator[list]], Iterator[list]] | None = None
+                    ) -> tuple[int, str]:
+    """Stream ``source`` into ``target`` as raw BSON in batches; (count, checksum) read."""
+    summer = ContentChecksum()
+    dst = db.get_collection(target, codec_options=RAW)
+    batches = chunked(db.get_collection(source, codec_options=RAW).find().batch_size(batch_size),
+                      batch_size)
+    for batch in progress(batches) if progress else batches:
+        for doc in batch:
+            summer.add(doc.raw)
+        dst.insert_many(batch, ordered=False)
+    return summer.count, summer.hexdigest
+
+
 class Operations:
     """Helpers for revision authors. ``op.db`` is the pymongo ``Database``."""
 
     def __init__(self, db: Database, *, undo, backups, revision: str, direction: str,
                  batch_size: int = 1000, reporter: Reporter | None = None,
-                 dry_run: bool = False):
+                 dry_run: bool = False, guard: Callable[[], None] | None = None):
         self.db = db
         self.revision = revision
         self.direction = direction
@@ -97,6 +119,7 @@ class Operations:
         self.results: dict[str, Any] = {}  # a revision may report counts here; they are logged
         self._undo = undo
         self._backups = backups
+        self._guard = guard  # raises if the run lost its lock; checked after every batch
 
     # ------------------------------------------------------------- reporting
     def log(self, message: str) -> None:
@@ -104,34 +127,40 @@ class Operations:
 
     def progress(self, iterable: Iterable[T], total: int | None = None, label: str = "",
                  *, weight=None) -> Iterator[T]:
-        return self.reporter.progress(iterable, total, label or self.revision, weight=weight)
+        """Report progress; between items, stop at once if the run has lost its lock."""
+        for item in self.reporter.progress(iterable, total, label or self.revision, weight=weight):
+            yield item
+            if self._guard is not None:
+                self._guard()
 
     # ------------------------------------------------------------ field undo
     def _key(self, collection: str) -> dict[str, str]:
         return {"revision": self.revision, "collection": collection}
 
-    def _record_prior(self, collection: str, docs: list[Mapping], wanted: Mapping[Any, set[str]]) -> None:
-        """Write prior values of ``wanted[_id]`` fields not yet recorded for this revision."""
+    def _record_prior(self, collection: str, docs: list[Mapping],
+                      wanted: Mapping[Any, set[str]]) -> None:
+        """Write prior values of ``wanted[id_key(_id)]`` fields not yet recorded."""
         if not docs:
             return
         ids = [d["_id"] for d in docs]
         recorded = {
-            u["doc_id"]: (u["_id"], set(u.get("recorded", ())))
+            id_key(u["doc_id"]): (u["_id"], set(u.get("recorded", ())))
             for u in self._undo.find(
-                {**self._key(collection), "doc_id": {"$in": ids}}, {"doc_id": 1, "recorded": 1}
+                {**self._key(collection), "kind": "fields", "doc_id": {"$in": ids}},
+                {"doc_id": 1, "recorded": 1},
             )
         }
         requests = []
         for doc in docs:
-            undo_id, seen = recorded.get(doc["_id"], (None, set()))
-            new = sorted(wanted[doc["_id"]] - seen)
+            undo_id, seen = recorded.get(id_key(doc["_id"]), (None, set()))
+            new = sorted(wanted[id_key(doc["_id"])] - seen)
             if not new:
                 continue
             values = {f: doc[f] for f in new if f in doc}
             absent = [f for f in new if f not in doc]
             if undo_id is None:
                 requests.append(InsertOne({
-                    **self._key(collection), "doc_id": doc["_id"], "kind": "fields",
+                    **self._key(collection), "kind": "fields", "doc_id": doc["_id"],
                     "fields": values, "absent": absent, "recorded": new, "at": utcnow(),
                 }))
             else:
@@ -155,11 +184,13 @@ class Operations:
         size = batch_size or self.batch_size
         coll = self.db[collection]
         total = coll.count_documents(filter)
-        cursor = coll.find(filter, {f: 1 for f in fields} or {"_id": 1}).batch_size(size)
+        # _id order: an index scan that updates cannot make revisit a document (on
+        # MongoDB a collection scan may, and a $inc would then apply twice)
+        cursor = coll.find(filter, {f: 1 for f in fields} or {"_id": 1}).sort("_id", 1)
         modified = 0
-        for batch in self.progress(chunked(cursor, size), total, label or f"{collection} update",
-                                   weight=len):
-            self._record_prior(collection, batch, {d["_id"]: fields for d in batch})
+        for batch in self.progress(chunked(cursor.batch_size(size), size), total,
+                                   label or f"{collection} update", weight=len):
+            self._record_prior(collection, batch, {id_key(d["_id"]): fields for d in batch})
             ids = [d["_id"] for d in batch]
             result = coll.update_many({"$and": [dict(filter), {"_id": {"$in": ids}}]}, update)
             modified += result.modified_count
@@ -180,9 +211,10 @@ class Operations:
                                    weight=len):
             wanted: dict[Any, set[str]] = {}
             for _id, upd in batch:
-                wanted.setdefault(_id, set()).update(touched_fields(upd))
+                wanted.setdefault(id_key(_id), set()).update(touched_fields(upd))
             projection = {f: 1 for fs in wanted.values() for f in fs}
-            docs = list(coll.find({"_id": {"$in": list(wanted)}}, projection or {"_id": 1}))
+            ids = [_id for _id, _ in batch]
+            docs = list(coll.find({"_id": {"$in": ids}}, projection or {"_id": 1}))
             self._record_prior(collection, docs, wanted)
             result = coll.bulk_write([UpdateOne({"_id": _id}, upd) for _id, upd in batch],
                                      ordered=False)
@@ -191,25 +223,41 @@ class Operations:
 
     # --------------------------------------------------------------- indexes
     def _index_record(self, collection: str, name: str) -> dict | None:
-        return self._undo.find_one({**self._key(collection), "doc_id": f"index:{name}"})
+        return self._undo.find_one({**self._key(collection), "doc_id": f"index:{name}",
+                                    "kind": {"$in": ["index_created", "index_dropped"]}})
 
     def create_index(self, collection: str, keys: list[tuple[str, int]] | str, *, name: str,
                      **options: Any) -> bool:
-        """Create the index unless it exists; remember whether this revision created it."""
+        """Create the index unless an identical one exists; remember whether this revision
+        created it. An index with the same name or keys but other options is an error
+        (a revision must not silently go without the unique index it asked for)."""
         coll = self.db[collection]
         existing = coll.index_information()
         wanted_key = [(keys, 1)] if isinstance(keys, str) else [tuple(k) for k in keys]
-        same_keys = [n for n, info in existing.items()
-                     if [tuple(k) for k in info["key"]] == wanted_key and n != name]
+        significant = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpression")
+        wanted_opts = {k: options[k] for k in significant if options.get(k) not in (None, False)}
+        match = None
+        for n, info in existing.items():
+            same_keys = [tuple(k) for k in info["key"]] == wanted_key
+            opts = {k: info[k] for k in significant if info.get(k) not in (None, False)}
+            if n == name and not same_keys:
+                raise OpError(f"{collection}: an index named {name} exists on other keys "
+                              f"({info['key']}); drop it or choose another name")
+            if same_keys and (n == name or opts != wanted_opts):
+                if opts != wanted_opts:
+                    raise OpError(f"{collection}: index {n} has the keys of {name} but options "
+                                  f"{opts or '{}'} instead of {wanted_opts or '{}'}")
+                match = n
+            elif same_keys:
+                match = n
         if self._index_record(collection, name) is None:
-            pre = name in existing or bool(same_keys)
             self._undo.insert_one({
                 **self._key(collection), "doc_id": f"index:{name}", "kind": "index_created",
-                "created": not pre, "at": utcnow(),
+                "created": match is None, "at": utcnow(),
             })
-        if name in existing or same_keys:
-            if same_keys:
-                self.log(f"{collection}: index {same_keys[0]} already covers {name}; kept as is")
+        if match is not None:
+            if match != name:
+                self.log(f"{collection}: index {match} already serves as {name}; kept as is")
             return False
         coll.create_index(keys, name=name, **options)
         return True
@@ -263,37 +311,41 @@ class Operations:
         if manifest is None:
             stamp = self._backup_stamp(now)
             target = target or f"{source}_backup_{stamp}"
+            if target in self.db.list_collection_names():
+                raise BackupError(f"backup target {target} already exists; it is never "
+                                  "overwritten: drop or rename it, or choose another target")
             manifest = {
-                "_id": target, "backup_id": stamp, "revision": self.revision, "source": source,
+                "backup_id": stamp, "revision": self.revision, "source": source,
                 "target": target, "status": "copying", "created_at": utcnow(), **dict(extra or {}),
             }
-            self._backups.insert_one(manifest)
+            manifest["_id"] = self._backups.insert_one(manifest).inserted_id
             self._undo.update_one(
-                {**self._key(target), "doc_id": f"collection:{target}"},
-                {"$setOnInsert": {"kind": "collection_created", "at": utcnow()}},
+                {**self._key(target), "kind": "collection_created", "doc_id": f"collection:{target}"},
+                {"$setOnInsert": {"at": utcnow()}},
                 upsert=True,
             )
         target = manifest["target"]
         self.db.drop_collection(target)  # a half-made copy from an interrupted run
-        src = self.db.get_collection(source, codec_options=RAW)
-        dst = self.db.get_collection(target, codec_options=RAW)
-        summer = ContentChecksum()
-        total = src.estimated_document_count()
-        batches = chunked(src.find().batch_size(self.batch_size), self.batch_size)
-        for batch in self.progress(batches, total, f"backup {source}", weight=len):
-            for doc in batch:
-                summer.add(doc.raw)
-            dst.insert_many(batch, ordered=False)
+        src = self.db[source]
+        total = src.count_documents({})
+        read = copy_collection(
+            self.db, source, target, self.batch_size,
+            lambda batches: self.progress(batches, total, f"backup {source}", weight=len))
         if self.dry_run:
             return manifest
         count, checksum = collection_checksum(self.db, target, self.batch_size)
-        if (count, checksum) != (summer.count, summer.hexdigest):
+        if (count, checksum) != read:
             raise BackupError(
-                f"backup {target} does not match {source}: {count} docs / {checksum} copied vs "
-                f"{summer.count} / {summer.hexdigest} read; was {source} written during the backup?"
+                f"backup {target} does not match what was read from {source}: {count} docs / "
+                f"{checksum[:12]} stored vs {read[0]} / {read[1][:12]} read"
+            )
+        if src.count_documents({}) != total or count != total:
+            raise BackupError(
+                f"{source} changed while it was being backed up ({total} documents before, "
+                f"{src.count_documents({})} after): stop the application and run again"
             )
         done = {"status": "complete", "count": count, "checksum": checksum, "finished_at": utcnow()}
-        self._backups.update_one({"_id": target}, {"$set": done})
+        self._backups.update_one({"_id": manifest["_id"]}, {"$set": done})
         manifest.update(done)
         self.log(f"backed up {source} -> {target}: {count} docs, checksum {checksum[:12]}")
         return manifest

@@ -10,7 +10,7 @@ from typing import Any
 
 from mongrate.config import Config
 from mongrate.dryrun import RecordingDatabase
-from mongrate.errors import LockLostError, LockTimeoutError, RevisionFailed
+from mongrate.errors import LockLostError, LockTimeoutError, RevisionFailed, RunInterrupted
 from mongrate.ops import Operations
 from mongrate.progress import Reporter
 from mongrate.revisions import RevisionGraph
@@ -80,15 +80,18 @@ class Lock:
                 self.reporter.info(f"waiting for the lock held by {holder.describe()}")
                 shown = holder.owner
             time.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
+            delay = min(delay * 1.5, 0.25)  # a waiter notices a release within a quarter second
         self.heartbeat = Heartbeat(self.store, self.lease)
         self.heartbeat.start()
         return self
 
     def check(self) -> None:
-        if self.heartbeat and self.heartbeat.lost.is_set():
+        """Raise LockLostError unless our lease is still ours (called between batches)."""
+        hb = self.heartbeat
+        if hb and (hb.lost.is_set() or time.monotonic() - hb.last_renewed > self.lease):
             raise LockLostError(
-                "lost the lock (lease expired and another run took it); stopped before the next step"
+                "lost the lock (our lease expired and may have been taken over); stopped "
+                "before writing more: run the command again to resume"
             )
 
     def __exit__(self, *exc: object) -> None:
@@ -118,30 +121,59 @@ class Runner:
         return normalize_heads(self.graph, self.store.heads())
 
     def run(self, direction: str, planner: Planner, *, dry_run: bool = False) -> RunResult:
-        """Plan under the lock (so a waiting run sees what the holder did) and execute."""
+        """Plan once without the lock (bad input fails before anything is written), then
+        again under the lock, so a run that waited sees what the holder did."""
+        heads = self.current_heads()
+        plan = planner(heads)
         if dry_run:
-            heads = self.current_heads()
-            plan = planner(heads)
             return self._execute(direction, plan, heads, dry_run=True, lock=None, resumed=[])
         self.store.ensure_indexes()
         with Lock(self.store, lease=self.config.lock_lease_seconds, timeout=self.lock_timeout,
                   command=self.command, reporter=self.reporter) as lock:
             run_id = uuid.uuid4().hex
-            interrupted = self.store.interrupted()
-            for entry in interrupted:
-                self.reporter.info(
-                    f"found interrupted {entry['direction']} of {entry['revision']} "
-                    f"(started {entry['started_at']:%Y-%m-%d %H:%M:%S} UTC by {entry.get('host')} "
-                    f"pid {entry.get('pid')}); it will be run again"
-                )
-            self.store.mark_interrupted(interrupted, by_run=run_id)
             heads = self.current_heads()
             if heads != self.store.heads():
                 self.store.set_heads(heads)
             plan = planner(heads)
-            resumed = {e["revision"] for e in interrupted}
+            interrupted = self._settle_interrupted(direction, plan, heads, run_id)
             return self._execute(direction, plan, heads, dry_run=False, lock=lock,
-                                 resumed=interrupted, resumed_ids=resumed, run_id=run_id)
+                                 resumed=interrupted,
+                                 resumed_ids={e["revision"] for e in interrupted}, run_id=run_id)
+
+    def _settle_interrupted(self, direction: str, plan: list[str], heads: tuple[str, ...],
+                            run_id: str) -> list[dict]:
+        """Interrupted steps this plan runs again are resumed; ones the heads show finished
+        are closed; any other stops the run, saying how to finish it."""
+        entries = self.store.interrupted()
+        if not entries:
+            return []
+        applied = self.graph.applied(heads)
+        resumed, settled = [], []
+        for e in entries:
+            rev, step_dir = e["revision"], e["direction"]
+            if rev not in self.graph:
+                settled.append(e)  # its file is gone; nothing can re-run it
+            elif step_dir == direction and rev in plan:
+                resumed.append(e)
+            elif (step_dir == "upgrade") == (rev in applied):
+                settled.append(e)  # the heads show this step completed
+            else:
+                parents = self.graph.get(rev).down_revisions
+                target = parents[0] if len(parents) == 1 else ("base" if not parents else "-1")
+                verb = f"upgrade {rev}" if step_dir == "upgrade" else f"downgrade {target}"
+                raise RunInterrupted(
+                    f"the {step_dir} of {rev} was interrupted at "
+                    f"{e['started_at']:%Y-%m-%d %H:%M:%S} UTC and is unfinished: run "
+                    f"'mongrate {verb}' first to finish it"
+                )
+        for e in resumed:
+            self.reporter.info(
+                f"found interrupted {e['direction']} of {e['revision']} (started "
+                f"{e['started_at']:%Y-%m-%d %H:%M:%S} UTC by {e.get('host')} pid {e.get('pid')}); "
+                "resuming it"
+            )
+        self.store.mark_interrupted(resumed + settled, by_run=run_id)
+        return resumed
 
     def _execute(self, direction: str, plan: list[str], heads: tuple[str, ...], *,
                  dry_run: bool, lock: Lock | None, resumed: list[dict],
@@ -165,7 +197,7 @@ class Runner:
             backups = db[self.config.backups_collection]
             op = Operations(db, undo=undo, backups=backups, revision=rev_id, direction=direction,
                             batch_size=self.config.batch_size, reporter=self.reporter,
-                            dry_run=dry_run)
+                            dry_run=dry_run, guard=lock.check if lock else None)
             started = time.monotonic()
             if dry_run:
                 getattr(module, direction)(op)
@@ -183,8 +215,10 @@ class Runner:
                 self.store.log_finish(log_id, "failed", started_at=started_at, error=exc)
                 if isinstance(exc, KeyboardInterrupt | LockLostError):
                     raise
+                first_line = (str(exc).strip().splitlines() or [""])[0]
                 raise RevisionFailed(
-                    f"{direction} of {rev_id} ({rev.message}) failed: {type(exc).__name__}: {exc}; "
+                    f"{direction} of {rev_id} ({rev.message}) failed: {type(exc).__name__}: "
+                    f"{first_line}; "
                     f"nothing after it ran; see 'mongrate history -v -r {rev_id}:{rev_id}'"
                 ) from exc
             new_heads = self._move(direction, heads, rev_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Iterable
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.database import Database
 from pymongo.errors import (
     ConfigurationError,
@@ -87,6 +88,7 @@ class LockHolder:
     command: str
     acquired_at: datetime
     expires_at: datetime
+    lease_id: str = ""
 
     def describe(self) -> str:
         return (
@@ -109,6 +111,8 @@ class Store:
         self.owner = uuid.uuid4().hex
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        self.lease_id: str | None = None
+        self._skew: timedelta | None = None
 
     # ---------------------------------------------------------------- heads
     def heads(self) -> tuple[str, ...]:
@@ -135,9 +139,12 @@ class Store:
     def ensure_indexes(self) -> None:
         self.log.create_index([("revision", ASCENDING), ("started_at", DESCENDING)], name="rev_time")
         self.log.create_index([("status", ASCENDING)], name="status")
+        # kind is part of the key: a document whose _id is "index:x" must not collide
+        # with the record of index x
         self.undo.create_index(
-            [("revision", ASCENDING), ("collection", ASCENDING), ("doc_id", ASCENDING)],
-            name="rev_coll_doc", unique=True,
+            [("revision", ASCENDING), ("collection", ASCENDING), ("kind", ASCENDING),
+             ("doc_id", ASCENDING)],
+            name="rev_coll_kind_doc", unique=True,
         )
 
     def log_start(self, revision: str, direction: str, *, checksum: str | None,
@@ -189,64 +196,121 @@ class Store:
                 {"$set": {"status": "interrupted", "finished_at": utcnow(), "detected_by": by_run}},
             )
 
-    def last_success(self, revision: str, direction: str = "upgrade") -> dict | None:
-        return self.log.find_one(
-            {"revision": revision, "direction": direction, "status": "succeeded"},
-            sort=[("started_at", DESCENDING)],
-        )
+    def last_successes(self, revisions: Iterable[str]) -> dict[str, dict]:
+        """The latest succeeded upgrade of each revision: one query for all of them."""
+        latest: dict[str, dict] = {}
+        query = {"revision": {"$in": list(revisions)}, "direction": "upgrade",
+                 "status": "succeeded"}
+        for entry in self.log.find(query, {"traceback": 0}).sort("started_at", ASCENDING):
+            latest[entry["revision"]] = entry
+        return latest
 
-    def log_entries(self, revision: str | None = None, limit: int = 0) -> list[dict]:
-        query = {"revision": revision} if revision else {}
-        return list(self.log.find(query).sort("started_at", DESCENDING).limit(limit))
+    def last_failures(self) -> list[dict]:
+        """Revisions whose most recent step failed (newest entry per revision and direction)."""
+        newest: dict[tuple, dict] = {}
+        query = {"direction": {"$in": ["upgrade", "downgrade"]}}
+        for entry in self.log.find(query, {"traceback": 0}).sort("started_at", ASCENDING):
+            newest[entry["revision"]] = entry
+        return [e for e in newest.values() if e["status"] == "failed"]
+
+    def log_entries(self, revisions: Iterable[str] | None = None,
+                    per_revision: int = 5) -> dict[str, list[dict]]:
+        """Newest log entries of each revision (one query), newest first."""
+        query = {"revision": {"$in": list(revisions)}} if revisions is not None else {}
+        grouped: dict[str, list[dict]] = {}
+        for entry in self.log.find(query, {"traceback": 0}).sort("started_at", DESCENDING):
+            group = grouped.setdefault(entry["revision"], [])
+            if len(group) < per_revision:
+                group.append(entry)
+        return grouped
 
     # ----------------------------------------------------------------- lock
-    def holder(self) -> LockHolder | None:
-        doc = self.lock.find_one({"_id": LOCK_ID})
-        if not doc or doc.get("owner") is None:
+    # One document per lease, ``_id`` = "mongrate:<epoch>" (zero-padded). Contention is
+    # settled only by inserting the next epoch: a unique-key insert is atomic everywhere,
+    # whereas FerretDB v1 runs find_one_and_update as read-then-write, so a conditional
+    # upsert lets several runs in at once. Only the owner ever writes its epoch document,
+    # and a run has lost the lock as soon as a higher epoch exists.
+    def now(self) -> datetime:
+        """The server's clock (offset measured once), so hosts with skewed clocks agree
+        on when a lease expires."""
+        if self._skew is None:
+            before = utcnow()
+            server = self.db.command("hello").get("localTime")
+            local = before + (utcnow() - before) / 2
+            self._skew = (server - local) if isinstance(server, datetime) else timedelta(0)
+        return utcnow() + self._skew
+
+    @staticmethod
+    def _epoch_id(epoch: int) -> str:
+        return f"{LOCK_ID}:{epoch:012d}"
+
+    def _latest_lease(self) -> dict | None:
+        return self.lock.find_one({"_id": {"$regex": f"^{LOCK_ID}:"}}, sort=[("_id", DESCENDING)])
+
+    @staticmethod
+    def _holder_of(doc: dict | None) -> LockHolder | None:
+        if not doc or doc.get("released"):
             return None
         return LockHolder(doc["owner"], doc.get("host", "?"), doc.get("pid", 0),
-                          doc.get("command", "?"), doc["acquired_at"], doc["expires_at"])
+                          doc.get("command", "?"), doc["acquired_at"], doc["expires_at"],
+                          doc["_id"])
+
+    def holder(self) -> LockHolder | None:
+        return self._holder_of(self._latest_lease())
 
     def try_acquire(self, lease: float, command: str) -> tuple[bool, LockHolder | None]:
-        """One atomic attempt. Returns (acquired, previous holder if we took an expired lease)."""
-        now = utcnow()
-        previous = self.holder()
-        fields = {
-            "owner": self.owner, "host": self.host, "pid": self.pid, "command": command,
-            "acquired_at": now, "expires_at": now + timedelta(seconds=lease),
+        """One attempt. Returns (acquired, the expired holder we took over from, if any)."""
+        latest = self._latest_lease()
+        previous = self._holder_of(latest)
+        now = self.now()
+        if previous and previous.expires_at >= now:
+            return False, None
+        epoch = int(latest["_id"].rsplit(":", 1)[1]) + 1 if latest else 1
+        doc = {
+            "_id": self._epoch_id(epoch), "owner": self.owner, "host": self.host,
+            "pid": self.pid, "command": command, "acquired_at": now,
+            "expires_at": now + timedelta(seconds=lease), "released": False,
         }
         try:
-            doc = self.lock.find_one_and_update(
-                {"_id": LOCK_ID, "$or": [
-                    {"owner": None}, {"expires_at": {"$lt": now}}, {"owner": self.owner},
-                ]},
-                {"$set": fields},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
+            self.lock.insert_one(doc)
         except DuplicateKeyError:
-            return False, None  # the lock document exists and is held: the filter missed
-        took_over = previous if previous and previous.owner != self.owner else None
-        return doc is not None and doc.get("owner") == self.owner, took_over
+            return False, None  # another run inserted this epoch first
+        self.lease_id = doc["_id"]
+        # older epochs are history; dropping them keeps the collection at a few documents
+        self.lock.delete_many({"_id": {"$lt": self._epoch_id(max(epoch - 5, 0)),
+                                       "$regex": f"^{LOCK_ID}:"}})
+        return True, previous
 
     def renew(self, lease: float) -> bool:
+        """Extend our lease; False once a later epoch exists (our lease was taken over)."""
+        if self.lease_id is None:
+            return False
+        if self.lock.find_one({"_id": {"$gt": self.lease_id, "$regex": f"^{LOCK_ID}:"}}, {"_id": 1}):
+            return False
         result = self.lock.update_one(
-            {"_id": LOCK_ID, "owner": self.owner},
-            {"$set": {"expires_at": utcnow() + timedelta(seconds=lease)}},
+            {"_id": self.lease_id, "owner": self.owner, "released": False},
+            {"$set": {"expires_at": self.now() + timedelta(seconds=lease)}},
         )
         return result.matched_count == 1
 
     def release(self) -> None:
-        self.lock.update_one({"_id": LOCK_ID, "owner": self.owner}, {"$set": {"owner": None}})
+        if self.lease_id is not None:
+            self.lock.update_one({"_id": self.lease_id, "owner": self.owner},
+                                 {"$set": {"released": True, "released_at": self.now()}})
+            self.lease_id = None
 
-    def force_release(self) -> LockHolder | None:
-        holder = self.holder()
-        self.lock.update_one({"_id": LOCK_ID}, {"$set": {"owner": None}})
-        return holder
+    def force_release(self, holder: LockHolder) -> bool:
+        """Release exactly ``holder``'s lease (a lease taken since is not touched)."""
+        result = self.lock.update_one(
+            {"_id": holder.lease_id, "owner": holder.owner, "released": False},
+            {"$set": {"released": True, "released_at": self.now(), "released_by": self.host}},
+        )
+        return result.matched_count == 1
 
 
 class Heartbeat(threading.Thread):
-    """Renews the lease every lease/3 seconds; ``lost`` is set if renewal fails."""
+    """Renews the lease every lease/3 seconds. ``lost`` is set when a later lease exists,
+    or when no renewal has succeeded for a whole lease (the server was unreachable)."""
 
     def __init__(self, store: Store, lease: float):
         super().__init__(name="mongrate-heartbeat", daemon=True)
@@ -254,6 +318,7 @@ class Heartbeat(threading.Thread):
         self.lease = lease
         self.lost = threading.Event()
         self._stop_event = threading.Event()
+        self.last_renewed = time.monotonic()
 
     def run(self) -> None:
         while not self._stop_event.wait(self.lease / 3):
@@ -261,8 +326,11 @@ class Heartbeat(threading.Thread):
                 if not self.store.renew(self.lease):
                     self.lost.set()
                     return
+                self.last_renewed = time.monotonic()
             except PyMongoError:
-                continue  # a blip: the next beat retries well before the lease runs out
+                if time.monotonic() - self.last_renewed > self.lease:
+                    self.lost.set()
+                    return
 
     def stop(self) -> None:
         self._stop_event.set()

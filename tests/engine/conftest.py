@@ -32,9 +32,9 @@ class Project:
         self._capsys = capsys
 
     def write_ini(self, **extra: str) -> None:
-        lines = ["[mongrate]", f"url = {self.url}", "script_location = versions",
-                 "lock_lease_seconds = 3", "batch_size = 50"]
-        lines += [f"{k} = {v}" for k, v in extra.items()]
+        settings = {"url": self.url, "script_location": "versions", "lock_lease_seconds": "3",
+                    "batch_size": "50", **extra}
+        lines = ["[mongrate]"] + [f"{k} = {v}" for k, v in settings.items()]
         self.ini.write_text("\n".join(lines) + "\n")
 
     def add(self, rev: str, down: str | tuple | None, *, body_up: str = "pass",

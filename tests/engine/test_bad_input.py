@@ -99,3 +99,35 @@ def test_wrong_credentials(project, mongo_server_url):
         pytest.skip("this server does not check credentials (FerretDB's SQLite backend)")
     assert r.code == 2 and ("credentials" in r.err or "refused" in r.err or "error" in r.err)
     assert "wrong" not in r.err  # the password is never printed
+
+
+@pytest.mark.parametrize("args", [
+    ("upgrade", "nosuchrev"), ("downgrade", "nosuch"), ("downgrade", "-1"),
+    ("stamp", "nosuch"), ("upgrade", "head"),
+])
+def test_bad_targets_write_nothing_at_all(project, mongo_db, args):
+    project.add("aaaa1111", None)
+    project.add("bbbb2222", "aaaa1111")
+    project.add("cccc3333", "aaaa1111")  # two heads: 'upgrade head' is an error
+    r = project.run(*args)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+    assert mongo_db.list_collection_names() == []
+
+
+def test_bad_lease_setting_is_a_config_error(project, mongo_db):
+    project.write_ini(lock_lease_seconds="nan")
+    r = project.run("upgrade", "head")
+    assert r.code == 2 and "lock_lease_seconds" in r.err
+    assert mongo_db.list_collection_names() == []
+
+
+def test_unknown_setting_is_warned_about(project):
+    project.add("aaaa1111", None)
+    project.write_ini(lock_lease_second="5")
+    r = project.run("heads")
+    assert r.code == 0 and "unknown setting(s) lock_lease_second" in r.err
+
+
+def test_unknown_backup_is_a_usage_error(project):
+    r = project.run("backup", "restore", "20990101_000000")
+    assert r.code == 2 and "no backup" in r.err

@@ -167,3 +167,38 @@ def test_init_creates_a_working_project(project, tmp_path, mongo_url):
     assert r.code == 0, r.err
     assert project.run("--url", mongo_url, "upgrade", "head").code == 0
     assert "hello" in project.run("--url", mongo_url, "current").out
+
+
+def test_stamp_base_empties_and_unknown_heads_are_dropped(chain, mongo_db):
+    assert chain.run("upgrade", "head").code == 0
+    assert chain.run("stamp", "base").code == 0
+    assert mongo_db.mongrate_version.count_documents({}) == 0
+    mongo_db.mongrate_version.insert_one({"_id": "zzzzzzzz"})
+    r = chain.run("check")
+    assert r.code == 1 and "--purge" in r.err
+    r = chain.run("stamp", "bbbb2222")
+    assert r.code == 0 and "dropping head zzzzzzzz" in r.err
+    assert mongo_db.mongrate_version.distinct("_id") == ["bbbb2222"]
+
+
+def test_check_reports_the_last_failed_step(project, mongo_db):
+    project.add("aaaa1111", None, body_up='raise ValueError("bad data")')
+    assert project.run("upgrade", "head").code == 1
+    r = project.run("check")
+    assert r.code == 1 and "aaaa1111 failed" in r.err and "bad data" in r.err
+
+
+def test_an_interrupted_downgrade_is_not_hidden_by_other_commands(chain, mongo_db):
+    assert chain.run("upgrade", "head").code == 0
+    # what a downgrade of cccc3333 killed mid-way leaves behind: a started entry
+    mongo_db.mongrate_log.insert_one({
+        "revision": "cccc3333", "direction": "downgrade", "status": "started",
+        "started_at": mongo_db.mongrate_log.find_one()["started_at"], "host": "h", "pid": 1})
+    r = chain.run("upgrade", "head")
+    assert r.code == 1 and "downgrade of cccc3333 was interrupted" in r.err
+    assert "mongrate downgrade bbbb2222" in r.err
+    assert chain.run("check").code == 1
+    r = chain.run("downgrade", "bbbb2222")
+    assert r.code == 0 and "resuming" in r.err
+    assert mongo_db.mongrate_log.count_documents({"status": "started"}) == 0
+    assert chain.run("check").code == 1  # now simply one revision pending

@@ -155,3 +155,71 @@ def test_checksum_sees_a_changed_value(mongo_db, messages):
     before = collection_checksum(mongo_db, "chat_messages")
     mongo_db.chat_messages.update_one({"n": 3}, {"$set": {"meta.x": 2}})
     assert collection_checksum(mongo_db, "chat_messages") != before
+
+
+def test_subdocument_and_mixed_ids_restore_exactly(mongo_db):
+    docs = [{"_id": {"a": 1, "b": 2}, "v": 1}, {"_id": "1", "v": 2}, {"_id": 1, "v": 3},
+            {"_id": 1.5, "v": 4}, {"_id": True, "v": 5}, {"_id": None, "v": 6}]
+    mongo_db.odd.insert_many(docs)
+    before = snapshot(mongo_db, "odd")
+    op = make_op(mongo_db, batch_size=2)
+    assert op.update_many("odd", {}, {"$set": {"v": 0, "w": 1}}) == 6
+    op.update_each("odd", [(d["_id"], {"$inc": {"v": 10}}) for d in docs])
+    make_op(mongo_db, direction="downgrade").restore_undo()
+    assert DeepDiff(before, snapshot(mongo_db, "odd")) == {}
+
+
+def test_a_document_named_like_an_index_record_does_not_collide(mongo_db):
+    from mongrate.store import Store
+
+    Store(mongo_db, CFG).ensure_indexes()
+    mongo_db.items.insert_one({"_id": "index:i7", "v": 1})
+    op = make_op(mongo_db)
+    op.create_index("items", [("v", 1)], name="i7")
+    op.update_many("items", {}, {"$set": {"v": 2}})
+    make_op(mongo_db, direction="downgrade").restore_undo()
+    assert mongo_db.items.find_one({"_id": "index:i7"})["v"] == 1
+    assert "i7" not in mongo_db.items.index_information()
+
+
+def test_create_index_refuses_conflicting_options_or_keys(mongo_db, messages):
+    mongo_db.chat_messages.create_index([("n", 1)], name="plain_n")
+    with pytest.raises(OpError, match="options"):
+        make_op(mongo_db).create_index("chat_messages", [("n", 1)], name="uniq_n", unique=True)
+    with pytest.raises(OpError, match="other keys"):
+        make_op(mongo_db).create_index("chat_messages", [("has_files", 1)], name="plain_n")
+
+
+def test_backup_never_overwrites_an_existing_target(mongo_db, messages):
+    from mongrate.errors import BackupError
+
+    mongo_db.important.insert_many([{"k": i} for i in range(5)])
+    with pytest.raises(BackupError, match="already exists"):
+        make_op(mongo_db).backup_collection("chat_messages", target="important")
+    assert mongo_db.important.count_documents({}) == 5
+
+
+def test_upgrade_downgrade_upgrade_with_a_named_backup(mongo_db, messages):
+    make_op(mongo_db).backup_collection("chat_messages", target="msgs_snap")
+    make_op(mongo_db, direction="downgrade").restore_undo()
+    assert "msgs_snap" not in mongo_db.list_collection_names()
+    again = make_op(mongo_db).backup_collection("chat_messages", target="msgs_snap")
+    assert again["status"] == "complete" and mongo_db.msgs_snap.count_documents({}) == 7
+
+
+def test_dry_run_records_writes_from_every_path(mongo_db, messages):
+    from mongrate.dryrun import RecordingDatabase
+
+    rec = RecordingDatabase(mongo_db)
+    before = snapshot(mongo_db, "chat_messages")
+    rec["chat_messages"].database["other"].insert_one({"x": 1})
+    rec.client[mongo_db.name]["other"].insert_one({"x": 2})
+    rec.create_collection("fresh").insert_one({"x": 3})
+    rec["chat_messages"].with_options().update_many({}, {"$set": {"x": 4}})
+    rec["chat_messages"].aggregate([{"$match": {}}, {"$out": "copied"}])
+    assert rec["chat_messages"].count_documents({}) == 7  # reads still reach the server
+    assert rec.command("ping")["ok"] == 1.0
+    assert set(mongo_db.list_collection_names()) == {"chat_messages"}
+    assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
+    assert [w["method"] for w in rec.writes] == [
+        "insert_one", "insert_one", "create_collection", "insert_one", "update_many", "aggregate"]
