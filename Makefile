@@ -42,6 +42,7 @@ bench: $(STAMP) ferretdb
 	-$(PY) bench/graph.py
 	-$(PY) bench/thumbs.py
 	-$(PY) bench/history.py
+	-$(PY) bench/thumbs_http.py
 	-$(PY) bench/migrate.py
 
 clean:

@@ -14,7 +14,6 @@ row per file (post-migration fields included), and the user message lists them i
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -208,8 +207,9 @@ async def validate_file(item: IncomingFile, settings: Settings) -> None:
     if not sniff.is_image_mime(item.mime):
         return
     try:
-        _, width, height = await asyncio.to_thread(
-            thumbnails.verify_image, item.data, max_pixels=settings.thumbnail_max_pixels
+        # on the thumbnail pool: verifying decodes, so it shares that concurrency cap
+        _, width, height = await thumbnails.verify_image_async(
+            item.data, max_pixels=settings.thumbnail_max_pixels
         )
     except thumbnails.ThumbnailError as exc:
         # 422 for corrupt/truncated images and for pixel bombs (the byte size was fine).
