@@ -1,0 +1,268 @@
+"""Pure rules of the image-rendering revisions in versions/ (no database, no I/O).
+
+What a message's file fields, an upload's file facts and an upload's carrying message
+should be, decided from documents already read. The revisions stream the data and call
+these; the tests call them directly on hand-made cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from bson import ObjectId
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+
+from app_patch.sniff import OCTET, is_image_mime
+
+#: How far a user message's ``created_at`` may be from an upload's ``uploaded_at`` for the
+#: time rule to link them. The old service stored the upload while the user sent the
+#: message, so the two stamps are seconds apart (CHAT_DATABASE.md); slow mobile uploads and
+#: retries stretch that to tens of seconds. Two minutes keeps a 4x margin over that, and
+#: stays below the gap at which the next turn starts (a user reads the reply before asking
+#: again), so an upload whose send was abandoned is reported as orphaned instead of being
+#: pinned on an unrelated later question.
+LINK_WINDOW = timedelta(minutes=2)
+
+#: Two candidate messages whose distances to the upload differ by less than this are
+#: indistinguishable by time alone (the stamps are taken at different moments of one send).
+AMBIGUITY_MARGIN = timedelta(seconds=1)
+
+#: Bytes the sniffer wants to see (sniff.py examines up to 8 KiB; >= 4 KiB when available).
+SNIFF_BYTES = 8192
+
+
+# --------------------------------------------------------------------------- messages
+def normalise_file_ids(value: Any) -> list[str]:
+    """``file_ids`` as the contract wants it: hex strings, no blanks or repeats, order kept.
+
+    ``None``/absent becomes ``[]``; ObjectIds become their hex string; a lone string is
+    wrapped in a list; anything else in the list (numbers, nulls) is dropped.
+    """
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, ObjectId):
+            item = str(item)
+        if isinstance(item, str) and item and item not in out:
+            out.append(item)
+    return out
+
+
+def message_file_changes(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Fields to set so ``doc`` has a list ``file_ids`` and ``has_files == bool(file_ids)``.
+
+    Empty when the message already complies (so a re-run changes nothing).
+    """
+    ids = normalise_file_ids(doc.get("file_ids"))
+    changes: dict[str, Any] = {}
+    current = doc.get("file_ids", _MISSING)
+    if not (isinstance(current, list) and current == ids
+            and all(type(i) is str for i in current)):
+        changes["file_ids"] = ids
+    has = doc.get("has_files", _MISSING)
+    if not (type(has) is bool and has == bool(ids)):
+        changes["has_files"] = bool(ids)
+    return changes
+
+
+# ---------------------------------------------------------------------------- uploads
+def upload_file_changes(upload: Mapping[str, Any], length: int | None,
+                        true_mime: str | None) -> dict[str, Any]:
+    """Fields to set on a ``file_uploads`` row from its GridFS file.
+
+    ``length`` is the GridFS ``length`` (None: the file is gone) and ``true_mime`` what
+    :func:`app_patch.sniff.sniff_mime` says of its first bytes. A claim that differs from
+    the true type is kept in ``claimed_mime_type``. A missing file is flagged and keeps its
+    claimed type and size. Empty when the row already complies (a re-run changes nothing).
+    """
+    if length is None:
+        want: dict[str, Any] = {"file_missing": True, "is_image": False}
+    else:
+        true_mime = true_mime or OCTET
+        want = {"mime_type": true_mime, "is_image": is_image_mime(true_mime),
+                "file_size": int(length), "file_missing": False}
+        claimed = upload.get("mime_type", _MISSING)
+        if (claimed is not _MISSING and claimed != true_mime
+                and "claimed_mime_type" not in upload):
+            want["claimed_mime_type"] = claimed
+    return {k: v for k, v in want.items() if not _same(upload.get(k, _MISSING), v)}
+
+
+def gridfs_oid(file_id: Any) -> ObjectId | None:
+    """The GridFS ``_id`` a ``file_id`` names (a 24-hex string, either case), else None."""
+    if isinstance(file_id, ObjectId):
+        return file_id
+    if isinstance(file_id, str) and ObjectId.is_valid(file_id):
+        return ObjectId(file_id)
+    return None
+
+
+# ---------------------------------------------------------------------------- linking
+class Outcome(StrEnum):
+    LINKED = "linked"                  # message_id and/or the message's file_ids were set
+    ALREADY_LINKED = "already_linked"  # both already said so (message_id as a hex string)
+    AMBIGUOUS = "ambiguous"            # linked, but another message was as near in time
+    ORPHANED = "orphaned"              # no plausible message: reported and left alone
+
+
+@dataclass(frozen=True)
+class UploadRef:
+    """What the link rule needs of one ``file_uploads`` row."""
+
+    id: Any
+    file_id: str
+    message_id: Any
+    uploaded_at: datetime | None
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """What the link rule needs of one user message of the same session and user."""
+
+    id: ObjectId
+    created_at: datetime | None
+    file_ids: tuple[str, ...] = ()
+
+
+@dataclass
+class LinkDecision:
+    upload: UploadRef
+    message: MessageRef | None
+    outcome: Outcome
+    evidence: str  # "listed", "message_id", "nearest" or "none"
+
+
+@dataclass
+class GroupLinks:
+    """Decisions for one (session, user) and the ids each carrying message must list."""
+
+    decisions: list[LinkDecision] = field(default_factory=list)
+    additions: dict[ObjectId, list[str]] = field(default_factory=dict)
+
+
+def _distance(msg: MessageRef, when: datetime) -> timedelta:
+    assert msg.created_at is not None
+    return abs(msg.created_at - when)
+
+
+def choose_carrier(upload: UploadRef, messages: Sequence[MessageRef],
+                   window: timedelta = LINK_WINDOW) -> tuple[MessageRef | None, str, bool]:
+    """The user message that carried ``upload``: ``(message, evidence, ambiguous)``.
+
+    ``messages`` are the user messages of the upload's session and user. Evidence, strongest
+    first: a message that already lists the file (at any time: the message says so); the
+    message the upload's own ``message_id`` names, if it is a candidate within ``window``;
+    else the message nearest in time within ``window`` (ties: the first one sent at or after
+    the upload, since the client uploads before it sends). ``ambiguous`` is True when the
+    time rule decided and another candidate was within :data:`AMBIGUITY_MARGIN` as near.
+    """
+    when = upload.uploaded_at
+    listing = [m for m in messages if upload.file_id in m.file_ids]
+    if listing:
+        if when is None or any(m.created_at is None for m in listing):
+            return listing[0], "listed", len(listing) > 1
+        return min(listing, key=lambda m: _distance(m, when)), "listed", False
+    if when is None:
+        return None, "none", False
+    near = [m for m in messages if m.created_at is not None and _distance(m, when) <= window]
+    if not near:
+        return None, "none", False
+    named = str(upload.message_id) if upload.message_id is not None else ""
+    for m in near:
+        if str(m.id) == named:
+            return m, "message_id", False
+    # nearest first; at equal distance the message sent after the upload wins
+    near.sort(key=lambda m: (_distance(m, when), m.created_at < when))
+    ambiguous = len(near) > 1 and _distance(near[1], when) - _distance(near[0], when) < AMBIGUITY_MARGIN
+    return near[0], "nearest", ambiguous
+
+
+def link_group(uploads: Iterable[UploadRef], messages: Sequence[MessageRef],
+               window: timedelta = LINK_WINDOW) -> GroupLinks:
+    """Decide every upload of one (session, user); collect what each carrier must list.
+
+    A message that carried several files lists all of them, in upload order after the ids
+    it already had.
+    """
+    result = GroupLinks()
+    listed: dict[ObjectId, list[str]] = {m.id: list(m.file_ids) for m in messages}
+    for up in sorted(uploads, key=_upload_order):
+        msg, evidence, ambiguous = choose_carrier(up, messages, window)
+        if msg is None:
+            result.decisions.append(LinkDecision(up, None, Outcome.ORPHANED, evidence))
+            continue
+        lists_it = up.file_id in listed[msg.id]
+        if not lists_it:
+            listed[msg.id].append(up.file_id)
+            result.additions.setdefault(msg.id, []).append(up.file_id)
+        if ambiguous:
+            outcome = Outcome.AMBIGUOUS
+        elif lists_it and up.message_id == str(msg.id):
+            outcome = Outcome.ALREADY_LINKED
+        else:
+            outcome = Outcome.LINKED
+        result.decisions.append(LinkDecision(up, msg, outcome, evidence))
+    return result
+
+
+def _upload_order(u: UploadRef) -> tuple:
+    return (u.uploaded_at is None, u.uploaded_at or datetime.min, str(u.id))
+
+
+# -------------------------------------------------------------------- BSON sort order
+_NUMBER = (int, float, Int64, Decimal128)
+
+
+def bson_order_key(value: Any) -> tuple:
+    """A key that orders values the way the server sorts them (MongoDB's BSON type order:
+    null < numbers < strings < objects < arrays < binary < ObjectId < bool < date).
+
+    Used to merge two streams the server sorted by the same field. Types outside that list
+    sort after dates by their repr; the merge only needs a consistent total order for them.
+    """
+    if value is None or value is _MISSING:
+        return (1,)
+    if isinstance(value, bool):
+        return (8, value)
+    if isinstance(value, _NUMBER):
+        number = value.to_decimal() if isinstance(value, Decimal128) else value
+        return (2, float(number))
+    if isinstance(value, str):
+        return (3, value.encode("utf-8"))
+    if isinstance(value, Mapping):
+        return (4, tuple((k, bson_order_key(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return (5, tuple(bson_order_key(v) for v in value))
+    if isinstance(value, bytes):
+        return (6, len(value), value)
+    if isinstance(value, ObjectId):
+        return (7, value.binary)
+    if isinstance(value, datetime):
+        return (9, value)
+    return (20, type(value).__name__, repr(value))
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Any = _Missing()
+
+
+def _same(current: Any, wanted: Any) -> bool:
+    """Equal and of the same kind (True is not 1, 1.0 is not 1 for a size)."""
+    if current is _MISSING:
+        return False
+    if isinstance(wanted, bool) or isinstance(current, bool):
+        return type(current) is type(wanted) and current == wanted
+    if isinstance(wanted, int):
+        return isinstance(current, int) and current == wanted
+    return type(current) is type(wanted) and current == wanted

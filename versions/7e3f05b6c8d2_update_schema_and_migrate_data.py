@@ -1,0 +1,166 @@
+"""Update database schema and migrate existing data
+
+Revision ID: 7e3f05b6c8d2
+Revises: 4c1d7e0a9b21
+Create Date: 2026-11-24 09:00:01
+
+The guide's "Updates database schema" and "Migrates existing data" steps.
+
+- Every chat message states its attachments consistently: `file_ids` is a list of hex
+  strings (null or absent becomes []; ObjectIds become hex; blanks and repeats go) and
+  `has_files` is a bool equal to `len(file_ids) > 0`.
+- Every upload gets its true `mime_type`, sniffed from the first bytes of its GridFS file
+  (app_patch.sniff, never the client's claim; a claim that differed is kept in
+  `claimed_mime_type`), `is_image`, `file_size` equal to the GridFS length, and
+  `file_missing`. An upload whose GridFS file is gone is flagged (`file_missing: true`,
+  `is_image: false`, type and size left as claimed), never deleted.
+
+Both collections are rewritten in one streaming pass each (versions/_rewrite.py): first
+bytes come from one pass over the `fs` bucket's first chunks, joined to the uploads by
+file id through server-sorted streams, so memory stays flat. Safe to re-run after an
+interruption. Downgrade: fields that did not exist are removed again and changed fields get
+their old values back.
+"""
+
+from bson import ObjectId
+from gridfs import GridFSBucket
+from pymongo.errors import BulkWriteError
+
+from app_patch.migration_rules import (
+    SNIFF_BYTES,
+    gridfs_oid,
+    message_file_changes,
+    upload_file_changes,
+)
+from app_patch.sniff import sniff_mime
+from mongrate.ops import RAW, chunked
+from versions._rewrite import CollectionRewrite, SortedLookup, restore
+
+revision = "7e3f05b6c8d2"
+down_revision = "4c1d7e0a9b21"
+branch_labels = None
+depends_on = None
+
+BUCKET = "fs"
+CHUNK_BATCH = 32  # first chunks are up to 255 KiB each: keep a fetched batch under ~8 MiB
+
+
+def upgrade(op):
+    op.results["messages_changed"] = fix_message_fields(op)
+    op.results.update(fix_upload_facts(op))
+
+
+def downgrade(op):
+    op.results["uploads_restored"] = restore(op, "file_uploads")
+    op.results["messages_restored"] = restore(op, "chat_messages")
+    op.restore_undo()
+
+
+# ----------------------------------------------------------------------- messages
+def fix_message_fields(op) -> int | str:
+    rw = CollectionRewrite(op, "chat_messages")
+    if not rw.start():
+        return "already done"
+    coll = op.db.get_collection("chat_messages", codec_options=RAW)
+    total = coll.estimated_document_count()
+    cursor = coll.find().batch_size(op.batch_size)
+    for batch in op.progress(chunked(cursor, op.batch_size), total, "chat_messages file fields",
+                             weight=len):
+        for raw in batch:
+            rw.change(raw, message_file_changes(raw))
+    return rw.finish()
+
+
+# ------------------------------------------------------------------------ uploads
+def heads_collection(op) -> str:
+    return f"mongrate_tmp_{op.revision}_gridfs_heads"
+
+
+def sniff_first_chunks(op, target: str) -> int:
+    """One pass over the bucket's first chunks: ``{_id: files_id, mime, head}`` into
+    ``target`` (``head``: bytes the first chunk held, to spot files that need more)."""
+    db = op.db
+    db.drop_collection(target)
+    chunks = db[f"{BUCKET}.chunks"]
+    total = db[f"{BUCKET}.files"].estimated_document_count()
+    cursor = chunks.find({"n": 0}, {"files_id": 1, "data": 1}).batch_size(CHUNK_BATCH)
+    written = 0
+    for batch in op.progress(chunked(cursor, op.batch_size), total, "sniff GridFS first chunks",
+                             weight=len):
+        facts = [{"_id": c["files_id"], "mime": sniff_mime(bytes(c["data"][:SNIFF_BYTES])),
+                  "head": len(c["data"])} for c in batch]
+        try:
+            db[target].insert_many(facts, ordered=False)
+        except BulkWriteError as exc:  # a duplicate first chunk: the first one stands
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", ())):
+                raise
+        written += len(facts)
+    return written
+
+
+def fix_upload_facts(op) -> dict:
+    rw = CollectionRewrite(op, "file_uploads")
+    if not rw.start():
+        return {"uploads": "already done"}
+    db = op.db
+    heads = heads_collection(op)
+    if not op.dry_run:
+        sniff_first_chunks(op, heads)
+    files = SortedLookup(db[f"{BUCKET}.files"].find({}, {"length": 1}).sort("_id", 1)
+                         .batch_size(op.batch_size), "_id", f"{BUCKET}.files")
+    sniffed = SortedLookup(db[heads].find().sort("_id", 1).batch_size(op.batch_size),
+                           "_id", heads)
+    bucket = GridFSBucket(db, BUCKET)
+    counts = {"uploads": 0, "files_missing": 0, "mime_corrected": 0, "images": 0,
+              "sizes_corrected": 0, "uploads_changed": 0}
+    uploads = db.get_collection("file_uploads", codec_options=RAW)
+    total = uploads.estimated_document_count()
+    cursor = uploads.find().sort("file_id", 1).batch_size(op.batch_size)
+    for batch in op.progress(chunked(cursor, op.batch_size), total, "file_uploads file facts",
+                             weight=len):
+        for raw in batch:
+            file_id = raw.get("file_id")
+            if isinstance(file_id, str) and len(file_id) == 24 and file_id == file_id.lower() \
+                    and ObjectId.is_valid(file_id):
+                oid = ObjectId(file_id)  # canonical ids arrive in ascending order
+                meta, fact = files.get(oid), sniffed.get(oid)
+            else:  # rare legacy shapes (upper case, ObjectId): looked up one by one
+                oid = gridfs_oid(file_id)
+                meta = db[f"{BUCKET}.files"].find_one({"_id": oid}, {"length": 1}) if oid else None
+                fact = db[heads].find_one({"_id": oid}) if meta else None
+            length = int(meta["length"]) if meta and meta.get("length") is not None else None
+            mime = None
+            if length == 0:
+                mime = sniff_mime(b"")
+            elif length is not None:
+                if fact is not None and fact["head"] >= min(SNIFF_BYTES, length):
+                    mime = fact["mime"]
+                else:  # no first chunk, or one shorter than the sniffer wants (tiny chunkSize)
+                    mime = sniff_mime(_read_head(bucket, oid))
+            changes = upload_file_changes(raw, length, mime)
+            _count(counts, raw, changes, length)
+            rw.change(raw, changes)
+    counts["uploads_changed"] = rw.finish()
+    if not op.dry_run:
+        db.drop_collection(heads)
+    return counts
+
+
+def _read_head(bucket: GridFSBucket, oid) -> bytes:
+    try:
+        with bucket.open_download_stream(oid) as stream:
+            return stream.read(SNIFF_BYTES)
+    except Exception:  # noqa: BLE001 - chunks missing or corrupt: nothing to sniff
+        return b""
+
+
+def _count(counts: dict, raw, changes: dict, length: int | None) -> None:
+    counts["uploads"] += 1
+    if length is None:
+        counts["files_missing"] += 1
+    if "claimed_mime_type" in changes:
+        counts["mime_corrected"] += 1
+    if changes.get("is_image", raw.get("is_image")) is True:
+        counts["images"] += 1
+    if "file_size" in changes:
+        counts["sizes_corrected"] += 1

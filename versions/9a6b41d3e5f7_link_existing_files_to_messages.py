@@ -1,0 +1,168 @@
+"""Link existing files to messages
+
+Revision ID: 9a6b41d3e5f7
+Revises: 7e3f05b6c8d2
+Create Date: 2026-11-24 09:00:02
+
+The guide's "Links files to messages" step. Each upload is linked to the user message
+that carried it: among the user messages of the same session and user, a message that
+already lists the file wins; else the message the upload's own `message_id` names, if it
+is a user message within the link window; else the message whose `created_at` is nearest
+to `uploaded_at` within the window (2 minutes; app_patch/migration_rules.py says why).
+The upload's `message_id` becomes that message's hex id, and the message lists the file
+in `file_ids` with `has_files: true`; a message that carried several files lists all of
+them. Uploads with no plausible message are reported (orphaned) and left alone.
+
+Counts in the log: linked (something was written), already linked (nothing to write),
+ambiguous (linked by time while another message was as near: worth a look), orphaned.
+
+Uploads and messages are read once each, both sorted by (session, user) by the server
+and merged, and both collections are rewritten in that pass (versions/_rewrite.py):
+memory holds one session at a time. Safe to re-run after an interruption. Downgrade puts
+back the `message_id`, `file_ids` and `has_files` values that were changed.
+"""
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from itertools import groupby
+from typing import Any
+
+from bson import ObjectId
+
+from app_patch.migration_rules import (
+    GroupLinks,
+    MessageRef,
+    Outcome,
+    UploadRef,
+    bson_order_key,
+    link_group,
+    normalise_file_ids,
+)
+from mongrate.ops import RAW
+from versions._rewrite import CollectionRewrite, in_server_order, restore
+
+revision = "9a6b41d3e5f7"
+down_revision = "7e3f05b6c8d2"
+branch_labels = None
+depends_on = None
+
+GROUP = ("session_id", "user_id")
+SAMPLES = 10  # orphaned / ambiguous upload ids named in the log
+
+
+def upgrade(op):
+    messages = CollectionRewrite(op, "chat_messages")
+    uploads = CollectionRewrite(op, "file_uploads")
+    # Either may be done already (an interrupted run swapped one): it is then only read.
+    write_messages, write_uploads = messages.start(), uploads.start()
+    if not (write_messages or write_uploads):
+        op.results["linking"] = "already done"
+        return
+    tally = {o.value: 0 for o in Outcome}
+    samples: dict[str, list[str]] = {Outcome.ORPHANED.value: [], Outcome.AMBIGUOUS.value: []}
+    for msg_docs, up_docs in merged_groups(op):
+        links = decide(msg_docs, up_docs)
+        for decision in links.decisions:
+            tally[decision.outcome.value] += 1
+            if decision.outcome.value in samples and len(samples[decision.outcome.value]) < SAMPLES:
+                samples[decision.outcome.value].append(decision.upload.file_id)
+        if write_uploads:
+            write_upload_links(uploads, up_docs, links)
+        if write_messages:
+            write_message_lists(messages, msg_docs, links)
+    changed = {"messages_changed": messages.finish() if write_messages else "already done",
+               "uploads_changed": uploads.finish() if write_uploads else "already done"}
+    op.results.update(tally, **changed)
+    for outcome, ids in samples.items():
+        if ids:
+            op.log(f"{tally[outcome]} {outcome} uploads, e.g. file ids {', '.join(ids)}")
+
+
+def downgrade(op):
+    op.results["uploads_restored"] = restore(op, "file_uploads")
+    op.results["messages_restored"] = restore(op, "chat_messages")
+    op.restore_undo()
+
+
+# --------------------------------------------------------------------- the merge
+def _group_key(doc: Mapping[str, Any]) -> tuple:
+    return tuple(bson_order_key(doc.get(f)) for f in GROUP)
+
+
+def _sorted_groups(op, collection: str, time_field: str) -> Iterator[tuple[tuple, list]]:
+    coll = op.db.get_collection(collection, codec_options=RAW)
+    cursor = coll.find().sort([(GROUP[0], 1), (GROUP[1], 1), (time_field, 1)])
+    docs = in_server_order(cursor.batch_size(op.batch_size), GROUP[0], collection)
+    last = None
+    for key, group in groupby(docs, key=_group_key):
+        if last is not None and key < last:  # same session, users out of order
+            raise RuntimeError(f"{collection}: the server's (session_id, user_id) order "
+                               "differs from mongrate's; nothing was swapped")
+        last = key
+        yield key, list(group)
+
+
+def merged_groups(op) -> Iterator[tuple[list, list]]:
+    """(messages, uploads) of each (session, user), in the server's order; either may be
+    empty. Every document of both collections appears exactly once."""
+    total = op.db["chat_messages"].estimated_document_count()
+    messages = op.progress(_sorted_groups(op, "chat_messages", "created_at"), total,
+                           "link uploads (messages)", weight=lambda kv: len(kv[1]))
+    uploads = _sorted_groups(op, "file_uploads", "uploaded_at")
+    up = next(uploads, None)
+    for key, msg_docs in messages:
+        while up is not None and up[0] < key:
+            yield [], up[1]
+            up = next(uploads, None)
+        if up is not None and up[0] == key:
+            yield msg_docs, up[1]
+            up = next(uploads, None)
+        else:
+            yield msg_docs, []
+    while up is not None:
+        yield [], up[1]
+        up = next(uploads, None)
+
+
+# ---------------------------------------------------------------- the decisions
+def _when(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def decide(msg_docs: list, up_docs: list) -> GroupLinks:
+    """The link rule (app_patch.migration_rules.link_group) on one session's documents."""
+    if not up_docs:
+        return GroupLinks()
+    session = up_docs[0].get("session_id")
+    candidates = [] if session is None else [
+        MessageRef(d["_id"], _when(d.get("created_at")),
+                   tuple(normalise_file_ids(d.get("file_ids"))))
+        for d in msg_docs if d.get("role") == "user" and isinstance(d["_id"], ObjectId)
+    ]
+    refs = [UploadRef(d["_id"], _file_id(d.get("file_id")), d.get("message_id"),
+                      _when(d.get("uploaded_at"))) for d in up_docs]
+    return link_group(refs, candidates)
+
+
+def _file_id(value: Any) -> str:
+    return str(value) if value is not None else ""
+
+
+def write_upload_links(rw: CollectionRewrite, up_docs: list, links: GroupLinks) -> None:
+    carrier = {d.upload.id: d.message for d in links.decisions}
+    for doc in up_docs:
+        msg = carrier.get(doc["_id"])
+        if msg is not None and doc.get("message_id") != str(msg.id):
+            rw.change(doc, {"message_id": str(msg.id)})
+        else:
+            rw.keep(doc)
+
+
+def write_message_lists(rw: CollectionRewrite, msg_docs: list, links: GroupLinks) -> None:
+    for doc in msg_docs:
+        added = links.additions.get(doc["_id"]) if links.additions else None
+        if added:
+            ids = normalise_file_ids(doc.get("file_ids")) + [f for f in added]
+            rw.change(doc, {"file_ids": ids, "has_files": True})
+        else:
+            rw.keep(doc)

@@ -1,0 +1,305 @@
+"""Collection rewrites: how the image-rendering revisions change data in O(collection size).
+
+On the FerretDB 1.24 (SQLite) server every ``_id`` lookup and every single-document
+update is a full table scan, and an update command with ~100 statements deadlocks it
+(notes/ENGINE_REQUESTS.md), so ``op.update_each`` / ``op.update_many`` cost
+O(changed x size). A rewrite costs one read and one insert per document instead:
+
+1. stream the live collection (in any order the caller likes) and write every document,
+   changed or not, into ``mongrate_tmp_<rev>_<collection>``; before a batch of changed
+   documents is written, the prior values of the fields it changes go to the side
+   collection ``<undo>_<rev>_<collection>`` keyed by the document ``_id`` (insert only: a
+   duplicate-key error keeps the first-recorded value, so a re-run never overwrites it);
+2. copy the live collection's options and indexes onto the temp collection;
+3. swap: drop the live collection, rename the temp one (``dropTarget`` where supported).
+
+A state record in the undo collection (``kind: "rewrite"``) says how far a rewrite got:
+``building`` (a re-run starts the copy over; the live collection is untouched),
+``built`` (a re-run finishes the swap) or ``done``. The downgrade is the same rewrite with
+the live collection and the side collection both sorted by ``_id`` and merged: recorded
+fields get their prior values back (fields that did not exist are removed again), other
+fields are left as they are now, then the side collection is dropped. Run with the
+service stopped (the guide's Step 1): writes made during a rewrite are not carried over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import bson
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.raw_bson import RawBSONDocument
+from pymongo.errors import BulkWriteError, OperationFailure
+
+from app_patch.migration_rules import bson_order_key
+
+RAW = CodecOptions(document_class=RawBSONDocument)
+#: Decoding for documents that are changed: every BSON value comes back as it was stored.
+EXACT = CodecOptions(document_class=dict, tz_aware=False,
+                     datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+_DUPLICATE_KEY = 11000
+_NOT_IMPLEMENTED = 238
+
+
+class RewriteError(RuntimeError):
+    """A rewrite could not be completed safely; the live collection is left as it was."""
+
+
+def decode(raw: RawBSONDocument | bytes) -> dict[str, Any]:
+    """A raw document as a plain dict, every value exactly as stored."""
+    return bson.decode(raw.raw if isinstance(raw, RawBSONDocument) else raw, EXACT)
+
+
+def encode(doc: Mapping[str, Any]) -> RawBSONDocument:
+    return RawBSONDocument(bson.encode(doc, codec_options=EXACT), RAW)
+
+
+def undo_collection(op) -> str:
+    # TODO(engine): a public accessor for the undo collection (ENGINE_REQUESTS.md)
+    return op._undo.name
+
+
+def side_name(op, collection: str) -> str:
+    return f"{undo_collection(op)}_{op.revision}_{collection}"
+
+
+def tmp_name(op, collection: str) -> str:
+    return f"mongrate_tmp_{op.revision}_{collection}"
+
+
+def _state_key(op, collection: str, direction: str) -> dict[str, str]:
+    return {"revision": op.revision, "collection": collection, "kind": "rewrite",
+            "doc_id": f"rewrite:{direction}"}
+
+
+class CollectionRewrite:
+    """Write a new version of one collection, then swap it in (see the module docstring).
+
+    ``start()`` says whether there is anything to do; then every document of the collection
+    must be passed exactly once to ``keep(raw)`` or ``change(raw, fields)``; ``finish()``
+    swaps and returns the number of documents changed. In a dry run nothing is written.
+    """
+
+    def __init__(self, op, collection: str, *, direction: str = "upgrade"):
+        self.op = op
+        self.db = op.db
+        self.collection = collection
+        self.direction = direction
+        self.tmp = tmp_name(op, collection)
+        self.side = side_name(op, collection)
+        self.size = op.batch_size
+        self.changed = 0
+        self.seen = 0
+        self._docs: list[RawBSONDocument] = []
+        self._priors: list[dict[str, Any]] = []
+        self._key = _state_key(op, collection, direction)
+        self._undo = op._undo
+
+    # ---------------------------------------------------------------- phases
+    def start(self) -> bool:
+        """False if this rewrite already finished (a re-run after an interruption)."""
+        if self.op.dry_run:
+            return True
+        state = self._undo.find_one(self._key)
+        if state and state.get("state") == "done":
+            self.op.log(f"{self.collection}: {self.direction} rewrite already done")
+            return False
+        if state and state.get("state") == "built":
+            self.op.log(f"{self.collection}: finishing an interrupted swap")
+            self._swap()
+            return False
+        self.db.drop_collection(self.tmp)  # a half-written copy from an interrupted run
+        self._undo.update_one(self._key, {"$set": {"state": "building", "tmp": self.tmp,
+                                                   "side": self.side}}, upsert=True)
+        return True
+
+    def keep(self, raw: RawBSONDocument) -> None:
+        self.seen += 1
+        if not self.op.dry_run:
+            self._docs.append(raw)
+            self._maybe_flush()
+
+    def change(self, raw: RawBSONDocument, fields: Mapping[str, Any],
+               *, remove: Iterable[str] = ()) -> None:
+        """Write ``raw`` with ``fields`` set (in place, new ones last) and ``remove`` unset.
+
+        On the upgrade the prior values are recorded first; on the downgrade (restoring
+        from the side collection) nothing is recorded.
+        """
+        if not fields and not remove:
+            self.keep(raw)
+            return
+        self.seen += 1
+        self.changed += 1
+        if self.op.dry_run:
+            return
+        doc = decode(raw)
+        remove = [f for f in remove if f in doc]
+        if self.direction == "upgrade":
+            touched = list(fields) + remove
+            self._priors.append({
+                "_id": doc["_id"],
+                "fields": {f: doc[f] for f in touched if f in doc},
+                "absent": [f for f in touched if f not in doc],
+            })
+        doc.update(fields)
+        for f in remove:
+            del doc[f]
+        self._docs.append(encode(doc))
+        self._maybe_flush()
+
+    def finish(self) -> int:
+        """Flush, swap the new version in (unless nothing changed) and return changes."""
+        if self.op.dry_run:
+            self.op.log(f"{self.collection}: would rewrite {self.changed} of {self.seen} documents")
+            return self.changed
+        self._flush()
+        if self.changed == 0:
+            self.db.drop_collection(self.tmp)
+            self._undo.update_one(self._key, {"$set": {"state": "done"}})
+            return 0
+        live_count = self.db[self.collection].estimated_document_count()
+        if self.seen != live_count:
+            raise RewriteError(
+                f"{self.collection}: {self.seen} documents were rewritten but the collection "
+                f"holds {live_count}; was the service writing to it? Stop it and run again"
+            )
+        self._copy_options_and_indexes()
+        self._undo.update_one(self._key, {"$set": {"state": "built"}})
+        self._swap()
+        return self.changed
+
+    # --------------------------------------------------------------- helpers
+    def _maybe_flush(self) -> None:
+        if len(self._docs) >= self.size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._priors:  # undo first: a document is never rewritten before its prior values
+            try:
+                self.db[self.side].insert_many(self._priors, ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", ())):
+                    raise
+            self._priors = []
+        if self._docs:
+            self.db.get_collection(self.tmp, codec_options=RAW).insert_many(self._docs,
+                                                                           ordered=False)
+            self._docs = []
+
+    def _copy_options_and_indexes(self) -> None:
+        info = next(iter(self.db.list_collections(filter={"name": self.collection})), None)
+        options = dict(info.get("options") or {}) if info else {}
+        if options:
+            raise RewriteError(
+                f"{self.collection} has collection options {sorted(options)} that a rewrite "
+                "would have to recreate; not supported: migrate it in place instead"
+            )
+        tmp = self.db[self.tmp]
+        for name, spec in self.db[self.collection].index_information().items():
+            if name == "_id_":
+                continue
+            spec = dict(spec)
+            keys = spec.pop("key")
+            for junk in ("v", "ns", "background"):
+                spec.pop(junk, None)
+            tmp.create_index(keys, name=name, **spec)
+
+    def _swap(self) -> None:
+        names = set(self.db.list_collection_names())
+        if self.tmp in names:
+            try:
+                self.db[self.tmp].rename(self.collection, dropTarget=True)
+            except OperationFailure as exc:
+                if exc.code != _NOT_IMPLEMENTED:  # FerretDB v1: no dropTarget
+                    raise
+                self.db.drop_collection(self.collection)
+                self.db[self.tmp].rename(self.collection)
+        self._undo.update_one(self._key, {"$set": {"state": "done"}})
+
+
+def restore(op, collection: str) -> int:
+    """Downgrade: put back the prior values this revision's rewrite of ``collection``
+    recorded, then drop its side collection. Returns documents restored."""
+    side = side_name(op, collection)
+    if op.dry_run:
+        n = op.db[side].estimated_document_count() if side in op.db.list_collection_names() else 0
+        op.log(f"{collection}: would restore {n} documents")
+        return n
+    rw = CollectionRewrite(op, collection, direction="downgrade")
+    restored = 0
+    if side in op.db.list_collection_names() and rw.start():
+        live = op.db.get_collection(collection, codec_options=RAW).find().sort("_id", 1)
+        records = op.db.get_collection(side, codec_options=EXACT).find().sort("_id", 1)
+        records = records.batch_size(op.batch_size)
+        total = op.db[collection].estimated_document_count()
+        pending = SortedLookup(records, "_id", side)
+        stream = in_server_order(live.batch_size(op.batch_size), "_id", collection)
+        for raw in op.progress(stream, total, f"restore {collection}"):
+            rec = pending.pop(raw["_id"])
+            if rec is None:
+                rw.keep(raw)
+                continue
+            rw.change(raw, dict(rec.get("fields") or {}), remove=rec.get("absent") or ())
+            restored += 1
+        left = pending.remaining()
+        if left:
+            op.log(f"{collection}: {left} recorded documents no longer exist; nothing to restore")
+        rw.finish()
+    op.db.drop_collection(side)
+    op._undo.delete_many({"revision": op.revision, "collection": collection, "kind": "rewrite"})
+    return restored
+
+
+def in_server_order(docs: Iterable[Mapping[str, Any]], field: str,
+                    label: str) -> Iterator[Mapping[str, Any]]:
+    """Pass documents through, failing if the server's order of ``field`` disagrees with
+    mongrate's (a merge join would silently pair the wrong documents otherwise)."""
+    last = None
+    for doc in docs:
+        key = bson_order_key(doc.get(field))
+        if last is not None and key < last:
+            raise RewriteError(f"{label}: the server's order of {field} differs from "
+                               "mongrate's; stopped before anything was swapped")
+        last = key
+        yield doc
+
+
+class SortedLookup:
+    """Documents the server sorted by ``field``, looked up with non-decreasing values
+    (one side of a merge join: memory holds one document, not the collection)."""
+
+    def __init__(self, docs: Iterable[Mapping[str, Any]], field: str, label: str):
+        self.field = field
+        self._it = in_server_order(docs, field, label)
+        self._head: Mapping[str, Any] | None = next(self._it, None)
+        self._last: tuple | None = None
+        self.skipped = 0
+        self.label = label
+
+    def get(self, value: Any) -> Mapping[str, Any] | None:
+        """The document whose ``field`` equals ``value`` (left in place for repeats)."""
+        key = bson_order_key(value)
+        if self._last is not None and key < self._last:
+            raise RewriteError(f"{self.label}: lookups must come in ascending order")
+        self._last = key
+        while self._head is not None and bson_order_key(self._head.get(self.field)) < key:
+            self.skipped += 1
+            self._head = next(self._it, None)
+        if self._head is not None and bson_order_key(self._head.get(self.field)) == key:
+            return self._head
+        return None
+
+    def pop(self, value: Any) -> Mapping[str, Any] | None:
+        """Like :meth:`get`, but the document found is consumed."""
+        found = self.get(value)
+        if found is not None:
+            self._head = next(self._it, None)
+        return found
+
+    def remaining(self) -> int:
+        """Documents never returned (skipped or not reached); drains the stream."""
+        rest = sum(1 for _ in self._it) + (self._head is not None)
+        self._head = None
+        return self.skipped + rest

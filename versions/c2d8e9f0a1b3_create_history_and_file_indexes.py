@@ -1,0 +1,69 @@
+"""Create necessary indexes
+
+Revision ID: c2d8e9f0a1b3
+Revises: 9a6b41d3e5f7
+Create Date: 2026-11-24 09:00:03
+
+The guide's "Creates indexes" step: the indexes the history and file queries need, with the
+names and keys fixed in notes/SCHEMA.md. Each is created only if absent (an index with the
+same keys under another name is kept and serves instead); the downgrade drops only the
+indexes this revision created, and thumbnails.files only if this revision created that
+collection and it is still empty.
+"""
+
+from pymongo.errors import OperationFailure
+
+from mongrate.ops import OpError
+
+revision = "c2d8e9f0a1b3"
+down_revision = "9a6b41d3e5f7"
+branch_labels = None
+depends_on = None
+
+#: (collection, keys, name, options), as notes/SCHEMA.md fixes them.
+INDEXES = (
+    ("chat_messages", [("session_id", 1), ("created_at", 1)], "session_created", {}),
+    ("chat_messages", [("session_id", 1), ("has_files", 1), ("created_at", 1)],
+     "session_files_created", {}),
+    ("chat_messages", [("user_id", 1), ("has_files", 1), ("created_at", -1)],
+     "user_files_created", {}),
+    ("file_uploads", [("file_id", 1)], "file_id_unique", {"unique": True}),
+    ("file_uploads", [("message_id", 1), ("user_id", 1)], "message_user", {}),
+    ("file_uploads", [("session_id", 1), ("user_id", 1), ("uploaded_at", -1)],
+     "session_user_uploaded", {}),
+    ("fs.files", [("metadata.user_id", 1), ("metadata.session_id", 1)],
+     "metadata_user_session", {}),
+    ("thumbnails.files", [("filename", 1)], "thumb_key", {}),
+)
+THUMBNAILS = "thumbnails.files"
+_MARK = {"kind": "created_collection_if_empty", "doc_id": f"collection:{THUMBNAILS}"}
+
+
+def upgrade(op):
+    if THUMBNAILS not in op.db.list_collection_names() and not op.dry_run:
+        # remembered before the index creates it, so the downgrade can remove it again
+        op._undo.update_one({"revision": op.revision, "collection": THUMBNAILS, **_MARK},
+                            {"$setOnInsert": {"created": True}}, upsert=True)
+    created = []
+    for collection, keys, name, options in op.progress(INDEXES, len(INDEXES), "indexes"):
+        try:
+            if op.create_index(collection, keys, name=name, **options):
+                created.append(name)
+        except OperationFailure as exc:
+            if exc.code == 11000:
+                raise OpError(
+                    f"{collection} holds duplicate {keys[0][0]} values ({exc.details.get('errmsg', exc)}); "
+                    f"the unique index {name} cannot be built: remove or merge the duplicate "
+                    "rows, then run 'mongrate upgrade head' again") from None
+            raise
+    op.results.update({"indexes_created": len(created),
+                       "indexes_present": len(INDEXES) - len(created)})
+
+
+def downgrade(op):
+    mark = op._undo.find_one({"revision": op.revision, "collection": THUMBNAILS, **_MARK})
+    op.restore_undo()  # drops the indexes this revision created, and forgets the mark
+    if mark and THUMBNAILS in op.db.list_collection_names() \
+            and op.db[THUMBNAILS].find_one({}, {"_id": 1}) is None \
+            and set(op.db[THUMBNAILS].index_information()) <= {"_id_"}:
+        op.db.drop_collection(THUMBNAILS)
