@@ -10,12 +10,14 @@ anything; back up the app package and requirements.txt to
 ``DIR/backups/pre_image_rendering_<YYYYMMDD_HHMMSS>/`` with a manifest of the database heads
 (when something will change); add the patch's requirements once and ``pip install -r``;
 include the router right after ``app = FastAPI(...)`` (so its routes win over older ones on
-the same paths); ``mongrate upgrade head``; restart the service.
+the same paths); stop the service if revisions are pending (the guide's Step 1: they rewrite
+collections); ``mongrate upgrade head``; restart the service.
 
 Validation errors exit 2 having changed nothing. A later failure puts the edited files back
 byte for byte, downgrades the database to the heads it had, drops this run's backup and
-exits 1 (packages pip installed stay). ``--rollback`` undoes the newest deploy not yet
-rolled back: database to its manifest's heads first, then the code, then the restart.
+exits 1 (packages pip installed stay), restarting the service if it stopped it.
+``--rollback`` undoes the newest deploy not yet rolled back: database to its manifest's
+heads first (service stopped), then the code, then the restart.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ MIN_PYTHON = (3, 11)
 MIN_PILLOW = (10, 0)
 MAIN_CANDIDATES = ("app/main.py", "main.py")
 DEFAULT_RESTART = "systemctl restart flowise-proxy"
+DEFAULT_STOP = "systemctl stop flowise-proxy"
 BACKUPS = "backups"
 BACKUP_PREFIX = "pre_image_rendering_"
 MANIFEST = "manifest.json"
@@ -101,7 +104,8 @@ class Target:
     mongrate_config: Path
     url: str  # the service's MongoDB URL with the effective database in its path
     database: str
-    restart_cmd: str | None
+    restart_cmd: str | None  # None (and stop_cmd None) with --skip-restart
+    stop_cmd: str | None
 
     def mongrate(self, *args: str, as_json: bool = False) -> subprocess.CompletedProcess[str]:
         """Run the mongrate CLI of this Python on the service's config and database."""
@@ -177,6 +181,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
         url=with_database(base_url, database),
         database=database,
         restart_cmd=None if args.skip_restart else args.restart_cmd,
+        stop_cmd=None if args.skip_restart else args.stop_cmd,
     )
 
 
@@ -388,6 +393,7 @@ class Plan:
     pending: list[str]
     add_requirements: list[str]
     router: RouterPatch | None  # None: already installed
+    stopped: bool = False  # the service was stopped by this run
 
     @property
     def changes_code(self) -> bool:
@@ -551,13 +557,36 @@ def latest_backup(app_dir: Path) -> tuple[Path, dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------------- deploy
-def run_restart(cmd: str) -> None:
+def run_service_cmd(what: str, cmd: str) -> None:
+    """Run the ``what`` (stop/restart) command; raise with its last output line."""
+    say(f"{what}: {cmd}")
     try:
         proc = subprocess.run(shlex.split(cmd), capture_output=True, text=True, timeout=300)
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
-        raise DeployError(f"restart command {cmd!r} failed: {exc}") from None
+        raise DeployError(f"{what} command {cmd!r} failed: {exc}") from None
     if proc.returncode != 0:
-        raise DeployError(f"restart command {cmd!r} failed: {last_line(proc)}")
+        raise DeployError(f"{what} command {cmd!r} failed: {last_line(proc)}")
+
+
+def stop_service(target: Target, *, dry_run: bool) -> bool:
+    """Stop the service before revisions run (rewrites drop writes made meanwhile)."""
+    if not target.stop_cmd:
+        say("service: not stopped (--skip-restart); keep it stopped while revisions run")
+        return False
+    if dry_run:
+        say(f"would run: {target.stop_cmd}")
+        return False
+    run_service_cmd("stop", target.stop_cmd)
+    return True
+
+
+def restart_after_failure(target: Target) -> str:
+    """Best effort: bring the service back with the code put back; say how it went."""
+    try:
+        run_service_cmd("restart", target.restart_cmd or "")
+    except DeployError as exc:
+        return f"service NOT restarted ({exc})"
+    return "service restarted"
 
 
 def migrate(target: Target, *args: str, dry_run: bool = False) -> list[str]:
@@ -640,6 +669,8 @@ def apply(plan: Plan, args: argparse.Namespace) -> list[str]:
         else:
             apply_router_patch(target.main, plan.router)
             say(f"router: included in {rel_main}")
+    if plan.pending:
+        plan.stopped = stop_service(target, dry_run=dry)
     say("would run: mongrate upgrade head (its dry run:)" if dry else "database: upgrade head")
     after = migrate(target, "upgrade", "head", dry_run=dry)
     heads = plan.heads_before if dry else after
@@ -648,8 +679,7 @@ def apply(plan: Plan, args: argparse.Namespace) -> list[str]:
     elif dry:
         say(f"would run: {target.restart_cmd}")
     else:
-        say(f"restart: {target.restart_cmd}")
-        run_restart(target.restart_cmd)
+        run_service_cmd("restart", target.restart_cmd)
     return heads
 
 
@@ -674,6 +704,8 @@ def recover(plan: Plan, guard: FileGuard, backup: Path | None, reason: str) -> s
             backup.parent.rmdir()  # only if this run's backup was the only one
     elif backup is not None:
         notes.append(f"backup kept in {backup.relative_to(target.app_dir)}")
+    if plan.stopped:
+        notes.append(restart_after_failure(target))
     return "; ".join([reason, *filter(None, notes)])
 
 
@@ -699,7 +731,12 @@ def rollback(args: argparse.Namespace) -> int:
         f"code {', '.join(paths)}; database {heads_text(now)} -> {heads_text(heads)}"
     )
     # Database first: if it cannot go back, the code still matches it and nothing changed.
-    move_database(target, heads, now, dry_run=args.dry_run)
+    stopped = now != heads and stop_service(target, dry_run=args.dry_run)
+    try:
+        move_database(target, heads, now, dry_run=args.dry_run)
+    except DeployError as exc:
+        note = f"; {restart_after_failure(target)}" if stopped else ""
+        raise DeployError(f"{exc}{note}") from None
     if args.dry_run:
         say(f"would restore {', '.join(paths)}, then run: {target.restart_cmd or 'no restart'}")
         say("dry run: nothing was changed")
@@ -710,9 +747,8 @@ def rollback(args: argparse.Namespace) -> int:
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     say(f"code: restored {', '.join(paths)}")
     if target.restart_cmd:
-        say(f"restart: {target.restart_cmd}")
         try:
-            run_restart(target.restart_cmd)
+            run_service_cmd("restart", target.restart_cmd)
         except DeployError as exc:
             raise DeployError(f"{exc} (code and database are already rolled back)") from None
     say("done: rolled back")
@@ -730,8 +766,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
     p.add_argument("--skip-backup", action="store_true", help="take no code backup")
     p.add_argument("--skip-install", action="store_true", help="do not run pip install")
-    p.add_argument("--skip-restart", action="store_true", help="do not restart the service")
+    p.add_argument("--skip-restart", action="store_true", help="do not stop/restart the service")
     p.add_argument("--restart-cmd", default=DEFAULT_RESTART, help=f"default: {DEFAULT_RESTART}")
+    p.add_argument(
+        "--stop-cmd", default=DEFAULT_STOP, help=f"run before revisions; default: {DEFAULT_STOP}"
+    )
     p.add_argument("--rollback", action="store_true", help="undo the latest deploy")
     return p
 

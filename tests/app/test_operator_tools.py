@@ -351,8 +351,14 @@ def error_line(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def restart_cmd(counter: Path, code: int = 0) -> str:
-    return f"{PY} -c \"open('{counter}', 'a').write('x'); raise SystemExit({code})\""
+def service_cmds(log: Path, restart_code: int = 0) -> list[str]:
+    """--stop-cmd / --restart-cmd that append ``s`` / ``r`` to ``log`` (the restart exits
+    with ``restart_code``)."""
+
+    def cmd(letter: str, code: int) -> str:
+        return f"{PY} -c \"open('{log}', 'a').write('{letter}'); raise SystemExit({code})\""
+
+    return ["--stop-cmd", cmd("s", 0), "--restart-cmd", cmd("r", restart_code)]
 
 
 def test_dry_run_changes_nothing(service: Service, mongo_db: Database) -> None:
@@ -366,10 +372,8 @@ def test_dry_run_changes_nothing(service: Service, mongo_db: Database) -> None:
     service.ini.rename(config)
     tree, data = service.tree(), chat_state(mongo_db)
     names = set(mongo_db.list_collection_names())
-    counter = service.dir.parent / "restarts"
-    proc = service.deploy(
-        "--dry-run", "--mongrate-config", str(config), "--restart-cmd", restart_cmd(counter)
-    )
+    counter = service.dir.parent / "service.log"
+    proc = service.deploy("--dry-run", "--mongrate-config", str(config), *service_cmds(counter))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert f"database: {name} reachable" in out and f"mongrate: {config} loads" in out
@@ -386,12 +390,14 @@ def test_deploy_applies_once_and_rollback_restores(service: Service, mongo_db: D
     original_tree, original_data = service.tree(), chat_state(mongo_db)
     main_src = (service.dir / "app/main.py").read_text()
     req_src = (service.dir / "requirements.txt").read_text()
-    counter = service.dir.parent / "restarts"
+    counter = service.dir.parent / "service.log"
+    pending = bool(service.script_heads())  # a fresh database: all of versions/ is pending
     for _ in range(2):
-        proc = service.deploy("--skip-install", "--restart-cmd", restart_cmd(counter))
+        proc = service.deploy("--skip-install", *service_cmds(counter))
         assert proc.returncode == 0, proc.stderr
     assert "backup: none needed" in proc.stdout and "router: already included" in proc.stdout
-    assert counter.read_text() == "xx"  # restarted by each run
+    # Stopped only while revisions ran, restarted by each run.
+    assert counter.read_text() == ("s" if pending else "") + "rr"
 
     main = (service.dir / "app/main.py").read_text()
     assert main.count(deploy.ROUTER_IMPORT) == 1 and main.count(deploy.ROUTER_INCLUDE) == 1
@@ -475,9 +481,10 @@ def test_rollback_undoes_deploys_one_at_a_time(service: Service, mongo_db: Datab
     assert "deploy_mark" not in {i["name"] for i in mongo_db.chat_messages.list_indexes()}
     assert service.code() == second_tree
 
-    proc = service.deploy("--rollback", "--skip-restart")
+    counter = service.dir.parent / "service.log"
+    proc = service.deploy("--rollback", *service_cmds(counter))
     assert proc.returncode == 0, proc.stderr
-    assert service.heads() == []
+    assert service.heads() == [] and counter.read_text() == "sr"
     # Files the deploy did not make stay (as with the guide's cp -r); the rest is as before.
     kept = ("vers/aaaa0002_step.py", "app/local_notes.txt")
     assert service.code() == {**original_tree, **{k: second_tree[k] for k in kept}}
@@ -492,15 +499,17 @@ def test_a_failed_step_puts_code_and_database_back(
     second = boom if failure == "revision" else ADD_INDEX
     service.write_revisions(("bbbb0001", None, SET_MARK), ("bbbb0002", "bbbb0001", second))
     tree, data = service.tree(), chat_state(mongo_db)
-    counter = service.dir.parent / "restarts"
-    proc = service.deploy("--skip-install", "--restart-cmd", restart_cmd(counter, code=3))
+    counter = service.dir.parent / "service.log"
+    restart_code = 3 if failure == "restart" else 0
+    proc = service.deploy("--skip-install", *service_cmds(counter, restart_code))
     assert proc.returncode == 1
     line = error_line(proc)
     if failure == "revision":
         assert "mongrate upgrade head failed" in line and "boom on purpose" in line
-        assert not counter.exists()
+        assert line.endswith("; service restarted") and counter.read_text() == "sr"
     else:
-        assert "restart command" in line and counter.read_text() == "x"
+        assert "restart command" in line and "service NOT restarted" in line
+        assert counter.read_text() == "srr"  # the failed restart, then one with the old code
     assert "code put back as it was (requirements.txt, main.py)" in line
     assert "database put back to base" in line
     assert service.tree() == tree  # this run's backup is gone too
