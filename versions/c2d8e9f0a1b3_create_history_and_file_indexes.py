@@ -50,14 +50,27 @@ def upgrade(op):
             if op.create_index(collection, keys, name=name, **options):
                 created.append(name)
         except OperationFailure as exc:
-            if exc.code == 11000:
-                raise OpError(
-                    f"{collection} holds duplicate {keys[0][0]} values ({exc.details.get('errmsg', exc)}); "
-                    f"the unique index {name} cannot be built: remove or merge the duplicate "
-                    "rows, then run 'mongrate upgrade head' again") from None
+            if options.get("unique") and _is_duplicate_error(exc):
+                raise OpError(_duplicates_message(op, collection, keys[0][0], name)) from None
             raise
     op.results.update({"indexes_created": len(created),
                        "indexes_present": len(INDEXES) - len(created)})
+
+
+def _is_duplicate_error(exc: OperationFailure) -> bool:
+    # MongoDB says E11000 (code 11000); FerretDB's SQLite backend an InternalError
+    return exc.code == 11000 or "UNIQUE constraint failed" in str(exc)
+
+
+def _duplicates_message(op, collection: str, field: str, name: str) -> str:
+    dups = list(op.db[collection].aggregate([
+        {"$group": {"_id": f"${field}", "n": {"$sum": 1}}},
+        {"$match": {"n": {"$gt": 1}}},
+    ]))
+    example = f" (e.g. {dups[0]['_id']!r} x{dups[0]['n']})" if dups else ""
+    return (f"{collection} holds {len(dups)} duplicate {field} value(s){example}, so the unique "
+            f"index {name} cannot be built: remove or merge the duplicate rows, then run "
+            "'mongrate upgrade head' again")
 
 
 def downgrade(op):
