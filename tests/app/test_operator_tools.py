@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,20 +76,15 @@ def add_sessions(db: Database) -> None:
 
 
 # ------------------------------------------------------------------------------------ verify
-@pytest.fixture(scope="module")
-def server(mongo_server_url: str, mongo_client: Any, tmp_path_factory: Any) -> Iterator[Any]:
-    """``uvicorn app_patch.app:app`` on its own database; yields (base URL, database)."""
-    name = f"t_ops_{uuid.uuid4().hex[:12]}"
-    db = mongo_client[name]
-    add_sessions(db)
+@contextmanager
+def uvicorn(app: str, cwd: Path, env: dict[str, str], log: Path) -> Iterator[str]:
+    """``python -m uvicorn APP`` on a free 127.0.0.1 port until it answers; yields its URL."""
     port = free_port()
-    log = tmp_path_factory.mktemp("uvicorn") / "server.log"
-    env = clean_env(MONGODB_URL=with_database(mongo_server_url, name), JWT_ACCESS_SECRET=SECRET)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [PY, "-m", "uvicorn", "app_patch.app:app", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "warning"],
+            cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -104,7 +100,7 @@ def server(mongo_server_url: str, mongo_client: Any, tmp_path_factory: Any) -> I
             if time.monotonic() > deadline:
                 pytest.fail(f"uvicorn did not answer within 30 s: {log.read_text()[-2000:]}")
             time.sleep(0.2)
-        yield base, db
+        yield base
     finally:
         proc.terminate()
         try:
@@ -112,6 +108,20 @@ def server(mongo_server_url: str, mongo_client: Any, tmp_path_factory: Any) -> I
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(mongo_server_url: str, mongo_client: Any, tmp_path_factory: Any) -> Iterator[Any]:
+    """``uvicorn app_patch.app:app`` on its own database; yields (base URL, database)."""
+    name = f"t_ops_{uuid.uuid4().hex[:12]}"
+    db = mongo_client[name]
+    add_sessions(db)
+    env = clean_env(MONGODB_URL=with_database(mongo_server_url, name), JWT_ACCESS_SECRET=SECRET)
+    log = tmp_path_factory.mktemp("uvicorn") / "server.log"
+    try:
+        with uvicorn("app_patch.app:app", ROOT, env, log) as base:
+            yield base, db
+    finally:
         mongo_client.drop_database(name)
 
 
@@ -417,18 +427,18 @@ def test_deploy_applies_once_and_rollback_restores(service: Service, mongo_db: D
     assert (backups[0] / "requirements.txt").read_text() == req_src
     assert service.heads() == service.script_heads()  # [] while versions/ is empty
 
-    # The patched service starts and its history route now answers (401), not the old one.
-    probe = (
-        "from fastapi.testclient import TestClient\nfrom app.main import app\n"
-        "with TestClient(app) as c:\n"
-        "    print(c.get('/api/v1/chat/sessions/s/history').status_code,"
-        " c.get('/health').status_code)\n"
-    )
-    proc = subprocess.run(
-        [PY, "-c", probe], cwd=service.dir, capture_output=True, text=True, timeout=60,
-        env={**service.env, "JWT_ACCESS_SECRET": SECRET},
-    )
-    assert proc.stdout.split() == ["401", "200"], proc.stderr
+    # The patched service starts, keeps its own routes, and passes verify on migrated data:
+    # its history path now answers 401 without a token, where the old route answered 200.
+    session = mongo_db.chat_sessions.find_one({}, {"session_id": 1, "user_id": 1})
+    env = {**service.env, "JWT_ACCESS_SECRET": SECRET}
+    with uvicorn("app.main:app", service.dir, env, service.dir.parent / "svc.log") as base:
+        assert httpx.get(f"{base}/health").json() == {"status": "ok"}
+        code, lines = run_verify(base, "--jwt-secret", SECRET, "--user", session["user_id"],
+                                 "--session-id", session["session_id"])
+    assert code == 0, lines
+    assert verdicts(lines)["auth_required"] == "PASS"
+    # The check's message is the service's data, not the deploy's: rollback leaves such data.
+    mongo_db.chat_messages.delete_one({"_id": ObjectId(uploaded_ids(lines)[1])})
 
     patched = service.tree()
     elsewhere = {**service.env, "MONGODB_URL": with_database(service.url, "some_other_db")}
