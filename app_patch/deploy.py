@@ -108,10 +108,16 @@ class Target:
     stop_cmd: str | None
 
     def mongrate(self, *args: str, as_json: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run the mongrate CLI of this Python on the service's config and database."""
-        cmd = [sys.executable, "-m", "mongrate", "-c", str(self.mongrate_config), "--url", self.url]
+        """Run the mongrate CLI of this Python on the service's config and database (a URL
+        with a password goes by ``$MONGRATE_URL``, not ``--url``: argv is visible to all)."""
+        cmd = [sys.executable, "-m", "mongrate", "-c", str(self.mongrate_config)]
+        env = dict(os.environ)
+        if urlsplit(self.url).password is None:
+            cmd += ["--url", self.url]
+        else:
+            env["MONGRATE_URL"] = self.url
         cmd += ["--json", *args] if as_json else list(args)
-        return subprocess.run(cmd, cwd=self.app_dir, capture_output=True, text=True)
+        return subprocess.run(cmd, cwd=self.app_dir, env=env, capture_output=True, text=True)
 
     def state(self) -> dict[str, Any]:
         """``mongrate current --json``: heads, pending and unknown revisions."""

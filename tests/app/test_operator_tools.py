@@ -562,8 +562,8 @@ def _no_app(svc: Service) -> None:
         (lambda s: s.ini.write_text("[mongrate\nscript_location = v\n"), "is not usable"),
         (lambda s: s.ini.unlink(), "mongrate.ini not found"),
         (_no_app, "has no module-level 'app = FastAPI(' line"),
-        (lambda s: s.env.update(MONGODB_URL=f"mongodb://127.0.0.1:{free_port()}/x"),
-         "database x not reachable"),
+        (lambda s: s.env.update(MONGODB_URL=f"mongodb://ops:hunter2@127.0.0.1:{free_port()}/x"),
+         "database x not reachable at mongodb://ops:***@127.0.0.1:"),
     ],
     ids=["broken-ini", "no-ini", "no-fastapi-app", "unreachable-db"],
 )
@@ -575,6 +575,6 @@ def test_bad_setups_are_refused_before_any_change(
     names = set(mongo_db.list_collection_names())
     proc = service.deploy("--skip-install", "--skip-restart")
     assert proc.returncode == 2
-    assert message in error_line(proc)
+    assert message in error_line(proc) and "hunter2" not in proc.stdout + proc.stderr
     assert service.tree() == tree and chat_state(mongo_db) == data
     assert set(mongo_db.list_collection_names()) == names
