@@ -100,10 +100,12 @@ def sniff_first_chunks(op, target: str) -> int:
 
 def fix_upload_facts(op) -> dict:
     rw = CollectionRewrite(op, "file_uploads")
-    if not rw.start():
-        return {"uploads": "already done"}
     db = op.db
     heads = heads_collection(op)
+    if not rw.start():
+        if not op.dry_run:
+            db.drop_collection(heads)  # left by a run interrupted during the swap
+        return {"uploads": "already done"}
     if not op.dry_run:
         sniff_first_chunks(op, heads)
     files = SortedLookup(db[f"{BUCKET}.files"].find({}, {"length": 1}).sort("_id", 1)

@@ -102,7 +102,7 @@ class Cli:
             f"url = {url}\n"
             f"script_location = {VERSIONS}\n"
             f"prepend_sys_path = {ROOT}\n"
-            "lock_lease_seconds = 10\n"
+            "lock_lease_seconds = 4\n"
             f"batch_size = {batch_size}\n"
         )
         self.path = path

@@ -1,0 +1,156 @@
+"""The whole chain through the real ``mongrate`` command: round trip, SIGKILL and resume,
+backup restore after a corruption."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from deepdiff import DeepDiff
+
+from app_patch.seed import seed
+from mongrate.config import with_database
+from tests.versions.conftest import (
+    BACKUP,
+    CFG,
+    CHAIN,
+    INDEXES,
+    LINK,
+    SCHEMA,
+    SMALL,
+    Cli,
+    dump,
+)
+
+STAMP = re.compile(r"_\d{8}_\d{6}$")
+
+
+def normalised(db) -> dict:
+    """dump() with backup stamps taken out of collection names (they differ run to run)."""
+    return {STAMP.sub("_STAMP", name): v for name, v in dump(db).items()}
+
+
+def heads(db) -> list[str]:
+    return sorted(db[CFG.version_collection].distinct("_id"))
+
+
+@pytest.fixture(scope="module")
+def clean_run(mongo_client, mongo_server_url, tmp_path_factory):
+    """The same seeded data migrated without interruption: (before, after) dumps."""
+    name = f"t_clean_{uuid.uuid4().hex[:8]}"
+    db = mongo_client[name]
+    seed(db, **SMALL, seed=3)
+    before = normalised(db)
+    cli = Cli(tmp_path_factory.mktemp("clean"), with_database(mongo_server_url, name))
+    r = cli.run("upgrade", "head")
+    assert r.code == 0, r.err
+    yield before, normalised(db)
+    mongo_client.drop_database(name)
+
+
+def test_upgrade_head_then_downgrade_base_is_identical(mongo_db, cli, clean_run):
+    seed(mongo_db, **SMALL, seed=3)
+    before = dump(mongo_db)
+    r = cli.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert heads(mongo_db) == [INDEXES]
+    for rev in CHAIN:
+        assert f"upgraded {rev}" in r.out
+    assert re.search(r"'orphaned': [1-9]", r.out) and "'linked'" in r.out
+    assert DeepDiff(clean_run[1], normalised(mongo_db)) == {}  # same data, same result
+    r = cli.run("downgrade", "base")
+    assert r.code == 0, r.err
+    assert heads(mongo_db) == []
+    assert DeepDiff(before, dump(mongo_db)) == {}
+    leftovers = [n for n in mongo_db.list_collection_names()
+                 if n.startswith("mongrate") and n not in (
+                     CFG.version_collection, CFG.log_collection, CFG.lock_collection,
+                     CFG.undo_collection, CFG.backups_collection)]
+    assert leftovers == []
+    assert mongo_db[CFG.undo_collection].count_documents({}) == 0
+    r = cli.run("upgrade", "head")  # and again, with a new backup id
+    assert r.code == 0, r.err
+    assert DeepDiff(clean_run[1], normalised(mongo_db)) == {}
+
+
+KILL_AFTER_INSERTS = """
+import os, re, signal
+from pymongo.collection import Collection
+_insert, _rename, _seen = Collection.insert_many, Collection.rename, [0]
+def insert_many(self, docs, *a, **kw):
+    result = _insert(self, docs, *a, **kw)
+    if re.fullmatch({pattern!r}, self.name):
+        _seen[0] += 1
+        if _seen[0] >= {count}:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return result
+def rename(self, new, **kw):
+    if re.fullmatch({rename!r}, self.name) and not kw.get("dropTarget"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _rename(self, new, **kw)
+Collection.insert_many, Collection.rename = insert_many, rename
+"""
+
+KILL_POINTS = {
+    # revision 1: copying the first snapshot, then the GridFS id list
+    "backup-copy": (r"chat_messages_backup_\d+_\d+", 3, "-", BACKUP),
+    "backup-gridfs-ids": (r"mongrate_backups_gridfs_\d+_\d+", 1, "-", BACKUP),
+    # revision 2: building the new messages, sniffing, between drop and rename of uploads
+    "schema-build": (rf"mongrate_tmp_{SCHEMA}_chat_messages", 4, "-", SCHEMA),
+    "schema-sniff": (rf"mongrate_tmp_{SCHEMA}_gridfs_heads", 1, "-", SCHEMA),
+    "schema-swap": ("-", 0, rf"mongrate_tmp_{SCHEMA}_file_uploads", SCHEMA),
+    # revision 3: building both new collections, then between the two swaps
+    "link-build": (rf"mongrate_tmp_{LINK}_file_uploads", 2, "-", LINK),
+    "link-between-swaps": ("-", 0, rf"mongrate_tmp_{LINK}_file_uploads", LINK),
+}
+
+
+@pytest.mark.parametrize("point", sorted(KILL_POINTS))
+def test_sigkill_then_resumed_upgrade_equals_a_clean_run(mongo_db, cli, clean_run, point):
+    pattern, count, rename, rev = KILL_POINTS[point]
+    seed(mongo_db, **SMALL, seed=3)
+    before = dump(mongo_db)
+    prelude = KILL_AFTER_INSERTS.format(pattern=pattern, count=count, rename=rename)
+    r = cli.run("upgrade", "head", prelude=prelude)
+    assert r.code == -9, (r.code, r.err)
+    started = mongo_db[CFG.log_collection].find_one({"revision": rev, "direction": "upgrade"})
+    assert started and started["status"] == "started"  # killed inside that revision
+    r = cli.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert "resuming" in r.err
+    assert heads(mongo_db) == [INDEXES]
+    assert DeepDiff(clean_run[1], normalised(mongo_db)) == {}
+    r = cli.run("downgrade", "base")
+    assert r.code == 0, r.err
+    assert DeepDiff(before, dump(mongo_db)) == {}
+
+
+def test_backup_restore_after_corruption(mongo_db, cli):
+    seed(mongo_db, **SMALL, seed=3)
+    original = dump(mongo_db, ["chat_messages", "file_uploads", "chat_sessions"])
+    assert cli.run("upgrade", "head").code == 0
+    stamp = mongo_db[CFG.backups_collection].find_one({"source": "chat_messages"})["backup_id"]
+    # a deliberate corruption on top of the migration
+    victims = [d["_id"] for d in mongo_db.chat_messages.find({}, {"_id": 1}).limit(3)]
+    mongo_db.chat_messages.update_many({"_id": {"$in": victims}}, {"$set": {"content": "???"}})
+    mongo_db.file_uploads.delete_one({})
+    mongo_db.chat_sessions.insert_one({"session_id": "intruder"})
+    expected = {}
+    for source in ("chat_messages", "file_uploads", "chat_sessions"):
+        live = {repr(d["_id"]): d for d in mongo_db[source].find()}
+        snap = {repr(d["_id"]): d for d in mongo_db[f"{source}_backup_{stamp}"].find()}
+        expected[source] = sum(1 for k in live.keys() | snap.keys() if live.get(k) != snap.get(k))
+    assert all(expected.values())
+
+    r = cli.run("backup", "restore", stamp)
+    assert r.code != 0 and "--yes" in r.err
+    for source, n in expected.items():
+        assert f"{source}: {n} differ" in r.err
+    assert mongo_db.chat_messages.count_documents({"content": "???"}) == 3  # untouched
+
+    r = cli.run("backup", "restore", stamp, "--yes")
+    assert r.code == 0, r.err
+    restored = dump(mongo_db, list(original))  # documents as before the migration
+    assert DeepDiff({k: v["docs"] for k, v in original.items()},
+                    {k: v["docs"] for k, v in restored.items()}) == {}
