@@ -16,7 +16,15 @@ from pymongo import ReplaceOne
 
 from mongrate.commands import Project
 from mongrate.errors import BackupError, MongrateError
-from mongrate.ops import RAW, chunked, collection_checksum, copy_collection, id_key
+from mongrate.ops import (
+    RAW,
+    bulk_write,
+    chunked,
+    collection_checksum,
+    copy_collection,
+    id_key,
+    statement_limit,
+)
 from mongrate.runner import Lock
 from mongrate.store import utcnow
 
@@ -95,8 +103,8 @@ def _compare(db, live: str, snapshot: str, batch_size: int, fix: bool = False) -
                 continue
             differing.append(d)
         if fix and differing:
-            db[live].bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in differing],
-                                ordered=False)
+            bulk_write(db[live], [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in differing],
+                       statement_limit(db))
     for batch in chunked(cur.find({}, {"_id": 1}).batch_size(batch_size), batch_size):
         ids = [d["_id"] for d in batch]
         known = {id_key(d["_id"]) for d in snap.find({"_id": {"$in": ids}}, {"_id": 1})}

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import bson
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
-from pymongo import DeleteOne, InsertOne, UpdateOne
+from pymongo import InsertOne, UpdateOne
 from pymongo.database import Database
 
 from mongrate.errors import BackupError, MongrateError
@@ -89,6 +89,31 @@ def collection_checksum(db: Database, name: str, batch_size: int = 1000) -> tupl
     return summer.count, summer.hexdigest
 
 
+#: Statements per write command. FerretDB 1.24 holds one pooled SQLite connection per
+#: update statement until the command ends and has 100, so an update command of ~100
+#: statements deadlocks it; MongoDB takes up to 100,000.
+FERRETDB_STATEMENT_LIMIT = 50
+DEFAULT_STATEMENT_LIMIT = 1000
+
+
+def statement_limit(db: Database) -> int:
+    """How many update statements one command may carry on this server."""
+    try:
+        info = db.client.admin.command("buildInfo")
+    except Exception:  # noqa: BLE001 - unknown server: be conservative
+        return FERRETDB_STATEMENT_LIMIT
+    return FERRETDB_STATEMENT_LIMIT if "ferretdbVersion" in info else DEFAULT_STATEMENT_LIMIT
+
+
+def bulk_write(collection, requests: list, limit: int, *, ordered: bool = False) -> int:
+    """``bulk_write`` in commands of at most ``limit`` statements; returns modified count."""
+    modified = 0
+    for part in chunked(requests, limit):
+        result = collection.bulk_write(part, ordered=ordered)
+        modified += getattr(result, "modified_count", 0)
+    return modified
+
+
 def copy_collection(db: Database, source: str, target: str, batch_size: int = 1000,
                     progress: Callable[[Iterator[list]], Iterator[list]] | None = None
                     ) -> tuple[int, str]:
@@ -109,8 +134,10 @@ class Operations:
 
     def __init__(self, db: Database, *, undo, backups, revision: str, direction: str,
                  batch_size: int = 1000, reporter: Reporter | None = None,
-                 dry_run: bool = False, guard: Callable[[], None] | None = None):
+                 dry_run: bool = False, guard: Callable[[], None] | None = None,
+                 statement_limit: int = FERRETDB_STATEMENT_LIMIT):
         self.db = db
+        self.statement_limit = statement_limit
         self.revision = revision
         self.direction = direction
         self.batch_size = batch_size
@@ -171,7 +198,7 @@ class Operations:
                     update["$set"] = {f"fields.{f}": v for f, v in values.items()}
                 requests.append(UpdateOne({"_id": undo_id}, update))
         if requests:
-            self._undo.bulk_write(requests, ordered=True)
+            bulk_write(self._undo, requests, self.statement_limit, ordered=True)
 
     def update_many(self, collection: str, filter: Mapping[str, Any], update: Mapping[str, Any],
                     *, batch_size: int | None = None, label: str | None = None) -> int:
@@ -216,9 +243,8 @@ class Operations:
             ids = [_id for _id, _ in batch]
             docs = list(coll.find({"_id": {"$in": ids}}, projection or {"_id": 1}))
             self._record_prior(collection, docs, wanted)
-            result = coll.bulk_write([UpdateOne({"_id": _id}, upd) for _id, upd in batch],
-                                     ordered=False)
-            modified += result.modified_count
+            modified += bulk_write(coll, [UpdateOne({"_id": _id}, upd) for _id, upd in batch],
+                                   self.statement_limit)
         return modified
 
     # --------------------------------------------------------------- indexes
@@ -385,8 +411,8 @@ class Operations:
                 if update:
                     by_coll.setdefault(rec["collection"], []).append(UpdateOne({"_id": rec["doc_id"]}, update))
             for coll, requests in by_coll.items():
-                self.db[coll].bulk_write(requests, ordered=False)
-            self._undo.bulk_write([DeleteOne({"_id": r["_id"]}) for r in batch], ordered=False)
+                bulk_write(self.db[coll], requests, self.statement_limit)
+            self._undo.delete_many({"_id": {"$in": [r["_id"] for r in batch]}})
             undone += len(batch)
         for rec in list(self._undo.find({**query, "kind": {"$ne": "fields"}})):
             coll = self.db[rec["collection"]]

@@ -11,7 +11,7 @@ from typing import Any
 from mongrate.config import Config
 from mongrate.dryrun import RecordingDatabase
 from mongrate.errors import LockLostError, LockTimeoutError, RevisionFailed, RunInterrupted
-from mongrate.ops import Operations
+from mongrate.ops import Operations, statement_limit
 from mongrate.progress import Reporter
 from mongrate.revisions import RevisionGraph
 from mongrate.scripts import ScriptDirectory, checksum
@@ -120,6 +120,12 @@ class Runner:
     def current_heads(self) -> tuple[str, ...]:
         return normalize_heads(self.graph, self.store.heads())
 
+    @property
+    def statement_limit(self) -> int:
+        if not hasattr(self, "_statement_limit"):
+            self._statement_limit = statement_limit(self.store.db)
+        return self._statement_limit
+
     def run(self, direction: str, planner: Planner, *, dry_run: bool = False) -> RunResult:
         """Plan once without the lock (bad input fails before anything is written), then
         again under the lock, so a run that waited sees what the holder did."""
@@ -197,7 +203,8 @@ class Runner:
             backups = db[self.config.backups_collection]
             op = Operations(db, undo=undo, backups=backups, revision=rev_id, direction=direction,
                             batch_size=self.config.batch_size, reporter=self.reporter,
-                            dry_run=dry_run, guard=lock.check if lock else None)
+                            dry_run=dry_run, guard=lock.check if lock else None,
+                            statement_limit=self.statement_limit)
             started = time.monotonic()
             if dry_run:
                 getattr(module, direction)(op)

@@ -223,3 +223,25 @@ def test_dry_run_records_writes_from_every_path(mongo_db, messages):
     assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
     assert [w["method"] for w in rec.writes] == [
         "insert_one", "insert_one", "create_collection", "insert_one", "update_many", "aggregate"]
+
+
+def test_large_batches_are_split_below_the_servers_statement_limit(mongo_db):
+    """FerretDB 1.24 deadlocks on an update command of ~100 statements; batches of 300
+    documents must still go through (as commands of at most statement_limit)."""
+    from mongrate.ops import statement_limit
+
+    limit = statement_limit(mongo_db)
+    if "ferretdbVersion" in mongo_db.client.admin.command("buildInfo"):
+        assert limit < 100
+    mongo_db.big.insert_many([{"_id": i, "v": i} for i in range(300)])
+    op = Operations(mongo_db, undo=mongo_db[CFG.undo_collection],
+                    backups=mongo_db[CFG.backups_collection], revision="r1",
+                    direction="upgrade", batch_size=300, reporter=Reporter(quiet=True),
+                    statement_limit=limit)
+    assert op.update_each("big", ((i, {"$set": {"v": -i}}) for i in range(300))) == 299
+    down = Operations(mongo_db, undo=mongo_db[CFG.undo_collection],
+                      backups=mongo_db[CFG.backups_collection], revision="r1",
+                      direction="downgrade", batch_size=300, reporter=Reporter(quiet=True),
+                      statement_limit=limit)
+    assert down.restore_undo() == 300
+    assert sorted(d["v"] for d in mongo_db.big.find()) == list(range(300))
