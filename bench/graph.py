@@ -62,29 +62,29 @@ def rep(values: tuple[str, ...]) -> str:
     return repr(values[0]) if len(values) == 1 else repr(values)
 
 
-def write_mongrate(root: Path, revs) -> None:
-    (root / "versions").mkdir(parents=True)
-    (root / "mongrate.ini").write_text(
-        "[mongrate]\nurl = mongodb://127.0.0.1:1/bench\nscript_location = versions\n")
+def write_revisions(folder: Path, revs, *, takes_op: bool) -> None:
+    """The same graph as revision files; Alembic's functions take no ``op`` argument."""
+    folder.mkdir(parents=True)
+    arg = "op" if takes_op else ""
     for rev, down, deps, label in revs:
-        (root / "versions" / f"{rev}_step.py").write_text(
+        (folder / f"{rev}_step.py").write_text(
             f'"""step {rev}\n\nRevision ID: {rev}\n"""\nrevision = {rev!r}\n'
             f"down_revision = {rep(down)}\nbranch_labels = {rep((label,) if label else ())}\n"
-            f"depends_on = {rep(deps)}\n\n\ndef upgrade(op):\n    pass\n\n\n"
-            "def downgrade(op):\n    pass\n")
+            f"depends_on = {rep(deps)}\n\n\ndef upgrade({arg}):\n    pass\n\n\n"
+            f"def downgrade({arg}):\n    pass\n")
+
+
+def write_mongrate(root: Path, revs) -> None:
+    write_revisions(root / "versions", revs, takes_op=True)
+    (root / "mongrate.ini").write_text(
+        "[mongrate]\nurl = mongodb://127.0.0.1:1/bench\nscript_location = versions\n")
 
 
 def write_alembic(root: Path, revs) -> None:
-    (root / "versions").mkdir(parents=True)
+    write_revisions(root / "versions", revs, takes_op=False)
     (root / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s\n")
     (root / "env.py").write_text("")
     (root / "script.py.mako").write_text("")
-    for rev, down, deps, label in revs:
-        (root / "versions" / f"{rev}_step.py").write_text(
-            f'"""step {rev}\n\nRevision ID: {rev}\n"""\nrevision = {rev!r}\n'
-            f"down_revision = {rep(down)}\nbranch_labels = {rep((label,) if label else ())}\n"
-            f"depends_on = {rep(deps)}\n\n\ndef upgrade():\n    pass\n\n\n"
-            "def downgrade():\n    pass\n")
 
 
 def timed(cmd: list[str], cwd: Path, runs: int) -> tuple[float, str]:
