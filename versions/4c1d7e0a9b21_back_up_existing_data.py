@@ -20,6 +20,7 @@ ones. Downgrade drops the snapshots and the side collection this revision made.
 """
 
 from mongrate.ops import RAW, ContentChecksum, chunked, collection_checksum
+from versions._rewrite import fast_count
 
 revision = "4c1d7e0a9b21"
 down_revision = None
@@ -40,8 +41,7 @@ def record_gridfs_ids(op, target: str) -> dict:
     db = op.db
     if not op.dry_run:
         db.drop_collection(target)  # a half-made list from an interrupted run
-    files = db[f"{BUCKET}.files"]
-    total = files.estimated_document_count()
+    total = fast_count(db, f"{BUCKET}.files")
     summer = ContentChecksum()
     dst = db.get_collection(target, codec_options=RAW)
     cursor = db.get_collection(f"{BUCKET}.files", codec_options=RAW).find(

@@ -23,7 +23,6 @@ their old values back.
 """
 
 from bson import ObjectId
-from gridfs import GridFSBucket
 from pymongo.errors import BulkWriteError
 
 from app_patch.migration_rules import (
@@ -34,7 +33,7 @@ from app_patch.migration_rules import (
 )
 from app_patch.sniff import sniff_mime
 from mongrate.ops import RAW, chunked
-from versions._rewrite import CollectionRewrite, SortedLookup, restore
+from versions._rewrite import CollectionRewrite, SortedLookup, fast_count, restore
 
 revision = "7e3f05b6c8d2"
 down_revision = "4c1d7e0a9b21"
@@ -62,7 +61,7 @@ def fix_message_fields(op) -> int | str:
     if not rw.start():
         return "already done"
     coll = op.db.get_collection("chat_messages", codec_options=RAW)
-    total = coll.estimated_document_count()
+    total = fast_count(op.db, "chat_messages")
     cursor = coll.find().batch_size(op.batch_size)
     for batch in op.progress(chunked(cursor, op.batch_size), total, "chat_messages file fields",
                              weight=len):
@@ -82,10 +81,10 @@ def sniff_first_chunks(op, target: str) -> int:
     db = op.db
     db.drop_collection(target)
     chunks = db[f"{BUCKET}.chunks"]
-    total = db[f"{BUCKET}.files"].estimated_document_count()
+    total = fast_count(db, f"{BUCKET}.files")
     cursor = chunks.find({"n": 0}, {"files_id": 1, "data": 1}).batch_size(CHUNK_BATCH)
     written = 0
-    for batch in op.progress(chunked(cursor, op.batch_size), total, "sniff GridFS first chunks",
+    for batch in op.progress(chunked(cursor, CHUNK_BATCH), total, "sniff GridFS first chunks",
                              weight=len):
         facts = [{"_id": c["files_id"], "mime": sniff_mime(bytes(c["data"][:SNIFF_BYTES])),
                   "head": len(c["data"])} for c in batch]
@@ -106,17 +105,19 @@ def fix_upload_facts(op) -> dict:
         if not op.dry_run:
             db.drop_collection(heads)  # left by a run interrupted during the swap
         return {"uploads": "already done"}
-    if not op.dry_run:
-        sniff_first_chunks(op, heads)
+    if op.dry_run:  # sniffing needs the side collection: say what would happen instead
+        op.log(f"would sniff the first chunks of {fast_count(db, f'{BUCKET}.files')} GridFS "
+               f"files and rewrite {fast_count(db, 'file_uploads')} uploads")
+        return {}
+    sniff_first_chunks(op, heads)
     files = SortedLookup(db[f"{BUCKET}.files"].find({}, {"length": 1}).sort("_id", 1)
                          .batch_size(op.batch_size), "_id", f"{BUCKET}.files")
     sniffed = SortedLookup(db[heads].find().sort("_id", 1).batch_size(op.batch_size),
                            "_id", heads)
-    bucket = GridFSBucket(db, BUCKET)
     counts = {"uploads": 0, "files_missing": 0, "mime_corrected": 0, "images": 0,
               "sizes_corrected": 0, "uploads_changed": 0}
     uploads = db.get_collection("file_uploads", codec_options=RAW)
-    total = uploads.estimated_document_count()
+    total = fast_count(db, "file_uploads")
     cursor = uploads.find().sort("file_id", 1).batch_size(op.batch_size)
     for batch in op.progress(chunked(cursor, op.batch_size), total, "file_uploads file facts",
                              weight=len):
@@ -138,22 +139,24 @@ def fix_upload_facts(op) -> dict:
                 if fact is not None and fact["head"] >= min(SNIFF_BYTES, length):
                     mime = fact["mime"]
                 else:  # no first chunk, or one shorter than the sniffer wants (tiny chunkSize)
-                    mime = sniff_mime(_read_head(bucket, oid))
+                    mime = sniff_mime(_read_head(db, oid))
             changes = upload_file_changes(raw, length, mime)
             _count(counts, raw, changes, length)
             rw.change(raw, changes)
     counts["uploads_changed"] = rw.finish()
-    if not op.dry_run:
-        db.drop_collection(heads)
+    db.drop_collection(heads)
     return counts
 
 
-def _read_head(bucket: GridFSBucket, oid) -> bytes:
-    try:
-        with bucket.open_download_stream(oid) as stream:
-            return stream.read(SNIFF_BYTES)
-    except Exception:  # noqa: BLE001 - chunks missing or corrupt: nothing to sniff
-        return b""
+def _read_head(db, oid) -> bytes:
+    """First bytes of a file whose first chunk is missing or short: one query for its chunks
+    (rare: PyMongo writes 255 KiB chunks)."""
+    head = b""
+    for chunk in db[f"{BUCKET}.chunks"].find({"files_id": oid}).sort("n", 1):
+        head += bytes(chunk["data"])
+        if len(head) >= SNIFF_BYTES:
+            break
+    return head[:SNIFF_BYTES]
 
 
 def _count(counts: dict, raw, changes: dict, length: int | None) -> None:

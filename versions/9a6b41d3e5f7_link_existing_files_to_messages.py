@@ -39,7 +39,7 @@ from app_patch.migration_rules import (
     normalise_file_ids,
 )
 from mongrate.ops import RAW
-from versions._rewrite import CollectionRewrite, in_server_order, restore
+from versions._rewrite import CollectionRewrite, fast_count, in_server_order, restore
 
 revision = "9a6b41d3e5f7"
 down_revision = "7e3f05b6c8d2"
@@ -105,7 +105,7 @@ def _sorted_groups(op, collection: str, time_field: str) -> Iterator[tuple[tuple
 def merged_groups(op) -> Iterator[tuple[list, list]]:
     """(messages, uploads) of each (session, user), in the server's order; either may be
     empty. Every document of both collections appears exactly once."""
-    total = op.db["chat_messages"].estimated_document_count()
+    total = fast_count(op.db, "chat_messages")
     messages = op.progress(_sorted_groups(op, "chat_messages", "created_at"), total,
                            "link uploads (messages)", weight=lambda kv: len(kv[1]))
     uploads = _sorted_groups(op, "file_uploads", "uploaded_at")

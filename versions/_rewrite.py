@@ -55,6 +55,19 @@ def encode(doc: Mapping[str, Any]) -> RawBSONDocument:
     return RawBSONDocument(bson.encode(doc, codec_options=EXACT), RAW)
 
 
+def fast_count(db, name: str) -> int:
+    """Documents in ``name`` from the server's collection statistics.
+
+    ``count``/``estimated_document_count`` read every document on FerretDB 1.24 (4-5 s per
+    50k messages); ``$collStats`` answers from the storage engine on both servers.
+    """
+    try:
+        stats = list(db[name].aggregate([{"$collStats": {"count": {}}}]))
+        return int(stats[0]["count"]) if stats else 0
+    except (OperationFailure, KeyError, IndexError):
+        return db[name].estimated_document_count()
+
+
 def undo_collection(op) -> str:
     # TODO(engine): a public accessor for the undo collection (ENGINE_REQUESTS.md)
     return op._undo.name
@@ -159,7 +172,7 @@ class CollectionRewrite:
             self.db.drop_collection(self.tmp)
             self._undo.update_one(self._key, {"$set": {"state": "done"}})
             return 0
-        live_count = self.db[self.collection].estimated_document_count()
+        live_count = fast_count(self.db, self.collection)
         if self.seen != live_count:
             raise RewriteError(
                 f"{self.collection}: {self.seen} documents were rewritten but the collection "
@@ -224,7 +237,7 @@ def restore(op, collection: str) -> int:
     recorded, then drop its side collection. Returns documents restored."""
     side = side_name(op, collection)
     if op.dry_run:
-        n = op.db[side].estimated_document_count() if side in op.db.list_collection_names() else 0
+        n = fast_count(op.db, side) if side in op.db.list_collection_names() else 0
         op.log(f"{collection}: would restore {n} documents")
         return n
     rw = CollectionRewrite(op, collection, direction="downgrade")
@@ -233,7 +246,7 @@ def restore(op, collection: str) -> int:
         live = op.db.get_collection(collection, codec_options=RAW).find().sort("_id", 1)
         records = op.db.get_collection(side, codec_options=EXACT).find().sort("_id", 1)
         records = records.batch_size(op.batch_size)
-        total = op.db[collection].estimated_document_count()
+        total = fast_count(op.db, collection)
         pending = SortedLookup(records, "_id", side)
         stream = in_server_order(live.batch_size(op.batch_size), "_id", collection)
         for raw in op.progress(stream, total, f"restore {collection}"):

@@ -154,3 +154,14 @@ def test_backup_restore_after_corruption(mongo_db, cli):
     restored = dump(mongo_db, list(original))  # documents as before the migration
     assert DeepDiff({k: v["docs"] for k, v in original.items()},
                     {k: v["docs"] for k, v in restored.items()}) == {}
+
+
+def test_dry_run_writes_nothing_and_says_what_it_would_do(mongo_db, cli):
+    seed(mongo_db, **SMALL, seed=3)
+    before = dump(mongo_db)
+    r = cli.run("upgrade", "head", "--dry-run")
+    assert r.code == 0, r.err
+    assert "dry run: nothing was written" in r.out
+    assert re.search(r"chat_messages: would rewrite [1-9]\d* of \d+ documents", r.err)
+    assert DeepDiff(before, dump(mongo_db)) == {}
+    assert heads(mongo_db) == []

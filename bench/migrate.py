@@ -1,0 +1,286 @@
+"""The image-rendering revisions (versions/) at three data sizes, against two references.
+
+For each size (default 50k, 100k and 200k messages, one upload per ten messages, 20
+messages per session) a database is seeded with app_patch.seed, then timed:
+
+- ``upgrade``: ``mongrate upgrade head`` as a whole command (a child process);
+- ``downgrade``: ``mongrate downgrade base`` likewise (the database must come back
+  identical; checked by content checksum of every non-mongrate collection);
+- ``floor``: the plainest bulk copy of the collections the change snapshots and rewrites
+  (chat_messages, file_uploads, chat_sessions): one batched find into insert_many each;
+- ``per-document``: the original script's way: load every message and save each back
+  with its own write, then one query per upload to find its message plus the two writes
+  linking them. On this server a single-document write costs a scan of the collection, so
+  only a sample of the per-document operations is timed (at least ``--sample-seconds``)
+  and multiplied out to the full counts; the load of every message is timed in full.
+  The printout says so.
+
+Peak memory is the command's own maximum RSS (``os.wait4`` rusage, taken by a small
+launcher process so that this process's size does not leak into the figure).
+Targets: upgrade >= 20x faster than per-document, <= 3x the floor, and peak memory flat
+across sizes (largest <= 1.25x smallest) and < 250 MB. Prints PASS/FAIL per target and
+exits 1 if one fails.
+
+Run: .venv/bin/python bench/migrate.py [--url URL] [--messages N] [--quick]
+(without --url a throwaway FerretDB is started, as the tests do)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bson.codec_options import CodecOptions  # noqa: E402
+from bson.raw_bson import RawBSONDocument  # noqa: E402
+from pymongo import MongoClient  # noqa: E402
+
+from app_patch.seed import seed  # noqa: E402
+from mongrate.config import with_database  # noqa: E402
+from mongrate.ops import collection_checksum  # noqa: E402
+
+RAW = CodecOptions(document_class=RawBSONDocument)
+COPIED = ("chat_messages", "file_uploads", "chat_sessions")
+PER_SESSION = 20
+BATCH = 1000
+TARGET_VS_PER_DOC = 20.0
+TARGET_VS_FLOOR = 3.0
+TARGET_MEMORY_MB = 250.0
+TARGET_MEMORY_GROWTH = 1.25
+
+
+@dataclass
+class Command:
+    seconds: float
+    peak_mb: float
+    out: str
+
+
+@dataclass
+class SizeResult:
+    messages: int
+    uploads: int
+    documents: int
+    upgrade: Command
+    downgrade: Command
+    floor: float
+    per_doc: float
+    per_doc_note: str
+    identical: bool
+    extra: dict = field(default_factory=dict)
+
+
+# A small launcher runs the command and reports that child's own peak RSS. (Linux carries
+# the forking process's RSS into a child's ru_maxrss across exec, so measuring straight from
+# this process, which holds the seeded data, would report this process's size instead.)
+LAUNCHER = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_mongrate(ini: Path, *args: str) -> Command:
+    """One ``mongrate`` command as a child process; its wall time and its own peak RSS."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / "peak"
+        command = [sys.executable, "-m", "mongrate", "-c", str(ini), *args]
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", LAUNCHER, str(peak_file), *command],
+                              capture_output=True, text=True, env=env, cwd=ROOT)
+        seconds = time.perf_counter() - started
+        text = proc.stdout + proc.stderr
+        if proc.returncode != 0:
+            raise SystemExit(f"mongrate {' '.join(args)} failed (exit {proc.returncode}):\n{text}")
+        peak_kb = int(peak_file.read_text())
+    return Command(seconds, peak_kb / 1024, text)
+
+
+def fingerprint(db) -> dict[str, tuple]:
+    """Content checksum and index specs of every non-mongrate collection."""
+    return {n: (collection_checksum(db, n, BATCH), sorted(db[n].index_information().items()))
+            for n in sorted(db.list_collection_names()) if not n.startswith("mongrate")}
+
+
+def floor_copy(db) -> float:
+    """Batched find into insert_many of each copied collection; the copies are dropped."""
+    started = time.perf_counter()
+    for name in COPIED:
+        dst = db.get_collection(f"floor_{name}", codec_options=RAW)
+        batch = []
+        for doc in db.get_collection(name, codec_options=RAW).find().batch_size(BATCH):
+            batch.append(doc)
+            if len(batch) == BATCH:
+                dst.insert_many(batch, ordered=False)
+                batch = []
+        if batch:
+            dst.insert_many(batch, ordered=False)
+    seconds = time.perf_counter() - started
+    for name in COPIED:
+        db.drop_collection(f"floor_{name}")
+    return seconds
+
+
+def per_document(db, sample_seconds: float) -> tuple[float, str]:
+    """The original script: every message loaded and saved back on its own; for every
+    upload one query for its message and one write each to link them. Saves are sampled
+    (see the module docstring); the writes store values the documents already have."""
+    n_msgs = db.chat_messages.estimated_document_count()
+    n_ups = db.file_uploads.estimated_document_count()
+    started = time.perf_counter()
+    loaded = 0
+    for _ in db.chat_messages.find().batch_size(BATCH):  # "load every message"
+        loaded += 1
+    load = time.perf_counter() - started
+
+    saves, started = 0, time.perf_counter()
+    for msg in db.chat_messages.find().batch_size(50):
+        msg.setdefault("file_ids", msg.get("file_ids") or [])
+        db.chat_messages.replace_one({"_id": msg["_id"]}, msg)  # msg.save()
+        saves += 1
+        if time.perf_counter() - started >= sample_seconds and saves >= 5:
+            break
+    per_save = (time.perf_counter() - started) / saves
+
+    links, started = 0, time.perf_counter()
+    window = timedelta(minutes=2)
+    for row in db.file_uploads.find().batch_size(50):
+        when = row.get("uploaded_at")
+        query = {"session_id": row.get("session_id"), "user_id": row.get("user_id"),
+                 "role": "user"}
+        if when is not None:
+            query["created_at"] = {"$gte": when - window, "$lte": when + window}
+        msg = db.chat_messages.find_one(query, sort=[("created_at", 1)])
+        db.file_uploads.update_one({"_id": row["_id"]},
+                                   {"$set": {"message_id": row.get("message_id")}})
+        if msg is not None:
+            db.chat_messages.update_one({"_id": msg["_id"]},
+                                        {"$set": {"has_files": msg.get("has_files")}})
+        links += 1
+        if time.perf_counter() - started >= sample_seconds and links >= 5:
+            break
+    per_link = (time.perf_counter() - started) / links
+    total = load + per_save * n_msgs + per_link * n_ups
+    note = (f"load {load:.1f}s timed in full; {saves} saves ({per_save * 1000:.0f} ms each) and "
+            f"{links} upload links ({per_link * 1000:.0f} ms each) timed, x {n_msgs} / {n_ups}")
+    return total, note
+
+
+def run_size(client, url: str, messages: int, sample_seconds: float, keep: bool) -> SizeResult:
+    name = f"bench_migrate_{messages}_{uuid.uuid4().hex[:6]}"
+    db = client[name]
+    uploads = max(1, messages // 10)
+    sessions = max(1, messages // PER_SESSION)
+    print(f"\n== {messages:,} messages, {uploads:,} uploads, {sessions:,} sessions ==", flush=True)
+    t = time.perf_counter()
+    seed(db, sessions=sessions, messages_per_session=PER_SESSION, uploads=uploads, seed=1)
+    print(f"seeded in {time.perf_counter() - t:.1f}s", flush=True)
+    documents = sum(db[c].estimated_document_count() for c in COPIED)
+    with tempfile.TemporaryDirectory(prefix="bench-migrate-") as tmp:
+        ini = Path(tmp) / "mongrate.ini"
+        ini.write_text(f"[mongrate]\nurl = {with_database(url, name)}\n"
+                       f"script_location = {ROOT / 'versions'}\nprepend_sys_path = {ROOT}\n"
+                       f"batch_size = {BATCH}\nlock_lease_seconds = 60\n")
+        floor = floor_copy(db)
+        print(f"floor (bulk copy of {', '.join(COPIED)}): {floor:.1f}s", flush=True)
+        before = fingerprint(db)
+        upgrade = run_mongrate(ini, "upgrade", "head")
+        print(f"upgrade head: {upgrade.seconds:.1f}s, peak {upgrade.peak_mb:.0f} MB", flush=True)
+        for line in upgrade.out.splitlines():
+            step = re.match(r"upgraded (\w+) in ([\d.]+)s", line)
+            if step:
+                print(f"    {step[1]} {float(step[2]):6.1f}s = {float(step[2]) / floor:4.2f} floors"
+                      f"  {line[step.end():][:110]}")
+        downgrade = run_mongrate(ini, "downgrade", "base")
+        print(f"downgrade base: {downgrade.seconds:.1f}s, peak {downgrade.peak_mb:.0f} MB",
+              flush=True)
+        identical = fingerprint(db) == before
+    per_doc, note = per_document(db, sample_seconds)
+    print(f"per-document reference: {per_doc:.0f}s ({note})", flush=True)
+    if not keep:
+        client.drop_database(name)
+    return SizeResult(messages, uploads, documents, upgrade, downgrade, floor, per_doc, note,
+                      identical)
+
+
+def report(results: list[SizeResult]) -> bool:
+    print("\nsize      docs   upgrade  docs/s  peak MB  downgrade  docs/s  peak MB   floor"
+          "  per-doc  vs per-doc  vs floor")
+    ok = True
+    for r in results:
+        up, down = r.upgrade, r.downgrade
+        print(f"{r.messages:>7,} {r.documents:>8,} {up.seconds:>8.1f}s {r.documents / up.seconds:>7,.0f}"
+              f" {up.peak_mb:>8.0f} {down.seconds:>9.1f}s {r.documents / down.seconds:>7,.0f}"
+              f" {down.peak_mb:>8.0f} {r.floor:>6.1f}s {r.per_doc:>7.0f}s"
+              f" {r.per_doc / up.seconds:>10.0f}x {up.seconds / r.floor:>8.2f}x")
+    checks = []
+    for r in results:
+        checks.append((f"{r.messages:,}: upgrade >= {TARGET_VS_PER_DOC:g}x faster than "
+                       f"per-document ({r.per_doc / r.upgrade.seconds:.0f}x)",
+                       r.per_doc / r.upgrade.seconds >= TARGET_VS_PER_DOC))
+        checks.append((f"{r.messages:,}: upgrade <= {TARGET_VS_FLOOR:g}x the floor "
+                       f"({r.upgrade.seconds / r.floor:.2f}x)",
+                       r.upgrade.seconds <= TARGET_VS_FLOOR * r.floor))
+        checks.append((f"{r.messages:,}: downgrade base restored the database exactly",
+                       r.identical))
+    peaks = [max(r.upgrade.peak_mb, r.downgrade.peak_mb) for r in results]
+    checks.append((f"peak memory < {TARGET_MEMORY_MB:g} MB ({max(peaks):.0f} MB)",
+                   max(peaks) < TARGET_MEMORY_MB))
+    growth = max(peaks) / min(peaks)
+    checks.append((f"peak memory flat across sizes (largest / smallest = {growth:.2f}, "
+                   f"<= {TARGET_MEMORY_GROWTH:g})", growth <= TARGET_MEMORY_GROWTH))
+    for text, passed in checks:
+        print(f"{'PASS' if passed else 'FAIL'}  {text}")
+        ok &= passed
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="MongoDB/FerretDB server URL (default: a throwaway FerretDB)")
+    parser.add_argument("--messages", type=int, default=200_000,
+                        help="largest size; also runs 1/4 and 1/2 of it (default 200000)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes (2k, 4k, 8k messages) for a fast check")
+    parser.add_argument("--sample-seconds", type=float, default=10.0,
+                        help="time spent sampling each kind of per-document write")
+    parser.add_argument("--keep", action="store_true", help="keep the bench databases")
+    args = parser.parse_args()
+    top = 8_000 if args.quick else args.messages
+    if top < 400:
+        parser.error("--messages must be at least 400")
+    sizes = [top // 4, top // 2, top]
+
+    def run(url: str) -> int:
+        client = MongoClient(url, tz_aware=False, socketTimeoutMS=3_600_000)
+        try:
+            results = [run_size(client, url, n, args.sample_seconds, args.keep) for n in sizes]
+        finally:
+            client.close()
+        return 0 if report(results) else 1
+
+    if args.url:
+        return run(args.url)
+    from mongrate.testing.server import FerretDBServer
+
+    with FerretDBServer() as server:
+        return run(server.url)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
