@@ -1,11 +1,11 @@
 """Chat history with attachments, in a fixed number of database round trips.
 
-One query checks that the caller owns the session, one fetches the page of messages (sorted
-by ``created_at`` then ``_id``, ``limit`` + 1 to know whether more exist), and one ``$in``
-query fetches every upload of the page, scoped to the caller. Only when a message lists a
-file that has no ``file_uploads`` row do two more queries look for such files in GridFS
-(owned by metadata) and sniff their first chunks. No query per
-message, and no ``$lookup`` (FerretDB has none).
+One query checks that the caller owns the session, one fetches the page of the caller's
+messages (sorted by ``created_at`` then ``_id``, ``limit`` + 1 to know whether more exist),
+and one ``$in`` query fetches every upload of the page, scoped to the caller. Only when a
+message lists a file that has no ``file_uploads`` row do two more queries look for such files
+in GridFS (owned by metadata) and sniff their first chunks. No query per message, and no
+``$lookup`` (FerretDB has none).
 
 Pages go backwards in time: without ``before`` the newest ``limit`` messages are returned, in
 time order; ``next_before`` is the cursor for the page before them (None on the first one).
@@ -14,6 +14,7 @@ time order; ``next_before`` is the cursor for the page before them (None on the 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from bson import ObjectId
@@ -23,6 +24,9 @@ from app_patch.storage import ONE_BATCH, ChatStore, object_id
 
 API_PREFIX = "/api/v1/chat"
 _EPOCH = dt.datetime(1970, 1, 1)
+# What encode_cursor writes: milliseconds (-1 for no time; at most 18 digits, far past year
+# 9999) and a 24-hex id. ASCII digits only: int() also reads "١٢" and "1_0".
+_CURSOR = re.compile(r"(-1|[0-9]{1,18})_([0-9a-fA-F]{24})", re.ASCII)
 
 
 class SessionNotFound(LookupError):
@@ -89,18 +93,20 @@ def encode_cursor(created_at: Any, oid: ObjectId) -> str:
 
 def _decode_cursor(before: str) -> tuple[dt.datetime | None, ObjectId] | ObjectId:
     """A cursor as (time, id), or a bare message id to be resolved by the caller."""
-    if object_id(before) is not None:
-        return ObjectId(before)
-    ms, sep, hex_id = before.partition("_")
-    oid = object_id(hex_id)
-    try:
-        millis = int(ms)
-    except ValueError:
-        millis = None
-    if not sep or oid is None or millis is None:
-        raise BadCursor(f"'before' must be a next_before cursor or a message id, got {before!r}")
-    when = None if millis < 0 else _EPOCH + dt.timedelta(milliseconds=millis)
-    return when, oid
+    oid = object_id(before)
+    if oid is not None:
+        return oid
+    bad = BadCursor(f"'before' must be a next_before cursor or a message id, got {before[:80]!r}")
+    match = _CURSOR.fullmatch(before)
+    if match is None:
+        raise bad
+    millis, oid = int(match[1]), ObjectId(match[2])
+    if millis < 0:
+        return None, oid
+    try:  # a time past datetime.max (year 9999) was never handed out
+        return _EPOCH + dt.timedelta(milliseconds=millis), oid
+    except OverflowError:
+        raise bad from None
 
 
 def _before_filter(when: dt.datetime | None, oid: ObjectId) -> dict[str, Any]:
@@ -135,10 +141,12 @@ async def load_history(
     if not await store.owns_session(session_id, user_id):
         raise SessionNotFound(session_id)
 
-    query: dict[str, Any] = {"session_id": session_id}
+    # The user filter matters when the session has no chat_sessions row: owns_session then
+    # accepts any user with a message in it, and only this keeps the others' messages out.
+    query: dict[str, Any] = {"session_id": session_id, "user_id": user_id}
     if isinstance(cursor, ObjectId):  # a bare message id: one bounded extra lookup
         anchor = await store.messages.find_one(
-            {"_id": cursor, "session_id": session_id}, {"created_at": 1}
+            {"_id": cursor, "session_id": session_id, "user_id": user_id}, {"created_at": 1}
         )
         if anchor is None:
             raise BadCursor(f"'before' names no message of this session: {before}")

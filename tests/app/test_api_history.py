@@ -135,7 +135,23 @@ def test_pages_walk_back_through_the_whole_session_without_gaps(client, mongo_db
     assert [m["id"] for m in body["history"]] == order[5:10]
 
 
-@pytest.mark.parametrize("before", ["nonsense", "123_nothex", "12_" + "z" * 24])
+HEX = "0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        "nonsense",
+        "123_nothex",
+        "12_" + "z" * 24,
+        "253402300800000_" + HEX,  # the first millisecond of year 10000
+        "99999999999999999_" + HEX,  # past what timedelta holds
+        "9" * 5000 + "_" + HEX,  # past what int() converts
+        "\u0661\u0662_" + HEX,  # Arabic-Indic digits: int() reads them, we do not
+        "1_000_" + HEX,  # int() would read "1_000"
+    ],
+    ids=["word", "bad-id", "z-id", "year-10000", "17-digits", "5000-digits", "arabic", "under"],
+)
 def test_a_cursor_we_did_not_hand_out_is_a_422(client, mongo_db, alice, before):
     s = add_session(mongo_db, user_id=ALICE, messages=[("user", "hi", at(0))])
     assert history(client, s.session_id, alice, before=before).status_code == 422
@@ -209,3 +225,29 @@ def test_missing_gridfs_file_is_listed_but_not_an_image(client, mongo_db, alice)
     (msg,) = history(client, s.session_id, alice).json()["history"]
     assert [(u["file_id"], u["is_image"]) for u in msg["uploads"]] == [(s.file_ids[0], False)]
     assert client.get(msg["uploads"][0]["url"], headers=alice).status_code == 404
+
+
+def test_a_session_without_a_row_shows_only_the_callers_messages(
+    client, mongo_db, alice, bob, command_log
+):
+    """Old deployments have sessions with no chat_sessions row: anyone with a message in one
+    passes the ownership check, so the message query itself must keep to the caller's."""
+    mine = add_session(mongo_db, user_id=ALICE, messages=[("user", "alice 1", at(0))])
+    add_session(
+        mongo_db,
+        user_id=BOB,
+        session_id=mine.session_id,
+        messages=[("user", "bob's secret", at(1)), ("assistant", "bob's answer", at(2))],
+    )
+    mongo_db.chat_sessions.delete_many({"session_id": mine.session_id})
+    command_log.clear()
+    body = history(client, mine.session_id, alice).json()
+    assert [m["content"] for m in body["history"]] == ["alice 1"]
+    assert len(command_log.data_commands()) == 4  # no row: one more ownership query, no more
+    theirs = history(client, mine.session_id, bob).json()
+    assert [m["content"] for m in theirs["history"]] == ["bob's secret", "bob's answer"]
+    # A bare message id of someone else's is no cursor for the caller.
+    assert (
+        history(client, mine.session_id, alice, before=theirs["history"][1]["id"]).status_code
+        == 422
+    )
