@@ -41,14 +41,20 @@ ATTACHMENT_TYPES = frozenset(
     {sniff.PDF, sniff.TEXT, sniff.ZIP, sniff.TIFF, sniff.HEIC, sniff.HEIF, sniff.POSTSCRIPT}
 )
 _UNSAFE_ASCII = re.compile(r"[^A-Za-z0-9 ._()+,=@-]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0/C1 controls, line/paragraph separators, and the bidirectional marks, embeddings,
+# overrides and isolates: a name like "invoice\u202Egnp.exe" would otherwise *display* as
+# "invoiceexe.png" in a download dialog.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_RANGE_SPEC = re.compile(r"\s*([0-9]*)\s*-\s*([0-9]*)\s*", re.ASCII)
+# Digits past this many name a byte beyond any file; int() on thousands of them is refused.
+_MAX_DIGITS = 30
 
 
 # -- names and types -----------------------------------------------------------------------
 
 
 def _base_name(name: str) -> str:
-    """The last path component, with control characters (CR/LF included) removed."""
+    """The last path component, with control and bidi-override characters removed."""
     name = _CONTROL.sub("", name or "")
     name = re.split(r"[\\/]", name)[-1]
     return name.strip().strip(".").strip()
@@ -93,12 +99,16 @@ def file_etag(grid_out: AsyncGridOut) -> str:
     return f'"{grid_out._id}-{grid_out.length}-{stamp}"'
 
 
-def etag_matches(header: str | None, etag: str) -> bool:
-    """Weak comparison of ``If-None-Match`` against our ETag (RFC 9110 13.1.2)."""
+def etag_matches(header: str | None, etag: str, *, star: bool = True) -> bool:
+    """Weak comparison of ``If-None-Match`` against our ETag (RFC 9110 13.1.2).
+
+    ``*`` matches any current representation; callers that have not yet established that
+    one exists pass ``star=False``.
+    """
     if not header:
         return False
     if header.strip() == "*":
-        return True
+        return star
     ours = etag.removeprefix("W/")
     return any(tag.strip().removeprefix("W/") == ours for tag in header.split(","))
 
@@ -143,28 +153,31 @@ def parse_range(header: str | None, length: int) -> tuple[int, int] | None:
     unit, _, spec = header.strip().partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
-    first_s, dash, last_s = spec.strip().partition("-")
-    first_s, last_s = first_s.strip(), last_s.strip()
-    if (
-        not dash
-        or not (first_s.isdigit() or first_s == "")
-        or not (last_s.isdigit() or last_s == "")
-    ):
+    # str.isdigit() accepts "²" and other digits int() refuses: match ASCII digits only.
+    match = _RANGE_SPEC.fullmatch(spec)
+    if match is None:
         return None
+    first_s, last_s = match.groups()
     if first_s == "":
         if last_s == "":
             return None
-        suffix = int(last_s)
+        suffix = _byte_pos(last_s)
         if suffix == 0 or length == 0:
             raise Unsatisfiable
         return max(0, length - suffix), length - 1
-    first = int(first_s)
-    if last_s and int(last_s) < first:
+    first = _byte_pos(first_s)
+    if last_s and _byte_pos(last_s) < first:
         return None  # syntactically invalid: ignored
     if first >= length:
         raise Unsatisfiable
-    last = int(last_s) if last_s else length - 1
+    last = _byte_pos(last_s) if last_s else length - 1
     return first, min(last, length - 1)
+
+
+def _byte_pos(digits: str) -> int:
+    """An ASCII digit string as an int; absurdly long ones clamp past any file's end."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 
 # -- streaming ---------------------------------------------------------------------------
@@ -211,51 +224,68 @@ async def file_response(
     if_modified_since: str | None,
     range_header: str | None,
     if_range: str | None,
+    head_only: bool = False,
 ) -> Response:
-    """The response for ``GET /files/{file_id}``: 200, 206, 304 or 416 (404 when bytes are gone)."""
+    """The response for ``GET /files/{file_id}``: 200, 206, 304, 416, or 404 when the bytes
+    are gone and 422 when chunks are missing. ``head_only`` gives the same headers, no body.
+
+    Costs one query more than streaming alone: the chunks are counted before any header is
+    sent, so a file with a missing chunk is a 422 rather than a 200 cut off half-way.
+    """
     grid_out = await store.open_file(record.oid)
     if grid_out is None:
         raise HTTPException(404, "File not found")
-    etag = file_etag(grid_out)
-    headers = _file_headers(etag, grid_out)
-    if etag_matches(if_none_match, etag) or (
-        if_none_match is None and _not_modified_since(if_modified_since, grid_out.upload_date)
-    ):
-        await grid_out.close()
-        return Response(status_code=304, headers=headers)
+    streaming = False
     try:
-        head = await grid_out.read(SNIFF_BYTES)
-    except CorruptGridFile:
-        await grid_out.close()
-        raise HTTPException(422, "The stored file is incomplete (GridFS chunks missing)") from None
-    content_type, inline_ok = served_type(sniff.sniff_mime(head))
-    kind = "inline" if inline_ok and not download else "attachment"
-    headers["Content-Disposition"] = content_disposition(kind, record.name, content_type)
-    headers["Accept-Ranges"] = "bytes"
-    length = int(grid_out.length)
-    if if_range is not None and if_range.strip() != etag:
-        range_header = None  # the client's copy is stale: send the whole file
-    try:
-        wanted = parse_range(range_header, length)
-    except Unsatisfiable:
-        await grid_out.close()
-        headers["Content-Range"] = f"bytes */{length}"
-        return Response(status_code=416, headers=headers)
-    if wanted is None:
-        first, last, status = 0, length - 1, 200
-    else:
-        (first, last), status = wanted, 206
-        headers["Content-Range"] = f"bytes {first}-{last}/{length}"
-    headers["Content-Length"] = str(max(0, last - first + 1))
-    if length == 0:
-        await grid_out.close()
-        return Response(status_code=200, content=b"", media_type=content_type, headers=headers)
-    return StreamingResponse(
-        _stream(grid_out, head, first, last),
-        status_code=status,
-        media_type=content_type,
-        headers=headers,
-    )
+        etag = file_etag(grid_out)
+        headers = _file_headers(etag, grid_out)
+        if etag_matches(if_none_match, etag) or (
+            if_none_match is None and _not_modified_since(if_modified_since, grid_out.upload_date)
+        ):
+            return Response(status_code=304, headers=headers)
+        length = int(grid_out.length)
+        chunk_size = int(grid_out.chunk_size)
+        expected = -(-length // chunk_size) if chunk_size > 0 else 0
+        if await store.count_chunks(record.oid) != expected:
+            raise _incomplete()
+        try:
+            head = await grid_out.read(SNIFF_BYTES)
+        except CorruptGridFile:
+            raise _incomplete() from None
+        content_type, inline_ok = served_type(sniff.sniff_mime(head))
+        kind = "inline" if inline_ok and not download else "attachment"
+        headers["Content-Disposition"] = content_disposition(kind, record.name, content_type)
+        headers["Accept-Ranges"] = "bytes"
+        if if_range is not None and if_range.strip() != etag:
+            range_header = None  # the client's copy is stale: send the whole file
+        try:
+            wanted = parse_range(range_header, length)
+        except Unsatisfiable:
+            headers["Content-Range"] = f"bytes */{length}"
+            return Response(status_code=416, headers=headers)
+        if wanted is None:
+            first, last, status = 0, length - 1, 200
+        else:
+            (first, last), status = wanted, 206
+            headers["Content-Range"] = f"bytes {first}-{last}/{length}"
+        headers["Content-Length"] = str(max(0, last - first + 1))
+        if length == 0 or head_only:
+            return Response(status_code=status, media_type=content_type, headers=headers)
+        response = StreamingResponse(
+            _stream(grid_out, head, first, last),
+            status_code=status,
+            media_type=content_type,
+            headers=headers,
+        )
+        streaming = True  # from here the body iterator closes the stream
+        return response
+    finally:
+        if not streaming:
+            await grid_out.close()
+
+
+def _incomplete() -> HTTPException:
+    return HTTPException(422, "The stored file is incomplete (GridFS chunks missing)")
 
 
 # -- thumbnails ----------------------------------------------------------------------------

@@ -304,6 +304,7 @@ def build_router(
     )
     async def get_file(
         file_id: str,
+        request: Request,
         svc: Svc,
         user_id: User,
         download: bool = False,
@@ -324,7 +325,17 @@ def build_router(
             if_modified_since=if_modified_since,
             range_header=range_,
             if_range=if_range,
+            head_only=request.method == "HEAD",
         )
+
+    # HEAD answers what GET would, without the body (FastAPI does not add it on its own).
+    router.add_api_route(
+        "/files/{file_id}",
+        get_file,
+        methods=["HEAD"],
+        response_class=Response,
+        include_in_schema=False,
+    )
 
     upload_schema = {
         "requestBody": {

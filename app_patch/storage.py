@@ -139,6 +139,10 @@ class ChatStore:
         except NoFile:
             return None
 
+    async def count_chunks(self, oid: ObjectId) -> int:
+        """How many GridFS chunks ``oid`` has (one query; ``files_id_1_n_1`` covers it)."""
+        return await self.db["fs.chunks"].count_documents({"files_id": oid})
+
     async def uploads_for_session(self, session_id: str, user_id: str) -> list[dict[str, Any]]:
         """The caller's uploads in a session, newest first."""
         cursor = self.uploads.find({"session_id": session_id, "user_id": user_id})
