@@ -293,11 +293,22 @@ def _incomplete() -> HTTPException:
 
 @dataclass
 class ThumbnailService:
-    """Thumbnails generated once per (file, size, pipeline version) and cached in GridFS."""
+    """Thumbnails generated once per (file, size, pipeline version) and cached in GridFS.
+
+    ``concurrency`` (the thumbnail pool's size) also caps how many generations read their
+    source at once: the bytes are only read once a slot is free, so a burst of requests
+    holds at most ``concurrency`` sources in memory, not one per waiting request. One
+    instance per event loop (the slots are an ``asyncio.Semaphore``).
+    """
 
     max_pixels: int
     max_source_bytes: int
+    concurrency: int = 2
     _locks: dict[str, list[Any]] = field(default_factory=dict)
+    _slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.concurrency)
 
     def key(self, file_id: str, size: int) -> str:
         return f"{file_id}_{size}_v{thumbnails.PIPELINE_VERSION}"
@@ -313,16 +324,25 @@ class ThumbnailService:
         size: int,
         user_id: str,
         if_none_match: str | None,
+        *,
+        head_only: bool = False,
     ) -> Response:
-        """200 with the thumbnail, 304, or 404/413/415/422 with a reason."""
+        """200 with the thumbnail, 304, or 404/413/415/422 with a reason (HEAD: no body)."""
         etag = self.etag(record.file_id, size)
         headers = {"ETag": etag, "Cache-Control": THUMB_CACHE_CONTROL, **SECURITY_HEADERS}
-        if etag_matches(if_none_match, etag):
+        # Our own ETag is only ever handed out for a thumbnail that was made; "*" asks whether
+        # one exists at all, which is only known once it has been made (or found) below.
+        if etag_matches(if_none_match, etag, star=False):
             return Response(status_code=304, headers=headers)
         data, mime = await self._get(store, record, size, user_id)
+        if etag_matches(if_none_match, etag):
+            return Response(status_code=304, headers=headers)
         headers["Content-Disposition"] = content_disposition(
             "inline", f"thumb_{size}_{ascii_filename(record.name, mime)}", mime
         )
+        if head_only:
+            headers["Content-Length"] = str(len(data))
+            return Response(media_type=mime, headers=headers)
         return Response(content=data, media_type=mime, headers=headers)
 
     async def _get(
@@ -344,7 +364,8 @@ class ThumbnailService:
                     cached = await self._cached(store, key)
                     if cached is not None:
                         return cached
-                return await self._generate(store, record, size, user_id, key)
+                async with self._slots:
+                    return await self._generate(store, record, size, user_id, key)
         finally:
             entry[1] -= 1
             if entry[1] == 0:
@@ -361,6 +382,7 @@ class ThumbnailService:
     async def _generate(
         self, store: ChatStore, record: FileRecord, size: int, user_id: str, key: str
     ) -> tuple[bytes, str]:
+        """Read, render and cache; the caller holds a slot (see the class docstring)."""
         grid_out = await store.open_file(record.oid)
         if grid_out is None:
             raise HTTPException(404, "File not found")
@@ -375,9 +397,7 @@ class ThumbnailService:
                 )
             data = head + await grid_out.read()
         except CorruptGridFile:
-            raise HTTPException(
-                422, "The stored file is incomplete (GridFS chunks missing)"
-            ) from None
+            raise _incomplete() from None
         finally:
             await grid_out.close()
         try:
@@ -385,6 +405,8 @@ class ThumbnailService:
         except thumbnails.ThumbnailError as exc:
             # The module names the status: 415 not an image, 422 corrupt or too many pixels.
             raise HTTPException(exc.http_status, f"No thumbnail: {exc.reason}") from None
+        finally:
+            del data  # not kept while the thumbnail is written
         metadata: dict[str, Any] = {
             "file_id": record.file_id,
             "size": size,
@@ -395,4 +417,10 @@ class ThumbnailService:
             "height": thumb.height,
         }
         await store.store_thumbnail(key, thumb.data, metadata)
+        # A DELETE may have run while this one rendered: it removed the bytes and the cached
+        # thumbnails it could see, but not the one stored just now. Deletion removes the
+        # bytes first, so checking them after the store catches every interleaving.
+        if not await store.file_exists(record.oid):
+            await store.delete_thumbnails(record.file_id)
+            raise HTTPException(404, "File not found")
         return thumb.data, thumb.mime

@@ -77,7 +77,9 @@ class ServiceHolder:
             max_concurrency=settings.thumbnail_concurrency, max_pixels=settings.thumbnail_max_pixels
         )
         thumbs = ThumbnailService(
-            settings.thumbnail_max_pixels, settings.thumbnail_max_source_bytes
+            settings.thumbnail_max_pixels,
+            settings.thumbnail_max_source_bytes,
+            settings.thumbnail_concurrency,
         )
         services = self._services = Services(settings, client, store, thumbs, loop)
         # Set before the first await, so concurrent first requests share one client.
@@ -280,6 +282,7 @@ def build_router(
     )
     async def get_thumbnail(
         file_id: str,
+        request: Request,
         svc: Svc,
         user_id: User,
         size: Annotated[ThumbSize, Query(description="longest side in px")] = DEFAULT_THUMB,
@@ -289,7 +292,23 @@ def build_router(
         record = await svc.store.find_file(file_id, user_id)
         if record is None:
             raise HTTPException(404, "File not found")
-        return await svc.thumbs.response(svc.store, record, int(size), user_id, if_none_match)
+        return await svc.thumbs.response(
+            svc.store,
+            record,
+            int(size),
+            user_id,
+            if_none_match,
+            head_only=request.method == "HEAD",
+        )
+
+    # HEAD answers what GET would, without the body (FastAPI does not add it on its own).
+    router.add_api_route(
+        "/files/{file_id}/thumbnail",
+        get_thumbnail,
+        methods=["HEAD"],
+        response_class=Response,
+        include_in_schema=False,
+    )
 
     @router.get(
         "/files/{file_id}",
@@ -328,7 +347,6 @@ def build_router(
             head_only=request.method == "HEAD",
         )
 
-    # HEAD answers what GET would, without the body (FastAPI does not add it on its own).
     router.add_api_route(
         "/files/{file_id}",
         get_file,

@@ -7,6 +7,7 @@ it in the query itself, so another user's data and missing data look the same to
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -139,6 +140,10 @@ class ChatStore:
         except NoFile:
             return None
 
+    async def file_exists(self, oid: ObjectId) -> bool:
+        """Whether the GridFS files document of ``oid`` is (still) there."""
+        return await self.fs_files.find_one({"_id": oid}, {"_id": 1}) is not None
+
     async def count_chunks(self, oid: ObjectId) -> int:
         """How many GridFS chunks ``oid`` has (one query; ``files_id_1_n_1`` covers it)."""
         return await self.db["fs.chunks"].count_documents({"files_id": oid})
@@ -218,22 +223,43 @@ class ChatStore:
         """Cache a generated thumbnail under ``key``."""
         await self.thumbs.upload_from_stream(key, data, metadata=metadata)
 
+    async def delete_thumbnails(self, file_id: str) -> int:
+        """Remove every cached thumbnail of ``file_id``; return how many.
+
+        Found by ``metadata.file_id`` or by the ``"{file_id}_"`` key prefix (thumbnails written
+        without metadata, or by another version of the pipeline, still go).
+        """
+        query = {
+            "$or": [
+                {"metadata.file_id": file_id},
+                {"filename": {"$regex": f"^{re.escape(file_id)}_"}},
+            ]
+        }
+        thumbs = self.thumb_files.find(query, {"_id": 1})
+        thumb_ids = [t["_id"] for t in await thumbs.to_list(None)]
+        if not thumb_ids:
+            return 0
+        # Files documents first, as GridFS deletes: a reader then never finds a thumbnail
+        # whose chunks are already gone.
+        res = await self.thumb_files.delete_many({"_id": {"$in": thumb_ids}})
+        await self.db[f"{THUMB_BUCKET}.chunks"].delete_many({"files_id": {"$in": thumb_ids}})
+        return res.deleted_count
+
     # -- deletion --------------------------------------------------------------------------
 
     async def delete_file(self, record: FileRecord, user_id: str) -> dict[str, int]:
-        """Remove a file everywhere: bytes, cached thumbnails, its upload row, message links."""
+        """Remove a file everywhere: bytes, cached thumbnails, its upload row, message links.
+
+        The bytes go first: a thumbnail generation racing with this checks them after it
+        stores (see :mod:`app_patch.files`).
+        """
         removed = {"bytes": 0, "thumbnails": 0, "uploads": 0, "messages": 0}
         try:
             await self.fs.delete(record.oid)
             removed["bytes"] = 1
         except NoFile:
             pass  # already gone (flagged file_missing): still clean the rest up
-        thumbs = self.thumb_files.find({"metadata.file_id": record.file_id}, {"_id": 1})
-        thumb_ids = [t["_id"] for t in await thumbs.to_list(None)]
-        if thumb_ids:
-            await self.db[f"{THUMB_BUCKET}.chunks"].delete_many({"files_id": {"$in": thumb_ids}})
-            res = await self.thumb_files.delete_many({"_id": {"$in": thumb_ids}})
-            removed["thumbnails"] = res.deleted_count
+        removed["thumbnails"] = await self.delete_thumbnails(record.file_id)
         res = await self.uploads.delete_many({"file_id": record.file_id, "user_id": user_id})
         removed["uploads"] = res.deleted_count
         linked = self.messages.find(

@@ -362,3 +362,17 @@ def test_a_file_with_a_missing_chunk_is_a_422_before_any_byte(client, mongo_db, 
     assert client.head(url(fid), headers=alice).status_code == 422
     whole = put_file(mongo_db, data, chunk_size=1024)  # the count agrees: served in full
     assert client.get(url(whole), headers=alice).content == data
+
+
+def test_delete_also_removes_thumbnails_found_only_by_their_key(client, mongo_db, alice):
+    from gridfs import GridFSBucket
+
+    fid = put_file(mongo_db, PNG)
+    other = put_file(mongo_db, PNG)
+    bucket = GridFSBucket(mongo_db, bucket_name="thumbnails")
+    bucket.upload_from_stream(f"{fid}_100_v0", b"old pipeline, no metadata")
+    bucket.upload_from_stream(f"{other}_100_v0", b"someone else's")
+    assert client.delete(url(fid), headers=alice).status_code == 200
+    names = [d["filename"] for d in mongo_db["thumbnails.files"].find({})]
+    assert names == [f"{other}_100_v0"]
+    assert mongo_db["thumbnails.chunks"].count_documents({}) == 1

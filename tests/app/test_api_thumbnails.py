@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 
 import httpx
 import pytest
+from bson import ObjectId
 from PIL import Image
 
 from app_patch import thumbnails
 from app_patch.app import create_app
 from app_patch.hostile import hostile_corpus
 from app_patch.samples import sample_variant
-from tests.app.conftest import ALICE, put_file
+from app_patch.settings import Settings
+from app_patch.storage import ChatStore
+from tests.app.conftest import ALICE, SECRET, bearer, put_file
 
 PHOTO = sample_variant("jpeg", 2).data  # 640x400
 CORPUS = hostile_corpus()
@@ -144,3 +148,110 @@ def test_the_source_size_cap_is_a_422(mongo_db, alice, mongo_url):
     with TestClient(create_app(small)) as c:
         r = thumb(c, fid, alice)
     assert r.status_code == 422 and "too large" in r.json()["detail"]
+
+
+def test_if_none_match_star_is_only_a_304_when_a_thumbnail_exists(client, mongo_db, alice):
+    star = {**alice, "If-None-Match": "*"}
+    pdf = put_file(mongo_db, sample_variant("pdf", 0).data)
+    gone = put_file(mongo_db, PHOTO)
+    mongo_db["fs.files"].delete_one({"_id": ObjectId(gone)})
+    photo = put_file(mongo_db, PHOTO)
+    assert thumb(client, pdf, star).status_code == 415
+    assert thumb(client, gone, star).status_code == 404
+    r = thumb(client, photo, star)
+    assert (r.status_code, r.content) == (304, b"")
+    assert r.headers["etag"] == thumb(client, photo, alice).headers["etag"]
+
+
+def test_head_gives_the_thumbnail_headers_without_a_body(client, mongo_db, alice):
+    fid = put_file(mongo_db, PHOTO)
+    head = client.head(f"/api/v1/chat/files/{fid}/thumbnail", headers=alice, params={"size": 100})
+    assert (head.status_code, head.content) == (200, b"")
+    got = thumb(client, fid, alice, size=100)
+    for key in ("content-type", "content-length", "etag", "cache-control"):
+        assert head.headers[key] == got.headers[key], key
+    assert int(head.headers["content-length"]) == len(got.content) > 0
+    pdf = put_file(mongo_db, sample_variant("pdf", 0).data)
+    assert client.head(f"/api/v1/chat/files/{pdf}/thumbnail", headers=alice).status_code == 415
+
+
+def _run(app, coro_factory):
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                return await coro_factory(c, asyncio.get_running_loop())
+        finally:
+            await app.state.chat_holder.aclose()
+
+    return asyncio.run(main())
+
+
+def test_a_delete_during_generation_leaves_no_thumbnail(mongo_db, settings, monkeypatch):
+    """The file is deleted while its thumbnail renders: the thumbnail stored afterwards goes."""
+    fid = put_file(mongo_db, PHOTO)
+    app = create_app(settings)
+    real = thumbnails.make_thumbnail
+    deleted = []
+
+    async def scenario(c, loop):
+        def render_then_delete(data, size, **kw):
+            result = real(data, size, **kw)
+            future = asyncio.run_coroutine_threadsafe(
+                c.delete(f"/api/v1/chat/files/{fid}", headers=bearer(ALICE)), loop
+            )
+            deleted.append(future.result(20).status_code)
+            return result
+
+        monkeypatch.setattr(thumbnails, "make_thumbnail", render_then_delete)
+        return await c.get(f"/api/v1/chat/files/{fid}/thumbnail", headers=bearer(ALICE))
+
+    r = _run(app, scenario)
+    assert deleted == [200]
+    assert r.status_code == 404
+    assert mongo_db["thumbnails.files"].count_documents({}) == 0
+    assert mongo_db["thumbnails.chunks"].count_documents({}) == 0
+
+
+def test_sources_are_read_only_once_a_thumbnail_slot_is_free(mongo_db, mongo_url, monkeypatch):
+    """With one slot, three different images: while the first renders, no other is read."""
+    settings = Settings(mongodb_url=mongo_url, jwt_secret=SECRET, thumbnail_concurrency=1)
+    fids = [put_file(mongo_db, PHOTO, name=f"{i}.jpg") for i in range(3)]
+    app = create_app(settings)
+    started, release = threading.Event(), threading.Event()
+    opened = []
+    real_open, real_make = ChatStore.open_file, thumbnails.make_thumbnail
+
+    async def counting_open(self, oid):
+        opened.append(oid)
+        return await real_open(self, oid)
+
+    def held(data, size, **kw):
+        started.set()
+        release.wait(10)
+        return real_make(data, size, **kw)
+
+    monkeypatch.setattr(ChatStore, "open_file", counting_open)
+    monkeypatch.setattr(thumbnails, "make_thumbnail", held)
+
+    async def scenario(c, loop):
+        async def probe():
+            while not started.is_set():
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)  # time for the others to read theirs, were they allowed
+            seen = len(opened)
+            release.set()
+            return seen
+
+        gets = [c.get(f"/api/v1/chat/files/{f}/thumbnail", headers=bearer(ALICE)) for f in fids]
+        *responses, seen = await asyncio.gather(*gets, probe())
+        return [r.status_code for r in responses], seen
+
+    try:
+        statuses, seen_while_rendering = _run(app, scenario)
+    finally:
+        release.set()
+        thumbnails.configure(max_concurrency=2)  # the other tests' default pool size
+    assert statuses == [200, 200, 200]
+    assert seen_while_rendering == 1
+    assert len(opened) == 3
