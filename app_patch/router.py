@@ -28,7 +28,7 @@ from app_patch.files import ThumbnailService, file_response
 from app_patch.history import API_PREFIX, BadCursor, SessionNotFound, file_urls, load_history
 from app_patch.settings import Settings
 from app_patch.sniff import is_image_mime
-from app_patch.storage import ChatStore, object_id
+from app_patch.storage import ChatStore, normal_id
 from app_patch.uploads import read_request, store_upload
 
 ThumbSize = IntEnum("ThumbSize", {f"px{s}": s for s in thumbnails.THUMB_SIZES})
@@ -264,6 +264,7 @@ def build_router(
         message = await svc.store.user_message(message_id, user_id)
         if message is None:
             raise HTTPException(404, "Message not found")
+        message_id = str(message["_id"])  # the stored spelling, whatever case was asked
         ids = message.get("file_ids") if isinstance(message.get("file_ids"), list) else []
         rows = await svc.store.uploads_for_message(message_id, ids, user_id)
         files = [file_info(r) for r in rows if r.get("file_id")]
@@ -423,13 +424,17 @@ def build_router(
     @router.delete("/files/{file_id}", responses=ERRORS)
     async def delete_file(file_id: str, svc: Svc, user_id: User) -> dict[str, Any]:
         """Remove a file: bytes, thumbnails, upload row, and its id from the message."""
-        if object_id(file_id) is None:
+        if normal_id(file_id) is None:
             raise HTTPException(404, "File not found")
         record = await svc.store.find_file(file_id, user_id)
         if record is None:
             raise HTTPException(404, "File not found")
         removed = await svc.store.delete_file(record, user_id)
-        return {"message": "File deleted successfully", "file_id": file_id, "removed": removed}
+        return {
+            "message": "File deleted successfully",
+            "file_id": record.file_id,
+            "removed": removed,
+        }
 
     return router
 

@@ -364,6 +364,35 @@ def test_a_file_with_a_missing_chunk_is_a_422_before_any_byte(client, mongo_db, 
     assert client.get(url(whole), headers=alice).content == data
 
 
+def test_an_uppercase_file_id_deletes_everything_the_lowercase_one_names(
+    client, mongo_db, alice, bob
+):
+    s = add_session(
+        mongo_db,
+        user_id=ALICE,
+        messages=[("user", "pic", at(0))],
+        uploads=[{"kind": "png", "message": 0}],
+    )
+    (fid,) = s.file_ids
+    upper = fid.upper()
+    assert upper != fid
+    lower_thumb = client.get(url(fid, "/thumbnail"), headers=alice)
+    upper_thumb = client.get(url(upper, "/thumbnail"), headers=alice)
+    assert upper_thumb.headers["etag"] == lower_thumb.headers["etag"]  # one cache entry
+    assert mongo_db["thumbnails.files"].count_documents({}) == 1
+    assert (
+        client.get(url(upper), headers=alice).content == client.get(url(fid), headers=alice).content
+    )
+    assert client.delete(url(upper), headers=bob).status_code == 404
+    r = client.delete(url(upper), headers=alice)
+    assert r.status_code == 200 and r.json()["file_id"] == fid
+    assert mongo_db["fs.files"].count_documents({}) == 0
+    assert mongo_db.file_uploads.count_documents({}) == 0
+    assert mongo_db["thumbnails.files"].count_documents({}) == 0
+    msg = mongo_db.chat_messages.find_one({"_id": ObjectId(s.message_ids[0])})
+    assert msg["file_ids"] == [] and msg["has_files"] is False
+
+
 def test_delete_also_removes_thumbnails_found_only_by_their_key(client, mongo_db, alice):
     from gridfs import GridFSBucket
 
@@ -376,3 +405,29 @@ def test_delete_also_removes_thumbnails_found_only_by_their_key(client, mongo_db
     names = [d["filename"] for d in mongo_db["thumbnails.files"].find({})]
     assert names == [f"{other}_100_v0"]
     assert mongo_db["thumbnails.chunks"].count_documents({}) == 1
+
+
+def test_parallel_deletes_of_one_messages_files_leave_no_dangling_id(mongo_db, settings):
+    from app_patch.app import create_app
+    from tests.app.conftest import bearer
+
+    s = add_session(
+        mongo_db,
+        user_id=ALICE,
+        messages=[("user", "five", at(0))],
+        uploads=[{"kind": "png", "message": 0} for _ in range(5)],
+    )
+    app = create_app(settings)
+
+    async def delete_all() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            rs = await asyncio.gather(
+                *[c.delete(url(fid), headers=bearer(ALICE)) for fid in s.file_ids]
+            )
+        await app.state.chat_holder.aclose()
+        return [r.status_code for r in rs]
+
+    assert asyncio.run(delete_all()) == [200] * 5
+    msg = mongo_db.chat_messages.find_one({"_id": ObjectId(s.message_ids[0])})
+    assert msg["file_ids"] == [] and msg["has_files"] is False
