@@ -172,7 +172,7 @@ def per_document(db, sample_seconds: float) -> tuple[float, str]:
             db.chat_messages.update_one({"_id": msg["_id"]},
                                         {"$set": {"has_files": msg.get("has_files")}})
         links += 1
-        if time.perf_counter() - started >= sample_seconds and links >= 5:
+        if time.perf_counter() - started >= sample_seconds and links >= 3:
             break
     per_link = (time.perf_counter() - started) / links
     total = load + per_save * n_msgs + per_link * n_ups

@@ -7,8 +7,8 @@ Create Date: 2026-11-24 09:00:03
 The guide's "Creates indexes" step: the indexes the history and file queries need, with the
 names and keys fixed in notes/SCHEMA.md. Each is created only if absent (an index with the
 same keys under another name is kept and serves instead); the downgrade drops only the
-indexes this revision created, and thumbnails.files only if this revision created that
-collection and it is still empty.
+indexes this revision created, and a collection only if creating an index made it (e.g.
+thumbnails.files, which the app fills lazily) and it is still empty.
 """
 
 from pymongo.errors import OperationFailure
@@ -35,14 +35,17 @@ INDEXES = (
      "metadata_user_session", {}),
     ("thumbnails.files", [("filename", 1)], "thumb_key", {}),
 )
-THUMBNAILS = "thumbnails.files"
-_MARK = {"kind": "created_collection_if_empty", "doc_id": f"collection:{THUMBNAILS}"}
+CREATED = "created_collection_if_empty"  # undo-record kind of this revision's own
 
 
 def upgrade(op):
-    if THUMBNAILS not in op.db.list_collection_names() and not op.dry_run:
-        # remembered before the index creates it, so the downgrade can remove it again
-        op._undo.update_one({"revision": op.revision, "collection": THUMBNAILS, **_MARK},
+    absent = {c for c, *_ in INDEXES} - set(op.db.list_collection_names())
+    for collection in sorted(absent):
+        if op.dry_run:
+            break
+        # remembered before an index creates it, so the downgrade can remove it again
+        op._undo.update_one({"revision": op.revision, "collection": collection, "kind": CREATED,
+                             "doc_id": f"collection:{collection}"},
                             {"$setOnInsert": {"created": True}}, upsert=True)
     created = []
     for collection, keys, name, options in op.progress(INDEXES, len(INDEXES), "indexes"):
@@ -74,9 +77,11 @@ def _duplicates_message(op, collection: str, field: str, name: str) -> str:
 
 
 def downgrade(op):
-    mark = op._undo.find_one({"revision": op.revision, "collection": THUMBNAILS, **_MARK})
-    op.restore_undo()  # drops the indexes this revision created, and forgets the mark
-    if mark and THUMBNAILS in op.db.list_collection_names() \
-            and op.db[THUMBNAILS].find_one({}, {"_id": 1}) is None \
-            and set(op.db[THUMBNAILS].index_information()) <= {"_id_"}:
-        op.db.drop_collection(THUMBNAILS)
+    marks = list(op._undo.find({"revision": op.revision, "kind": CREATED}))
+    op.restore_undo()  # drops the indexes this revision created, and forgets the marks
+    names = set(op.db.list_collection_names())
+    for mark in marks:
+        coll = op.db[mark["collection"]]
+        if coll.name in names and coll.find_one({}, {"_id": 1}) is None \
+                and set(coll.index_information()) <= {"_id_"}:
+            op.db.drop_collection(coll.name)

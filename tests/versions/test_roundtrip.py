@@ -165,3 +165,13 @@ def test_dry_run_writes_nothing_and_says_what_it_would_do(mongo_db, cli):
     assert re.search(r"chat_messages: would rewrite [1-9]\d* of \d+ documents", r.err)
     assert DeepDiff(before, dump(mongo_db)) == {}
     assert heads(mongo_db) == []
+
+
+def test_empty_database_round_trip(mongo_db, cli):
+    """A deployment with no chat data yet: every revision runs, and nothing is left."""
+    r = cli.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert "session_created" in mongo_db.chat_messages.index_information()
+    r = cli.run("downgrade", "base")
+    assert r.code == 0, r.err
+    assert [n for n in mongo_db.list_collection_names() if not n.startswith("mongrate")] == []
