@@ -44,6 +44,7 @@ class Services:
     store: ChatStore
     thumbs: ThumbnailService
     loop: asyncio.AbstractEventLoop
+    upload_slots: asyncio.Semaphore  # bounds the memory of uploads being parsed and stored
 
 
 class ServiceHolder:
@@ -81,7 +82,8 @@ class ServiceHolder:
             settings.thumbnail_max_source_bytes,
             settings.thumbnail_concurrency,
         )
-        services = self._services = Services(settings, client, store, thumbs, loop)
+        slots = asyncio.Semaphore(settings.upload_concurrency)
+        services = self._services = Services(settings, client, store, thumbs, loop, slots)
         # Set before the first await, so concurrent first requests share one client.
         await store.ensure_indexes()
         return services
@@ -417,8 +419,11 @@ def build_router(
     )
     async def upload_files(request: Request, svc: Svc, user_id: User) -> Response:
         """Store attachments and the user message that carries them."""
-        fields, files = await read_request(request, svc.settings)
-        message = await store_upload(svc.store, svc.settings, user_id, fields, files)
+        # At most upload_concurrency bodies are held, parsed and stored at a time; the rest
+        # wait here (their bytes stay in the socket buffers meanwhile).
+        async with svc.upload_slots:
+            fields, files = await read_request(request, svc.settings)
+            message = await store_upload(svc.store, svc.settings, user_id, fields, files)
         return JSONResponse(message, status_code=201)
 
     @router.delete("/files/{file_id}", responses=ERRORS)

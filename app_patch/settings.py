@@ -7,7 +7,10 @@ into an existing deployment without new configuration:
 - ``MONGODB_DATABASE_NAME`` (default ``flowise_proxy``); a database named in the URL path wins
 - ``JWT_ACCESS_SECRET``, falling back to ``JWT_SECRET_KEY`` (HS256 only)
 
-A few knobs are new and optional: ``FILE_MAX_UPLOAD_BYTES``, ``FILE_MAX_FILES_PER_UPLOAD``,
+A few knobs are new and optional: ``FILE_MAX_UPLOAD_BYTES`` (per file),
+``FILE_MAX_FILES_PER_UPLOAD``, ``FILE_MAX_REQUEST_BYTES`` (a whole upload request body;
+default 32 MiB, or more if one file at the per-file limit needs it as base64),
+``FILE_UPLOAD_CONCURRENCY`` (uploads parsed and stored at once per process, default 2),
 ``THUMBNAIL_MAX_PIXELS``, ``THUMBNAIL_MAX_SOURCE_BYTES``, ``THUMBNAIL_CONCURRENCY``,
 ``HISTORY_DEFAULT_LIMIT``, ``HISTORY_MAX_LIMIT`` and ``DEMO_USER_ID`` (the standalone demo's
 login; unset means the demo login is off).
@@ -43,6 +46,8 @@ class Settings:
     thumbnail_concurrency: int = 2
     history_default_limit: int = 100
     history_max_limit: int = 1000
+    max_request_bytes: int | None = None  # None: see request_limit in app_patch.uploads
+    upload_concurrency: int = 2
     demo_user_id: str | None = None
 
     def __post_init__(self) -> None:
@@ -59,9 +64,14 @@ class Settings:
             "thumbnail_concurrency",
             "history_default_limit",
             "history_max_limit",
+            "upload_concurrency",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.max_request_bytes is not None and self.max_request_bytes <= 0:
+            raise SettingsError(
+                f"max_request_bytes must be a positive integer, got {self.max_request_bytes}"
+            )
         if self.history_default_limit > self.history_max_limit:
             raise SettingsError("HISTORY_DEFAULT_LIMIT must not exceed HISTORY_MAX_LIMIT")
 
@@ -87,6 +97,7 @@ class Settings:
                     f"{key}={raw!r} is not an integer; set it to a whole number"
                 ) from None
 
+        request_bytes = env.get("FILE_MAX_REQUEST_BYTES", "").strip()
         return cls(
             mongodb_url=env.get("MONGODB_URL", "").strip() or DEFAULT_URL,
             database_name=env.get("MONGODB_DATABASE_NAME", "").strip() or DEFAULT_DATABASE,
@@ -100,5 +111,7 @@ class Settings:
             thumbnail_concurrency=integer("THUMBNAIL_CONCURRENCY", cls.thumbnail_concurrency),
             history_default_limit=integer("HISTORY_DEFAULT_LIMIT", cls.history_default_limit),
             history_max_limit=integer("HISTORY_MAX_LIMIT", cls.history_max_limit),
+            max_request_bytes=integer("FILE_MAX_REQUEST_BYTES", 0) if request_bytes else None,
+            upload_concurrency=integer("FILE_UPLOAD_CONCURRENCY", cls.upload_concurrency),
             demo_user_id=env.get("DEMO_USER_ID", "").strip() or None,
         )

@@ -5,19 +5,28 @@ and ``message_id``, one or more file parts) and the Flowise-style JSON body
 ``{"session_id", "content", "uploads": [{"data": base64, "type": "file", "name", "mime"}]}``.
 
 Every file is checked before anything is written: the body is cut off past the configured
-size (413), the type is sniffed from the bytes (the client's label is only kept as
-``claimed_mime_type``), images must decode within the pixel budget, and types a browser would
-execute (HTML, SVG, XML) are refused (415). Then the bytes go to GridFS, one ``file_uploads``
-row per file (post-migration fields included), and the user message lists them in
-``file_ids``. A failure half-way removes what was written (there are no transactions).
+size (413), text fields must be valid UTF-8 (422), the session (and message) must be the
+caller's (404) before any file is looked at, the type is sniffed from the bytes (the client's
+label is only kept as ``claimed_mime_type``), images must decode within the pixel budget, and
+types a browser would execute (HTML, SVG, XML) are refused (415). Then the bytes go to GridFS,
+one ``file_uploads`` row per file (post-migration fields included), and the user message lists
+them in ``file_ids`` (an atomic ``$push``, so parallel uploads to one message all stay). A
+failure half-way removes what was written (there are no transactions).
+
+Memory and the event loop: the router lets ``upload_concurrency`` requests through here at a
+time; a JSON body is parsed, base64-decoded (in 4 MiB slices, freeing the body first) and
+every file hashed in a worker thread, so a large upload holds about twice its body size and
+never stalls other requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +34,7 @@ from typing import Any
 from bson import ObjectId
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pymongo import ReturnDocument
 from starlette.datastructures import UploadFile
 
 from app_patch import sniff, thumbnails
@@ -35,6 +45,9 @@ from app_patch.storage import ChatStore, utcnow
 ACTIVE_CONTENT = frozenset({sniff.HTML, sniff.SVG, sniff.XML})
 _FORM_OVERHEAD = 1024 * 1024  # headers, boundaries and text fields of one request
 _READ = 64 * 1024
+DEFAULT_REQUEST_CAP = 32 * 1024 * 1024
+_B64_SLICE = 4 * 1024 * 1024  # a multiple of 4: slices decode on their own
+_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON "\ud800" escapes decode to these
 
 
 class FlowiseUpload(BaseModel):
@@ -66,6 +79,7 @@ class IncomingFile:
     data: bytes
     mime: str = sniff.OCTET
     is_image: bool = False
+    sha256: str | None = None
     width: int | None = None
     height: int | None = None
 
@@ -75,8 +89,15 @@ class _BodyTooLarge(Exception):
 
 
 def request_limit(settings: Settings) -> int:
-    """Largest body accepted: every file at the limit, base64-inflated, plus form overhead."""
-    return settings.max_files_per_upload * (settings.max_upload_bytes * 4 // 3 + 4) + _FORM_OVERHEAD
+    """Largest body accepted.
+
+    ``max_request_bytes`` when set; else 32 MiB, raised if need be so that one file at the
+    per-file limit still fits as base64. Never more than every file at the limit can need.
+    """
+    per_file = settings.max_upload_bytes * 4 // 3 + 4
+    every_file = settings.max_files_per_upload * per_file + _FORM_OVERHEAD
+    cap = settings.max_request_bytes or max(DEFAULT_REQUEST_CAP, per_file + _FORM_OVERHEAD)
+    return min(every_file, cap)
 
 
 def _limited(request: Request, limit: int) -> Request:
@@ -114,7 +135,9 @@ async def read_request(
         if ctype == "multipart/form-data":
             return await _read_multipart(body_request, settings)
         if ctype == "application/json":
-            return _read_json(await body_request.body(), settings)
+            body = await _read_body(body_request)
+            # Parsing and decoding megabytes is CPU work: off the event loop.
+            return await asyncio.to_thread(_read_json, body, settings)
     except _BodyTooLarge:
         raise HTTPException(413, f"The request body exceeds {limit} bytes") from None
     raise HTTPException(415, "Send multipart/form-data or an application/json Flowise uploads body")
@@ -155,9 +178,26 @@ async def _read_part(part: UploadFile, limit: int) -> bytes:
     return b"".join(pieces)
 
 
-def _read_json(body: bytes, settings: Settings) -> tuple[dict[str, str], list[IncomingFile]]:
+async def _read_body(request: Request) -> bytearray:
+    """The whole body in one growing buffer (the caller frees it once it is parsed)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+    return body
+
+
+def _read_json(body: bytearray, settings: Settings) -> tuple[dict[str, str], list[IncomingFile]]:
+    """Parse, validate and decode a JSON upload body (runs in a worker thread).
+
+    ``body`` is emptied once parsed, and each base64 string dropped once decoded.
+    """
     try:
-        parsed = FlowiseUploadBody.model_validate(json.loads(body))
+        try:
+            document = json.loads(body)
+        finally:
+            body.clear()
+        parsed = FlowiseUploadBody.model_validate(document)
+        del document
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise HTTPException(400, "The body is not valid JSON") from None
     except ValidationError as exc:
@@ -172,7 +212,9 @@ def _read_json(body: bytes, settings: Settings) -> tuple[dict[str, str], list[In
             raise HTTPException(
                 422, f"uploads[{i}].type={up.type!r}: only 'file' uploads are stored"
             )
-        files.append(IncomingFile(up.name, up.mime, _decode_base64(up.data, i, settings)))
+        data, up.data = up.data, ""
+        files.append(IncomingFile(up.name, up.mime, _decode_base64(data, i, settings)))
+        del data
     fields = {"session_id": parsed.session_id, "content": parsed.content}
     if parsed.message_id:
         fields["message_id"] = parsed.message_id
@@ -180,18 +222,44 @@ def _read_json(body: bytes, settings: Settings) -> tuple[dict[str, str], list[In
 
 
 def _decode_base64(data: str, index: int, settings: Settings) -> bytes:
-    payload = data.split(",", 1)[1] if data.startswith("data:") and "," in data else data
-    payload = "".join(payload.split())
-    estimated = len(payload) * 3 // 4
+    """Decode base64 (optionally a ``data:`` URL) without copying the text first.
+
+    Plain base64 decodes slice by slice; text with line breaks or other whitespace falls
+    back to stripping it (one copy), as before.
+    """
+    start = data.index(",") + 1 if data.startswith("data:") and "," in data else 0
+    estimated = (len(data) - start) * 3 // 4
     if estimated > settings.max_upload_bytes + 2:
         raise _too_large(f"uploads[{index}]", estimated, settings.max_upload_bytes)
     try:
-        raw = base64.b64decode(payload, validate=True)
+        try:
+            pieces = [
+                binascii.a2b_base64(data[at : at + _B64_SLICE], strict_mode=True)
+                for at in range(start, len(data), _B64_SLICE)
+            ]
+            raw = b"".join(pieces)
+            del pieces
+        except binascii.Error:  # whitespace, or invalid: the strict, stripping decoder decides
+            raw = base64.b64decode("".join(data[start:].split()), validate=True)
     except (binascii.Error, ValueError):
         raise HTTPException(422, f"uploads[{index}].data is not valid base64") from None
     if len(raw) > settings.max_upload_bytes:
         raise _too_large(f"uploads[{index}]", len(raw), settings.max_upload_bytes)
     return raw
+
+
+def _check_text(value: str, what: str) -> None:
+    """422 for text that cannot be stored: an unpaired surrogate has no UTF-8 form."""
+    if _SURROGATE.search(value):
+        raise HTTPException(
+            422, f"{what} is not valid Unicode text (it holds an unpaired surrogate)"
+        )
+
+
+def _digest_all(files: list[IncomingFile]) -> None:
+    """SHA-256 of every file (runs in a worker thread: megabytes of hashing)."""
+    for item in files:
+        item.sha256 = hashlib.sha256(item.data).hexdigest()
 
 
 async def validate_file(item: IncomingFile, settings: Settings) -> None:
@@ -235,7 +303,17 @@ async def store_upload(
     fields: dict[str, str],
     files: list[IncomingFile],
 ) -> dict[str, Any]:
-    """Validate and write ``files``; return the message in the history format."""
+    """Validate and write ``files``; return the message in the history format.
+
+    Order matters: cheap checks of the request itself, then ownership (a foreign session or
+    message is a 404 before any file is decoded), then the files, then the writes.
+    """
+    for key in ("session_id", "content", "message_id"):
+        if isinstance(fields.get(key), str):
+            _check_text(fields[key], key)
+    for i, item in enumerate(files):
+        _check_text(item.name, f"The name of file {i}")
+        _check_text(item.claimed, f"The type of file {i}")
     session_id = (fields.get("session_id") or "").strip()
     if not session_id:
         raise HTTPException(422, "session_id is required")
@@ -243,10 +321,7 @@ async def store_upload(
         raise HTTPException(422, "No file in the request")
     if len(files) > settings.max_files_per_upload:
         raise HTTPException(413, f"At most {settings.max_files_per_upload} files per request")
-    for item in files:
-        await validate_file(item, settings)
     chatflow_id = await _session_chatflow(store, session_id, user_id)
-
     existing = None
     if fields.get("message_id"):
         existing = await store.user_message(fields["message_id"], user_id)
@@ -254,6 +329,10 @@ async def store_upload(
             raise HTTPException(404, "Message not found")
         if existing.get("role") != "user":
             raise HTTPException(422, "Files can only be attached to user messages")
+
+    for item in files:
+        await validate_file(item, settings)
+    await asyncio.to_thread(_digest_all, files)
     message_oid = existing["_id"] if existing else ObjectId()
     now = utcnow()
     written: list[ObjectId] = []
@@ -273,14 +352,7 @@ async def store_upload(
         await store.uploads.insert_many(rows)
         new_ids = [str(oid) for oid in written]
         if existing is not None:
-            old = existing.get("file_ids")
-            file_ids = [f for f in old if isinstance(f, str)] if isinstance(old, list) else []
-            file_ids += new_ids
-            await store.messages.update_one(
-                {"_id": message_oid, "user_id": user_id},
-                {"$set": {"file_ids": file_ids, "has_files": True}},
-            )
-            message = {**existing, "file_ids": file_ids}
+            message = await _attach(store, existing, new_ids, user_id)
         else:
             message = {
                 "_id": message_oid,
@@ -308,10 +380,37 @@ async def store_upload(
         "role": message.get("role"),
         "content": message.get("content"),
         "created_at": created.isoformat() if created else None,
-        "file_ids": message["file_ids"],
+        "file_ids": [f for f in message["file_ids"] if isinstance(f, str)],
         "has_files": True,
         "uploads": uploads,
     }
+
+
+async def _attach(
+    store: ChatStore, existing: dict[str, Any], new_ids: list[str], user_id: str
+) -> dict[str, Any]:
+    """Append ``new_ids`` to an existing message atomically; return the message after.
+
+    ``$push`` rather than writing back the list read earlier: two uploads to one message
+    at the same time would otherwise each overwrite the other's ids. A pre-migration
+    ``file_ids`` that is null, missing or junk becomes ``[]`` first ($push needs an array);
+    that update only matches while it is still not an array, so it cannot wipe ids pushed
+    by a concurrent upload.
+    """
+    scope = {"_id": existing["_id"], "user_id": user_id}
+    async with store.message_writes([existing["_id"]]):  # FerretDB: see message_writes
+        if not isinstance(existing.get("file_ids"), list):
+            await store.messages.update_one(
+                {**scope, "file_ids": {"$not": {"$type": "array"}}}, {"$set": {"file_ids": []}}
+            )
+        after = await store.messages.find_one_and_update(
+            scope,
+            {"$push": {"file_ids": {"$each": new_ids}}, "$set": {"has_files": True}},
+            return_document=ReturnDocument.AFTER,
+        )
+    if after is None:  # deleted meanwhile; the caller undoes the files
+        raise HTTPException(404, "Message not found")
+    return after
 
 
 def _upload_row(
@@ -334,7 +433,7 @@ def _upload_row(
         "chatflow_id": chatflow_id,
         "file_size": len(item.data),
         "upload_type": "file",
-        "file_hash": hashlib.sha256(item.data).hexdigest(),
+        "file_hash": item.sha256 or hashlib.sha256(item.data).hexdigest(),
         "processed": True,
         "processing_error": None,
         "uploaded_at": now,

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
+import threading
 
+import httpx
 import pytest
 from bson import ObjectId
 from fastapi.testclient import TestClient
 
+from app_patch import thumbnails, uploads
 from app_patch.app import create_app
 from app_patch.hostile import hostile_corpus
 from app_patch.samples import sample_variant
 from app_patch.seed import add_session
 from app_patch.settings import Settings
-from tests.app.conftest import ALICE, BOB, SECRET, at, gridfs_bytes
+from tests.app.conftest import ALICE, BOB, SECRET, at, bearer, gridfs_bytes
 
 PNG = sample_variant("png", 1).data
 JPEG = sample_variant("jpeg", 0).data
@@ -226,3 +231,139 @@ def test_uploading_into_someone_elses_session_or_message_is_404(
     )
     assert r.status_code == 404
     assert mongo_db.file_uploads.count_documents({}) == 0
+
+
+def test_parallel_uploads_to_one_message_keep_every_id(mongo_db, mongo_url, session):
+    settings = Settings(mongodb_url=mongo_url, jwt_secret=SECRET, upload_concurrency=6)
+    app = create_app(settings)
+    target = session.message_ids[0]
+    body = flowise(session.session_id, (PNG, "p.png", "image/png"), message_id=target)
+
+    async def post_all() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            rs = await asyncio.gather(
+                *[c.post(UPLOAD, headers=bearer(ALICE), json=body) for _ in range(6)]
+            )
+        await app.state.chat_holder.aclose()
+        return rs
+
+    responses = asyncio.run(post_all())
+    assert [r.status_code for r in responses] == [201] * 6
+    new_ids = {r.json()["uploads"][0]["file_id"] for r in responses}
+    msg = mongo_db.chat_messages.find_one({"_id": ObjectId(target)})
+    assert sorted(msg["file_ids"]) == sorted(new_ids) and len(new_ids) == 6
+    assert msg["has_files"] is True
+
+
+def test_the_whole_request_has_a_size_cap(mongo_db, mongo_url, session):
+    """Each file is under the per-file limit; together they pass the request cap."""
+    settings = Settings(mongodb_url=mongo_url, jwt_secret=SECRET, max_request_bytes=60_000)
+    half = sample_variant("png", 2).data + bytes(30_000 - len(sample_variant("png", 2).data))
+    with TestClient(create_app(settings)) as c:
+        as_json = c.post(
+            UPLOAD,
+            headers=bearer(ALICE),
+            json=flowise(
+                session.session_id, (half, "a.png", "image/png"), (half, "b.png", "image/png")
+            ),
+        )
+        multipart = c.post(
+            UPLOAD,
+            headers=bearer(ALICE),
+            data={"session_id": session.session_id},
+            files=[("files", (n, half + half[:2000], "image/png")) for n in ("a.png", "b.png")],
+        )
+        one = c.post(
+            UPLOAD,
+            headers=bearer(ALICE),
+            json=flowise(session.session_id, (half, "a.png", "image/png")),
+        )
+    assert as_json.status_code == multipart.status_code == 413, (as_json.text, multipart.text)
+    assert one.status_code == 201, one.text
+    assert mongo_db.file_uploads.count_documents({}) == 1
+
+
+def test_the_default_request_cap():
+    base = Settings(jwt_secret="k")
+    assert uploads.request_limit(base) == uploads.DEFAULT_REQUEST_CAP == 32 * 2**20
+    big = Settings(jwt_secret="k", max_upload_bytes=60 * 2**20)
+    assert uploads.request_limit(big) >= 60 * 2**20 * 4 // 3  # one file at the limit fits
+    assert uploads.request_limit(Settings(jwt_secret="k", max_request_bytes=5000)) == 5000
+
+
+def test_a_slow_upload_does_not_stall_other_requests(mongo_db, settings, session, monkeypatch):
+    """Parsing a JSON body runs in a worker thread: while one is stuck, history still answers."""
+    started, release = threading.Event(), threading.Event()
+    stalled = []
+    real = uploads._read_json
+
+    def slow(body, settings_):
+        started.set()
+        stalled.append(not release.wait(3))
+        return real(body, settings_)
+
+    monkeypatch.setattr(uploads, "_read_json", slow)
+    app = create_app(settings)
+
+    async def scenario() -> tuple[int, int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            body = flowise(session.session_id, (PNG, "p.png", "image/png"))
+            upload = asyncio.create_task(c.post(UPLOAD, headers=bearer(ALICE), json=body))
+            while not started.is_set():
+                await asyncio.sleep(0.01)
+            url = f"/api/v1/chat/sessions/{session.session_id}/history"
+            other = await c.get(url, headers=bearer(ALICE))
+            release.set()
+            done = await upload
+        await app.state.chat_holder.aclose()
+        return other.status_code, done.status_code
+
+    assert asyncio.run(scenario()) == (200, 201)
+    assert stalled == [False]  # the history request was answered while the parse waited
+
+
+@pytest.mark.parametrize("field", ["name", "mime", "content", "session_id", "message_id"])
+def test_unpaired_surrogates_are_a_422(client, mongo_db, alice, session, field):
+    body = flowise(
+        session.session_id, (PNG, "p.png", "image/png"), message_id=session.message_ids[0]
+    )
+    bad = "x\ud800y"
+    if field in ("name", "mime"):
+        body["uploads"][0][field] = bad
+    else:
+        body[field] = bad
+    raw = json.dumps(body)  # ensure_ascii: the surrogate travels as a \\ud800 escape
+    assert "\\ud800" in raw
+    r = client.post(UPLOAD, headers={**alice, "Content-Type": "application/json"}, content=raw)
+    assert r.status_code == 422, r.text
+    assert "surrogate" in r.text or "unicode" in r.text  # pydantic catches session_id first
+    assert mongo_db.file_uploads.count_documents({}) == 0
+
+
+def test_someone_elses_session_is_a_404_before_any_image_is_decoded(
+    client, mongo_db, bob, session, monkeypatch
+):
+    decoded = []
+    real = thumbnails.verify_image
+
+    def counting(data, **kw):
+        decoded.append(len(data))
+        return real(data, **kw)
+
+    monkeypatch.setattr(thumbnails, "verify_image", counting)
+    corrupt = sample_variant("truncated_png", 0).data
+    for data in (CORPUS["png_bomb_8000x8000"][0], corrupt, PNG):
+        r = client.post(
+            UPLOAD, headers=bob, json=flowise(session.session_id, (data, "x.png", "image/png"))
+        )
+        assert r.status_code == 404, r.text
+    target = session.message_ids[0]
+    r = client.post(
+        UPLOAD,
+        headers=bob,
+        json=flowise(session.session_id, (corrupt, "x.png", "image/png"), message_id=target),
+    )
+    assert r.status_code == 404
+    assert decoded == []
