@@ -2,10 +2,15 @@
 
 ``uvicorn app_patch.app:app`` serves the API from ``MONGODB_URL``, ``MONGODB_DATABASE_NAME``
 and ``JWT_ACCESS_SECRET`` (see :mod:`app_patch.settings`), plus ``GET /demo``: a small page
-that logs in with a demo token (``POST /demo/login``, only when ``DEMO_USER_ID`` is set),
-shows a session's history with thumbnails, opens the full image on click and offers the
+that shows a session's history with thumbnails, opens the full image on click and offers the
 download. The page fetches everything with the bearer token (``<img>`` cannot send one) and
 shows the bytes through ``blob:`` URLs.
+
+The page signs in with a pasted token, or with ``POST /demo/login`` when both
+``DEMO_MODE=1`` and ``DEMO_USER_ID`` are set. That login asks for no credentials: it gives
+anyone who can reach the server a token for the demo user. The token is read-only
+(``scope: read``; uploads and deletes answer 403) and lasts an hour. Demo mode is for a
+local demonstration only and must never be enabled in production.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 
-from app_patch.auth import issue_token
+from app_patch.auth import READ_SCOPE, issue_token
 from app_patch.router import build_router
 from app_patch.settings import Settings
 
@@ -67,12 +72,19 @@ def create_app(
 
     @app.post("/demo/login", include_in_schema=False)
     async def demo_login() -> JSONResponse:
-        """A token for the configured demo user and that user's sessions, most files first."""
+        """A read-only token for the demo user and that user's sessions, most files first.
+
+        Off unless DEMO_MODE and DEMO_USER_ID are both set: never in production.
+        """
         svc = await holder.get()
         user_id = svc.settings.demo_user_id
-        if not user_id:
-            raise HTTPException(404, "Demo login is off: set DEMO_USER_ID, or paste a token")
-        token = issue_token(user_id, svc.settings.jwt_secret, ttl_seconds=DEMO_TOKEN_TTL)
+        if not (svc.settings.demo_mode and user_id):
+            raise HTTPException(
+                404, "Demo login is off: set DEMO_MODE=1 and DEMO_USER_ID, or paste a token"
+            )
+        token = issue_token(
+            user_id, svc.settings.jwt_secret, ttl_seconds=DEMO_TOKEN_TTL, scope=READ_SCOPE
+        )
         return JSONResponse(
             {"token": token, "user_id": user_id, "sessions": await _demo_sessions(svc, user_id)}
         )

@@ -3,20 +3,35 @@
 The algorithm is fixed by configuration, never read from the token, so ``alg: none`` and
 algorithm-confusion tokens fail signature checking. Tokens must carry ``exp``. The user id is
 the ``user_id`` claim, else ``sub`` (the original service's tokens use ``user_id``).
+
+A token whose ``scope`` claim is exactly ``read`` (the demo login's) may only read: the
+routes that write (upload, delete) answer 403 to it. Tokens without a ``scope`` claim, like
+the service's own, keep full access.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
 from app_patch.settings import JWT_ALGORITHM
 
+READ_SCOPE = "read"
+
 
 class AuthError(Exception):
     """The request carries no usable credentials; ``str(exc)`` is safe to show the client."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified token speaks for, and whether it may only read."""
+
+    user_id: str
+    read_only: bool = False
 
 
 def issue_token(user_id: str, secret: str, *, ttl_seconds: int = 3600, **claims: Any) -> str:
@@ -28,6 +43,11 @@ def issue_token(user_id: str, secret: str, *, ttl_seconds: int = 3600, **claims:
 
 def user_id_from_token(token: str, secret: str) -> str:
     """Verify ``token`` and return its user id, or raise :class:`AuthError`."""
+    return principal_from_token(token, secret).user_id
+
+
+def principal_from_token(token: str, secret: str) -> Principal:
+    """Verify ``token`` and return its :class:`Principal`, or raise :class:`AuthError`."""
     try:
         claims = jwt.decode(
             token,
@@ -45,7 +65,10 @@ def user_id_from_token(token: str, secret: str) -> str:
         user_id = claims.get("sub")
     if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
         raise AuthError("token names no user (needs a user_id or sub claim)")
-    return str(user_id)
+    scope = claims.get("scope")
+    scopes = scope.split() if isinstance(scope, str) else scope
+    read_only = scopes == [READ_SCOPE]  # space-separated (RFC 8693) or a JSON list
+    return Principal(str(user_id), read_only)
 
 
 def bearer_token(authorization: str | None) -> str:

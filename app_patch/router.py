@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from pymongo import AsyncMongoClient
 
 from app_patch import thumbnails
-from app_patch.auth import AuthError, user_id_from_token
+from app_patch.auth import AuthError, Principal, principal_from_token
 from app_patch.files import ThumbnailService, file_response
 from app_patch.history import API_PREFIX, BadCursor, SessionNotFound, file_urls, load_history
 from app_patch.settings import Settings
@@ -161,6 +161,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, expired or invalid bearer token"},
     404: {"description": "Not found, or not the caller's (indistinguishable)"},
 }
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    403: {"description": "The token may only read (the demo login's scope=read)"},
+}
 _BINARY = {"content": {"application/octet-stream": {}, "image/*": {}}}
 
 
@@ -219,19 +223,28 @@ def build_router(
     async def services() -> Services:
         return await holder.get()
 
-    async def current_user(
+    async def current_principal(
         svc: Annotated[Services, Depends(services)],
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> str:
+    ) -> Principal:
         try:
             if creds is None or creds.scheme.lower() != "bearer":
                 raise AuthError("missing Authorization: Bearer token")
-            return user_id_from_token(creds.credentials, svc.settings.jwt_secret)
+            return principal_from_token(creds.credentials, svc.settings.jwt_secret)
         except AuthError as exc:
             raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
 
+    async def current_user(principal: Annotated[Principal, Depends(current_principal)]) -> str:
+        return principal.user_id
+
+    async def writing_user(principal: Annotated[Principal, Depends(current_principal)]) -> str:
+        if principal.read_only:
+            raise HTTPException(403, "This token may only read (scope=read): sign in to change")
+        return principal.user_id
+
     Svc = Annotated[Services, Depends(services)]
     User = Annotated[str, Depends(current_user)]
+    Writer = Annotated[str, Depends(writing_user)]
 
     @router.get("/sessions/{session_id}/history", response_model=HistoryOut, responses=ERRORS)
     async def get_history(
@@ -411,13 +424,13 @@ def build_router(
         response_model=MessageOut,
         openapi_extra=upload_schema,
         responses={
-            **ERRORS,
+            **WRITE_ERRORS,
             413: {"description": "Too large"},
             415: {"description": "Refused type"},
             422: {"description": "Invalid file"},
         },
     )
-    async def upload_files(request: Request, svc: Svc, user_id: User) -> Response:
+    async def upload_files(request: Request, svc: Svc, user_id: Writer) -> Response:
         """Store attachments and the user message that carries them."""
         # At most upload_concurrency bodies are held, parsed and stored at a time; the rest
         # wait here (their bytes stay in the socket buffers meanwhile).
@@ -426,8 +439,8 @@ def build_router(
             message = await store_upload(svc.store, svc.settings, user_id, fields, files)
         return JSONResponse(message, status_code=201)
 
-    @router.delete("/files/{file_id}", responses=ERRORS)
-    async def delete_file(file_id: str, svc: Svc, user_id: User) -> dict[str, Any]:
+    @router.delete("/files/{file_id}", responses=WRITE_ERRORS)
+    async def delete_file(file_id: str, svc: Svc, user_id: Writer) -> dict[str, Any]:
         """Remove a file: bytes, thumbnails, upload row, and its id from the message."""
         if normal_id(file_id) is None:
             raise HTTPException(404, "File not found")

@@ -12,8 +12,11 @@ A few knobs are new and optional: ``FILE_MAX_UPLOAD_BYTES`` (per file),
 default 32 MiB, or more if one file at the per-file limit needs it as base64),
 ``FILE_UPLOAD_CONCURRENCY`` (uploads parsed and stored at once per process, default 2),
 ``THUMBNAIL_MAX_PIXELS``, ``THUMBNAIL_MAX_SOURCE_BYTES``, ``THUMBNAIL_CONCURRENCY``,
-``HISTORY_DEFAULT_LIMIT``, ``HISTORY_MAX_LIMIT`` and ``DEMO_USER_ID`` (the standalone demo's
-login; unset means the demo login is off).
+``HISTORY_DEFAULT_LIMIT`` and ``HISTORY_MAX_LIMIT``.
+
+``DEMO_MODE=1`` together with ``DEMO_USER_ID`` turns on the standalone demo's login, which
+hands anyone who can reach the server a read-only token for that user. It is for a local
+demo only; never set DEMO_MODE in production.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Settings:
     max_request_bytes: int | None = None  # None: see request_limit in app_patch.uploads
     upload_concurrency: int = 2
     demo_user_id: str | None = None
+    demo_mode: bool = False
 
     def __post_init__(self) -> None:
         if not self.jwt_secret:
@@ -97,6 +101,14 @@ class Settings:
                     f"{key}={raw!r} is not an integer; set it to a whole number"
                 ) from None
 
+        def flag(key: str) -> bool:
+            raw = env.get(key, "").strip().lower()
+            if raw in ("", "0", "false", "no", "off"):
+                return False
+            if raw in ("1", "true", "yes", "on"):
+                return True
+            raise SettingsError(f"{key}={raw!r} is not a yes/no value; set it to 1 or 0")
+
         request_bytes = env.get("FILE_MAX_REQUEST_BYTES", "").strip()
         return cls(
             mongodb_url=env.get("MONGODB_URL", "").strip() or DEFAULT_URL,
@@ -114,4 +126,5 @@ class Settings:
             max_request_bytes=integer("FILE_MAX_REQUEST_BYTES", 0) if request_bytes else None,
             upload_concurrency=integer("FILE_UPLOAD_CONCURRENCY", cls.upload_concurrency),
             demo_user_id=env.get("DEMO_USER_ID", "").strip() or None,
+            demo_mode=flag("DEMO_MODE"),
         )

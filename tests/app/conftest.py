@@ -66,7 +66,7 @@ def bearer(user_id: str, **claims: Any) -> dict[str, str]:
 
 @pytest.fixture
 def settings(mongo_url: str) -> Settings:
-    return Settings(mongodb_url=mongo_url, jwt_secret=SECRET, demo_user_id=ALICE)
+    return Settings(mongodb_url=mongo_url, jwt_secret=SECRET, demo_user_id=ALICE, demo_mode=True)
 
 
 @pytest.fixture

@@ -156,3 +156,39 @@ def test_a_sub_only_token_sees_its_users_data(client, world):
         f"{API}/sessions/{world['session']}/history", headers={"Authorization": f"Bearer {token}"}
     )
     assert r.status_code == 200
+
+
+def test_demo_login_needs_demo_mode_as_well_as_a_user(mongo_url, world):
+    from fastapi.testclient import TestClient
+
+    from app_patch.app import create_app
+    from app_patch.settings import Settings
+
+    env = {"MONGODB_URL": mongo_url, "JWT_ACCESS_SECRET": SECRET, "DEMO_USER_ID": ALICE}
+    assert Settings.from_env(env).demo_mode is False
+    assert Settings.from_env({**env, "DEMO_MODE": "1"}).demo_mode is True
+    with pytest.raises(ValueError, match="DEMO_MODE"):
+        Settings.from_env({**env, "DEMO_MODE": "maybe"})
+    with TestClient(create_app(Settings.from_env(env))) as c:
+        r = c.post("/demo/login")
+    assert r.status_code == 404 and "DEMO_MODE" in r.json()["detail"]
+
+
+def test_the_demo_token_may_read_but_not_write(client, world, mongo_db):
+    login = client.post("/demo/login")
+    assert login.status_code == 200
+    assert jwt.decode(login.json()["token"], SECRET, ["HS256"])["scope"] == "read"
+    demo = {"Authorization": f"Bearer {login.json()['token']}"}
+    for route, (method, path, kw) in requests_for(world).items():
+        r = client.request(method, path, headers=demo, **kw)
+        expected = 403 if method in ("POST", "DELETE") else 200
+        assert r.status_code == expected, (route, r.text)
+    assert mongo_db["fs.files"].count_documents({}) == 1  # nothing uploaded or deleted
+    assert mongo_db.file_uploads.count_documents({}) == 1
+    # The scope must be exactly "read": a broader scope keeps the usual rights.
+    wider = bearer_for(ALICE, scope="read write")
+    assert client.delete(f"{API}/files/{world['file']}", headers=wider).status_code == 200
+
+
+def bearer_for(user_id, **claims):
+    return {"Authorization": f"Bearer {issue_token(user_id, SECRET, **claims)}"}
