@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from app_patch.thumbnails import DEFAULT_MAX_PIXELS
+
 DEFAULT_URL = "mongodb://localhost:27017"
 DEFAULT_DATABASE = "flowise_proxy"
 JWT_ALGORITHM = "HS256"  # the only algorithm accepted; never taken from the token header
@@ -44,7 +46,7 @@ class Settings:
     jwt_secret: str = ""
     max_upload_bytes: int = 20 * 1024 * 1024
     max_files_per_upload: int = 10
-    thumbnail_max_pixels: int = 40_000_000
+    thumbnail_max_pixels: int = DEFAULT_MAX_PIXELS  # one limit for the app and thumbnails.py
     thumbnail_max_source_bytes: int = 64 * 1024 * 1024
     thumbnail_concurrency: int = 2
     history_default_limit: int = 100
