@@ -195,7 +195,7 @@ def run_size(client, url: str, messages: int, sample_seconds: float, keep: bool)
         ini = Path(tmp) / "mongrate.ini"
         ini.write_text(f"[mongrate]\nurl = {with_database(url, name)}\n"
                        f"script_location = {ROOT / 'versions'}\nprepend_sys_path = {ROOT}\n"
-                       f"batch_size = {BATCH}\nlock_lease_seconds = 60\n")
+                       f"batch_size = {BATCH}\n")
         floor = floor_copy(db)
         print(f"floor (bulk copy of {', '.join(COPIED)}): {floor:.1f}s", flush=True)
         before = fingerprint(db)
