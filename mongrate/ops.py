@@ -19,6 +19,7 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import InsertOne, UpdateOne
 from pymongo.database import Database
+from pymongo.errors import OperationFailure
 
 from mongrate.errors import BackupError, MongrateError
 from mongrate.progress import Reporter
@@ -79,6 +80,20 @@ class ContentChecksum:
     @property
     def hexdigest(self) -> str:
         return f"{self.total:032x}"
+
+
+def fast_count(db: Database, name: str) -> int:
+    """Documents in ``name`` from the server's collection statistics.
+
+    ``count_documents({})`` and ``estimated_document_count()`` read every document on
+    FerretDB 1.24 (4-5 s per 50k documents); ``$collStats`` answers from storage metadata
+    on both FerretDB and MongoDB.
+    """
+    try:
+        stats = list(db[name].aggregate([{"$collStats": {"count": {}}}]))
+        return int(stats[0]["count"]) if stats else 0
+    except (OperationFailure, KeyError, IndexError, TypeError, ValueError):
+        return db[name].estimated_document_count()
 
 
 def collection_checksum(db: Database, name: str, batch_size: int = 1000) -> tuple[int, str]:
@@ -147,6 +162,17 @@ class Operations:
         self._undo = undo
         self._backups = backups
         self._guard = guard  # raises if the run lost its lock; checked after every batch
+
+    @property
+    def undo(self):
+        """The undo collection (revisions may keep their own state records there, with a
+        ``kind`` of their own and ``revision`` set to ``op.revision``)."""
+        return self._undo
+
+    @property
+    def backups(self):
+        """The backup manifests collection."""
+        return self._backups
 
     # ------------------------------------------------------------- reporting
     def log(self, message: str) -> None:
@@ -352,8 +378,7 @@ class Operations:
             )
         target = manifest["target"]
         self.db.drop_collection(target)  # a half-made copy from an interrupted run
-        src = self.db[source]
-        total = src.count_documents({})
+        total = fast_count(self.db, source)
         read = copy_collection(
             self.db, source, target, self.batch_size,
             lambda batches: self.progress(batches, total, f"backup {source}", weight=len))
@@ -365,10 +390,11 @@ class Operations:
                 f"backup {target} does not match what was read from {source}: {count} docs / "
                 f"{checksum[:12]} stored vs {read[0]} / {read[1][:12]} read"
             )
-        if src.count_documents({}) != total or count != total:
+        after = fast_count(self.db, source)
+        if after != total or count != total:
             raise BackupError(
                 f"{source} changed while it was being backed up ({total} documents before, "
-                f"{src.count_documents({})} after): stop the application and run again"
+                f"{after} after, {count} copied): stop the application and run again"
             )
         done = {"status": "complete", "count": count, "checksum": checksum, "finished_at": utcnow()}
         self._backups.update_one({"_id": manifest["_id"]}, {"$set": done})

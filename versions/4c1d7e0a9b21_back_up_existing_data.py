@@ -33,7 +33,7 @@ BUCKET = "fs"
 
 def gridfs_ids_collection(op, stamp: str) -> str:
     # TODO(engine): public name of the backups collection (ENGINE_REQUESTS.md)
-    return f"{op._backups.name}_gridfs_{stamp}"
+    return f"{op.backups.name}_gridfs_{stamp}"
 
 
 def record_gridfs_ids(op, target: str) -> dict:
@@ -76,7 +76,7 @@ def upgrade(op):
 
 def downgrade(op):
     """Drop the side collection of GridFS ids, then the snapshots (op.restore_undo)."""
-    stamps = {m.get("backup_id") for m in op._backups.find({"revision": op.revision})}
+    stamps = {m.get("backup_id") for m in op.backups.find({"revision": op.revision})}
     for stamp in sorted(s for s in stamps if s):
         op.db.drop_collection(gridfs_ids_collection(op, stamp))
     op.restore_undo()

@@ -33,6 +33,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.errors import BulkWriteError, OperationFailure
 
 from app_patch.migration_rules import bson_order_key
+from mongrate.ops import fast_count  # noqa: F401 - re-exported for the revisions
 
 RAW = CodecOptions(document_class=RawBSONDocument)
 #: Decoding for documents that are changed: every BSON value comes back as it was stored.
@@ -55,22 +56,8 @@ def encode(doc: Mapping[str, Any]) -> RawBSONDocument:
     return RawBSONDocument(bson.encode(doc, codec_options=EXACT), RAW)
 
 
-def fast_count(db, name: str) -> int:
-    """Documents in ``name`` from the server's collection statistics.
-
-    ``count``/``estimated_document_count`` read every document on FerretDB 1.24 (4-5 s per
-    50k messages); ``$collStats`` answers from the storage engine on both servers.
-    """
-    try:
-        stats = list(db[name].aggregate([{"$collStats": {"count": {}}}]))
-        return int(stats[0]["count"]) if stats else 0
-    except (OperationFailure, KeyError, IndexError):
-        return db[name].estimated_document_count()
-
-
 def undo_collection(op) -> str:
-    # TODO(engine): a public accessor for the undo collection (ENGINE_REQUESTS.md)
-    return op._undo.name
+    return op.undo.name
 
 
 def side_name(op, collection: str) -> str:
@@ -107,7 +94,7 @@ class CollectionRewrite:
         self._docs: list[RawBSONDocument] = []
         self._priors: list[dict[str, Any]] = []
         self._key = _state_key(op, collection, direction)
-        self._undo = op._undo
+        self._undo = op.undo
 
     # ---------------------------------------------------------------- phases
     def start(self) -> bool:
@@ -261,7 +248,7 @@ def restore(op, collection: str) -> int:
             op.log(f"{collection}: {left} recorded documents no longer exist; nothing to restore")
         rw.finish()
     op.db.drop_collection(side)
-    op._undo.delete_many({"revision": op.revision, "collection": collection, "kind": "rewrite"})
+    op.undo.delete_many({"revision": op.revision, "collection": collection, "kind": "rewrite"})
     return restored
 
 

@@ -44,7 +44,7 @@ def upgrade(op):
         if op.dry_run:
             break
         # remembered before an index creates it, so the downgrade can remove it again
-        op._undo.update_one({"revision": op.revision, "collection": collection, "kind": CREATED,
+        op.undo.update_one({"revision": op.revision, "collection": collection, "kind": CREATED,
                              "doc_id": f"collection:{collection}"},
                             {"$setOnInsert": {"created": True}}, upsert=True)
     created = []
@@ -77,7 +77,7 @@ def _duplicates_message(op, collection: str, field: str, name: str) -> str:
 
 
 def downgrade(op):
-    marks = list(op._undo.find({"revision": op.revision, "kind": CREATED}))
+    marks = list(op.undo.find({"revision": op.revision, "kind": CREATED}))
     op.restore_undo()  # drops the indexes this revision created, and forgets the marks
     names = set(op.db.list_collection_names())
     for mark in marks:
