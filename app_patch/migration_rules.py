@@ -14,8 +14,6 @@ from enum import StrEnum
 from typing import Any
 
 from bson import ObjectId
-from bson.decimal128 import Decimal128
-from bson.int64 import Int64
 
 from app_patch.sniff import OCTET, is_image_mime
 
@@ -214,39 +212,6 @@ def link_group(uploads: Iterable[UploadRef], messages: Sequence[MessageRef],
 
 def _upload_order(u: UploadRef) -> tuple:
     return (u.uploaded_at is None, u.uploaded_at or datetime.min, str(u.id))
-
-
-# -------------------------------------------------------------------- BSON sort order
-_NUMBER = (int, float, Int64, Decimal128)
-
-
-def bson_order_key(value: Any) -> tuple:
-    """A key that orders values the way the server sorts them (MongoDB's BSON type order:
-    null < numbers < strings < objects < arrays < binary < ObjectId < bool < date).
-
-    Used to merge two streams the server sorted by the same field. Types outside that list
-    sort after dates by their repr; the merge only needs a consistent total order for them.
-    """
-    if value is None or value is _MISSING:
-        return (1,)
-    if isinstance(value, bool):
-        return (8, value)
-    if isinstance(value, _NUMBER):
-        number = value.to_decimal() if isinstance(value, Decimal128) else value
-        return (2, float(number))
-    if isinstance(value, str):
-        return (3, value.encode("utf-8"))
-    if isinstance(value, Mapping):
-        return (4, tuple((k, bson_order_key(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return (5, tuple(bson_order_key(v) for v in value))
-    if isinstance(value, bytes):
-        return (6, len(value), value)
-    if isinstance(value, ObjectId):
-        return (7, value.binary)
-    if isinstance(value, datetime):
-        return (9, value)
-    return (20, type(value).__name__, repr(value))
 
 
 class _Missing:

@@ -410,6 +410,23 @@ class Operations:
             return earlier["backup_id"]
         return (now or utcnow()).strftime("%Y%m%d_%H%M%S")
 
+    # -------------------------------------------------------------- rewrites
+    def rewrite(self, collection: str):
+        """A streaming rewrite of ``collection`` (:class:`mongrate.rewrite.CollectionRewrite`):
+        every document is written once into a new collection, changed fields' prior values
+        go to a side undo collection first, then the new collection replaces the live one.
+        O(collection) where per-document updates are slow (FerretDB); needs writers stopped.
+        """
+        from mongrate.rewrite import CollectionRewrite
+
+        return CollectionRewrite(self, collection)
+
+    def restore_rewrite(self, collection: str) -> int:
+        """Undo this revision's :meth:`rewrite` of ``collection`` exactly (downgrade)."""
+        from mongrate.rewrite import restore
+
+        return restore(self, collection)
+
     # ------------------------------------------------------------------ undo
     def restore_undo(self, collection: str | None = None) -> int:
         """Reverse everything this revision's helpers recorded (optionally one collection).

@@ -20,7 +20,7 @@ ones. Downgrade drops the snapshots and the side collection this revision made.
 """
 
 from mongrate.ops import RAW, ContentChecksum, chunked, collection_checksum
-from versions._rewrite import fast_count
+from mongrate.rewrite import fast_count
 
 revision = "4c1d7e0a9b21"
 down_revision = None

@@ -15,7 +15,7 @@ The guide's "Updates database schema" and "Migrates existing data" steps.
   `file_missing`. An upload whose GridFS file is gone is flagged (`file_missing: true`,
   `is_image: false`, type and size left as claimed), never deleted.
 
-Both collections are rewritten in one streaming pass each (versions/_rewrite.py): first
+Both collections are rewritten in one streaming pass each (mongrate/rewrite.py): first
 bytes come from one pass over the `fs` bucket's first chunks, joined to the uploads by
 file id through server-sorted streams, so memory stays flat. Safe to re-run after an
 interruption. Downgrade: fields that did not exist are removed again and changed fields get
@@ -33,7 +33,7 @@ from app_patch.migration_rules import (
 )
 from app_patch.sniff import sniff_mime
 from mongrate.ops import RAW, chunked
-from versions._rewrite import CollectionRewrite, SortedLookup, fast_count, restore
+from mongrate.rewrite import SortedLookup, fast_count
 
 revision = "7e3f05b6c8d2"
 down_revision = "4c1d7e0a9b21"
@@ -50,14 +50,14 @@ def upgrade(op):
 
 
 def downgrade(op):
-    op.results["uploads_restored"] = restore(op, "file_uploads")
-    op.results["messages_restored"] = restore(op, "chat_messages")
+    op.results["uploads_restored"] = op.restore_rewrite("file_uploads")
+    op.results["messages_restored"] = op.restore_rewrite("chat_messages")
     op.restore_undo()
 
 
 # ----------------------------------------------------------------------- messages
 def fix_message_fields(op) -> int | str:
-    rw = CollectionRewrite(op, "chat_messages")
+    rw = op.rewrite("chat_messages")
     if not rw.start():
         return "already done"
     coll = op.db.get_collection("chat_messages", codec_options=RAW)
@@ -98,7 +98,7 @@ def sniff_first_chunks(op, target: str) -> int:
 
 
 def fix_upload_facts(op) -> dict:
-    rw = CollectionRewrite(op, "file_uploads")
+    rw = op.rewrite("file_uploads")
     db = op.db
     heads = heads_collection(op)
     if not rw.start():

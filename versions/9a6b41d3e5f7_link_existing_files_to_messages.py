@@ -17,7 +17,7 @@ Counts in the log: linked (something was written), already linked (nothing to wr
 ambiguous (linked by time while another message was as near: worth a look), orphaned.
 
 Uploads and messages are read once each, both sorted by (session, user) by the server
-and merged, and both collections are rewritten in that pass (versions/_rewrite.py):
+and merged, and both collections are rewritten in that pass (mongrate/rewrite.py):
 memory holds one session at a time. Safe to re-run after an interruption. Downgrade puts
 back the `message_id`, `file_ids` and `has_files` values that were changed.
 """
@@ -34,12 +34,16 @@ from app_patch.migration_rules import (
     MessageRef,
     Outcome,
     UploadRef,
-    bson_order_key,
     link_group,
     normalise_file_ids,
 )
 from mongrate.ops import RAW
-from versions._rewrite import CollectionRewrite, fast_count, in_server_order, restore
+from mongrate.rewrite import (
+    CollectionRewrite,
+    bson_order_key,
+    fast_count,
+    in_server_order,
+)
 
 revision = "9a6b41d3e5f7"
 down_revision = "7e3f05b6c8d2"
@@ -51,8 +55,8 @@ SAMPLES = 10  # orphaned / ambiguous upload ids named in the log
 
 
 def upgrade(op):
-    messages = CollectionRewrite(op, "chat_messages")
-    uploads = CollectionRewrite(op, "file_uploads")
+    messages = op.rewrite("chat_messages")
+    uploads = op.rewrite("file_uploads")
     # Either may be done already (an interrupted run swapped one): it is then only read.
     write_messages, write_uploads = messages.start(), uploads.start()
     if not (write_messages or write_uploads):
@@ -79,8 +83,8 @@ def upgrade(op):
 
 
 def downgrade(op):
-    op.results["uploads_restored"] = restore(op, "file_uploads")
-    op.results["messages_restored"] = restore(op, "chat_messages")
+    op.results["uploads_restored"] = op.restore_rewrite("file_uploads")
+    op.results["messages_restored"] = op.restore_rewrite("chat_messages")
     op.restore_undo()
 
 

@@ -1,4 +1,4 @@
-"""Collection rewrites (versions/_rewrite.py): exact undo, resumable phases, server order."""
+"""Collection rewrites (mongrate/rewrite.py, op.rewrite): exact undo, resumable phases, server order."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ from bson import ObjectId
 from bson.int64 import Int64
 from deepdiff import DeepDiff
 
-from app_patch.migration_rules import bson_order_key
 from mongrate.ops import RAW
+from mongrate.rewrite import (
+    CollectionRewrite,
+    RewriteError,
+    bson_order_key,
+    restore,
+    side_name,
+    tmp_name,
+)
 from tests.versions.conftest import make_op
-from versions._rewrite import CollectionRewrite, RewriteError, restore, side_name, tmp_name
 
 REV = "feedc0ffee00"
 ODD_IDS = [7, 2.5, Int64(9), "s-1", "Ünï", ObjectId(), ObjectId(), {"k": 1},

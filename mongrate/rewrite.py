@@ -1,4 +1,4 @@
-"""Collection rewrites: how the image-rendering revisions change data in O(collection size).
+"""Collection rewrites: changing every document of a collection in O(collection size).
 
 On the FerretDB 1.24 (SQLite) server every ``_id`` lookup and every single-document
 update is a full table scan, and an update command with ~100 statements deadlocks it
@@ -25,14 +25,17 @@ service stopped (the guide's Step 1): writes made during a rewrite are not carri
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 import bson
+from bson import ObjectId
 from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import BulkWriteError, OperationFailure
 
-from app_patch.migration_rules import bson_order_key
 from mongrate.ops import fast_count  # noqa: F401 - re-exported for the revisions
 
 RAW = CodecOptions(document_class=RawBSONDocument)
@@ -41,6 +44,40 @@ EXACT = CodecOptions(document_class=dict, tz_aware=False,
                      datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 _DUPLICATE_KEY = 11000
 _NOT_IMPLEMENTED = 238
+
+
+# -------------------------------------------------------------------- BSON sort order
+_NUMBER = (int, float, Int64, Decimal128)
+
+
+def bson_order_key(value: Any) -> tuple:
+    """A key that orders values the way the server sorts them (MongoDB's BSON type order:
+    null < numbers < strings < objects < arrays < binary < ObjectId < bool < date).
+
+    Used to merge two streams the server sorted by the same field. Types outside that list
+    sort after dates by their repr; the merge only needs a consistent total order for them.
+    """
+    if value is None:
+        return (1,)
+    if isinstance(value, bool):
+        return (8, value)
+    if isinstance(value, _NUMBER):
+        number = value.to_decimal() if isinstance(value, Decimal128) else value
+        return (2, float(number))
+    if isinstance(value, str):
+        return (3, value.encode("utf-8"))
+    if isinstance(value, Mapping):
+        return (4, tuple((k, bson_order_key(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return (5, tuple(bson_order_key(v) for v in value))
+    if isinstance(value, bytes):
+        return (6, len(value), value)
+    if isinstance(value, ObjectId):
+        return (7, value.binary)
+    if isinstance(value, datetime):
+        return (9, value)
+    return (20, type(value).__name__, repr(value))
+
 
 
 class RewriteError(RuntimeError):
