@@ -143,8 +143,7 @@ class Runner:
             plan = planner(heads)
             interrupted = self._settle_interrupted(direction, plan, heads, run_id)
             return self._execute(direction, plan, heads, dry_run=False, lock=lock,
-                                 resumed=interrupted,
-                                 resumed_ids={e["revision"] for e in interrupted}, run_id=run_id)
+                                 resumed=interrupted, run_id=run_id)
 
     def _settle_interrupted(self, direction: str, plan: list[str], heads: tuple[str, ...],
                             run_id: str) -> list[dict]:
@@ -183,7 +182,8 @@ class Runner:
 
     def _execute(self, direction: str, plan: list[str], heads: tuple[str, ...], *,
                  dry_run: bool, lock: Lock | None, resumed: list[dict],
-                 resumed_ids: set[str] = frozenset(), run_id: str = "") -> RunResult:
+                 run_id: str = "") -> RunResult:
+        resumed_ids = {e["revision"] for e in resumed}
         before = heads
         steps: list[StepResult] = []
         arrow = "->" if direction == "upgrade" else "<-"
