@@ -175,10 +175,11 @@ def drop_backup(project: Project, backup_id: str, *, lock_timeout: float = 60.0)
     with Lock(project.store, lease=project.config.lock_lease_seconds, timeout=lock_timeout,
               command=f"backup drop {backup_id}", reporter=project.reporter):
         manifests = _manifests(project, backup_id)
-        copying = [m["target"] for m in manifests if m.get("status") == "copying"]
+        # "built": a swap is under way and the snapshot may be the only copy of the data
+        copying = [m["target"] for m in manifests if m.get("status") in ("copying", "built")]
         if copying:
-            raise BackupError(f"snapshot {', '.join(copying)} is still being copied (or its "
-                              "run died): finish the upgrade first")
+            raise BackupError(f"snapshot {', '.join(copying)} is still being made (or its "
+                              "run died): finish the upgrade first ('mongrate upgrade')")
         for m in manifests:
             project.store.db.drop_collection(m["target"])
             project.store.backups.update_one({"_id": m["_id"]},

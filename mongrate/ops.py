@@ -9,7 +9,9 @@ an interruption never overwrites the first-recorded prior values.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
@@ -22,6 +24,7 @@ from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
 from mongrate.errors import BackupError, MongrateError
+from mongrate.pipeline import BackgroundWriter, prefetch
 from mongrate.progress import Reporter
 from mongrate.store import utcnow
 
@@ -99,8 +102,10 @@ def fast_count(db: Database, name: str) -> int:
 def collection_checksum(db: Database, name: str, batch_size: int = 1000) -> tuple[int, str]:
     """(count, checksum) of a collection, streamed as raw BSON."""
     summer = ContentChecksum()
-    for doc in db.get_collection(name, codec_options=RAW).find().batch_size(batch_size):
-        summer.add(doc.raw)
+    cursor = db.get_collection(name, codec_options=RAW).find().batch_size(batch_size)
+    for batch in prefetch(chunked(cursor, batch_size)):
+        for doc in batch:
+            summer.add(doc.raw)
     return summer.count, summer.hexdigest
 
 
@@ -130,18 +135,50 @@ def bulk_write(collection, requests: list, limit: int, *, ordered: bool = False)
 
 
 def copy_collection(db: Database, source: str, target: str, batch_size: int = 1000,
-                    progress: Callable[[Iterator[list]], Iterator[list]] | None = None
-                    ) -> tuple[int, str]:
-    """Stream ``source`` into ``target`` as raw BSON in batches; (count, checksum) read."""
+                    progress: Callable[[Iterator[list]], Iterator[list]] | None = None,
+                    *, guard: Callable[[], None] | None = None) -> tuple[int, str]:
+    """Stream ``source`` into ``target`` as raw BSON in batches; (count, checksum) read.
+
+    Batches are read ahead and stored by a background writer (mongrate.pipeline), so
+    the server reads, the server writes and the checksum runs at the same time.
+    """
     summer = ContentChecksum()
     dst = db.get_collection(target, codec_options=RAW)
-    batches = chunked(db.get_collection(source, codec_options=RAW).find().batch_size(batch_size),
-                      batch_size)
-    for batch in progress(batches) if progress else batches:
-        for doc in batch:
-            summer.add(doc.raw)
-        dst.insert_many(batch, ordered=False)
+    batches = prefetch(chunked(
+        db.get_collection(source, codec_options=RAW).find().batch_size(batch_size), batch_size))
+    writer = BackgroundWriter(guard=guard)
+    try:
+        for batch in progress(batches) if progress else batches:
+            for doc in batch:
+                summer.add(doc.raw)
+            writer.submit(dst.insert_many, batch, ordered=False)
+        writer.drain()
+    finally:
+        writer.close(cancel=True)
     return summer.count, summer.hexdigest
+
+
+def collection_options(db: Database, name: str) -> dict[str, Any]:
+    """The options ``name`` was created with (validator, capped, collation...); {} if none."""
+    info = next(iter(db.list_collections(filter={"name": name})), None)
+    return dict(info.get("options") or {}) if info else {}
+
+
+def copy_indexes(db: Database, source: str, target: str) -> None:
+    """Create on ``target`` every index of ``source`` (same names, keys and options)."""
+    dst = db[target]
+    for name, spec in db[source].index_information().items():
+        if name == "_id_":
+            continue
+        spec = dict(spec)
+        keys = spec.pop("key")
+        for junk in ("v", "ns", "background"):
+            spec.pop(junk, None)
+        dst.create_index(keys, name=name, **spec)
+
+
+class StepCancelled(MongrateError):
+    """A step run by ``op.parallel`` stopped because another step failed."""
 
 
 class Operations:
@@ -162,6 +199,46 @@ class Operations:
         self._undo = undo
         self._backups = backups
         self._guard = guard  # raises if the run lost its lock; checked after every batch
+        self._writers: list[BackgroundWriter] = []
+        self._stop = threading.Event()  # set by parallel() when one of its steps failed
+
+    def writer(self) -> BackgroundWriter:
+        """A :class:`~mongrate.pipeline.BackgroundWriter` bound to this run's lock check;
+        the runner cancels it when the revision ends, so nothing is written afterwards."""
+        w = BackgroundWriter(guard=self._guard)
+        self._writers.append(w)
+        return w
+
+    def parallel(self, *steps: Callable[[], T], workers: int = 2) -> list[T]:
+        """Run independent steps (work on different collections) at the same time and
+        return their results in order.
+
+        The server does most of the work and a single stream of reads leaves part of it
+        idle, so two steps at once finish sooner. If a step fails, the others stop at their
+        next batch (every helper's progress checks) and the first error is raised.
+        """
+        if not steps:
+            return []
+        self._stop.clear()
+        with ThreadPoolExecutor(max_workers=max(1, workers),
+                                thread_name_prefix="mongrate-step") as pool:
+            futures = [pool.submit(step) for step in steps]
+            first: BaseException | None = None
+            for future in as_completed(futures):
+                exc = future.exception()
+                if exc is not None and first is None and not isinstance(exc, StepCancelled):
+                    first = exc
+                    self._stop.set()
+        self._stop.clear()
+        if first is not None:
+            raise first
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        """Stop this revision's background writers (called by the runner, success or not)."""
+        for w in self._writers:
+            w.close(cancel=True)
+        self._writers.clear()
 
     @property
     def undo(self):
@@ -185,6 +262,15 @@ class Operations:
             yield item
             if self._guard is not None:
                 self._guard()
+            if self._stop.is_set():
+                raise StepCancelled(f"{label or self.revision}: stopped because a parallel step failed")
+
+    def batches(self, cursor: Iterable[T], label: str, total: int | None = None
+                ) -> Iterator[list[T]]:
+        """``cursor`` in lists of ``batch_size``, read ahead on a worker thread (the server
+        reads the next batch while this one is worked on), with progress and the lock
+        check between batches."""
+        return self.progress(prefetch(chunked(cursor, self.batch_size)), total, label, weight=len)
 
     # ------------------------------------------------------------ field undo
     def _key(self, collection: str) -> dict[str, str]:
@@ -347,15 +433,29 @@ class Operations:
     # --------------------------------------------------------------- backups
     def backup_collection(self, source: str, *, target: str | None = None,
                           extra: Mapping[str, Any] | None = None,
-                          now: datetime | None = None) -> dict:
+                          now: datetime | None = None, method: str = "copy") -> dict:
         """Snapshot ``source`` into ``target`` (default ``<source>_backup_<YYYYMMDD_HHMMSS>``).
 
-        Streams raw BSON in batches, then verifies count and content checksum. An
-        interrupted snapshot is started over; a verified one is kept as is. The manifest
-        lives in the backups collection; ``restore_undo`` drops snapshots it made.
+        ``method="copy"`` streams raw BSON into ``target`` in batches, then re-reads the
+        copy to verify its count and content checksum; ``source`` is never touched.
+
+        ``method="swap"`` streams ``source`` into a new collection (indexes included) and
+        swaps it in: the original collection, renamed, *is* the snapshot, exact by
+        construction, and the checksum is that of its own documents as read. It costs one
+        read and one write instead of two reads and a write (reads are the expensive half on
+        FerretDB); the live collection becomes a copy, so writers must be stopped, as for
+        :meth:`rewrite`. Inserts or deletes during the copy are detected (counts) and
+        nothing is swapped; a collection with options (validator, capped...) is copied.
+
+        An interrupted snapshot is started over (a swap that was under way is finished);
+        a completed one is kept as is. The manifest lives in the backups collection;
+        ``restore_undo`` drops snapshots it made.
         """
+        if method not in ("copy", "swap"):
+            raise OpError(f"backup method {method!r} is not 'copy' or 'swap'")
         manifest = self._backups.find_one(
-            {"revision": self.revision, "source": source, "status": {"$in": ["copying", "complete"]}}
+            {"revision": self.revision, "source": source,
+             "status": {"$in": ["copying", "built", "complete"]}}
         )
         if manifest and manifest["status"] == "complete":
             self.log(f"backup of {source} already done: {manifest['target']} ({manifest['count']} docs)")
@@ -366,10 +466,15 @@ class Operations:
             if target in self.db.list_collection_names():
                 raise BackupError(f"backup target {target} already exists; it is never "
                                   "overwritten: drop or rename it, or choose another target")
+            if method == "swap" and collection_options(self.db, source):
+                method = "copy"  # a new collection would not carry the options over
             manifest = {
                 "backup_id": stamp, "revision": self.revision, "source": source,
-                "target": target, "status": "copying", "created_at": utcnow(), **dict(extra or {}),
+                "target": target, "status": "copying", "method": method,
+                "created_at": utcnow(), **dict(extra or {}),
             }
+            if method == "swap":
+                manifest["tmp"] = f"mongrate_tmp_{self.revision}_{source}_backup"
             manifest["_id"] = self._backups.insert_one(manifest).inserted_id
             self._undo.update_one(
                 {**self._key(target), "kind": "collection_created", "doc_id": f"collection:{target}"},
@@ -377,29 +482,74 @@ class Operations:
                 upsert=True,
             )
         target = manifest["target"]
-        self.db.drop_collection(target)  # a half-made copy from an interrupted run
+        swap = manifest.get("method") == "swap"
+        if manifest["status"] == "built":  # interrupted during the swap: finish it
+            return self._backup_swap(manifest)
+        dest = manifest["tmp"] if swap else target
+        if not self.dry_run:
+            self.db.drop_collection(dest)  # a half-made copy from an interrupted run
         total = fast_count(self.db, source)
         read = copy_collection(
-            self.db, source, target, self.batch_size,
-            lambda batches: self.progress(batches, total, f"backup {source}", weight=len))
+            self.db, source, dest, self.batch_size,
+            lambda batches: self.progress(batches, total, f"backup {source}", weight=len),
+            guard=self._guard)
         if self.dry_run:
             return manifest
-        count, checksum = collection_checksum(self.db, target, self.batch_size)
-        if (count, checksum) != read:
-            raise BackupError(
-                f"backup {target} does not match what was read from {source}: {count} docs / "
-                f"{checksum[:12]} stored vs {read[0]} / {read[1][:12]} read"
-            )
+        if swap:
+            count, checksum = fast_count(self.db, dest), read[1]
+        else:
+            count, checksum = collection_checksum(self.db, target, self.batch_size)
+            if (count, checksum) != read:
+                raise BackupError(
+                    f"backup {target} does not match what was read from {source}: {count} docs / "
+                    f"{checksum[:12]} stored vs {read[0]} / {read[1][:12]} read"
+                )
         after = fast_count(self.db, source)
-        if after != total or count != total:
+        if after != total or count != total or read[0] != total:
+            if swap:
+                self.db.drop_collection(dest)
             raise BackupError(
                 f"{source} changed while it was being backed up ({total} documents before, "
-                f"{after} after, {count} copied): stop the application and run again"
+                f"{after} after, {read[0]} copied): stop the application and run again"
             )
-        done = {"status": "complete", "count": count, "checksum": checksum, "finished_at": utcnow()}
+        done = {"count": count, "checksum": checksum}
+        if swap and read[0] == 0:  # nothing to swap: like a copy, the snapshot stays empty
+            self.db.drop_collection(dest)
+            return self._backup_done(manifest, done)
+        if swap:
+            copy_indexes(self.db, source, dest)
+            self._backups.update_one({"_id": manifest["_id"]}, {"$set": {**done, "status": "built"}})
+            manifest.update(done, status="built")
+            return self._backup_swap(manifest)
+        return self._backup_done(manifest, done)
+
+    def _backup_swap(self, manifest: dict) -> dict:
+        """Rename source -> snapshot, then the copy -> source. Each rename is skipped if it
+        already happened, so an interrupted swap is finished by running it again."""
+        source, target, tmp = manifest["source"], manifest["target"], manifest["tmp"]
+        names = set(self.db.list_collection_names())
+        if source in names and target not in names and tmp in names:
+            self.db[source].rename(target)
+            names = set(self.db.list_collection_names())
+        if tmp in names and source not in names:
+            self.db[tmp].rename(source)
+            names = set(self.db.list_collection_names())
+        if not (source in names and target in names and tmp not in names):
+            raise BackupError(
+                f"cannot finish swapping in the copy of {source}: expected {target} and "
+                f"{source} without {tmp}, found {sorted(names & {source, target, tmp})}; was "
+                "the service writing? Stop it; the original documents are in "
+                f"{target if target in names else source}"
+            )
+        return self._backup_done(manifest, {"count": manifest["count"],
+                                            "checksum": manifest["checksum"]})
+
+    def _backup_done(self, manifest: dict, done: dict) -> dict:
+        done = {**done, "status": "complete", "finished_at": utcnow()}
         self._backups.update_one({"_id": manifest["_id"]}, {"$set": done})
         manifest.update(done)
-        self.log(f"backed up {source} -> {target}: {count} docs, checksum {checksum[:12]}")
+        self.log(f"backed up {manifest['source']} -> {manifest['target']}: {done['count']} docs, "
+                 f"checksum {done['checksum'][:12]}")
         return manifest
 
     def _backup_stamp(self, now: datetime | None) -> str:

@@ -36,7 +36,12 @@ from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import BulkWriteError, OperationFailure
 
-from mongrate.ops import fast_count  # noqa: F401 - re-exported for the revisions
+from mongrate.ops import (
+    collection_options,
+    copy_indexes,
+    fast_count,  # noqa: F401 - re-exported for the revisions
+)
+from mongrate.pipeline import read_ahead
 
 RAW = CodecOptions(document_class=RawBSONDocument)
 #: Decoding for documents that are changed: every BSON value comes back as it was stored.
@@ -132,6 +137,7 @@ class CollectionRewrite:
         self._priors: list[dict[str, Any]] = []
         self._key = _state_key(op, collection, direction)
         self._undo = op.undo
+        self._writer = None  # stores batch n while the caller reads batch n + 1
 
     # ---------------------------------------------------------------- phases
     def start(self) -> bool:
@@ -192,6 +198,9 @@ class CollectionRewrite:
             self.op.log(f"{self.collection}: would rewrite {self.changed} of {self.seen} documents")
             return self.changed
         self._flush()
+        if self._writer is not None:
+            self._writer.drain()
+            self._writer.close()
         if self.changed == 0:
             self.db.drop_collection(self.tmp)
             self._undo.update_one(self._key, {"$set": {"state": "done"}})
@@ -212,36 +221,36 @@ class CollectionRewrite:
         if len(self._docs) >= self.size:
             self._flush()
 
-    def _flush(self) -> None:
-        if self._priors:  # undo first: a document is never rewritten before its prior values
-            try:
-                self.db[self.side].insert_many(self._priors, ordered=False)
-            except BulkWriteError as exc:
-                if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", ())):
-                    raise
+    def _flush(self, *, wait: bool = False) -> None:
+        """Hand the pending batch to the writer (``wait``: and wait until it is stored)."""
+        if self._writer is None:
+            self._writer = self.op.writer()
+        # One writer, in order: a document is never rewritten before its prior values.
+        if self._priors:
+            self._writer.submit(self._insert_priors, self._priors)
             self._priors = []
         if self._docs:
-            self.db.get_collection(self.tmp, codec_options=RAW).insert_many(self._docs,
-                                                                           ordered=False)
+            self._writer.submit(self.db.get_collection(self.tmp, codec_options=RAW).insert_many,
+                                self._docs, ordered=False)
             self._docs = []
+        if wait:
+            self._writer.drain()
+
+    def _insert_priors(self, priors: list[dict[str, Any]]) -> None:
+        try:
+            self.db[self.side].insert_many(priors, ordered=False)
+        except BulkWriteError as exc:  # recorded by an earlier run: the first record stands
+            if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", ())):
+                raise
 
     def _copy_options_and_indexes(self) -> None:
-        info = next(iter(self.db.list_collections(filter={"name": self.collection})), None)
-        options = dict(info.get("options") or {}) if info else {}
+        options = collection_options(self.db, self.collection)
         if options:
             raise RewriteError(
                 f"{self.collection} has collection options {sorted(options)} that a rewrite "
                 "would have to recreate; not supported: migrate it in place instead"
             )
-        tmp = self.db[self.tmp]
-        for name, spec in self.db[self.collection].index_information().items():
-            if name == "_id_":
-                continue
-            spec = dict(spec)
-            keys = spec.pop("key")
-            for junk in ("v", "ns", "background"):
-                spec.pop(junk, None)
-            tmp.create_index(keys, name=name, **spec)
+        copy_indexes(self.db, self.collection, self.tmp)
 
     def _swap(self) -> None:
         names = set(self.db.list_collection_names())
@@ -271,8 +280,9 @@ def restore(op, collection: str) -> int:
         records = op.db.get_collection(side, codec_options=EXACT).find().sort("_id", 1)
         records = records.batch_size(op.batch_size)
         total = fast_count(op.db, collection)
-        pending = SortedLookup(records, "_id", side)
-        stream = in_server_order(live.batch_size(op.batch_size), "_id", collection)
+        pending = SortedLookup(read_ahead(records, op.batch_size), "_id", side)
+        stream = in_server_order(read_ahead(live.batch_size(op.batch_size), op.batch_size),
+                                 "_id", collection)
         for raw in op.progress(stream, total, f"restore {collection}"):
             rec = pending.pop(raw["_id"])
             if rec is None:

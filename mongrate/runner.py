@@ -207,7 +207,10 @@ class Runner:
                             statement_limit=self.statement_limit)
             started = time.monotonic()
             if dry_run:
-                getattr(module, direction)(op)
+                try:
+                    getattr(module, direction)(op)
+                finally:
+                    op.close()
                 steps.append(StepResult(rev_id, direction, time.monotonic() - started, writes))
                 heads = self._move(direction, heads, rev_id)
                 continue
@@ -215,7 +218,10 @@ class Runner:
                 rev_id, direction, checksum=checksum(rev.path), run_id=run_id,
                 resumed=rev_id in resumed_ids)
             try:
-                getattr(module, direction)(op)
+                try:
+                    getattr(module, direction)(op)
+                finally:
+                    op.close()
                 if lock:
                     lock.check()  # never move heads for a step whose lock was taken away
             except BaseException as exc:

@@ -15,7 +15,8 @@ The guide's "Updates database schema" and "Migrates existing data" steps.
   `file_missing`. An upload whose GridFS file is gone is flagged (`file_missing: true`,
   `is_image: false`, type and size left as claimed), never deleted.
 
-Both collections are rewritten in one streaming pass each (mongrate/rewrite.py): first
+Both collections are rewritten in one streaming pass each (mongrate/rewrite.py), side by
+side (op.parallel): first
 bytes come from one pass over the `fs` bucket's first chunks, joined to the uploads by
 file id through server-sorted streams, so memory stays flat. Safe to re-run after an
 interruption. Downgrade: fields that did not exist are removed again and changed fields get
@@ -33,6 +34,7 @@ from app_patch.migration_rules import (
 )
 from app_patch.sniff import sniff_mime
 from mongrate.ops import RAW, chunked
+from mongrate.pipeline import read_ahead
 from mongrate.rewrite import SortedLookup, fast_count
 
 revision = "7e3f05b6c8d2"
@@ -45,8 +47,10 @@ CHUNK_BATCH = 32  # first chunks are up to 255 KiB each: keep a fetched batch un
 
 
 def upgrade(op):
-    op.results["messages_changed"] = fix_message_fields(op)
-    op.results.update(fix_upload_facts(op))
+    # Two collections, two streams at once: one stream leaves part of the server idle.
+    messages, uploads = op.parallel(lambda: fix_message_fields(op), lambda: fix_upload_facts(op))
+    op.results["messages_changed"] = messages
+    op.results.update(uploads)
 
 
 def downgrade(op):
@@ -63,8 +67,7 @@ def fix_message_fields(op) -> int | str:
     coll = op.db.get_collection("chat_messages", codec_options=RAW)
     total = fast_count(op.db, "chat_messages")
     cursor = coll.find().batch_size(op.batch_size)
-    for batch in op.progress(chunked(cursor, op.batch_size), total, "chat_messages file fields",
-                             weight=len):
+    for batch in op.batches(cursor, "chat_messages file fields", total):
         for raw in batch:
             rw.change(raw, message_file_changes(raw))
     return rw.finish()
@@ -110,17 +113,17 @@ def fix_upload_facts(op) -> dict:
                f"files and rewrite {fast_count(db, 'file_uploads')} uploads")
         return {}
     sniff_first_chunks(op, heads)
-    files = SortedLookup(db[f"{BUCKET}.files"].find({}, {"length": 1}).sort("_id", 1)
-                         .batch_size(op.batch_size), "_id", f"{BUCKET}.files")
-    sniffed = SortedLookup(db[heads].find().sort("_id", 1).batch_size(op.batch_size),
-                           "_id", heads)
+    files = SortedLookup(read_ahead(db[f"{BUCKET}.files"].find({}, {"length": 1}).sort("_id", 1)
+                                    .batch_size(op.batch_size), op.batch_size),
+                         "_id", f"{BUCKET}.files")
+    sniffed = SortedLookup(read_ahead(db[heads].find().sort("_id", 1).batch_size(op.batch_size),
+                                      op.batch_size), "_id", heads)
     counts = {"uploads": 0, "files_missing": 0, "mime_corrected": 0, "images": 0,
               "sizes_corrected": 0, "uploads_changed": 0}
     uploads = db.get_collection("file_uploads", codec_options=RAW)
     total = fast_count(db, "file_uploads")
     cursor = uploads.find().sort("file_id", 1).batch_size(op.batch_size)
-    for batch in op.progress(chunked(cursor, op.batch_size), total, "file_uploads file facts",
-                             weight=len):
+    for batch in op.batches(cursor, "file_uploads file facts", total):
         for raw in batch:
             file_id = raw.get("file_id")
             if isinstance(file_id, str) and len(file_id) == 24 and file_id == file_id.lower() \

@@ -38,6 +38,7 @@ from app_patch.migration_rules import (
     normalise_file_ids,
 )
 from mongrate.ops import RAW
+from mongrate.pipeline import read_ahead
 from mongrate.rewrite import (
     CollectionRewrite,
     bson_order_key,
@@ -96,7 +97,8 @@ def _group_key(doc: Mapping[str, Any]) -> tuple:
 def _sorted_groups(op, collection: str, time_field: str) -> Iterator[tuple[tuple, list]]:
     coll = op.db.get_collection(collection, codec_options=RAW)
     cursor = coll.find().sort([(GROUP[0], 1), (GROUP[1], 1), (time_field, 1)])
-    docs = in_server_order(cursor.batch_size(op.batch_size), GROUP[0], collection)
+    docs = in_server_order(read_ahead(cursor.batch_size(op.batch_size), op.batch_size),
+                           GROUP[0], collection)
     last = None
     for key, group in groupby(docs, key=_group_key):
         if last is not None and key < last:  # same session, users out of order

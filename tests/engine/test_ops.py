@@ -245,3 +245,119 @@ def test_large_batches_are_split_below_the_servers_statement_limit(mongo_db):
                       statement_limit=limit)
     assert down.restore_undo() == 300
     assert sorted(d["v"] for d in mongo_db.big.find()) == list(range(300))
+
+
+# ---------------------------------------------------------------- swap backups
+def index_specs(db, name):
+    return sorted((n, tuple(map(tuple, i["key"])), bool(i.get("unique")))
+                  for n, i in db[name].index_information().items())
+
+
+def test_swap_backup_keeps_the_original_and_swaps_in_an_exact_copy(mongo_db, messages):
+    mongo_db.chat_messages.create_index([("n", 1)], name="n_unique", unique=True)
+    before = snapshot(mongo_db, "chat_messages")
+    indexes = index_specs(mongo_db, "chat_messages")
+    manifest = make_op(mongo_db).backup_collection("chat_messages", method="swap",
+                                                   now=dt.datetime(2026, 11, 24, 12, 0, 0))
+    target = manifest["target"]
+    assert manifest["status"] == "complete" and manifest["method"] == "swap"
+    assert manifest["count"] == 7
+    for name in ("chat_messages", target):
+        assert DeepDiff(before["chat_messages"], snapshot(mongo_db, name)[name]) == {}
+        assert collection_checksum(mongo_db, name) == (7, manifest["checksum"])
+        assert index_specs(mongo_db, name) == indexes  # the live copy got the indexes too
+    assert manifest["tmp"] not in mongo_db.list_collection_names()
+    assert make_op(mongo_db).backup_collection("chat_messages", method="swap")["_id"] == manifest["_id"]
+    make_op(mongo_db, direction="downgrade").restore_undo()
+    assert target not in mongo_db.list_collection_names()
+    assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
+
+
+@pytest.mark.parametrize("renamed", [False, True])
+def test_swap_interrupted_after_the_copy_is_finished_by_a_rerun(mongo_db, messages, renamed):
+    before = snapshot(mongo_db, "chat_messages")
+    manifest = make_op(mongo_db).backup_collection("chat_messages", method="swap")
+    target, tmp = manifest["target"], manifest["tmp"]
+    # back to the moment the copy was built, before (or between) the two renames
+    mongo_db.chat_messages.rename(tmp)
+    if not renamed:
+        mongo_db[target].rename("chat_messages")
+    mongo_db[CFG.backups_collection].update_one({"_id": manifest["_id"]},
+                                                {"$set": {"status": "built"}})
+    done = make_op(mongo_db).backup_collection("chat_messages", method="swap")
+    assert done["status"] == "complete"
+    names = set(mongo_db.list_collection_names())
+    assert {"chat_messages", target} <= names and tmp not in names
+    assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
+    assert DeepDiff(before["chat_messages"], snapshot(mongo_db, target)[target]) == {}
+
+
+def test_swap_that_cannot_finish_says_where_the_documents_are(mongo_db, messages):
+    from mongrate.errors import BackupError
+
+    manifest = make_op(mongo_db).backup_collection("chat_messages", method="swap")
+    mongo_db.chat_messages.rename(manifest["tmp"])
+    mongo_db.chat_messages.insert_one({"written": "by the service"})  # recreates the live one
+    mongo_db[CFG.backups_collection].update_one({"_id": manifest["_id"]},
+                                                {"$set": {"status": "built"}})
+    with pytest.raises(BackupError, match=f"original documents are in {manifest['target']}"):
+        make_op(mongo_db).backup_collection("chat_messages", method="swap")
+    assert mongo_db[manifest["target"]].count_documents({}) == 7
+    assert mongo_db[manifest["tmp"]].count_documents({}) == 7
+
+
+def test_swap_interrupted_during_the_copy_starts_over_and_never_touched_live(mongo_db, messages):
+    before = snapshot(mongo_db, "chat_messages")
+    calls = []
+
+    def die_after_two_batches():
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # stands for the process being killed
+
+    op = make_op(mongo_db, batch_size=2)
+    op._guard = die_after_two_batches
+    with pytest.raises(KeyboardInterrupt):
+        op.backup_collection("chat_messages", method="swap")
+    op.close()
+    manifest = mongo_db[CFG.backups_collection].find_one()
+    assert manifest["status"] == "copying"
+    assert manifest["target"] not in mongo_db.list_collection_names()
+    assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
+    done = make_op(mongo_db).backup_collection("chat_messages", method="swap")
+    assert done["count"] == 7
+    assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
+
+
+def test_swap_sees_a_writer_and_swaps_nothing(mongo_db, messages):
+    from mongrate.errors import BackupError
+
+    before = snapshot(mongo_db, "chat_messages")
+
+    def a_writer_is_running():
+        mongo_db.chat_messages.insert_one({"late": True})
+
+    op = make_op(mongo_db, batch_size=2)
+    op._guard = a_writer_is_running
+    with pytest.raises(BackupError, match="changed while it was being backed up"):
+        op.backup_collection("chat_messages", method="swap")
+    manifest = mongo_db[CFG.backups_collection].find_one()
+    names = set(mongo_db.list_collection_names())
+    assert manifest["target"] not in names and manifest["tmp"] not in names
+    live = snapshot(mongo_db, "chat_messages")["chat_messages"]
+    assert [d for d in live if not d.get("late")] == before["chat_messages"]
+
+
+def test_swap_of_a_collection_with_options_falls_back_to_a_copy(mongo_db):
+    mongo_db.create_collection("checked", capped=True, size=1 << 20)  # FerretDB: no validators
+    mongo_db.checked.insert_many([{"n": i} for i in range(5)])
+    manifest = make_op(mongo_db).backup_collection("checked", method="swap")
+    assert manifest["method"] == "copy" and manifest["count"] == 5
+    options = next(mongo_db.list_collections(filter={"name": "checked"}))["options"]
+    assert options.get("capped")  # the live collection is the original one
+
+
+def test_backup_method_must_be_known(mongo_db, messages):
+    with pytest.raises(OpError, match="'move'"):
+        make_op(mongo_db).backup_collection("chat_messages", method="move")
+    assert mongo_db[CFG.backups_collection].count_documents({}) == 0

@@ -107,7 +107,7 @@ def test_rerun_keeps_first_recorded_values(mongo_db, items):
     first = raw_docs(mongo_db)[:4]
     for raw in first:
         rw.change(raw, {"z": -1})
-    rw._flush()
+    rw._flush(wait=True)
     assert mongo_db[tmp_name(op, "items")].count_documents({}) == 4
     # the re-run starts the copy over; values recorded before are never overwritten
     mongo_db.items.update_many({}, {"$set": {"z": 99}})
@@ -135,7 +135,7 @@ def test_interrupted_swap_is_finished_by_the_rerun(mongo_db, items, dropped_live
     rw.start()
     for raw in raw_docs(mongo_db):
         rw.change(raw, {"z": "new"})
-    rw._flush()
+    rw._flush(wait=True)
     rw._copy_options_and_indexes()
     mongo_db.mongrate_undo.update_one({"revision": REV, "kind": "rewrite"},
                                       {"$set": {"state": "built"}})

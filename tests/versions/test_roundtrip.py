@@ -94,7 +94,8 @@ Collection.insert_many, Collection.rename = insert_many, rename
 
 KILL_POINTS = {
     # revision 1: copying the first snapshot, then the GridFS id list
-    "backup-copy": (r"chat_messages_backup_\d+_\d+", 3, "-", BACKUP),
+    "backup-copy": (rf"mongrate_tmp_{BACKUP}_chat_messages_backup", 3, "-", BACKUP),
+    "backup-between-renames": ("-", 0, rf"mongrate_tmp_{BACKUP}_chat_messages_backup", BACKUP),
     "backup-gridfs-ids": (r"mongrate_backups_gridfs_\d+_\d+", 1, "-", BACKUP),
     # revision 2: building the new messages, sniffing, between drop and rename of uploads
     "schema-build": (rf"mongrate_tmp_{SCHEMA}_chat_messages", 4, "-", SCHEMA),

@@ -1,0 +1,175 @@
+"""Reads overlapped with writes: order, errors, cancellation; op.parallel on the real server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from mongrate.config import Config
+from mongrate.ops import Operations, StepCancelled, chunked, copy_collection
+from mongrate.pipeline import BackgroundWriter, prefetch, read_ahead
+from mongrate.progress import Reporter
+
+CFG = Config()
+
+
+def make_op(db, batch_size=2, guard=None):
+    return Operations(db, undo=db[CFG.undo_collection], backups=db[CFG.backups_collection],
+                      revision="r1", direction="upgrade", batch_size=batch_size,
+                      reporter=Reporter(quiet=True), guard=guard)
+
+
+def test_writer_runs_calls_in_submission_order_off_the_calling_thread():
+    seen, threads = [], set()
+
+    def write(i):
+        time.sleep(0.001 * (i % 3))  # uneven durations must not reorder anything
+        seen.append(i)
+        threads.add(threading.get_ident())
+
+    w = BackgroundWriter(depth=2)
+    for i in range(30):
+        w.submit(write, i)
+    w.drain()
+    w.close()
+    assert seen == list(range(30))
+    assert threads and threading.get_ident() not in threads
+
+
+def test_writer_error_surfaces_and_later_calls_are_skipped():
+    seen = []
+
+    def write(i):
+        if i == 3:
+            raise ValueError("disk full")
+        seen.append(i)
+
+    w = BackgroundWriter(depth=1)
+    with pytest.raises(ValueError, match="disk full"):
+        for i in range(50):
+            w.submit(write, i)
+        w.drain()
+    w.close()
+    assert seen == [0, 1, 2]
+
+
+def test_writer_guard_stops_writes_after_the_lock_is_lost():
+    seen, lost = [], threading.Event()
+
+    def guard():
+        if lost.is_set():
+            raise RuntimeError("lost the lock")
+
+    w = BackgroundWriter(guard=guard)
+    w.submit(seen.append, 1)
+    w.drain()
+    lost.set()
+    w.submit(seen.append, 2)
+    with pytest.raises(RuntimeError, match="lost the lock"):
+        w.drain()
+    w.close()
+    assert seen == [1]
+
+
+def test_writer_close_with_cancel_drops_queued_calls():
+    seen, gate = [], threading.Event()
+    w = BackgroundWriter(depth=3)
+    w.submit(gate.wait)  # the worker is busy with this one
+    for i in range(3):
+        w.submit(seen.append, i)
+    closer = threading.Thread(target=w.close, kwargs={"cancel": True})
+    closer.start()
+    time.sleep(0.05)
+    gate.set()
+    closer.join(5)
+    assert not closer.is_alive()
+    assert seen == []
+    with pytest.raises(RuntimeError, match="closed"):
+        w.submit(seen.append, 9)
+
+
+def test_prefetch_yields_everything_in_order_and_raises_source_errors():
+    assert list(prefetch(iter(range(100)), depth=3)) == list(range(100))
+    assert list(read_ahead(range(10), 3)) == list(range(10))
+
+    def broken():
+        yield 1
+        raise OSError("connection reset")
+
+    got = []
+    with pytest.raises(OSError, match="connection reset"):
+        for item in prefetch(broken()):
+            got.append(item)
+    assert got == [1]
+
+
+def test_prefetch_closed_early_stops_its_worker():
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    before = {t.name for t in threading.enumerate()}
+    gen = prefetch(endless(), depth=2)
+    assert [next(gen) for _ in range(5)] == [0, 1, 2, 3, 4]
+    gen.close()
+    time.sleep(0.3)
+    count = len(produced)
+    time.sleep(0.2)
+    assert len(produced) == count  # the worker stopped reading
+    assert count <= 5 + 2 + 2
+    assert not [t for t in threading.enumerate()
+                if t.name == "mongrate-prefetch" and t.name not in before and t.is_alive()]
+
+
+def test_copy_collection_overlapped_is_complete_and_checksummed(mongo_db):
+    mongo_db.src.insert_many([{"i": i, "pad": "x" * (i % 50)} for i in range(257)])
+    count, checksum = copy_collection(mongo_db, "src", "dst", batch_size=10)
+    assert count == 257 == mongo_db.dst.count_documents({})
+    assert sorted(d["i"] for d in mongo_db.dst.find()) == list(range(257))
+    from mongrate.ops import collection_checksum
+
+    assert collection_checksum(mongo_db, "dst", 7) == (257, checksum)
+
+
+def test_parallel_returns_results_in_order(mongo_db):
+    mongo_db.a.insert_many([{"i": i} for i in range(20)])
+    mongo_db.b.insert_many([{"i": i} for i in range(7)])
+    op = make_op(mongo_db)
+
+    def total(name):
+        return sum(d["i"] for batch in op.batches(mongo_db[name].find(), name) for d in batch)
+
+    assert op.parallel(lambda: total("a"), lambda: total("b")) == [190, 21]
+    assert op.parallel() == []
+
+
+def test_parallel_failure_stops_the_other_step_and_raises_the_first_error(mongo_db):
+    mongo_db.big.insert_many([{"i": i} for i in range(400)])
+    op = make_op(mongo_db, batch_size=1)
+    read = []
+
+    def slow_reader():
+        for batch in op.progress(chunked(mongo_db.big.find(), 1), 400, "big"):
+            read.extend(batch)
+            time.sleep(0.005)
+        return len(read)
+
+    def failing():
+        time.sleep(0.05)
+        raise ValueError("bad row in file_uploads")
+
+    with pytest.raises(ValueError, match="bad row"):
+        op.parallel(slow_reader, failing)
+    assert 0 < len(read) < 400  # stopped at a batch boundary, long before the end
+    # the stop applies to that call only: the next steps run normally
+    assert op.parallel(lambda: sum(1 for _ in op.progress(range(5)))) == [5]
+    with pytest.raises(StepCancelled):
+        op._stop.set()
+        list(op.progress(range(3)))
