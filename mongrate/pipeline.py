@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, TypeVar
@@ -85,32 +86,44 @@ _END = object()
 
 
 def prefetch(iterable: Iterable[T], depth: int = 2) -> Iterator[T]:
-    """Iterate ``iterable`` on a worker thread, ``depth`` items ahead of the caller.
+    """Iterate ``iterable`` on a worker thread, up to ``depth`` items ahead of the caller.
 
-    For a cursor of batches: the server reads batch *n + 1* while the caller works on
-    batch *n*. Errors in the worker are raised in the caller; closing the generator early
-    stops the worker after the item it is reading.
+    The worker starts at once, so two streams created one after the other (a merge join)
+    are read by the server at the same time. For a cursor of batches: the server reads
+    batch *n + 1* while the caller works on batch *n*. Errors in the worker are raised in
+    the caller; closing (or dropping) the iterator stops the worker after the item it is
+    reading.
     """
     items: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         try:
             for item in iterable:
-                while not stop.is_set():
-                    try:
-                        items.put((True, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((True, item)):
                     return
-            items.put((True, _END))
+            put((True, _END))
         except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
-            items.put((False, exc))
+            put((False, exc))
 
     thread = threading.Thread(target=work, name="mongrate-prefetch", daemon=True)
     thread.start()
+    consumer = _consume(items, stop, thread)
+    weakref.finalize(consumer, stop.set)  # dropped without being read to the end
+    return consumer
+
+
+def _consume(items: queue.Queue, stop: threading.Event,
+             thread: threading.Thread) -> Iterator[Any]:
     try:
         while True:
             ok, item = items.get()
@@ -121,19 +134,15 @@ def prefetch(iterable: Iterable[T], depth: int = 2) -> Iterator[T]:
             yield item
     finally:
         stop.set()
-        while thread.is_alive():  # unblock a worker waiting to put
-            try:
-                items.get(timeout=0.1)
-            except queue.Empty:
-                pass
+        thread.join()
 
 
 def read_ahead(docs: Iterable[T], batch_size: int, depth: int = 2) -> Iterator[T]:
-    """``docs`` one by one, fetched on a worker thread up to ``depth`` batches ahead."""
+    """``docs`` one by one, fetched on a worker thread (started at once) up to ``depth``
+    batches ahead."""
     def batches() -> Iterator[list[T]]:
         it = iter(docs)
         while batch := list(islice(it, batch_size)):
             yield batch
 
-    for batch in prefetch(batches(), depth):
-        yield from batch
+    return (doc for batch in prefetch(batches(), depth) for doc in batch)

@@ -173,3 +173,23 @@ def test_parallel_failure_stops_the_other_step_and_raises_the_first_error(mongo_
     with pytest.raises(StepCancelled):
         op._stop.set()
         list(op.progress(range(3)))
+
+
+def test_prefetch_starts_at_once_and_a_dropped_one_stops():
+    import gc
+
+    started = threading.Event()
+    produced = []
+
+    def source():
+        started.set()
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    it = prefetch(source(), depth=2)
+    assert started.wait(2)  # reading began before anyone asked for an item
+    del it
+    gc.collect()
+    time.sleep(0.3)
+    assert len(produced) <= 4  # depth items queued, one in hand, then it stopped
