@@ -89,6 +89,10 @@ class RewriteError(RuntimeError):
     """A rewrite could not be completed safely; the live collection is left as it was."""
 
 
+class OrderError(RewriteError):
+    """Documents did not come in the order a merge join needs."""
+
+
 def decode(raw: RawBSONDocument | bytes) -> dict[str, Any]:
     """A raw document as a plain dict, every value exactly as stored."""
     return bson.decode(raw.raw if isinstance(raw, RawBSONDocument) else raw, EXACT)
@@ -191,6 +195,18 @@ class CollectionRewrite:
             del doc[f]
         self._docs.append(encode(doc))
         self._maybe_flush()
+
+    def restart(self) -> None:
+        """Throw away what was built since :meth:`start` (the live collection was not
+        touched) and begin again. Prior values already recorded stay: they were read from
+        the live collection, so restoring one that ends up unchanged is a no-op."""
+        if self._writer is not None:
+            self._writer.close(cancel=True)
+            self._writer = None
+        self._docs, self._priors = [], []
+        self.changed = self.seen = 0
+        if not self.op.dry_run:
+            self.db.drop_collection(self.tmp)
 
     def finish(self) -> int:
         """Flush, swap the new version in (unless nothing changed) and return changes."""
@@ -307,8 +323,8 @@ def in_server_order(docs: Iterable[Mapping[str, Any]], field: str,
     for doc in docs:
         key = bson_order_key(doc.get(field))
         if last is not None and key < last:
-            raise RewriteError(f"{label}: the server's order of {field} differs from "
-                               "mongrate's; stopped before anything was swapped")
+            raise OrderError(f"{label}: the server's order of {field} differs from "
+                             "mongrate's; stopped before anything was swapped")
         last = key
         yield doc
 

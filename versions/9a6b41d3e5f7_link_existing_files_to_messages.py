@@ -16,13 +16,17 @@ them. Uploads with no plausible message are reported (orphaned) and left alone.
 Counts in the log: linked (something was written), already linked (nothing to write),
 ambiguous (linked by time while another message was as near: worth a look), orphaned.
 
-Uploads and messages are read once each, both sorted by (session, user) by the server
-and merged, and both collections are rewritten in that pass (mongrate/rewrite.py):
-memory holds one session at a time. Safe to re-run after an interruption. Downgrade puts
+Uploads and messages are read once each in (session, user) order and merged, and both
+collections are rewritten in that pass (mongrate/rewrite.py): memory holds one session at
+a time. Uploads are sorted by the server; messages are read as stored, since the schema
+revision stored them in that order, so writing starts with the first batch instead of
+after a sort of the whole collection. The order is checked document by document: if it
+does not hold (the schema revision changed nothing, or messages were added since), the
+pass starts over with the server sorting them. Safe to re-run after an interruption. Downgrade puts
 back the `message_id`, `file_ids` and `has_files` values that were changed.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime
 from itertools import groupby
 from typing import Any
@@ -41,9 +45,9 @@ from mongrate.ops import RAW
 from mongrate.pipeline import read_ahead
 from mongrate.rewrite import (
     CollectionRewrite,
+    OrderError,
     bson_order_key,
     fast_count,
-    in_server_order,
 )
 
 revision = "9a6b41d3e5f7"
@@ -63,24 +67,47 @@ def upgrade(op):
     if not (write_messages or write_uploads):
         op.results["linking"] = "already done"
         return
-    tally = {o.value: 0 for o in Outcome}
-    samples: dict[str, list[str]] = {Outcome.ORPHANED.value: [], Outcome.AMBIGUOUS.value: []}
-    for msg_docs, up_docs in merged_groups(op):
-        links = decide(msg_docs, up_docs)
-        for decision in links.decisions:
-            tally[decision.outcome.value] += 1
-            if decision.outcome.value in samples and len(samples[decision.outcome.value]) < SAMPLES:
-                samples[decision.outcome.value].append(decision.upload.file_id)
-        if write_uploads:
-            write_upload_links(uploads, up_docs, links)
-        if write_messages:
-            write_message_lists(messages, msg_docs, links)
+    try:
+        # The schema revision stored chat_messages in merge order: read it as stored, so
+        # writing starts at once instead of after the server has sorted everything.
+        tally, samples = link(op, messages, uploads, write_messages, write_uploads,
+                              stored_order=True)
+    except OrderError:
+        op.log("chat_messages is not stored in (session, user, time) order: the server sorts it")
+        for rw, started in ((messages, write_messages), (uploads, write_uploads)):
+            if started:
+                rw.restart()
+        tally, samples = link(op, messages, uploads, write_messages, write_uploads,
+                              stored_order=False)
     changed = {"messages_changed": messages.finish() if write_messages else "already done",
                "uploads_changed": uploads.finish() if write_uploads else "already done"}
     op.results.update(tally, **changed)
     for outcome, ids in samples.items():
         if ids:
             op.log(f"{tally[outcome]} {outcome} uploads, e.g. file ids {', '.join(ids)}")
+
+
+def link(op, messages: CollectionRewrite, uploads: CollectionRewrite, write_messages: bool,
+         write_uploads: bool, *, stored_order: bool) -> tuple[dict, dict]:
+    """One merge pass: decide every group's links and write both new collections."""
+    tally = {o.value: 0 for o in Outcome}
+    samples: dict[str, list[str]] = {Outcome.ORPHANED.value: [], Outcome.AMBIGUOUS.value: []}
+    groups = merged_groups(op, stored_order=stored_order)
+    try:
+        for msg_docs, up_docs in groups:
+            links = decide(msg_docs, up_docs)
+            for decision in links.decisions:
+                tally[decision.outcome.value] += 1
+                kept = samples.get(decision.outcome.value)
+                if kept is not None and len(kept) < SAMPLES:
+                    kept.append(decision.upload.file_id)
+            if write_uploads:
+                write_upload_links(uploads, up_docs, links)
+            if write_messages:
+                write_message_lists(messages, msg_docs, links)
+    finally:
+        groups.close()  # stops the read-ahead threads of an abandoned pass at once
+    return tally, samples
 
 
 def downgrade(op):
@@ -90,29 +117,37 @@ def downgrade(op):
 
 
 # --------------------------------------------------------------------- the merge
-def _group_key(doc: Mapping[str, Any]) -> tuple:
-    return tuple(bson_order_key(doc.get(f)) for f in GROUP)
-
-
-def _sorted_groups(op, collection: str, time_field: str) -> Iterator[tuple[tuple, list]]:
+def _sorted_groups(op, collection: str, time_field: str, *, stored_order: bool = False
+                   ) -> Iterator[tuple[tuple, list]]:
+    """Documents of each (session, user), sorted by (session_id, user_id, time_field): by
+    the server, or (``stored_order``) as stored, checked as they come (OrderError)."""
     coll = op.db.get_collection(collection, codec_options=RAW)
-    cursor = coll.find().sort([(GROUP[0], 1), (GROUP[1], 1), (time_field, 1)])
-    docs = in_server_order(read_ahead(cursor.batch_size(op.batch_size), op.batch_size),
-                           GROUP[0], collection)
-    last = None
-    for key, group in groupby(docs, key=_group_key):
-        if last is not None and key < last:  # same session, users out of order
-            raise RuntimeError(f"{collection}: the server's (session_id, user_id) order "
-                               "differs from mongrate's; nothing was swapped")
-        last = key
-        yield key, list(group)
+    cursor = coll.find().batch_size(op.batch_size)
+    if not stored_order:
+        cursor = cursor.sort([(GROUP[0], 1), (GROUP[1], 1), (time_field, 1)]).allow_disk_use(True)
+    fields = (*GROUP, time_field) if stored_order else GROUP  # the server orders mixed types
+    state = {"last": None}
+
+    def keyed() -> Iterator[tuple[tuple, Any]]:
+        for doc in read_ahead(cursor, op.batch_size):
+            key = tuple(bson_order_key(doc.get(f)) for f in fields)
+            if state["last"] is not None and key < state["last"]:
+                raise OrderError(f"{collection}: documents are not in (session_id, user_id"
+                                 f"{', ' + time_field if stored_order else ''}) order; nothing "
+                                 "was swapped")
+            state["last"] = key
+            yield key, doc
+
+    for key, group in groupby(keyed(), key=lambda kd: kd[0][:2]):
+        yield key, [doc for _, doc in group]
 
 
-def merged_groups(op) -> Iterator[tuple[list, list]]:
-    """(messages, uploads) of each (session, user), in the server's order; either may be
-    empty. Every document of both collections appears exactly once."""
+def merged_groups(op, *, stored_order: bool = False) -> Iterator[tuple[list, list]]:
+    """(messages, uploads) of each (session, user), in (session, user) order; either may
+    be empty. Every document of both collections appears exactly once."""
     total = fast_count(op.db, "chat_messages")
-    messages = op.progress(_sorted_groups(op, "chat_messages", "created_at"), total,
+    messages = op.progress(_sorted_groups(op, "chat_messages", "created_at",
+                                          stored_order=stored_order), total,
                            "link uploads (messages)", weight=lambda kv: len(kv[1]))
     uploads = _sorted_groups(op, "file_uploads", "uploaded_at")
     up = next(uploads, None)

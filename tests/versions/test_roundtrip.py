@@ -54,6 +54,7 @@ def test_upgrade_head_then_downgrade_base_is_identical(mongo_db, cli, clean_run)
     before = dump(mongo_db)
     r = cli.run("upgrade", "head")
     assert r.code == 0, r.err
+    assert "the server sorts it" not in r.err  # the link pass read messages as stored
     assert heads(mongo_db) == [INDEXES]
     for rev in CHAIN:
         assert f"upgraded {rev}" in r.out
@@ -72,6 +73,20 @@ def test_upgrade_head_then_downgrade_base_is_identical(mongo_db, cli, clean_run)
     r = cli.run("upgrade", "head")  # and again, with a new backup id
     assert r.code == 0, r.err
     assert DeepDiff(clean_run[1], normalised(mongo_db)) == {}
+
+
+def test_link_sorts_on_the_server_when_messages_are_not_stored_in_order(mongo_db, cli,
+                                                                         clean_run):
+    seed(mongo_db, **SMALL, seed=3)
+    assert cli.run("upgrade", SCHEMA).code == 0
+    # a message deleted and put back goes to the end of the stored order
+    moved = mongo_db.chat_messages.find_one({"role": "user"}, sort=[("session_id", 1)])
+    mongo_db.chat_messages.delete_one({"_id": moved["_id"]})
+    mongo_db.chat_messages.insert_one(moved)
+    r = cli.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert "the server sorts it" in r.err
+    assert DeepDiff(clean_run[1], normalised(mongo_db)) == {}  # as if nothing had moved
 
 
 KILL_AFTER_INSERTS = """
