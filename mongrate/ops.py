@@ -136,16 +136,20 @@ def bulk_write(collection, requests: list, limit: int, *, ordered: bool = False)
 
 def copy_collection(db: Database, source: str, target: str, batch_size: int = 1000,
                     progress: Callable[[Iterator[list]], Iterator[list]] | None = None,
-                    *, guard: Callable[[], None] | None = None) -> tuple[int, str]:
+                    *, guard: Callable[[], None] | None = None,
+                    sort: list[tuple[str, int]] | None = None) -> tuple[int, str]:
     """Stream ``source`` into ``target`` as raw BSON in batches; (count, checksum) read.
+    ``sort``: write ``target`` in that order (sorted by the server).
 
     Batches are read ahead and stored by a background writer (mongrate.pipeline), so
     the server reads, the server writes and the checksum runs at the same time.
     """
     summer = ContentChecksum()
     dst = db.get_collection(target, codec_options=RAW)
-    batches = prefetch(chunked(
-        db.get_collection(source, codec_options=RAW).find().batch_size(batch_size), batch_size))
+    cursor = db.get_collection(source, codec_options=RAW).find().batch_size(batch_size)
+    if sort:
+        cursor = cursor.sort(sort).allow_disk_use(True)
+    batches = prefetch(chunked(cursor, batch_size))
     writer = BackgroundWriter(guard=guard)
     try:
         for batch in progress(batches) if progress else batches:
@@ -433,7 +437,8 @@ class Operations:
     # --------------------------------------------------------------- backups
     def backup_collection(self, source: str, *, target: str | None = None,
                           extra: Mapping[str, Any] | None = None,
-                          now: datetime | None = None, method: str = "copy") -> dict:
+                          now: datetime | None = None, method: str = "copy",
+                          sort: list[tuple[str, int]] | None = None) -> dict:
         """Snapshot ``source`` into ``target`` (default ``<source>_backup_<YYYYMMDD_HHMMSS>``).
 
         ``method="copy"`` streams raw BSON into ``target`` in batches, then re-reads the
@@ -446,6 +451,9 @@ class Operations:
         FerretDB); the live collection becomes a copy, so writers must be stopped, as for
         :meth:`rewrite`. Inserts or deletes during the copy are detected (counts) and
         nothing is swapped; a collection with options (validator, capped...) is copied.
+
+        ``sort`` (swap only matters): store the live copy in that order, for a later pass
+        that reads in it (a server sort delays every write of a pass until it is done).
 
         An interrupted snapshot is started over (a swap that was under way is finished);
         a completed one is kept as is. The manifest lives in the backups collection;
@@ -492,7 +500,7 @@ class Operations:
         read = copy_collection(
             self.db, source, dest, self.batch_size,
             lambda batches: self.progress(batches, total, f"backup {source}", weight=len),
-            guard=self._guard)
+            guard=self._guard, sort=sort)
         if self.dry_run:
             return manifest
         if swap:

@@ -41,6 +41,9 @@ BUCKET = "fs"
 #: The snapshots are the original collections, renamed; the live ones become verified-count
 #: copies (Operations.backup_collection says why: one read instead of two on FerretDB).
 METHOD = "swap"
+#: The live copy of chat_messages is stored in the order the link revision merges in; the
+#: schema revision keeps it. Only the speed of those passes depends on it (they check it).
+MESSAGE_ORDER = [("session_id", 1), ("user_id", 1), ("created_at", 1)]
 
 
 def gridfs_ids_collection(op, stamp: str) -> str:
@@ -77,7 +80,8 @@ def upgrade(op):
     now = utcnow()  # one stamp for every snapshot, even if the threads straddle a second
 
     def messages() -> list[dict]:
-        return [op.backup_collection("chat_messages", now=now, method=METHOD)]
+        return [op.backup_collection("chat_messages", now=now, method=METHOD,
+                                     sort=MESSAGE_ORDER)]
 
     def the_rest() -> list[dict]:
         uploads = op.backup_collection("file_uploads", now=now, method=METHOD)

@@ -16,8 +16,9 @@ The guide's "Updates database schema" and "Migrates existing data" steps.
   `is_image: false`, type and size left as claimed), never deleted.
 
 Both collections are rewritten in one streaming pass each (mongrate/rewrite.py), side by
-side (op.parallel). Messages are written in (session_id, user_id, created_at) order, the
-order the link revision merges in, so that it can read them without a server sort. First
+side (op.parallel). Messages are read as stored and written back in the same order, which
+keeps the (session_id, user_id, created_at) order the backup revision stored them in: the
+order the link revision merges in. First
 bytes come from one pass over the `fs` bucket's first chunks, joined to the uploads by
 file id through server-sorted streams, so memory stays flat. Safe to re-run after an
 interruption. Downgrade: fields that did not exist are removed again and changed fields get
@@ -44,7 +45,6 @@ branch_labels = None
 depends_on = None
 
 BUCKET = "fs"
-MERGE_ORDER = [("session_id", 1), ("user_id", 1), ("created_at", 1)]
 CHUNK_BATCH = 32  # first chunks are up to 255 KiB each: keep a fetched batch under ~8 MiB
 
 
@@ -68,8 +68,9 @@ def fix_message_fields(op) -> int | str:
         return "already done"
     coll = op.db.get_collection("chat_messages", codec_options=RAW)
     total = fast_count(op.db, "chat_messages")
-    # Stored in the order the link revision merges in, so that it can read without a sort.
-    cursor = coll.find().sort(MERGE_ORDER).allow_disk_use(True).batch_size(op.batch_size)
+    # As stored, and written back in that order (one ordered writer): the backup revision
+    # stored them in the order the link revision merges in.
+    cursor = coll.find().batch_size(op.batch_size)
     for batch in op.batches(cursor, "chat_messages file fields", total):
         for raw in batch:
             rw.change(raw, message_file_changes(raw))
