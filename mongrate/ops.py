@@ -224,15 +224,19 @@ class Operations:
         if not steps:
             return []
         self._stop.clear()
+        first: BaseException | None = None
         with ThreadPoolExecutor(max_workers=max(1, workers),
                                 thread_name_prefix="mongrate-step") as pool:
             futures = [pool.submit(step) for step in steps]
-            first: BaseException | None = None
-            for future in as_completed(futures):
-                exc = future.exception()
-                if exc is not None and first is None and not isinstance(exc, StepCancelled):
-                    first = exc
-                    self._stop.set()
+            try:
+                for future in as_completed(futures):
+                    exc = future.exception()
+                    if exc is not None and first is None and not isinstance(exc, StepCancelled):
+                        first = exc
+                        self._stop.set()
+            except BaseException:  # Ctrl-C here: the steps stop at their next batch
+                self._stop.set()
+                raise
         self._stop.clear()
         if first is not None:
             raise first

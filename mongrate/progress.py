@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import IO, TypeVar
 
 T = TypeVar("T")
+
+
+_WRITE = threading.Lock()
 
 
 class Reporter:
@@ -21,7 +25,8 @@ class Reporter:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def info(self, message: str) -> None:
-        print(message, file=self.stream, flush=True)
+        with _WRITE:
+            print(message, file=self.stream, flush=True)
 
     def progress(self, iterable: Iterable[T], total: int | None = None, label: str = "",
                  *, weight=None) -> Iterator[T]:
@@ -60,7 +65,9 @@ class Reporter:
             width = 30
             filled = min(width, int(width * done / total))
             bar = "#" * filled + "-" * (width - filled)
-            self.stream.write(f"\r  {label} [{bar}] {done}/{total}")
+            line = f"\r\x1b[K  {label} [{bar}] {done}/{total}"
         else:
-            self.stream.write(f"\r  {label} {done}")
-        self.stream.flush()
+            line = f"\r\x1b[K  {label} {done}"
+        with _WRITE:  # steps run side by side (op.parallel) take turns on the one line
+            self.stream.write(line)
+            self.stream.flush()
