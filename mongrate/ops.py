@@ -506,6 +506,8 @@ class Operations:
             lambda batches: self.progress(batches, total, f"backup {source}", weight=len),
             guard=self._guard, sort=sort)
         if self.dry_run:
+            if swap:
+                self.log(f"would rename {source} to {target} and the copy to {source}")
             return manifest
         if swap:
             count, checksum = fast_count(self.db, dest), read[1]
