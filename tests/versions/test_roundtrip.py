@@ -179,6 +179,8 @@ def test_dry_run_writes_nothing_and_says_what_it_would_do(mongo_db, cli):
     assert r.code == 0, r.err
     assert "dry run: nothing was written" in r.out
     assert re.search(r"chat_messages: would rewrite [1-9]\d* of \d+ documents", r.err)
+    assert re.search(r"would rename chat_messages to chat_messages_backup_\d+_\d+ and the "
+                     r"copy to chat_messages", r.err)
     assert DeepDiff(before, dump(mongo_db)) == {}
     assert heads(mongo_db) == []
 
