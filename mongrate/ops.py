@@ -213,6 +213,14 @@ class Operations:
         self._writers.append(w)
         return w
 
+    def check(self) -> None:
+        """Raise if this run lost its lock or a parallel step failed (call before a step
+        that cannot be taken back, such as a swap)."""
+        if self._guard is not None:
+            self._guard()
+        if self._stop.is_set():
+            raise StepCancelled(f"{self.revision}: stopped because a parallel step failed")
+
     def parallel(self, *steps: Callable[[], T], workers: int = 2) -> list[T]:
         """Run independent steps (work on different collections) at the same time and
         return their results in order.
@@ -230,12 +238,20 @@ class Operations:
             futures = [pool.submit(step) for step in steps]
             try:
                 for future in as_completed(futures):
-                    exc = future.exception()
-                    if exc is not None and first is None and not isinstance(exc, StepCancelled):
+                    exc = None if future.cancelled() else future.exception()
+                    if exc is None or isinstance(exc, StepCancelled):
+                        continue
+                    if first is None:
                         first = exc
                         self._stop.set()
+                        for other in futures:
+                            other.cancel()  # those not started yet never start
+                    else:
+                        self.log(f"a parallel step also failed: {type(exc).__name__}: {exc}")
             except BaseException:  # Ctrl-C here: the steps stop at their next batch
                 self._stop.set()
+                for other in futures:
+                    other.cancel()
                 raise
         self._stop.clear()
         if first is not None:
@@ -268,10 +284,7 @@ class Operations:
         """Report progress; between items, stop at once if the run has lost its lock."""
         for item in self.reporter.progress(iterable, total, label or self.revision, weight=weight):
             yield item
-            if self._guard is not None:
-                self._guard()
-            if self._stop.is_set():
-                raise StepCancelled(f"{label or self.revision}: stopped because a parallel step failed")
+            self.check()
 
     def batches(self, cursor: Iterable[T], label: str, total: int | None = None
                 ) -> Iterator[list[T]]:
@@ -453,10 +466,12 @@ class Operations:
         construction, and the checksum is that of its own documents as read. It costs one
         read and one write instead of two reads and a write (reads are the expensive half on
         FerretDB); the live collection becomes a copy, so writers must be stopped, as for
-        :meth:`rewrite`. Inserts or deletes during the copy are detected (counts) and
-        nothing is swapped; a collection with options (validator, capped...) is copied.
+        :meth:`rewrite`. A change in the number of documents during the copy is detected
+        and nothing is swapped; updates during the copy are *not* carried over to the live
+        collection (they stay in the snapshot), and the live copy is checked by count, not
+        re-read. A collection with options (validator, capped...) is copied.
 
-        ``sort`` (swap only matters): store the live copy in that order, for a later pass
+        ``sort``: write the copy in that order (with ``swap``, the live copy), for a pass
         that reads in it (a server sort delays every write of a pass until it is done).
 
         An interrupted snapshot is started over (a swap that was under way is finished);
@@ -496,6 +511,9 @@ class Operations:
         target = manifest["target"]
         swap = manifest.get("method") == "swap"
         if manifest["status"] == "built":  # interrupted during the swap: finish it
+            if self.dry_run:
+                self.log(f"would finish swapping the copy of {source} in")
+                return manifest
             return self._backup_swap(manifest)
         dest = manifest["tmp"] if swap else target
         if not self.dry_run:
@@ -532,6 +550,7 @@ class Operations:
             return self._backup_done(manifest, done)
         if swap:
             copy_indexes(self.db, source, dest)
+            self.check()  # the swap cannot be taken back by this run: only under the lock
             self._backups.update_one({"_id": manifest["_id"]}, {"$set": {**done, "status": "built"}})
             manifest.update(done, status="built")
             return self._backup_swap(manifest)
@@ -541,11 +560,13 @@ class Operations:
         """Rename source -> snapshot, then the copy -> source. Each rename is skipped if it
         already happened, so an interrupted swap is finished by running it again."""
         source, target, tmp = manifest["source"], manifest["target"], manifest["tmp"]
+        self.check()
         names = set(self.db.list_collection_names())
         if source in names and target not in names and tmp in names:
             self.db[source].rename(target)
             names = set(self.db.list_collection_names())
         if tmp in names and source not in names:
+            self.check()
             self.db[tmp].rename(source)
             names = set(self.db.list_collection_names())
         if not (source in names and target in names and tmp not in names):
@@ -569,7 +590,7 @@ class Operations:
     def _backup_stamp(self, now: datetime | None) -> str:
         """One id for all snapshots of this revision, kept across an interrupted run."""
         earlier = self._backups.find_one({"revision": self.revision,
-                                          "status": {"$in": ["copying", "complete"]}})
+                                          "status": {"$in": ["copying", "built", "complete"]}})
         if earlier and earlier.get("backup_id"):
             return earlier["backup_id"]
         return (now or utcnow()).strftime("%Y%m%d_%H%M%S")

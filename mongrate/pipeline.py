@@ -65,17 +65,22 @@ class BackgroundWriter:
 
     def drain(self) -> None:
         """Wait until every submitted call has run; raise the first error."""
-        self._queue.join()
+        done = self._queue.all_tasks_done
+        with done:
+            while self._queue.unfinished_tasks:
+                if not self._thread.is_alive():  # a call slipped in behind close()
+                    raise RuntimeError("this writer was closed with writes still queued")
+                done.wait(0.1)
         self._raise()
 
-    def close(self, *, cancel: bool = False) -> None:
+    def close(self, *, cancel: bool = False) -> BaseException | None:
         """Stop the worker: after the queued calls (or, with ``cancel``, after the one
-        running now). Idempotent; never raises (use :meth:`drain` for errors)."""
-        if not self._thread.is_alive():
-            return
-        self._cancelled = self._cancelled or cancel
-        self._queue.put(_STOP)
-        self._thread.join()
+        running now). Idempotent; never raises: returns the first error, if any."""
+        if self._thread.is_alive():
+            self._cancelled = self._cancelled or cancel
+            self._queue.put(_STOP)
+            self._thread.join()
+        return self._error
 
     def _raise(self) -> None:
         if self._error is not None:

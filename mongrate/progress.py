@@ -50,7 +50,8 @@ class Reporter:
                 last = now
         if not self.quiet and (self.tty or time.monotonic() - start >= self.interval):
             if self.tty:
-                self.stream.write("\r\x1b[K")
+                with _WRITE:
+                    self.stream.write("\r\x1b[K")
             self.info(self._line(label, done, total, time.monotonic() - start) + " done")
 
     @staticmethod

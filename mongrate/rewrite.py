@@ -41,7 +41,7 @@ from mongrate.ops import (
     copy_indexes,
     fast_count,  # noqa: F401 - re-exported for the revisions
 )
-from mongrate.pipeline import read_ahead
+from mongrate.pipeline import BackgroundWriter, read_ahead
 
 RAW = CodecOptions(document_class=RawBSONDocument)
 #: Decoding for documents that are changed: every BSON value comes back as it was stored.
@@ -90,7 +90,11 @@ class RewriteError(RuntimeError):
 
 
 class OrderError(RewriteError):
-    """Documents did not come in the order a merge join needs."""
+    """Documents of ``collection`` did not come in the order a merge join needs."""
+
+    def __init__(self, message: str, *, collection: str = ""):
+        super().__init__(message)
+        self.collection = collection
 
 
 def decode(raw: RawBSONDocument | bytes) -> dict[str, Any]:
@@ -141,7 +145,7 @@ class CollectionRewrite:
         self._priors: list[dict[str, Any]] = []
         self._key = _state_key(op, collection, direction)
         self._undo = op.undo
-        self._writer = None  # stores batch n while the caller reads batch n + 1
+        self._writer: BackgroundWriter | None = None  # stores batch n while batch n + 1 is read
 
     # ---------------------------------------------------------------- phases
     def start(self) -> bool:
@@ -201,11 +205,14 @@ class CollectionRewrite:
         touched) and begin again. Prior values already recorded stay: they were read from
         the live collection, so restoring one that ends up unchanged is a no-op."""
         if self._writer is not None:
-            self._writer.close(cancel=True)
+            error = self._writer.close(cancel=True)
             self._writer = None
+            if error is not None:  # e.g. the lock was lost: not a reason to start over
+                raise error
         self._docs, self._priors = [], []
         self.changed = self.seen = 0
         if not self.op.dry_run:
+            self.op.check()
             self.db.drop_collection(self.tmp)
 
     def finish(self) -> int:
@@ -227,7 +234,12 @@ class CollectionRewrite:
                 f"{self.collection}: {self.seen} documents were rewritten but the collection "
                 f"holds {live_count}; was the service writing to it? Stop it and run again"
             )
+        built = fast_count(self.db, self.tmp)
+        if built != self.seen:
+            raise RewriteError(f"{self.tmp} holds {built} documents, not the {self.seen} "
+                               "written: was another run building it? Run again")
         self._copy_options_and_indexes()
+        self.op.check()  # the swap cannot be taken back by this run: only under the lock
         self._undo.update_one(self._key, {"$set": {"state": "built"}})
         self._swap()
         return self.changed
@@ -269,6 +281,7 @@ class CollectionRewrite:
         copy_indexes(self.db, self.collection, self.tmp)
 
     def _swap(self) -> None:
+        self.op.check()
         names = set(self.db.list_collection_names())
         if self.tmp in names:
             try:
@@ -324,7 +337,7 @@ def in_server_order(docs: Iterable[Mapping[str, Any]], field: str,
         key = bson_order_key(doc.get(field))
         if last is not None and key < last:
             raise OrderError(f"{label}: the server's order of {field} differs from "
-                             "mongrate's; stopped before anything was swapped")
+                             "mongrate's; stopped before anything was swapped", collection=label)
         last = key
         yield doc
 

@@ -97,6 +97,7 @@ class Lock:
     def __exit__(self, *exc: object) -> None:
         if self.heartbeat:
             self.heartbeat.stop()
+            self.heartbeat.lost.set()  # a step thread still running must not write any more
         try:
             self.store.release()
         except Exception:  # noqa: BLE001 - the lease will expire anyway; don't mask the real error

@@ -67,18 +67,21 @@ def upgrade(op):
     if not (write_messages or write_uploads):
         op.results["linking"] = "already done"
         return
+    result = None
     try:
-        # The schema revision stored chat_messages in merge order: read it as stored, so
+        # The earlier revisions stored chat_messages in merge order: read it as stored, so
         # writing starts at once instead of after the server has sorted everything.
-        tally, samples = link(op, messages, uploads, write_messages, write_uploads,
-                              stored_order=True)
-    except OrderError:
+        result = link(op, messages, uploads, write_messages, write_uploads, stored_order=True)
+    except OrderError as exc:
+        if exc.collection != "chat_messages":
+            raise
+    if result is None:  # (outside the except: the abandoned pass's readers are gone by now)
         op.log("chat_messages is not stored in (session, user, time) order: the server sorts it")
         for rw, started in ((messages, write_messages), (uploads, write_uploads)):
             if started:
                 rw.restart()
-        tally, samples = link(op, messages, uploads, write_messages, write_uploads,
-                              stored_order=False)
+        result = link(op, messages, uploads, write_messages, write_uploads, stored_order=False)
+    tally, samples = result
     changed = {"messages_changed": messages.finish() if write_messages else "already done",
                "uploads_changed": uploads.finish() if write_uploads else "already done"}
     op.results.update(tally, **changed)
@@ -134,7 +137,7 @@ def _sorted_groups(op, collection: str, time_field: str, *, stored_order: bool =
             if state["last"] is not None and key < state["last"]:
                 raise OrderError(f"{collection}: documents are not in (session_id, user_id"
                                  f"{', ' + time_field if stored_order else ''}) order; nothing "
-                                 "was swapped")
+                                 "was swapped", collection=collection)
             state["last"] = key
             yield key, doc
 
@@ -150,19 +153,23 @@ def merged_groups(op, *, stored_order: bool = False) -> Iterator[tuple[list, lis
                                           stored_order=stored_order), total,
                            "link uploads (messages)", weight=lambda kv: len(kv[1]))
     uploads = _sorted_groups(op, "file_uploads", "uploaded_at")
-    up = next(uploads, None)
-    for key, msg_docs in messages:
-        while up is not None and up[0] < key:
+    try:
+        up = next(uploads, None)
+        for key, msg_docs in messages:
+            while up is not None and up[0] < key:
+                yield [], up[1]
+                up = next(uploads, None)
+            if up is not None and up[0] == key:
+                yield msg_docs, up[1]
+                up = next(uploads, None)
+            else:
+                yield msg_docs, []
+        while up is not None:
             yield [], up[1]
             up = next(uploads, None)
-        if up is not None and up[0] == key:
-            yield msg_docs, up[1]
-            up = next(uploads, None)
-        else:
-            yield msg_docs, []
-    while up is not None:
-        yield [], up[1]
-        up = next(uploads, None)
+    finally:  # stop both read-ahead threads now, even when a stream failed
+        messages.close()
+        uploads.close()
 
 
 # ---------------------------------------------------------------- the decisions

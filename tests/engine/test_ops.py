@@ -329,6 +329,28 @@ def test_swap_interrupted_during_the_copy_starts_over_and_never_touched_live(mon
     assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
 
 
+def test_swap_never_renames_after_the_lock_is_lost(mongo_db, messages):
+    from mongrate.errors import LockLostError
+
+    before = snapshot(mongo_db, "chat_messages")
+
+    def lease_expires_once_the_copy_is_built():
+        names = mongo_db.list_collection_names()
+        tmp = [n for n in names if n.startswith("mongrate_tmp_")]
+        if tmp and mongo_db[tmp[0]].count_documents({}) == 7:
+            raise LockLostError("lost the lock")
+
+    op = make_op(mongo_db, batch_size=2)
+    op._guard = lease_expires_once_the_copy_is_built
+    with pytest.raises(LockLostError):
+        op.backup_collection("chat_messages", method="swap")
+    op.close()
+    manifest = mongo_db[CFG.backups_collection].find_one()
+    assert manifest["status"] == "copying"  # never marked built, never renamed
+    assert manifest["target"] not in mongo_db.list_collection_names()
+    assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
+
+
 def test_swap_sees_a_writer_and_swaps_nothing(mongo_db, messages):
     from mongrate.errors import BackupError
 

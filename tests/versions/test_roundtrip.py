@@ -78,6 +78,7 @@ def test_upgrade_head_then_downgrade_base_is_identical(mongo_db, cli, clean_run)
 def test_link_sorts_on_the_server_when_messages_are_not_stored_in_order(mongo_db, cli,
                                                                          clean_run):
     seed(mongo_db, **SMALL, seed=3)
+    before = dump(mongo_db)
     assert cli.run("upgrade", SCHEMA).code == 0
     # a message deleted and put back goes to the end of the stored order
     moved = mongo_db.chat_messages.find_one({"role": "user"}, sort=[("session_id", 1)])
@@ -87,6 +88,9 @@ def test_link_sorts_on_the_server_when_messages_are_not_stored_in_order(mongo_db
     assert r.code == 0, r.err
     assert "the server sorts it" in r.err
     assert DeepDiff(clean_run[1], normalised(mongo_db)) == {}  # as if nothing had moved
+    # the abandoned pass recorded prior values too: the way back is still exact
+    assert cli.run("downgrade", "base").code == 0
+    assert DeepDiff(before, dump(mongo_db)) == {}
 
 
 KILL_AFTER_INSERTS = """
