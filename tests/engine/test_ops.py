@@ -306,6 +306,19 @@ def test_swap_that_cannot_finish_says_where_the_documents_are(mongo_db, messages
     assert mongo_db[manifest["tmp"]].count_documents({}) == 7
 
 
+def assert_stopped_swap_left_live_alone(mongo_db, guard, error, before) -> None:
+    """A swap backup whose run stops (``guard`` raises ``error``) before the swap."""
+    op = make_op(mongo_db, batch_size=2)
+    op._guard = guard
+    with pytest.raises(error):
+        op.backup_collection("chat_messages", method="swap")
+    op.close()
+    manifest = mongo_db[CFG.backups_collection].find_one()
+    assert manifest["status"] == "copying"  # never marked built, never renamed
+    assert manifest["target"] not in mongo_db.list_collection_names()
+    assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
+
+
 def test_swap_interrupted_during_the_copy_starts_over_and_never_touched_live(mongo_db, messages):
     before = snapshot(mongo_db, "chat_messages")
     calls = []
@@ -315,15 +328,8 @@ def test_swap_interrupted_during_the_copy_starts_over_and_never_touched_live(mon
         if len(calls) == 2:
             raise KeyboardInterrupt  # stands for the process being killed
 
-    op = make_op(mongo_db, batch_size=2)
-    op._guard = die_after_two_batches
-    with pytest.raises(KeyboardInterrupt):
-        op.backup_collection("chat_messages", method="swap")
-    op.close()
-    manifest = mongo_db[CFG.backups_collection].find_one()
-    assert manifest["status"] == "copying"
-    assert manifest["target"] not in mongo_db.list_collection_names()
-    assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
+    assert_stopped_swap_left_live_alone(mongo_db, die_after_two_batches, KeyboardInterrupt,
+                                        before)
     done = make_op(mongo_db).backup_collection("chat_messages", method="swap")
     assert done["count"] == 7
     assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
@@ -340,15 +346,8 @@ def test_swap_never_renames_after_the_lock_is_lost(mongo_db, messages):
         if tmp and mongo_db[tmp[0]].count_documents({}) == 7:
             raise LockLostError("lost the lock")
 
-    op = make_op(mongo_db, batch_size=2)
-    op._guard = lease_expires_once_the_copy_is_built
-    with pytest.raises(LockLostError):
-        op.backup_collection("chat_messages", method="swap")
-    op.close()
-    manifest = mongo_db[CFG.backups_collection].find_one()
-    assert manifest["status"] == "copying"  # never marked built, never renamed
-    assert manifest["target"] not in mongo_db.list_collection_names()
-    assert DeepDiff(before, snapshot(mongo_db, "chat_messages")) == {}
+    assert_stopped_swap_left_live_alone(mongo_db, lease_expires_once_the_copy_is_built,
+                                        LockLostError, before)
 
 
 def test_swap_sees_a_writer_and_swaps_nothing(mongo_db, messages):
