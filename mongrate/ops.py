@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
-from itertools import islice
 from typing import Any, TypeVar
 
 import bson
@@ -24,7 +23,7 @@ from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
 from mongrate.errors import BackupError, MongrateError
-from mongrate.pipeline import BackgroundWriter, prefetch
+from mongrate.pipeline import BackgroundWriter, chunked, prefetch  # noqa: F401 - chunked re-exported
 from mongrate.progress import Reporter
 from mongrate.store import utcnow
 
@@ -43,12 +42,6 @@ def id_key(_id: Any) -> Any:
     """A hashable, type-exact key for any BSON ``_id`` (subdocuments and arrays included;
     1 and 1.0 and True stay distinct, as they are in MongoDB)."""
     return bson.encode({"i": _id})
-
-
-def chunked(iterable: Iterable[T], size: int) -> Iterator[list[T]]:
-    it = iter(iterable)
-    while batch := list(islice(it, size)):
-        yield batch
 
 
 def touched_fields(update: Mapping[str, Any]) -> set[str]:

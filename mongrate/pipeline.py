@@ -142,12 +142,14 @@ def _consume(items: queue.Queue, stop: threading.Event,
         thread.join()
 
 
+def chunked(iterable: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``iterable`` in lists of ``size`` (the last one shorter)."""
+    it = iter(iterable)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
 def read_ahead(docs: Iterable[T], batch_size: int, depth: int = 2) -> Iterator[T]:
     """``docs`` one by one, fetched on a worker thread (started at once) up to ``depth``
     batches ahead."""
-    def batches() -> Iterator[list[T]]:
-        it = iter(docs)
-        while batch := list(islice(it, batch_size)):
-            yield batch
-
-    return (doc for batch in prefetch(batches(), depth) for doc in batch)
+    return (doc for batch in prefetch(chunked(docs, batch_size), depth) for doc in batch)

@@ -129,16 +129,16 @@ def _sorted_groups(op, collection: str, time_field: str, *, stored_order: bool =
     if not stored_order:
         cursor = cursor.sort([(GROUP[0], 1), (GROUP[1], 1), (time_field, 1)]).allow_disk_use(True)
     fields = (*GROUP, time_field) if stored_order else GROUP  # the server orders mixed types
-    state = {"last": None}
 
     def keyed() -> Iterator[tuple[tuple, Any]]:
+        last = None
         for doc in read_ahead(cursor, op.batch_size):
             key = tuple(bson_order_key(doc.get(f)) for f in fields)
-            if state["last"] is not None and key < state["last"]:
+            if last is not None and key < last:
                 raise OrderError(f"{collection}: documents are not in (session_id, user_id"
                                  f"{', ' + time_field if stored_order else ''}) order; nothing "
                                  "was swapped", collection=collection)
-            state["last"] = key
+            last = key
             yield key, doc
 
     for key, group in groupby(keyed(), key=lambda kd: kd[0][:2]):
