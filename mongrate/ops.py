@@ -198,6 +198,8 @@ class Operations:
         self._guard = guard  # raises if the run lost its lock; checked after every batch
         self._writers: list[BackgroundWriter] = []
         self._stop = threading.Event()  # set by parallel() when one of its steps failed
+        self._stamp: str | None = None  # this run's backup id, once one is made
+        self._stamp_lock = threading.Lock()
 
     def writer(self) -> BackgroundWriter:
         """A :class:`~mongrate.pipeline.BackgroundWriter` bound to this run's lock check;
@@ -495,12 +497,13 @@ class Operations:
             }
             if method == "swap":
                 manifest["tmp"] = f"mongrate_tmp_{self.revision}_{source}_backup"
-            manifest["_id"] = self._backups.insert_one(manifest).inserted_id
+            # the undo record first: a run killed in between leaves no snapshot undropped
             self._undo.update_one(
                 {**self._key(target), "kind": "collection_created", "doc_id": f"collection:{target}"},
                 {"$setOnInsert": {"at": utcnow()}},
                 upsert=True,
             )
+            manifest["_id"] = self._backups.insert_one(manifest).inserted_id
         target = manifest["target"]
         swap = manifest.get("method") == "swap"
         if manifest["status"] == "built":  # interrupted during the swap: finish it
@@ -582,11 +585,14 @@ class Operations:
 
     def _backup_stamp(self, now: datetime | None) -> str:
         """One id for all snapshots of this revision, kept across an interrupted run."""
-        earlier = self._backups.find_one({"revision": self.revision,
-                                          "status": {"$in": ["copying", "built", "complete"]}})
-        if earlier and earlier.get("backup_id"):
-            return earlier["backup_id"]
-        return (now or utcnow()).strftime("%Y%m%d_%H%M%S")
+        with self._stamp_lock:  # parallel backups of one revision share it too
+            earlier = self._backups.find_one({"revision": self.revision,
+                                              "status": {"$in": ["copying", "built", "complete"]}})
+            if earlier and earlier.get("backup_id"):
+                return earlier["backup_id"]
+            if self._stamp is None:
+                self._stamp = (now or utcnow()).strftime("%Y%m%d_%H%M%S")
+            return self._stamp
 
     # -------------------------------------------------------------- rewrites
     def rewrite(self, collection: str):
