@@ -184,7 +184,8 @@ class Operations:
     def __init__(self, db: Database, *, undo, backups, revision: str, direction: str,
                  batch_size: int = 1000, reporter: Reporter | None = None,
                  dry_run: bool = False, guard: Callable[[], None] | None = None,
-                 statement_limit: int = FERRETDB_STATEMENT_LIMIT):
+                 statement_limit: int = FERRETDB_STATEMENT_LIMIT,
+                 next_absorbs: Iterable[str] = (), inbox: Iterable[Any] = ()):
         self.db = db
         self.statement_limit = statement_limit
         self.revision = revision
@@ -200,6 +201,10 @@ class Operations:
         self._stop = threading.Event()  # set by parallel() when one of its steps failed
         self._stamp: str | None = None  # this run's backup id, once one is made
         self._stamp_lock = threading.Lock()
+        #: collections the next revision of this run rewrites and takes changes for
+        self.next_absorbs = frozenset(next_absorbs)
+        self.inbox = list(inbox)  # folds of the revision before, for this one's rewrites
+        self.outbox: list[Any] = []  # this revision's folds, for the next one
 
     def writer(self) -> BackgroundWriter:
         """A :class:`~mongrate.pipeline.BackgroundWriter` bound to this run's lock check;
@@ -604,6 +609,34 @@ class Operations:
         from mongrate.rewrite import CollectionRewrite
 
         return CollectionRewrite(self, collection)
+
+    def rewrite_each(self, collection: str, changes: Callable[[Any], Mapping[str, Any]],
+                     label: str = "", *, result: str = "changed") -> int | str | None:
+        """Set ``changes(raw)`` (a dict of fields, {} for none) on every document of
+        ``collection``, with a :meth:`rewrite`; documents keep their stored order.
+
+        ``changes`` must be idempotent (nothing to change the second time). When the next
+        revision of this ``upgrade`` run declares ``absorbs = ("<collection>",)``, the change
+        is folded into that revision's own rewrite instead: one pass over the collection
+        instead of two, and None is returned (the count goes to ``op.results[result]``
+        once written). Returns documents changed, or "already done" on a re-run.
+        """
+        from mongrate.rewrite import Fold, _state_key, rewrite_each, tmp_name
+
+        label = label or f"{collection} ({self.revision})"
+        if collection in self.next_absorbs and not self.dry_run and self.direction == "upgrade":
+            key = _state_key(self, collection, "upgrade")
+            state = (self._undo.find_one(key) or {}).get("state")
+            if state not in ("done", "built"):
+                self.db.drop_collection(tmp_name(self, collection))  # left by a standalone run
+                self._undo.update_one(key, {"$set": {"state": "folded"}}, upsert=True)
+                self.outbox.append(Fold(self.revision, collection, changes, label,
+                                        self.results, result))
+                self.log(f"{collection}: changes folded into the next revision's pass over it")
+                return None
+        changed = rewrite_each(self, collection, changes, label)
+        self.results[result] = changed
+        return changed
 
     def restore_rewrite(self, collection: str) -> int:
         """Undo this revision's :meth:`rewrite` of ``collection`` exactly (downgrade)."""

@@ -20,11 +20,22 @@ the live collection and the side collection both sorted by ``_id`` and merged: r
 fields get their prior values back (fields that did not exist are removed again), other
 fields are left as they are now, then the side collection is dropped. Run with the
 service stopped (the guide's Step 1): writes made during a rewrite are not carried over.
+
+Folds. A per-document change (``op.rewrite_each``) whose revision is followed, in the same
+``upgrade`` run, by a revision that declares ``absorbs = ("<collection>",)`` is not written
+on its own: the next revision's rewrite applies it to each document as it reads it
+(:meth:`CollectionRewrite.absorb`), records its prior values in the folding revision's own
+side collection, and writes the document once. That saves a whole read and write of the
+collection. The folding revision's state record says ``folded`` until that swap, and the
+runner moves the heads past it only after the absorbing revision succeeded; if the
+absorbing rewrite was already done (a resumed run), the change is applied on its own, and
+since such a change must be idempotent, it then finds nothing left to do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -110,17 +121,51 @@ def undo_collection(op) -> str:
     return op.undo.name
 
 
-def side_name(op, collection: str) -> str:
-    return f"{undo_collection(op)}_{op.revision}_{collection}"
+def side_name(op, collection: str, revision: str | None = None) -> str:
+    return f"{undo_collection(op)}_{revision or op.revision}_{collection}"
 
 
-def tmp_name(op, collection: str) -> str:
-    return f"mongrate_tmp_{op.revision}_{collection}"
+def tmp_name(op, collection: str, revision: str | None = None) -> str:
+    return f"mongrate_tmp_{revision or op.revision}_{collection}"
 
 
-def _state_key(op, collection: str, direction: str) -> dict[str, str]:
-    return {"revision": op.revision, "collection": collection, "kind": "rewrite",
+def _state_key(op, collection: str, direction: str, revision: str | None = None
+               ) -> dict[str, str]:
+    return {"revision": revision or op.revision, "collection": collection, "kind": "rewrite",
             "doc_id": f"rewrite:{direction}"}
+
+
+Changes = Callable[[RawBSONDocument], Mapping[str, Any]]
+
+
+@dataclass
+class Fold:
+    """One revision's per-document change to ``collection``, left for the next revision's
+    rewrite of it to write (see the module docstring)."""
+
+    revision: str
+    collection: str
+    changes: Changes
+    label: str
+    results: dict[str, Any]  # the folding revision's op.results: its count goes there
+    result_key: str
+    changed: int = 0
+    done: bool = False
+    priors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _prior(doc: Mapping[str, Any], touched: Iterable[str]) -> dict[str, Any]:
+    touched = list(touched)
+    return {"_id": doc["_id"], "fields": {f: doc[f] for f in touched if f in doc},
+            "absent": [f for f in touched if f not in doc]}
+
+
+def _insert_priors(db, side: str, priors: list[dict[str, Any]]) -> None:
+    try:
+        db[side].insert_many(priors, ordered=False)
+    except BulkWriteError as exc:  # recorded by an earlier run: the first record stands
+        if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", ())):
+            raise
 
 
 class CollectionRewrite:
@@ -131,19 +176,24 @@ class CollectionRewrite:
     swaps and returns the number of documents changed. In a dry run nothing is written.
     """
 
-    def __init__(self, op, collection: str, *, direction: str = "upgrade"):
+    def __init__(self, op, collection: str, *, direction: str = "upgrade",
+                 revision: str | None = None):
         self.op = op
         self.db = op.db
         self.collection = collection
         self.direction = direction
-        self.tmp = tmp_name(op, collection)
-        self.side = side_name(op, collection)
+        self.revision = revision or op.revision
+        self.tmp = tmp_name(op, collection, revision)
+        self.side = side_name(op, collection, revision)
         self.size = op.batch_size
+        #: earlier revisions' changes this rewrite writes too (handed over by the runner)
+        self.folds: list[Fold] = [] if revision else [
+            f for f in getattr(op, "inbox", ()) if f.collection == collection and not f.done]
         self.changed = 0
         self.seen = 0
         self._docs: list[RawBSONDocument] = []
         self._priors: list[dict[str, Any]] = []
-        self._key = _state_key(op, collection, direction)
+        self._key = _state_key(op, collection, direction, revision)
         self._undo = op.undo
         self._writer: BackgroundWriter | None = None  # stores batch n while batch n + 1 is read
 
@@ -155,15 +205,51 @@ class CollectionRewrite:
         state = self._undo.find_one(self._key)
         if state and state.get("state") == "done":
             self.op.log(f"{self.collection}: {self.direction} rewrite already done")
+            self._folds_alone()
             return False
         if state and state.get("state") == "built":
             self.op.log(f"{self.collection}: finishing an interrupted swap")
-            self._swap()
+            self._swap()  # the copy it swaps in was built with the folds applied
             return False
         self.db.drop_collection(self.tmp)  # a half-written copy from an interrupted run
         self._undo.update_one(self._key, {"$set": {"state": "building", "tmp": self.tmp,
                                                    "side": self.side}}, upsert=True)
         return True
+
+    def absorb(self, docs: Iterable[RawBSONDocument]) -> Iterator[RawBSONDocument]:
+        """``docs`` (read from the live collection) with the folded changes applied, in
+        the order of the revisions that made them; their prior values are recorded (in
+        each folding revision's side collection) before the documents are written."""
+        if not self.folds:
+            yield from docs
+            return
+        for raw in docs:
+            for fold in self.folds:
+                fields = fold.changes(raw)
+                if not fields:
+                    continue
+                fold.changed += 1
+                if self.op.dry_run:
+                    continue
+                doc = decode(raw)
+                fold.priors.append(_prior(doc, fields))
+                doc.update(fields)
+                raw = encode(doc)
+            yield raw
+
+    def _folds_alone(self) -> None:
+        """Folded changes whose absorbing pass is over (a resumed run): written on their
+        own, each by its own rewrite (idempotent changes: usually nothing is left)."""
+        for fold in self.folds:
+            fold_alone(self.op, fold)
+
+    def _folds_finished(self) -> None:
+        for fold in self.folds:
+            self._undo.update_one(
+                _state_key(self.op, fold.collection, "upgrade", fold.revision),
+                {"$set": {"state": "done"}}, upsert=True)
+            fold.results[fold.result_key] = fold.changed
+            fold.done = True
 
     def keep(self, raw: RawBSONDocument) -> None:
         self.seen += 1
@@ -188,12 +274,7 @@ class CollectionRewrite:
         doc = decode(raw)
         remove = [f for f in remove if f in doc]
         if self.direction == "upgrade":
-            touched = list(fields) + remove
-            self._priors.append({
-                "_id": doc["_id"],
-                "fields": {f: doc[f] for f in touched if f in doc},
-                "absent": [f for f in touched if f not in doc],
-            })
+            self._priors.append(_prior(doc, list(fields) + remove))
         doc.update(fields)
         for f in remove:
             del doc[f]
@@ -211,6 +292,8 @@ class CollectionRewrite:
                 raise error
         self._docs, self._priors = [], []
         self.changed = self.seen = 0
+        for fold in self.folds:  # recorded priors stay (first record wins, same values)
+            fold.changed, fold.priors = 0, []
         if not self.op.dry_run:
             self.op.check()
             self.db.drop_collection(self.tmp)
@@ -224,9 +307,10 @@ class CollectionRewrite:
         if self._writer is not None:
             self._writer.drain()
             self._writer.close()
-        if self.changed == 0:
+        if self.changed == 0 and not any(f.changed for f in self.folds):
             self.db.drop_collection(self.tmp)
             self._undo.update_one(self._key, {"$set": {"state": "done"}})
+            self._folds_finished()
             return 0
         live_count = fast_count(self.db, self.collection)
         if self.seen != live_count:
@@ -254,6 +338,12 @@ class CollectionRewrite:
         if self._writer is None:
             self._writer = self.op.writer()
         # One writer, in order: a document is never rewritten before its prior values.
+        for fold in self.folds:
+            if fold.priors:
+                self._writer.submit(_insert_priors, self.db,
+                                    side_name(self.op, fold.collection, fold.revision),
+                                    fold.priors)
+                fold.priors = []
         if self._priors:
             self._writer.submit(self._insert_priors, self._priors)
             self._priors = []
@@ -265,11 +355,7 @@ class CollectionRewrite:
             self._writer.drain()
 
     def _insert_priors(self, priors: list[dict[str, Any]]) -> None:
-        try:
-            self.db[self.side].insert_many(priors, ordered=False)
-        except BulkWriteError as exc:  # recorded by an earlier run: the first record stands
-            if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", ())):
-                raise
+        _insert_priors(self.db, self.side, priors)
 
     def _copy_options_and_indexes(self) -> None:
         options = collection_options(self.db, self.collection)
@@ -292,6 +378,36 @@ class CollectionRewrite:
                 self.db.drop_collection(self.collection)
                 self.db[self.tmp].rename(self.collection)
         self._undo.update_one(self._key, {"$set": {"state": "done"}})
+        self._folds_finished()
+
+
+def rewrite_each(op, collection: str, changes: Changes, label: str) -> int | str:
+    """Every document of ``collection`` as stored, ``changes(raw)`` set on it, written back
+    in the same order; returns documents changed, or "already done"."""
+    rw = CollectionRewrite(op, collection)
+    if not rw.start():
+        return "already done"
+    coll = op.db.get_collection(collection, codec_options=RAW)
+    cursor = coll.find().batch_size(op.batch_size)
+    for batch in op.batches(cursor, label, fast_count(op.db, collection)):
+        for raw in rw.absorb(batch):
+            rw.change(raw, changes(raw))
+    return rw.finish()
+
+
+def fold_alone(op, fold: Fold) -> None:
+    """Write a folded change on its own (its absorbing pass will not run, or has run)."""
+    rw = CollectionRewrite(op, fold.collection, revision=fold.revision)
+    if rw.start():
+        op.log(f"{fold.collection}: writing {fold.revision}'s change on its own")
+        coll = op.db.get_collection(fold.collection, codec_options=RAW)
+        cursor = coll.find().batch_size(op.batch_size)
+        for batch in op.batches(cursor, fold.label, fast_count(op.db, fold.collection)):
+            for raw in batch:
+                rw.change(raw, fold.changes(raw))
+        fold.changed += rw.finish()
+    fold.results[fold.result_key] = fold.changed
+    fold.done = True
 
 
 def restore(op, collection: str) -> int:

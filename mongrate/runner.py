@@ -188,7 +188,8 @@ class Runner:
         before = heads
         steps: list[StepResult] = []
         arrow = "->" if direction == "upgrade" else "<-"
-        for rev_id in plan:
+        held: list[_Held] = []  # steps whose folded changes the next step writes
+        for i, rev_id in enumerate(plan):
             if lock:
                 lock.check()
             rev = self.graph.get(rev_id)
@@ -205,7 +206,9 @@ class Runner:
             op = Operations(db, undo=undo, backups=backups, revision=rev_id, direction=direction,
                             batch_size=self.config.batch_size, reporter=self.reporter,
                             dry_run=dry_run, guard=lock.check if lock else None,
-                            statement_limit=self.statement_limit)
+                            statement_limit=self.statement_limit,
+                            next_absorbs=() if dry_run else self._absorbs(direction, plan, i),
+                            inbox=[f for h in held for f in h.op.outbox])
             started = time.monotonic()
             if dry_run:
                 try:
@@ -221,30 +224,66 @@ class Runner:
             try:
                 try:
                     getattr(module, direction)(op)
+                    for fold in op.inbox:  # folds it did not write (no rewrite opened)
+                        if not fold.done:
+                            from mongrate.rewrite import fold_alone
+
+                            fold_alone(op, fold)
                 finally:
                     op.close()
                 if lock:
                     lock.check()  # never move heads for a step whose lock was taken away
             except BaseException as exc:
                 self.store.log_finish(log_id, "failed", started_at=started_at, error=exc)
+                for h in held:
+                    self.store.log_finish(h.log_id, "failed", started_at=h.started_at, error=exc)
                 if isinstance(exc, KeyboardInterrupt | LockLostError):
                     raise
                 first_line = (str(exc).strip().splitlines() or [""])[0]
+                folded = f" (with the folded changes of {', '.join(h.rev_id for h in held)})" \
+                    if held else ""
                 raise RevisionFailed(
-                    f"{direction} of {rev_id} ({rev.message}) failed: {type(exc).__name__}: "
-                    f"{first_line}; "
+                    f"{direction} of {rev_id} ({rev.message}){folded} failed: "
+                    f"{type(exc).__name__}: {first_line}; "
                     f"nothing after it ran; see 'mongrate history -v -r {rev_id}:{rev_id}'"
                 ) from exc
-            new_heads = self._move(direction, heads, rev_id)
-            self.store.move_heads(heads, new_heads)
-            heads = new_heads
-            self.store.log_finish(log_id, "succeeded", started_at=started_at,
-                                  extra={"results": op.results} if op.results else None)
-            steps.append(StepResult(rev_id, direction, time.monotonic() - started,
-                                    results=dict(op.results)))
+            this = _Held(rev_id, op, log_id, started_at, time.monotonic() - started)
+            if op.outbox:  # its heads move once the next step has written its changes
+                held.append(this)
+                continue
+            for h in [*held, this]:
+                new_heads = self._move(direction, heads, h.rev_id)
+                self.store.move_heads(heads, new_heads)
+                heads = new_heads
+                results = h.op.results
+                self.store.log_finish(h.log_id, "succeeded", started_at=h.started_at,
+                                      extra={"results": results} if results else None)
+                steps.append(StepResult(h.rev_id, direction, h.duration,
+                                        results=dict(results)))
+            held = []
         return RunResult(direction, steps, before, heads, resumed, dry_run)
+
+    def _absorbs(self, direction: str, plan: list[str], i: int) -> tuple[str, ...]:
+        """Collections whose changes plan[i] may fold into plan[i + 1]: only on the way up,
+        into a child of plan[i] that declares ``absorbs``."""
+        if direction != "upgrade" or i + 1 >= len(plan):
+            return ()
+        nxt = plan[i + 1]
+        if self.graph.get(nxt).down_revisions != (plan[i],):
+            return ()
+        absorbs = getattr(self.scripts.load_module(nxt), "absorbs", None) or ()
+        return (absorbs,) if isinstance(absorbs, str) else tuple(absorbs)
 
     def _move(self, direction: str, heads: tuple[str, ...], rev_id: str) -> tuple[str, ...]:
         if direction == "upgrade":
             return tuple(self.graph.heads_after_upgrade(heads, rev_id))
         return tuple(self.graph.heads_after_downgrade(heads, rev_id))
+
+
+@dataclass
+class _Held:
+    rev_id: str
+    op: Operations
+    log_id: Any
+    started_at: Any
+    duration: float

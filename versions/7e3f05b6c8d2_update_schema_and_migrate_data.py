@@ -18,7 +18,9 @@ The guide's "Updates database schema" and "Migrates existing data" steps.
 Both collections are rewritten in one streaming pass each (mongrate/rewrite.py), side by
 side (op.parallel). Messages are read as stored and written back in the same order, which
 keeps the (session_id, user_id, created_at) order the backup revision stored them in: the
-order the link revision merges in. First
+order the link revision merges in. When the link revision runs next in the same
+`upgrade`, the message change is folded into its pass over chat_messages (the collection
+is read and written once for both; each revision keeps its own undo record). First
 bytes come from one pass over the `fs` bucket's first chunks, joined to the uploads by
 file id through server-sorted streams, so memory stays flat. Safe to re-run after an
 interruption. Downgrade: fields that did not exist are removed again and changed fields get
@@ -50,8 +52,7 @@ CHUNK_BATCH = 32  # first chunks are up to 255 KiB each: keep a fetched batch un
 
 def upgrade(op):
     # Two collections, two streams at once: one stream leaves part of the server idle.
-    messages, uploads = op.parallel(lambda: fix_message_fields(op), lambda: fix_upload_facts(op))
-    op.results["messages_changed"] = messages
+    _, uploads = op.parallel(lambda: fix_message_fields(op), lambda: fix_upload_facts(op))
     op.results.update(uploads)
 
 
@@ -62,19 +63,12 @@ def downgrade(op):
 
 
 # ----------------------------------------------------------------------- messages
-def fix_message_fields(op) -> int | str:
-    rw = op.rewrite("chat_messages")
-    if not rw.start():
-        return "already done"
-    coll = op.db.get_collection("chat_messages", codec_options=RAW)
-    total = fast_count(op.db, "chat_messages")
-    # As stored, and written back in that order (one ordered writer): the backup revision
-    # stored them in the order the link revision merges in.
-    cursor = coll.find().batch_size(op.batch_size)
-    for batch in op.batches(cursor, "chat_messages file fields", total):
-        for raw in batch:
-            rw.change(raw, message_file_changes(raw))
-    return rw.finish()
+def fix_message_fields(op) -> int | str | None:
+    # As stored, and written back in that order: the backup revision stored them in the
+    # order the link revision merges in. In an `upgrade` that runs the link revision next,
+    # that revision's pass over chat_messages writes these changes too (op.rewrite_each).
+    return op.rewrite_each("chat_messages", message_file_changes, "chat_messages file fields",
+                           result="messages_changed")
 
 
 # ------------------------------------------------------------------------ uploads

@@ -54,6 +54,8 @@ revision = "9a6b41d3e5f7"
 down_revision = "7e3f05b6c8d2"
 branch_labels = None
 depends_on = None
+#: the schema revision's message change is written by this revision's pass when both run
+absorbs = ("chat_messages",)
 
 GROUP = ("session_id", "user_id")
 SAMPLES = 10  # orphaned / ambiguous upload ids named in the log
@@ -95,7 +97,8 @@ def link(op, messages: CollectionRewrite, uploads: CollectionRewrite, write_mess
     """One merge pass: decide every group's links and write both new collections."""
     tally = {o.value: 0 for o in Outcome}
     samples: dict[str, list[str]] = {Outcome.ORPHANED.value: [], Outcome.AMBIGUOUS.value: []}
-    groups = merged_groups(op, stored_order=stored_order)
+    groups = merged_groups(op, stored_order=stored_order,
+                           messages=messages if write_messages else None)
     try:
         for msg_docs, up_docs in groups:
             links = decide(msg_docs, up_docs)
@@ -120,8 +123,8 @@ def downgrade(op):
 
 
 # --------------------------------------------------------------------- the merge
-def _sorted_groups(op, collection: str, time_field: str, *, stored_order: bool = False
-                   ) -> Iterator[tuple[tuple, list]]:
+def _sorted_groups(op, collection: str, time_field: str, *, stored_order: bool = False,
+                   rewrite: CollectionRewrite | None = None) -> Iterator[tuple[tuple, list]]:
     """Documents of each (session, user), sorted by (session_id, user_id, time_field): by
     the server, or (``stored_order``) as stored, checked as they come (OrderError)."""
     coll = op.db.get_collection(collection, codec_options=RAW)
@@ -132,7 +135,9 @@ def _sorted_groups(op, collection: str, time_field: str, *, stored_order: bool =
 
     def keyed() -> Iterator[tuple[tuple, Any]]:
         last = None
-        for doc in read_ahead(cursor, op.batch_size):
+        docs = read_ahead(cursor, op.batch_size)
+        # an earlier revision's folded change is applied as the documents are read
+        for doc in rewrite.absorb(docs) if rewrite is not None else docs:
             key = tuple(bson_order_key(doc.get(f)) for f in fields)
             if last is not None and key < last:
                 raise OrderError(f"{collection}: documents are not in (session_id, user_id"
@@ -145,12 +150,15 @@ def _sorted_groups(op, collection: str, time_field: str, *, stored_order: bool =
         yield key, [doc for _, doc in group]
 
 
-def merged_groups(op, *, stored_order: bool = False) -> Iterator[tuple[list, list]]:
+def merged_groups(op, *, stored_order: bool = False, messages: CollectionRewrite | None = None
+                  ) -> Iterator[tuple[list, list]]:
     """(messages, uploads) of each (session, user), in (session, user) order; either may
-    be empty. Every document of both collections appears exactly once."""
+    be empty. Every document of both collections appears exactly once. ``messages``: the
+    rewrite whose folded changes apply to the messages read."""
+    rewrite = messages
     total = fast_count(op.db, "chat_messages")
     messages = op.progress(_sorted_groups(op, "chat_messages", "created_at",
-                                          stored_order=stored_order), total,
+                                          stored_order=stored_order, rewrite=rewrite), total,
                            "link uploads (messages)", weight=lambda kv: len(kv[1]))
     uploads = _sorted_groups(op, "file_uploads", "uploaded_at")
     try:

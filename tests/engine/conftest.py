@@ -39,7 +39,7 @@ class Project:
 
     def add(self, rev: str, down: str | tuple | None, *, body_up: str = "pass",
             body_down: str = "op.restore_undo()", labels=None, depends_on=None,
-            message: str | None = None) -> Path:
+            message: str | None = None, module: str = "") -> Path:
         path = self.versions / f"{rev}_r.py"
         up = textwrap.indent(textwrap.dedent(body_up).strip() or "pass", "    ")
         down_body = textwrap.indent(textwrap.dedent(body_down).strip() or "pass", "    ")
@@ -48,7 +48,7 @@ class Project:
             f'Create Date: 2026-11-24 00:00:00\n"""\n'
             "import time  # noqa: F401 (bodies may sleep)\n\n"
             f"revision = {rev!r}\ndown_revision = {down!r}\n"
-            f"branch_labels = {labels!r}\ndepends_on = {depends_on!r}\n\n\n"
+            f"branch_labels = {labels!r}\ndepends_on = {depends_on!r}\n{module}\n\n"
             f"def upgrade(op):\n{up}\n\n\ndef downgrade(op):\n{down_body}\n"
         )
         return path

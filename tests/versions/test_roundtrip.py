@@ -93,6 +93,23 @@ def test_link_sorts_on_the_server_when_messages_are_not_stored_in_order(mongo_db
     assert DeepDiff(before, dump(mongo_db)) == {}
 
 
+def test_schema_change_folded_into_the_link_pass_undoes_one_revision_at_a_time(mongo_db, cli):
+    seed(mongo_db, **SMALL, seed=3)
+    before = dump(mongo_db)
+    r = cli.run("upgrade", SCHEMA)  # the schema revision alone writes its own change
+    assert r.code == 0 and "folded" not in r.err, r.err
+    schema_alone = normalised(mongo_db)
+    assert cli.run("downgrade", "base").code == 0
+    r = cli.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert "chat_messages: changes folded into the next revision's pass" in r.err
+    assert re.search(rf"upgraded {SCHEMA} .*'messages_changed': [1-9]", r.out)
+    assert cli.run("downgrade", SCHEMA).code == 0  # the link revision's own record only
+    assert DeepDiff(schema_alone, normalised(mongo_db)) == {}
+    assert cli.run("downgrade", "base").code == 0
+    assert DeepDiff(before, dump(mongo_db)) == {}
+
+
 KILL_AFTER_INSERTS = """
 import os, re, signal
 from pymongo.collection import Collection
@@ -116,12 +133,15 @@ KILL_POINTS = {
     "backup-copy": (rf"mongrate_tmp_{BACKUP}_chat_messages_backup", 3, "-", BACKUP),
     "backup-between-renames": ("-", 0, rf"mongrate_tmp_{BACKUP}_chat_messages_backup", BACKUP),
     "backup-gridfs-ids": (r"mongrate_backups_gridfs_\d+_\d+", 1, "-", BACKUP),
-    # revision 2: building the new messages, sniffing, between drop and rename of uploads
-    "schema-build": (rf"mongrate_tmp_{SCHEMA}_chat_messages", 4, "-", SCHEMA),
+    # revision 2: sniffing, between drop and rename of uploads (its message change is
+    # folded into revision 3's pass over chat_messages)
     "schema-sniff": (rf"mongrate_tmp_{SCHEMA}_gridfs_heads", 1, "-", SCHEMA),
     "schema-swap": ("-", 0, rf"mongrate_tmp_{SCHEMA}_file_uploads", SCHEMA),
-    # revision 3: building both new collections, then between the two swaps
+    # revision 3: building both new collections (messages with revision 2's change folded
+    # in), between drop and rename of the messages, then between the two swaps
     "link-build": (rf"mongrate_tmp_{LINK}_file_uploads", 2, "-", LINK),
+    "link-build-folded": (rf"mongrate_tmp_{LINK}_chat_messages", 3, "-", LINK),
+    "link-swap-folded": ("-", 0, rf"mongrate_tmp_{LINK}_chat_messages", LINK),
     "link-between-swaps": ("-", 0, rf"mongrate_tmp_{LINK}_file_uploads", LINK),
 }
 
@@ -136,6 +156,9 @@ def test_sigkill_then_resumed_upgrade_equals_a_clean_run(mongo_db, cli, clean_ru
     assert r.code == -9, (r.code, r.err)
     started = mongo_db[CFG.log_collection].find_one({"revision": rev, "direction": "upgrade"})
     assert started and started["status"] == "started"  # killed inside that revision
+    if rev == LINK:  # the schema revision waits for the pass that writes its change
+        held = mongo_db[CFG.log_collection].find_one({"revision": SCHEMA})
+        assert held["status"] == "started" and heads(mongo_db) == [BACKUP]
     r = cli.run("upgrade", "head")
     assert r.code == 0, r.err
     assert "resuming" in r.err
