@@ -615,7 +615,8 @@ class Operations:
         """Set ``changes(raw)`` (a dict of fields, {} for none) on every document of
         ``collection``, with a :meth:`rewrite`; documents keep their stored order.
 
-        ``changes`` must be idempotent (nothing to change the second time). When the next
+        ``changes`` must be idempotent (nothing to change the second time) and must not
+        change the fields the next revision orders or groups its reads by. When the next
         revision of this ``upgrade`` run declares ``absorbs = ("<collection>",)``, the change
         is folded into that revision's own rewrite instead: one pass over the collection
         instead of two, and None is returned (the count goes to ``op.results[result]``
@@ -630,6 +631,9 @@ class Operations:
             if state not in ("done", "built"):
                 self.db.drop_collection(tmp_name(self, collection))  # left by a standalone run
                 self._undo.update_one(key, {"$set": {"state": "folded"}}, upsert=True)
+                # earlier folds of this collection travel on with this one, in order
+                self.outbox.extend(f for f in self.inbox if f.collection == collection
+                                   and not f.done and f not in self.outbox)
                 self.outbox.append(Fold(self.revision, collection, changes, label,
                                         self.results, result))
                 self.log(f"{collection}: changes folded into the next revision's pass over it")

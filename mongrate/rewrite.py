@@ -26,10 +26,11 @@ Folds. A per-document change (``op.rewrite_each``) whose revision is followed, i
 on its own: the next revision's rewrite applies it to each document as it reads it
 (:meth:`CollectionRewrite.absorb`), records its prior values in the folding revision's own
 side collection, and writes the document once. That saves a whole read and write of the
-collection. The folding revision's state record says ``folded`` until that swap, and the
-runner moves the heads past it only after the absorbing revision succeeded; if the
-absorbing rewrite was already done (a resumed run), the change is applied on its own, and
-since such a change must be idempotent, it then finds nothing left to do.
+collection. The folding revision's state record says ``folded`` until the absorbing
+rewrite is built (then ``done``, just before the swap), and the runner moves the heads past
+it only after the absorbing revision succeeded (or, if that revision fails, after writing
+the change on its own). A folded change must be idempotent and must not change the fields
+the absorbing revision orders or groups its reads by.
 """
 
 from __future__ import annotations
@@ -191,6 +192,7 @@ class CollectionRewrite:
             f for f in getattr(op, "inbox", ()) if f.collection == collection and not f.done]
         self.changed = 0
         self.seen = 0
+        self.absorbed = 0  # documents read through absorb()
         self._docs: list[RawBSONDocument] = []
         self._priors: list[dict[str, Any]] = []
         self._key = _state_key(op, collection, direction, revision)
@@ -205,11 +207,15 @@ class CollectionRewrite:
         state = self._undo.find_one(self._key)
         if state and state.get("state") == "done":
             self.op.log(f"{self.collection}: {self.direction} rewrite already done")
-            self._folds_alone()
+            # folds are marked written before a pass is built, so a done pass wrote them
+            self._folds_finished(counted=False)
             return False
         if state and state.get("state") == "built":
             self.op.log(f"{self.collection}: finishing an interrupted swap")
-            self._swap()  # the copy it swaps in was built with the folds applied
+            # the copy it swaps in was built with the folds applied (they are marked
+            # written when it is built, so these come from a run killed just before that)
+            self._folds_finished(counted=False)
+            self._swap()
             return False
         self.db.drop_collection(self.tmp)  # a half-written copy from an interrupted run
         self._undo.update_one(self._key, {"$set": {"state": "building", "tmp": self.tmp,
@@ -224,6 +230,7 @@ class CollectionRewrite:
             yield from docs
             return
         for raw in docs:
+            self.absorbed += 1
             for fold in self.folds:
                 fields = fold.changes(raw)
                 if not fields:
@@ -237,18 +244,16 @@ class CollectionRewrite:
                 raw = encode(doc)
             yield raw
 
-    def _folds_alone(self) -> None:
-        """Folded changes whose absorbing pass is over (a resumed run): written on their
-        own, each by its own rewrite (idempotent changes: usually nothing is left)."""
+    def _folds_finished(self, *, counted: bool = True) -> None:
+        """Mark the folded changes written (before this rewrite's swap: a run killed after
+        it finds the folding revisions done and this rewrite built, and swaps)."""
         for fold in self.folds:
-            fold_alone(self.op, fold)
-
-    def _folds_finished(self) -> None:
-        for fold in self.folds:
+            if fold.done:
+                continue
             self._undo.update_one(
                 _state_key(self.op, fold.collection, "upgrade", fold.revision),
                 {"$set": {"state": "done"}}, upsert=True)
-            fold.results[fold.result_key] = fold.changed
+            fold.results[fold.result_key] = fold.changed if counted else "written by the interrupted run"
             fold.done = True
 
     def keep(self, raw: RawBSONDocument) -> None:
@@ -291,7 +296,7 @@ class CollectionRewrite:
             if error is not None:  # e.g. the lock was lost: not a reason to start over
                 raise error
         self._docs, self._priors = [], []
-        self.changed = self.seen = 0
+        self.changed = self.seen = self.absorbed = 0
         for fold in self.folds:  # recorded priors stay (first record wins, same values)
             fold.changed, fold.priors = 0, []
         if not self.op.dry_run:
@@ -307,10 +312,16 @@ class CollectionRewrite:
         if self._writer is not None:
             self._writer.drain()
             self._writer.close()
+        if self.folds and self.absorbed != self.seen:
+            raise RewriteError(
+                f"{self.collection}: {self.seen - self.absorbed} of {self.seen} documents were "
+                f"written without passing through absorb(), so the change of "
+                f"{', '.join(f.revision for f in self.folds)} folded into this rewrite would be "
+                "lost; nothing was swapped: read the collection through rw.absorb(...)")
         if self.changed == 0 and not any(f.changed for f in self.folds):
             self.db.drop_collection(self.tmp)
-            self._undo.update_one(self._key, {"$set": {"state": "done"}})
             self._folds_finished()
+            self._undo.update_one(self._key, {"$set": {"state": "done"}})
             return 0
         live_count = fast_count(self.db, self.collection)
         if self.seen != live_count:
@@ -325,6 +336,7 @@ class CollectionRewrite:
         self._copy_options_and_indexes()
         self.op.check()  # the swap cannot be taken back by this run: only under the lock
         self._undo.update_one(self._key, {"$set": {"state": "built"}})
+        self._folds_finished()
         self._swap()
         return self.changed
 
@@ -378,7 +390,6 @@ class CollectionRewrite:
                 self.db.drop_collection(self.collection)
                 self.db[self.tmp].rename(self.collection)
         self._undo.update_one(self._key, {"$set": {"state": "done"}})
-        self._folds_finished()
 
 
 def rewrite_each(op, collection: str, changes: Changes, label: str) -> int | str:
@@ -398,6 +409,7 @@ def rewrite_each(op, collection: str, changes: Changes, label: str) -> int | str
 def fold_alone(op, fold: Fold) -> None:
     """Write a folded change on its own (its absorbing pass will not run, or has run)."""
     rw = CollectionRewrite(op, fold.collection, revision=fold.revision)
+    fold.changed, fold.priors = 0, []  # what an abandoned absorbing pass counted is void
     if rw.start():
         op.log(f"{fold.collection}: writing {fold.revision}'s change on its own")
         coll = op.db.get_collection(fold.collection, codec_options=RAW)
@@ -405,8 +417,10 @@ def fold_alone(op, fold: Fold) -> None:
         for batch in op.batches(cursor, fold.label, fast_count(op.db, fold.collection)):
             for raw in batch:
                 rw.change(raw, fold.changes(raw))
-        fold.changed += rw.finish()
-    fold.results[fold.result_key] = fold.changed
+        fold.changed = rw.finish()
+        fold.results[fold.result_key] = fold.changed
+    else:
+        fold.results[fold.result_key] = "already done"
     fold.done = True
 
 

@@ -10,7 +10,13 @@ from typing import Any
 
 from mongrate.config import Config
 from mongrate.dryrun import RecordingDatabase
-from mongrate.errors import LockLostError, LockTimeoutError, RevisionFailed, RunInterrupted
+from mongrate.errors import (
+    LockLostError,
+    LockTimeoutError,
+    RevisionFailed,
+    RunInterrupted,
+    ScriptError,
+)
 from mongrate.ops import Operations, statement_limit
 from mongrate.progress import Reporter
 from mongrate.revisions import RevisionGraph
@@ -208,7 +214,7 @@ class Runner:
                             dry_run=dry_run, guard=lock.check if lock else None,
                             statement_limit=self.statement_limit,
                             next_absorbs=() if dry_run else self._absorbs(direction, plan, i),
-                            inbox=[f for h in held for f in h.op.outbox])
+                            inbox=held[-1].op.outbox if held else ())
             started = time.monotonic()
             if dry_run:
                 try:
@@ -224,26 +230,28 @@ class Runner:
             try:
                 try:
                     getattr(module, direction)(op)
-                    for fold in op.inbox:  # folds it did not write (no rewrite opened)
-                        if not fold.done:
-                            from mongrate.rewrite import fold_alone
-
-                            fold_alone(op, fold)
+                    unwritten = [f.revision for f in op.inbox
+                                 if not f.done and f not in op.outbox]
+                    if unwritten:  # its reads saw the collection without those changes
+                        raise ScriptError(
+                            f"{rev_id} declares 'absorbs' but did not write the change of "
+                            f"{', '.join(unwritten)} folded into it: rewrite the collection "
+                            "with op.rewrite(...) and read it through rw.absorb(...)")
                 finally:
                     op.close()
                 if lock:
                     lock.check()  # never move heads for a step whose lock was taken away
             except BaseException as exc:
                 self.store.log_finish(log_id, "failed", started_at=started_at, error=exc)
-                for h in held:
-                    self.store.log_finish(h.log_id, "failed", started_at=h.started_at, error=exc)
                 if isinstance(exc, KeyboardInterrupt | LockLostError):
+                    for h in held:  # re-run (and resumed) by the next run
+                        self.store.log_finish(h.log_id, "failed", started_at=h.started_at,
+                                              error=exc)
                     raise
+                heads = self._settle_held(direction, held, heads, steps, exc)
                 first_line = (str(exc).strip().splitlines() or [""])[0]
-                folded = f" (with the folded changes of {', '.join(h.rev_id for h in held)})" \
-                    if held else ""
                 raise RevisionFailed(
-                    f"{direction} of {rev_id} ({rev.message}){folded} failed: "
+                    f"{direction} of {rev_id} ({rev.message}) failed: "
                     f"{type(exc).__name__}: {first_line}; "
                     f"nothing after it ran; see 'mongrate history -v -r {rev_id}:{rev_id}'"
                 ) from exc
@@ -252,16 +260,40 @@ class Runner:
                 held.append(this)
                 continue
             for h in [*held, this]:
-                new_heads = self._move(direction, heads, h.rev_id)
-                self.store.move_heads(heads, new_heads)
-                heads = new_heads
-                results = h.op.results
-                self.store.log_finish(h.log_id, "succeeded", started_at=h.started_at,
-                                      extra={"results": results} if results else None)
-                steps.append(StepResult(h.rev_id, direction, h.duration,
-                                        results=dict(results)))
+                heads = self._succeeded(direction, h, heads, steps)
             held = []
         return RunResult(direction, steps, before, heads, resumed, dry_run)
+
+    def _succeeded(self, direction: str, h: _Held, heads: tuple[str, ...],
+                   steps: list[StepResult]) -> tuple[str, ...]:
+        new_heads = self._move(direction, heads, h.rev_id)
+        self.store.move_heads(heads, new_heads)
+        results = h.op.results
+        self.store.log_finish(h.log_id, "succeeded", started_at=h.started_at,
+                              extra={"results": results} if results else None)
+        steps.append(StepResult(h.rev_id, direction, h.duration, results=dict(results)))
+        return new_heads
+
+    def _settle_held(self, direction: str, held: list[_Held], heads: tuple[str, ...],
+                     steps: list[StepResult], exc: BaseException) -> tuple[str, ...]:
+        """The step after ``held`` failed: write their folded changes on their own and
+        apply them (their own work is done), so the run stops right after them."""
+        from mongrate.rewrite import fold_alone
+
+        for n, h in enumerate(held):
+            try:
+                for fold in h.op.outbox:
+                    if not fold.done:
+                        fold_alone(h.op, fold)
+            except BaseException:
+                for rest in held[n:]:
+                    self.store.log_finish(rest.log_id, "failed", started_at=rest.started_at,
+                                          error=exc)
+                raise
+            finally:
+                h.op.close()
+            heads = self._succeeded(direction, h, heads, steps)
+        return heads
 
     def _absorbs(self, direction: str, plan: list[str], i: int) -> tuple[str, ...]:
         """Collections whose changes plan[i] may fold into plan[i + 1]: only on the way up,

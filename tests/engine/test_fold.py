@@ -9,7 +9,8 @@ from mongrate.config import Config
 
 CFG = Config()
 A, B = "aaaa1111", "bbbb2222"
-# A doubles n into `a` (idempotent); B reads A's field, so it must see A's change
+# A doubles n into `a` (idempotent); B adds 1 to that same field, so it must see A's
+# change, and each revision's undo record must hold its own prior value
 # (a dry run does not: nothing is written, so B reads the data as it is).
 UP_A = """
 op.rewrite_each("items", lambda raw: {} if raw.get("a") == raw["n"] * 2 else
@@ -20,7 +21,7 @@ from mongrate.ops import RAW
 rw = op.rewrite("items")
 if rw.start():
     for raw in rw.absorb(op.db.get_collection("items", codec_options=RAW).find()):
-        rw.change(raw, {"b": raw.get("a", -9) + 1} if raw["n"] % 3 == 0 else {})
+        rw.change(raw, {"a": raw.get("a", -9) + 1, "b": True} if raw["n"] % 3 == 0 else {})
     op.results["b_changed"] = rw.finish()
 """
 DOWN = 'op.restore_rewrite("items")'
@@ -53,9 +54,8 @@ def test_folded_run_equals_revisions_run_one_by_one(project, mongo_db, items):
     assert "changes folded into the next revision's pass" in r.err
     assert f"mongrate_tmp_{A}_items" not in mongo_db.list_collection_names()
     folded = docs(mongo_db)
-    assert [d["a"] for d in folded] == [d["n"] * 2 for d in folded]
-    assert [d.get("b") for d in folded] == [d["n"] * 2 + 1 if d["n"] % 3 == 0 else None
-                                            for d in folded]
+    assert [(d["a"], d.get("b")) for d in folded] == [
+        (d["n"] * 2 + 1, True) if d["n"] % 3 == 0 else (d["n"] * 2, None) for d in folded]
     a_log, b_log = results(mongo_db, A), results(mongo_db, B)
     assert a_log["status"] == b_log["status"] == "succeeded"
     assert a_log["results"]["a_changed"] == 30  # counted once written, by B's pass
@@ -74,54 +74,68 @@ def test_folded_run_equals_revisions_run_one_by_one(project, mongo_db, items):
     assert docs(mongo_db) == folded
 
 
-def test_a_fold_the_next_revision_leaves_unwritten_is_written_on_its_own(project, mongo_db,
-                                                                         items):
-    project.add(A, None, body_up=UP_A, body_down=DOWN)
-    project.add(B, A, body_up="pass", body_down="pass", module=ABSORBS)  # forgets to
-    r = project.run("upgrade", "head")
-    assert r.code == 0, r.err
-    assert "writing aaaa1111's change on its own" in r.err
+def applied_alone(mongo_db, items) -> None:
+    """A's change, written on its own; A applied, B failed."""
     assert [d["a"] for d in docs(mongo_db)] == [d["n"] * 2 for d in items]
-    assert project.run("downgrade", "base").code == 0
-    assert docs(mongo_db) == items
+    assert not [d for d in docs(mongo_db) if "b" in d]
+    assert mongo_db[CFG.version_collection].distinct("_id") == [A]
+    assert results(mongo_db, A)["status"] == "succeeded"
+    assert results(mongo_db, A)["results"]["a_changed"] == 30
+    assert results(mongo_db, B)["status"] == "failed"
 
 
-def test_a_failed_absorbing_revision_leaves_the_folding_one_unapplied(project, mongo_db,
-                                                                      items):
+@pytest.mark.parametrize(("body", "says"), [
+    pytest.param(UP_B.replace("    op.results", "    raise RuntimeError('b broke')\n    op.results"),
+                 "b broke", id="raises-before-its-swap"),
+    pytest.param("pass", "did not write the change of aaaa1111", id="never-rewrites"),
+    pytest.param(UP_B.replace("rw.absorb(", "("), "without passing through absorb()",
+                 id="rewrites-without-absorb"),
+])
+def test_when_the_absorbing_revision_fails_the_folding_one_is_written_alone(
+        project, mongo_db, items, body, says):
     project.add(A, None, body_up=UP_A, body_down=DOWN)
-    broken = project.add(B, A, body_up=UP_B + "\nraise RuntimeError('b broke')",
-                         body_down=DOWN, module=ABSORBS)
+    broken = project.add(B, A, body_up=body, body_down=DOWN, module=ABSORBS)
     r = project.run("upgrade", "head")
-    assert r.code != 0
-    assert "b broke" in r.err and f"with the folded changes of {A}" in r.err
-    assert mongo_db[CFG.version_collection].count_documents({}) == 0  # neither applied
-    assert results(mongo_db, A)["status"] == results(mongo_db, B)["status"] == "failed"
+    assert r.code == 1, r.err
+    assert f"upgrade of {B}" in r.err and says in r.err
+    assert "writing aaaa1111's change on its own" in r.err
+    applied_alone(mongo_db, items)
     broken.unlink()
     project.add(B, A, body_up=UP_B, body_down=DOWN, module=ABSORBS)
-    r = project.run("upgrade", "head")
+    r = project.run("upgrade", "head")  # B alone now
     assert r.code == 0, r.err
-    assert [d["a"] for d in docs(mongo_db)] == [d["n"] * 2 for d in items]
     assert project.run("downgrade", "base").code == 0
     assert docs(mongo_db) == items
 
 
-def test_resumed_fold_whose_pass_already_swapped_finds_nothing_left(project, mongo_db, items):
-    """Killed after the absorbing swap, before the folding revision's record said done."""
+def test_a_chain_of_folds_is_written_by_the_last_pass(project, mongo_db, items):
+    C = "cccc3333"
+    up_b_folding = """
+op.rewrite_each("items", lambda raw: {} if raw.get("c") == raw["a"] + 1 else
+                {"c": raw["a"] + 1}, "items c", result="c_changed")
+"""
     project.add(A, None, body_up=UP_A, body_down=DOWN)
-    project.add(B, A, body_up=UP_B, body_down=DOWN, module=ABSORBS)
-    assert project.run("upgrade", "head").code == 0
-    final = docs(mongo_db)
-    undo = mongo_db[CFG.undo_collection]
-    undo.update_one({"revision": A, "kind": "rewrite"}, {"$set": {"state": "folded"}})
-    mongo_db[CFG.version_collection].delete_many({})
-    mongo_db[CFG.log_collection].update_many({}, {"$set": {"status": "started"}})
+    project.add(B, A, body_up=up_b_folding, body_down=DOWN, module=ABSORBS)
+    project.add(C, B, body_up=UP_B, body_down=DOWN, module=ABSORBS)
     r = project.run("upgrade", "head")
     assert r.code == 0, r.err
-    assert "resuming" in r.err and "writing aaaa1111's change on its own" in r.err
-    assert docs(mongo_db) == final
-    assert results(mongo_db, A)["results"]["a_changed"] == 0
-    assert project.run("downgrade", "base").code == 0
-    assert docs(mongo_db) == items  # the first pass's prior values were kept
+    assert r.err.count("changes folded into the next revision's pass") == 2
+    assert not [n for n in mongo_db.list_collection_names() if n.startswith("mongrate_tmp")]
+    chained = docs(mongo_db)
+    assert [d["c"] for d in chained] == [d["n"] * 2 + 1 for d in chained]
+    assert results(mongo_db, A)["results"]["a_changed"] == 30
+    assert results(mongo_db, B)["results"]["c_changed"] == 40
+    states = []
+    for target in (B, A, "base"):  # one revision at a time, each exactly
+        assert project.run("downgrade", target).code == 0
+        states.append(docs(mongo_db))
+    assert states[-1] == items
+    assert project.run("upgrade", A).code == 0
+    assert docs(mongo_db) == states[1]
+    assert project.run("upgrade", B).code == 0
+    assert docs(mongo_db) == states[0]
+    assert project.run("upgrade", C).code == 0
+    assert docs(mongo_db) == chained
 
 
 def test_a_dry_run_never_folds_and_writes_nothing(project, mongo_db, items):

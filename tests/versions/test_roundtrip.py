@@ -93,6 +93,23 @@ def test_link_sorts_on_the_server_when_messages_are_not_stored_in_order(mongo_db
     assert DeepDiff(before, dump(mongo_db)) == {}
 
 
+def test_folded_pass_falls_back_to_a_server_sort_when_messages_are_out_of_order(
+        mongo_db, cli, clean_run):
+    seed(mongo_db, **SMALL, seed=3)
+    before = dump(mongo_db)
+    assert cli.run("upgrade", BACKUP).code == 0
+    moved = mongo_db.chat_messages.find_one({"role": "user"}, sort=[("session_id", 1)])
+    mongo_db.chat_messages.delete_one({"_id": moved["_id"]})
+    mongo_db.chat_messages.insert_one(moved)  # now last in the stored order
+    r = cli.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert "changes folded into the next revision's pass" in r.err
+    assert "the server sorts it" in r.err
+    assert DeepDiff(clean_run[1], normalised(mongo_db)) == {}
+    assert cli.run("downgrade", "base").code == 0
+    assert DeepDiff(before, dump(mongo_db)) == {}
+
+
 def test_schema_change_folded_into_the_link_pass_undoes_one_revision_at_a_time(mongo_db, cli):
     seed(mongo_db, **SMALL, seed=3)
     before = dump(mongo_db)
