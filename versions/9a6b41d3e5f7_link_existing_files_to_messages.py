@@ -18,12 +18,15 @@ ambiguous (linked by time while another message was as near: worth a look), orph
 
 Uploads and messages are read once each in (session, user) order and merged, and both
 collections are rewritten in that pass (mongrate/rewrite.py): memory holds one session at
-a time. Uploads are sorted by the server; messages are read as stored, since the schema
-revision stored them in that order, so writing starts with the first batch instead of
-after a sort of the whole collection. The order is checked document by document: if it
-does not hold (the schema revision changed nothing, or messages were added since), the
-pass starts over with the server sorting them. Safe to re-run after an interruption. Downgrade puts
-back the `message_id`, `file_ids` and `has_files` values that were changed.
+a time. Uploads are sorted by the server; messages are read as stored, since the backup
+and schema revisions stored them in that order, so writing starts with the first batch
+instead of after a sort of the whole collection. The order is checked document by
+document: if it does not hold (messages were added or moved since), the pass starts over
+with the server sorting them. When the schema revision ran just before in the same
+`upgrade`, its message change is folded into this pass (`absorbs`): each message is
+normalised as it is read, then linked, and written once. Safe to re-run after an
+interruption. Downgrade puts back the `message_id`, `file_ids` and `has_files` values
+this revision changed (the schema revision's own record undoes its part).
 """
 
 from collections.abc import Iterator
