@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
@@ -627,15 +628,20 @@ class Operations:
         label = label or f"{collection} ({self.revision})"
         if collection in self.next_absorbs and not self.dry_run and self.direction == "upgrade":
             key = _state_key(self, collection, "upgrade")
-            state = (self._undo.find_one(key) or {}).get("state")
+            record = self._undo.find_one(key) or {}
+            state = record.get("state")
             if state not in ("done", "built"):
                 self.db.drop_collection(tmp_name(self, collection))  # left by a standalone run
-                self._undo.update_one(key, {"$set": {"state": "folded"}}, upsert=True)
+                # a resumed fold keeps its token: a copy built for it may be swapped in
+                token = record.get("token") if state == "folded" else None
+                token = token or uuid.uuid4().hex
+                self._undo.update_one(key, {"$set": {"state": "folded", "token": token}},
+                                      upsert=True)
                 # earlier folds of this collection travel on with this one, in order
                 self.outbox.extend(f for f in self.inbox if f.collection == collection
                                    and not f.done and f not in self.outbox)
                 self.outbox.append(Fold(self.revision, collection, changes, label,
-                                        self.results, result))
+                                        self.results, result, token))
                 self.log(f"{collection}: changes folded into the next revision's pass over it")
                 return None
         changed = rewrite_each(self, collection, changes, label)

@@ -26,11 +26,13 @@ Folds. A per-document change (``op.rewrite_each``) whose revision is followed, i
 on its own: the next revision's rewrite applies it to each document as it reads it
 (:meth:`CollectionRewrite.absorb`), records its prior values in the folding revision's own
 side collection, and writes the document once. That saves a whole read and write of the
-collection. The folding revision's state record says ``folded`` until the absorbing
-rewrite is built (then ``done``, just before the swap), and the runner moves the heads past
-it only after the absorbing revision succeeded (or, if that revision fails, after writing
-the change on its own). A folded change must be idempotent and must not change the fields
-the absorbing revision orders or groups its reads by.
+collection. The folding revision's state record says ``folded`` (with a token the built
+copy records, so a copy built for an earlier fold is never swapped in for a new one) until
+the absorbing rewrite is swapped in; the runner moves the heads past it only after the
+absorbing revision succeeded, or, if that revision failed before building its copy, after
+writing the change on its own; otherwise both are left to the next run, like after a
+kill. A folded change must be idempotent and must not change the fields the absorbing
+revision orders or groups its reads by.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def _state_key(op, collection: str, direction: str, revision: str | None = None
 Changes = Callable[[RawBSONDocument], Mapping[str, Any]]
 
 
-@dataclass
+@dataclass(eq=False)
 class Fold:
     """One revision's per-document change to ``collection``, left for the next revision's
     rewrite of it to write (see the module docstring)."""
@@ -150,7 +152,9 @@ class Fold:
     label: str
     results: dict[str, Any]  # the folding revision's op.results: its count goes there
     result_key: str
+    token: str = ""  # kept in its state record while folded: a built copy names it
     changed: int = 0
+    built_into: bool = False  # the absorbing rewrite's copy holds it, not yet swapped in
     done: bool = False
     priors: list[dict[str, Any]] = field(default_factory=list)
 
@@ -207,16 +211,22 @@ class CollectionRewrite:
         state = self._undo.find_one(self._key)
         if state and state.get("state") == "done":
             self.op.log(f"{self.collection}: {self.direction} rewrite already done")
-            # folds are marked written before a pass is built, so a done pass wrote them
+            # a fold still pending here was written by that pass (killed before marking it)
             self._folds_finished(counted=False)
             return False
-        if state and state.get("state") == "built":
+        built_with = (state or {}).get("folds") or {}
+        if state and state.get("state") == "built" and all(
+                built_with.get(f.revision) == f.token for f in self.folds):
             self.op.log(f"{self.collection}: finishing an interrupted swap")
-            # the copy it swaps in was built with the folds applied (they are marked
-            # written when it is built, so these come from a run killed just before that)
+            self._swap()  # its copy was built with these very folds applied
             self._folds_finished(counted=False)
-            self._swap()
             return False
+        if state and state.get("state") == "built" \
+                and self.collection not in self.db.list_collection_names():
+            raise RewriteError(
+                f"{self.collection} is missing and {self.tmp} holds its documents, built for "
+                "changes other than the ones now folded into it: rename it back to "
+                f"{self.collection}, then run again")
         self.db.drop_collection(self.tmp)  # a half-written copy from an interrupted run
         self._undo.update_one(self._key, {"$set": {"state": "building", "tmp": self.tmp,
                                                    "side": self.side}}, upsert=True)
@@ -245,8 +255,8 @@ class CollectionRewrite:
             yield raw
 
     def _folds_finished(self, *, counted: bool = True) -> None:
-        """Mark the folded changes written (before this rewrite's swap: a run killed after
-        it finds the folding revisions done and this rewrite built, and swaps)."""
+        """Mark the folded changes written (after this rewrite's swap and its own "done":
+        a run killed in between finds this rewrite done, and comes back here)."""
         for fold in self.folds:
             if fold.done:
                 continue
@@ -320,8 +330,8 @@ class CollectionRewrite:
                 "lost; nothing was swapped: read the collection through rw.absorb(...)")
         if self.changed == 0 and not any(f.changed for f in self.folds):
             self.db.drop_collection(self.tmp)
-            self._folds_finished()
             self._undo.update_one(self._key, {"$set": {"state": "done"}})
+            self._folds_finished()
             return 0
         live_count = fast_count(self.db, self.collection)
         if self.seen != live_count:
@@ -335,9 +345,12 @@ class CollectionRewrite:
                                "written: was another run building it? Run again")
         self._copy_options_and_indexes()
         self.op.check()  # the swap cannot be taken back by this run: only under the lock
-        self._undo.update_one(self._key, {"$set": {"state": "built"}})
-        self._folds_finished()
+        self._undo.update_one(self._key, {"$set": {
+            "state": "built", "folds": {f.revision: f.token for f in self.folds}}})
+        for fold in self.folds:
+            fold.built_into = True
         self._swap()
+        self._folds_finished()
         return self.changed
 
     # --------------------------------------------------------------- helpers

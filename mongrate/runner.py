@@ -244,11 +244,8 @@ class Runner:
             except BaseException as exc:
                 self.store.log_finish(log_id, "failed", started_at=started_at, error=exc)
                 if isinstance(exc, KeyboardInterrupt | LockLostError):
-                    for h in held:  # re-run (and resumed) by the next run
-                        self.store.log_finish(h.log_id, "failed", started_at=h.started_at,
-                                              error=exc)
-                    raise
-                heads = self._settle_held(direction, held, heads, steps, exc)
+                    raise  # held steps stay "started": the next run resumes them
+                heads = self._settle_held(direction, held, heads, steps)
                 first_line = (str(exc).strip().splitlines() or [""])[0]
                 raise RevisionFailed(
                     f"{direction} of {rev_id} ({rev.message}) failed: "
@@ -275,21 +272,26 @@ class Runner:
         return new_heads
 
     def _settle_held(self, direction: str, held: list[_Held], heads: tuple[str, ...],
-                     steps: list[StepResult], exc: BaseException) -> tuple[str, ...]:
+                     steps: list[StepResult]) -> tuple[str, ...]:
         """The step after ``held`` failed: write their folded changes on their own and
-        apply them (their own work is done), so the run stops right after them."""
+        apply them (their own work is done), so the run stops right after them. A change
+        already in the failed step's built copy, or one that cannot be written now, is left
+        to the next run: those steps stay "started", as after a kill."""
         from mongrate.rewrite import fold_alone
 
-        for n, h in enumerate(held):
+        for h in held:
+            if any(f.built_into and not f.done for f in h.op.outbox):
+                self.reporter.info(f"{h.rev_id}: its change waits in the copy the failed step "
+                                   "built; run the command again to finish both")
+                break
             try:
                 for fold in h.op.outbox:
                     if not fold.done:
                         fold_alone(h.op, fold)
-            except BaseException:
-                for rest in held[n:]:
-                    self.store.log_finish(rest.log_id, "failed", started_at=rest.started_at,
-                                          error=exc)
-                raise
+            except Exception as exc:  # noqa: BLE001 - the failed step's error is the one raised
+                self.reporter.info(f"{h.rev_id}: could not write its folded change on its own "
+                                   f"({type(exc).__name__}: {exc}); run the command again")
+                break
             finally:
                 h.op.close()
             heads = self._succeeded(direction, h, heads, steps)

@@ -146,3 +146,66 @@ def test_a_dry_run_never_folds_and_writes_nothing(project, mongo_db, items):
     assert "folded" not in r.err and "items: would rewrite 30 of 40" in r.err
     assert docs(mongo_db) == items
     assert mongo_db[CFG.undo_collection].count_documents({}) == 0
+
+
+def heads(db) -> list[str]:
+    return sorted(db[CFG.version_collection].distinct("_id"))
+
+
+def interrupted_then_finished(project, mongo_db, items) -> None:
+    """The folding revision was left "started": a downgrade is refused until an upgrade
+    finishes it, and then the way back is exact."""
+    assert heads(mongo_db) == [] and results(mongo_db, A)["status"] == "started"
+    r = project.run("downgrade", "base")
+    assert r.code != 0 and "was interrupted" in r.err, r.err
+    project.add(B, A, body_up=UP_B, body_down=DOWN, module=ABSORBS)  # fixed
+    r = project.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert "resuming" in r.err
+    assert [(d["a"], d.get("b")) for d in docs(mongo_db)] == [
+        (d["n"] * 2 + 1, True) if d["n"] % 3 == 0 else (d["n"] * 2, None) for d in items]
+    assert project.run("downgrade", "base").code == 0
+    assert docs(mongo_db) == items
+
+
+def test_ctrl_c_in_the_absorbing_revision_leaves_both_to_the_next_run(project, mongo_db, items):
+    project.add(A, None, body_up=UP_A, body_down=DOWN)
+    project.add(B, A, body_up=UP_B.replace("    op.results", "    raise KeyboardInterrupt\n"
+                                           "    op.results"), body_down=DOWN, module=ABSORBS)
+    r = project.run("upgrade", "head")
+    assert r.code != 0
+    interrupted_then_finished(project, mongo_db, items)
+
+
+def test_a_swap_that_fails_keeps_the_folded_change_in_its_built_copy(project, mongo_db, items):
+    broken_swap = UP_B.replace("    op.results", "    def boom():\n"
+                               "        raise RuntimeError('swap broke')\n"
+                               "    rw._swap = boom\n    op.results")
+    project.add(A, None, body_up=UP_A, body_down=DOWN)
+    project.add(B, A, body_up=broken_swap, body_down=DOWN, module=ABSORBS)
+    r = project.run("upgrade", "head")
+    assert r.code == 1 and "swap broke" in r.err
+    assert "its change waits in the copy the failed step built" in r.err
+    assert [d.get("a") for d in docs(mongo_db)] == [d.get("a") for d in items]  # live untouched
+    interrupted_then_finished(project, mongo_db, items)
+
+
+def test_a_copy_built_for_an_earlier_fold_is_never_swapped_in(project, mongo_db, items):
+    """A copy left "built" whose fold token no longer matches is rebuilt, not swapped."""
+    project.add(A, None, body_up=UP_A, body_down=DOWN)
+    project.add(B, A, body_up=UP_B, body_down=DOWN, module=ABSORBS)
+    assert project.run("upgrade", "head").code == 0
+    final = docs(mongo_db)
+    assert project.run("downgrade", "base").code == 0
+    # as if B had built a copy from other data for a fold with another token
+    tmp = mongo_db[f"mongrate_tmp_{B}_items"]
+    tmp.insert_many([{**d, "a": -1} for d in items])
+    mongo_db[CFG.undo_collection].insert_one(
+        {"revision": B, "collection": "items", "kind": "rewrite", "doc_id": "rewrite:upgrade",
+         "state": "built", "folds": {A: "an-earlier-token"}})
+    r = project.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert "finishing an interrupted swap" not in r.err
+    assert docs(mongo_db) == final
+    assert project.run("downgrade", "base").code == 0
+    assert docs(mongo_db) == items
