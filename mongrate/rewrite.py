@@ -187,7 +187,6 @@ class CollectionRewrite:
         self.db = op.db
         self.collection = collection
         self.direction = direction
-        self.revision = revision or op.revision
         self.tmp = tmp_name(op, collection, revision)
         self.side = side_name(op, collection, revision)
         self.size = op.batch_size
@@ -214,19 +213,18 @@ class CollectionRewrite:
             # a fold still pending here was written by that pass (killed before marking it)
             self._folds_finished(counted=False)
             return False
-        built_with = (state or {}).get("folds") or {}
-        if state and state.get("state") == "built" and all(
-                built_with.get(f.revision) == f.token for f in self.folds):
-            self.op.log(f"{self.collection}: finishing an interrupted swap")
-            self._swap()  # its copy was built with these very folds applied
-            self._folds_finished(counted=False)
-            return False
-        if state and state.get("state") == "built" \
-                and self.collection not in self.db.list_collection_names():
-            raise RewriteError(
-                f"{self.collection} is missing and {self.tmp} holds its documents, built for "
-                "changes other than the ones now folded into it: rename it back to "
-                f"{self.collection}, then run again")
+        if state and state.get("state") == "built":
+            built_with = state.get("folds") or {}
+            if all(built_with.get(f.revision) == f.token for f in self.folds):
+                self.op.log(f"{self.collection}: finishing an interrupted swap")
+                self._swap()  # its copy was built with these very folds applied
+                self._folds_finished(counted=False)
+                return False
+            if self.collection not in self.db.list_collection_names():
+                raise RewriteError(
+                    f"{self.collection} is missing and {self.tmp} holds its documents, built "
+                    "for changes other than the ones now folded into it: rename it back to "
+                    f"{self.collection}, then run again")
         self.db.drop_collection(self.tmp)  # a half-written copy from an interrupted run
         self._undo.update_one(self._key, {"$set": {"state": "building", "tmp": self.tmp,
                                                    "side": self.side}}, upsert=True)
@@ -359,7 +357,8 @@ class CollectionRewrite:
             self._flush()
 
     def _flush(self, *, wait: bool = False) -> None:
-        """Hand the pending batch to the writer (``wait``: and wait until it is stored)."""
+        """Hand the pending batch (prior values first) to the writer (``wait``: and wait
+        until it is stored)."""
         if self._writer is None:
             self._writer = self.op.writer()
         # One writer, in order: a document is never rewritten before its prior values.
@@ -409,11 +408,15 @@ def rewrite_each(op, collection: str, changes: Changes, label: str) -> int | str
     """Every document of ``collection`` as stored, ``changes(raw)`` set on it, written back
     in the same order; returns documents changed, or "already done"."""
     rw = CollectionRewrite(op, collection)
-    if not rw.start():
-        return "already done"
-    coll = op.db.get_collection(collection, codec_options=RAW)
+    return _change_each(op, rw, changes, label) if rw.start() else "already done"
+
+
+def _change_each(op, rw: CollectionRewrite, changes: Changes, label: str) -> int:
+    """The pass of a started ``rw``: every document as stored, with the changes folded into
+    ``rw`` and then ``changes(raw)``; returns what ``finish()`` does."""
+    coll = op.db.get_collection(rw.collection, codec_options=RAW)
     cursor = coll.find().batch_size(op.batch_size)
-    for batch in op.batches(cursor, label, fast_count(op.db, collection)):
+    for batch in op.batches(cursor, label, fast_count(op.db, rw.collection)):
         for raw in rw.absorb(batch):
             rw.change(raw, changes(raw))
     return rw.finish()
@@ -425,12 +428,7 @@ def fold_alone(op, fold: Fold) -> None:
     fold.changed, fold.priors = 0, []  # what an abandoned absorbing pass counted is void
     if rw.start():
         op.log(f"{fold.collection}: writing {fold.revision}'s change on its own")
-        coll = op.db.get_collection(fold.collection, codec_options=RAW)
-        cursor = coll.find().batch_size(op.batch_size)
-        for batch in op.batches(cursor, fold.label, fast_count(op.db, fold.collection)):
-            for raw in batch:
-                rw.change(raw, fold.changes(raw))
-        fold.changed = rw.finish()
+        fold.changed = _change_each(op, rw, fold.changes, fold.label)
         fold.results[fold.result_key] = fold.changed
     else:
         fold.results[fold.result_key] = "already done"

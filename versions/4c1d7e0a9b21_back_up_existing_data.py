@@ -29,7 +29,6 @@ ones. Downgrade drops the snapshots and the side collection this revision made.
 
 from mongrate.ops import RAW, ContentChecksum, chunked, collection_checksum
 from mongrate.rewrite import fast_count
-from mongrate.store import utcnow
 
 revision = "4c1d7e0a9b21"
 down_revision = None
@@ -77,21 +76,18 @@ def record_gridfs_ids(op, target: str) -> dict:
 def upgrade(op):
     """Snapshot the three collections and record the GridFS ids; chat_messages (most of the
     work) runs beside the rest."""
-    now = utcnow()  # one stamp for every snapshot, even if the threads straddle a second
-
     def messages() -> list[dict]:
-        return [op.backup_collection("chat_messages", now=now, method=METHOD,
-                                     sort=MESSAGE_ORDER)]
+        return [op.backup_collection("chat_messages", method=METHOD, sort=MESSAGE_ORDER)]
 
     def the_rest() -> list[dict]:
-        uploads = op.backup_collection("file_uploads", now=now, method=METHOD)
+        uploads = op.backup_collection("file_uploads", method=METHOD)
         # After the manifest, so that the side collection is named by a stamp already kept.
         ids = gridfs_ids_collection(op, uploads["backup_id"])
         if not (uploads.get("gridfs") and ids in op.db.list_collection_names()):
             uploads["gridfs"] = record_gridfs_ids(op, ids)
             if not op.dry_run:
                 op.backups.update_one({"_id": uploads["_id"]}, {"$set": {"gridfs": uploads["gridfs"]}})
-        return [uploads, op.backup_collection("chat_sessions", now=now, method=METHOD)]
+        return [uploads, op.backup_collection("chat_sessions", method=METHOD)]
 
     manifests = [m for part in op.parallel(messages, the_rest) for m in part]
     op.results.update({
