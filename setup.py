@@ -14,7 +14,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["mongrate", "mongrate.*", "app_patch", "app_patch.*"]),
     package_data={
-        "mongrate": ["templates/*.tmpl"],
+        "mongrate.graph": ["templates/*.tmpl"],
         "mongrate.testing": ["ferretdb/go.mod", "ferretdb/go.sum", "ferretdb/main.go"],
         "app_patch": ["static/*"],
     },

@@ -48,7 +48,7 @@ from pymongo import MongoClient  # noqa: E402
 
 from app_patch.seed import seed  # noqa: E402
 from mongrate.config import with_database  # noqa: E402
-from mongrate.ops import collection_checksum  # noqa: E402
+from mongrate.mongo.collections import collection_checksum  # noqa: E402
 
 RAW = CodecOptions(document_class=RawBSONDocument)
 COPIED = ("chat_messages", "file_uploads", "chat_sessions")

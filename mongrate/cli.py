@@ -1,4 +1,4 @@
-"""The ``mongrate`` command: parse options, call one function in commands.py, render.
+"""The ``mongrate`` command: parse options, call one verb of mongrate.commands, render.
 
 Exit codes: 0 success, 1 a revision failed (or ``check`` found problems), 2 usage,
 config or graph error, 3 lock not acquired in time. Heavy imports (pymongo) happen
@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Any
 
 import click
+
+from mongrate.config import DEFAULT_LOCK_TIMEOUT
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCK = 0, 1, 2, 3
 
@@ -67,7 +69,7 @@ def _local_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 # `mongrate history -v` as well as `mongrate -v history`
 VERBOSE = click.option("-v", "--verbose", "local_verbose", is_flag=True, expose_value=False,
                        callback=_local_verbose, help="More detail.")
-LOCK_TIMEOUT = click.option("--lock-timeout", type=float, default=60.0, show_default=True,
+LOCK_TIMEOUT = click.option("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT, show_default=True,
                             help="Seconds to wait for another run's lock before exiting 3.")
 DRY_RUN = click.option("--dry-run", is_flag=True,
                        help="Print the plan and the writes each step would send; write nothing.")
@@ -221,7 +223,7 @@ def unlock(opts: Options, force: bool) -> None:
 
 # ------------------------------------------------------------------- reading
 def _rev_line(graph, rev_id: str, current: set[str], verbose: bool) -> str:
-    from mongrate.revisions import format_rev_line
+    from mongrate.graph.revisions import format_rev_line
 
     return format_rev_line(graph, rev_id, current=frozenset(current), verbose=verbose)
 
@@ -307,29 +309,32 @@ def history(opts: Options, rev_range: str | None, indicate_current: bool) -> Non
 @pass_opts
 def heads(opts: Options) -> None:
     """Show the head revisions of the scripts."""
-    from mongrate.config import load_config
-    from mongrate.scripts import ScriptDirectory
+    from mongrate import commands
+    from mongrate.graph.scripts import ScriptDirectory
 
-    graph = ScriptDirectory(load_config(opts.config_path)).graph
-    emit(opts, [_rev_data(graph.get(h)) for h in graph.heads],
-         "\n".join(_rev_line(graph, h, set(), opts.verbose) for h in graph.heads))
+    config = opts.config()
+    revs = commands.heads(config)
+    graph = ScriptDirectory(config).graph
+    emit(opts, [_rev_data(r) for r in revs],
+         "\n".join(_rev_line(graph, r.revision, set(), opts.verbose) for r in revs))
 
 
 @cli.command()
 @pass_opts
 def branches(opts: Options) -> None:
     """Show branch points and the branches that leave them."""
-    from mongrate.config import load_config
-    from mongrate.scripts import ScriptDirectory
+    from mongrate import commands
+    from mongrate.graph.scripts import ScriptDirectory
 
-    graph = ScriptDirectory(load_config(opts.config_path)).graph
-    points = [r.revision for r in graph if graph.is_branch_point(r.revision)]
+    config = opts.config()
+    points = commands.branches(config)
+    graph = ScriptDirectory(config).graph
     lines = []
-    for p in points:
-        lines.append(_rev_line(graph, p, set(), opts.verbose))
-        lines.extend(f"    -> {c}, {graph.get(c).message}" for c in graph.children(p))
-    emit(opts, [{"revision": p, "children": list(graph.children(p))} for p in points],
-         "\n".join(lines) or "no branch points")
+    for point, children in points:
+        lines.append(_rev_line(graph, point.revision, set(), opts.verbose))
+        lines.extend(f"    -> {c.revision}, {c.message}" for c in children)
+    emit(opts, [{"revision": p.revision, "children": [c.revision for c in cs]}
+                for p, cs in points], "\n".join(lines) or "no branch points")
 
 
 @cli.command()
@@ -338,12 +343,13 @@ def branches(opts: Options) -> None:
 @pass_opts
 def show(opts: Options, rev: str) -> None:
     """Show one revision in full."""
-    from mongrate.config import load_config
-    from mongrate.scripts import ScriptDirectory
+    from mongrate import commands
+    from mongrate.graph.scripts import ScriptDirectory
 
-    graph = ScriptDirectory(load_config(opts.config_path)).graph
-    rev_id = graph.resolve_one(rev)
-    emit(opts, _rev_data(graph.get(rev_id)), _rev_line(graph, rev_id, set(), True))
+    config = opts.config()
+    found = commands.show(config, rev)
+    graph = ScriptDirectory(config).graph
+    emit(opts, _rev_data(found), _rev_line(graph, found.revision, set(), True))
 
 
 @cli.command()
@@ -367,9 +373,9 @@ def backup() -> None:
 @pass_opts
 def backup_list(opts: Options) -> None:
     """List backup snapshots, newest first."""
-    from mongrate import backup as backups
+    from mongrate import commands
 
-    items = backups.list_backups(opts.project())
+    items = commands.list_backups(opts.project())
     lines = [f"{b.get('backup_id', '-'):<16} {b['target']}  {b['status']:<8} {b.get('count', '-'):>8} docs  from {b['source']}  "
              f"revision {b['revision']}  {b['created_at']:%Y-%m-%d %H:%M:%S}" for b in items]
     emit(opts, items, "\n".join(lines) or "no backups")
@@ -384,9 +390,9 @@ def backup_list(opts: Options) -> None:
 def backup_restore(opts: Options, backup_id: str, collections: tuple[str, ...], yes: bool,
                    lock_timeout: float) -> None:
     """Put a snapshot back into its collection (documents differing are replaced)."""
-    from mongrate import backup as backups
+    from mongrate import commands
 
-    reports = backups.restore_backup(opts.project(), backup_id, collections=collections,
+    reports = commands.restore_backup(opts.project(), backup_id, collections=collections,
                                      yes=yes, lock_timeout=lock_timeout)
     emit(opts, [r.__dict__ for r in reports], "\n".join(r.describe() for r in reports))
 
@@ -397,9 +403,9 @@ def backup_restore(opts: Options, backup_id: str, collections: tuple[str, ...], 
 @pass_opts
 def backup_drop(opts: Options, backup_id: str, lock_timeout: float) -> None:
     """Drop a backup's snapshot collections and mark their manifests dropped."""
-    from mongrate import backup as backups
+    from mongrate import commands
 
-    manifest = backups.drop_backup(opts.project(), backup_id, lock_timeout=lock_timeout)
+    manifest = commands.drop_backup(opts.project(), backup_id, lock_timeout=lock_timeout)
     emit(opts, manifest, f"dropped {manifest['target']}")
 
 

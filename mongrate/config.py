@@ -19,6 +19,25 @@ from mongrate.errors import ConfigError
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+#: Every setting's default, in the one place they are written: the Config fields, the ini
+#: reader and the file ``mongrate init`` writes all take them from here.
+DEFAULTS: dict[str, object] = {
+    "script_location": "versions",
+    "file_template": "%(rev)s_%(slug)s",
+    "prepend_sys_path": ".",
+    "version_collection": "mongrate_version",
+    "log_collection": "mongrate_log",
+    "lock_collection": "mongrate_lock",
+    "undo_collection": "mongrate_undo",
+    "backups_collection": "mongrate_backups",
+    "lock_lease_seconds": 30.0,
+    "batch_size": 1000,
+}
+#: Seconds a command waits for another run's lock (``--lock-timeout``).
+DEFAULT_LOCK_TIMEOUT = 60.0
+COLLECTION_KEYS = ("version_collection", "log_collection", "lock_collection",
+                   "undo_collection", "backups_collection")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -26,15 +45,15 @@ class Config:
 
     url: str | None = None
     database: str | None = None
-    script_location: Path = Path("versions")
-    file_template: str = "%(rev)s_%(slug)s"
-    version_collection: str = "mongrate_version"
-    log_collection: str = "mongrate_log"
-    lock_collection: str = "mongrate_lock"
-    undo_collection: str = "mongrate_undo"
-    backups_collection: str = "mongrate_backups"
-    lock_lease_seconds: float = 30.0
-    batch_size: int = 1000
+    script_location: Path = Path(str(DEFAULTS["script_location"]))
+    file_template: str = str(DEFAULTS["file_template"])
+    version_collection: str = str(DEFAULTS["version_collection"])
+    log_collection: str = str(DEFAULTS["log_collection"])
+    lock_collection: str = str(DEFAULTS["lock_collection"])
+    undo_collection: str = str(DEFAULTS["undo_collection"])
+    backups_collection: str = str(DEFAULTS["backups_collection"])
+    lock_lease_seconds: float = float(DEFAULTS["lock_lease_seconds"])  # type: ignore[arg-type]
+    batch_size: int = int(DEFAULTS["batch_size"])  # type: ignore[call-overload]
     prepend_sys_path: tuple[Path, ...] = ()
     config_file: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
@@ -129,26 +148,25 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = True)
             raise ConfigError(f"{path}: '{key}' must be a number >= {minimum:g}")
         return v
 
-    script_location = Path(values.pop("script_location", "versions"))
+    script_location = Path(values.pop("script_location", str(DEFAULTS["script_location"])))
     if not script_location.is_absolute():
         script_location = here / script_location
     prepend = tuple(
         (p if p.is_absolute() else here / p)
-        for p in (Path(x) for x in values.pop("prepend_sys_path", ".").split() if x)
+        for p in (Path(x) for x in values.pop("prepend_sys_path", str(DEFAULTS["prepend_sys_path"])).split() if x)
     )
     names = {
         k: values.pop(k)
-        for k in ("version_collection", "log_collection", "lock_collection",
-                  "undo_collection", "backups_collection")
+        for k in COLLECTION_KEYS
         if k in values
     }
     config = Config(
         url=values.pop("url", None) or None,
         database=values.pop("database", None) or None,
         script_location=script_location,
-        file_template=values.pop("file_template", "%(rev)s_%(slug)s"),
-        lock_lease_seconds=number("lock_lease_seconds", 30.0, float, 1.0),
-        batch_size=int(number("batch_size", 1000, int, 1)),
+        file_template=values.pop("file_template", str(DEFAULTS["file_template"])),
+        lock_lease_seconds=number("lock_lease_seconds", Config.lock_lease_seconds, float, 1.0),
+        batch_size=int(number("batch_size", Config.batch_size, int, 1)),
         prepend_sys_path=prepend,
         config_file=path.resolve(),
         extra=values,
@@ -160,3 +178,33 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = True)
         print(f"mongrate: warning: {path}: unknown setting(s) {', '.join(sorted(values))} "
               "in [mongrate] (typo?)", file=sys.stderr)
     return config
+
+
+def ini_text(*, url: str, database: str, scripts: str = str(DEFAULTS["script_location"])) -> str:
+    """The ``mongrate.ini`` that ``mongrate init`` writes: every setting at its default."""
+    def esc(value: object) -> str:
+        return str(value).replace("%", "%%")
+
+    d = {k: esc(v) for k, v in DEFAULTS.items()}
+    lease = f"{float(DEFAULTS['lock_lease_seconds']):g}"  # type: ignore[arg-type]
+    return f"""[mongrate]
+# Server and database. ${{VAR}} reads the environment; a database named in the URL path wins.
+url = {esc(url)}
+database = {esc(database)}
+# Where revision files live (relative to this file).
+script_location = {esc(scripts)}
+# New revision file names: %%(rev)s, %%(slug)s, %%(year)d, %%(month).2d, %%(day).2d ...
+file_template = {d["file_template"]}
+# Folders put on sys.path before revisions are imported.
+prepend_sys_path = {d["prepend_sys_path"]}
+# Collections mongrate owns.
+version_collection = {d["version_collection"]}
+log_collection = {d["log_collection"]}
+lock_collection = {d["lock_collection"]}
+undo_collection = {d["undo_collection"]}
+backups_collection = {d["backups_collection"]}
+# Lease of the migration lock; a live run renews it every third of this.
+lock_lease_seconds = {lease}
+# Documents per batch for op helpers.
+batch_size = {d["batch_size"]}
+"""

@@ -75,3 +75,34 @@ class BackupError(MongrateError):
     """A backup could not be verified or restored."""
 
     exit_code = 1
+
+
+class OpError(MongrateError):
+    """A revision used an op helper wrongly (the message says how to fix it)."""
+
+    exit_code = 1
+
+
+class StepCancelled(MongrateError):
+    """A step run by ``op.parallel`` stopped because another step failed."""
+
+    exit_code = 1
+
+
+class RewriteError(MongrateError):
+    """A collection rewrite could not be completed safely; the live collection is left as
+    it was."""
+
+    exit_code = 1
+
+
+class OrderError(RewriteError):
+    """Documents did not come in the order a merge join needs."""
+
+    def __init__(self, message: str, *, collection: str = ""):
+        super().__init__(message)
+        self.collection = collection
+
+
+class BackupNotFound(MongrateError):
+    """No such backup or snapshot: a usage error."""

@@ -27,8 +27,9 @@ Re-running after an interruption starts an unfinished snapshot over and keeps fi
 ones. Downgrade drops the snapshots and the side collection this revision made.
 """
 
-from mongrate.ops import RAW, ContentChecksum, chunked, collection_checksum
-from mongrate.rewrite import fast_count
+from mongrate.mongo.codec import RAW
+from mongrate.mongo.collections import ContentChecksum, collection_checksum, fast_count
+from mongrate.mongo.pipeline import chunked
 
 revision = "4c1d7e0a9b21"
 down_revision = None

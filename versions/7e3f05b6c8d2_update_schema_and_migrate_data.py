@@ -37,9 +37,9 @@ from app_patch.migration_rules import (
     upload_file_changes,
 )
 from app_patch.sniff import sniff_mime
-from mongrate.ops import RAW, chunked
-from mongrate.pipeline import read_ahead
-from mongrate.rewrite import SortedLookup, fast_count
+from mongrate.mongo.pipeline import read_ahead
+from mongrate.operations.ops import RAW, chunked
+from mongrate.operations.rewrite import SortedLookup, fast_count
 
 revision = "7e3f05b6c8d2"
 down_revision = "4c1d7e0a9b21"

@@ -44,9 +44,9 @@ from app_patch.migration_rules import (
     link_group,
     normalise_file_ids,
 )
-from mongrate.ops import RAW
-from mongrate.pipeline import read_ahead
-from mongrate.rewrite import (
+from mongrate.mongo.pipeline import read_ahead
+from mongrate.operations.ops import RAW
+from mongrate.operations.rewrite import (
     CollectionRewrite,
     OrderError,
     bson_order_key,

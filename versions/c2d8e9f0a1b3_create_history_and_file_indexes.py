@@ -13,7 +13,7 @@ thumbnails.files, which the app fills lazily) and it is still empty.
 
 from pymongo.errors import OperationFailure
 
-from mongrate.ops import OpError
+from mongrate.operations.ops import OpError
 
 revision = "c2d8e9f0a1b3"
 down_revision = "9a6b41d3e5f7"

@@ -17,7 +17,7 @@ op.rewrite_each("items", lambda raw: {} if raw.get("a") == raw["n"] * 2 else
                 {"a": raw["n"] * 2}, "items a", result="a_changed")
 """
 UP_B = """
-from mongrate.ops import RAW
+from mongrate.mongo.codec import RAW
 rw = op.rewrite("items")
 if rw.start():
     for raw in rw.absorb(op.db.get_collection("items", codec_options=RAW).find()):

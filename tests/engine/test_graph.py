@@ -14,7 +14,7 @@ from mongrate.errors import (
     RangeError,
     RevisionNotFoundError,
 )
-from mongrate.revisions import Revision, RevisionGraph, format_rev_line
+from mongrate.graph.revisions import Revision, RevisionGraph, format_rev_line
 
 
 def rev(rid: str, *down: str, deps: tuple[str, ...] = (), labels: tuple[str, ...] = (),

@@ -12,13 +12,12 @@ from pymongo import MongoClient
 from mongrate.config import Config
 from mongrate.errors import LockLostError
 from mongrate.progress import Reporter
-from mongrate.runner import Lock
-from mongrate.store import Store
+from mongrate.runtime.lock import Leases, Lock
 
 N = 6
 
 
-def race(stores: list[Store]) -> list[object]:
+def race(stores: list[Leases]) -> list[object]:
     barrier = threading.Barrier(len(stores))
     results: list[object] = [None] * len(stores)
 
@@ -39,9 +38,8 @@ def race(stores: list[Store]) -> list[object]:
 
 @pytest.fixture
 def stores(mongo_url, mongo_db):
-    cfg = Config(url=mongo_url)
     clients = [MongoClient(mongo_url) for _ in range(N)]
-    yield [Store(c[mongo_db.name], cfg) for c in clients]
+    yield [Leases(c[mongo_db.name], Config().lock_collection) for c in clients]
     for c in clients:
         c.close()
 

@@ -9,7 +9,9 @@ from bson import ObjectId
 from deepdiff import DeepDiff
 
 from mongrate.config import Config
-from mongrate.ops import Operations, OpError, collection_checksum, touched_fields
+from mongrate.errors import OpError
+from mongrate.mongo.collections import collection_checksum
+from mongrate.operations.ops import Operations, touched_fields
 from mongrate.progress import Reporter
 
 CFG = Config()
@@ -170,7 +172,7 @@ def test_subdocument_and_mixed_ids_restore_exactly(mongo_db):
 
 
 def test_a_document_named_like_an_index_record_does_not_collide(mongo_db):
-    from mongrate.store import Store
+    from mongrate.runtime.store import Store
 
     Store(mongo_db, CFG).ensure_indexes()
     mongo_db.items.insert_one({"_id": "index:i7", "v": 1})
@@ -208,7 +210,7 @@ def test_upgrade_downgrade_upgrade_with_a_named_backup(mongo_db, messages):
 
 
 def test_dry_run_records_writes_from_every_path(mongo_db, messages):
-    from mongrate.dryrun import RecordingDatabase
+    from mongrate.mongo.dryrun import RecordingDatabase
 
     rec = RecordingDatabase(mongo_db)
     before = snapshot(mongo_db, "chat_messages")
@@ -228,7 +230,7 @@ def test_dry_run_records_writes_from_every_path(mongo_db, messages):
 def test_large_batches_are_split_below_the_servers_statement_limit(mongo_db):
     """FerretDB 1.24 deadlocks on an update command of ~100 statements; batches of 300
     documents must still go through (as commands of at most statement_limit)."""
-    from mongrate.ops import statement_limit
+    from mongrate.mongo.collections import statement_limit
 
     limit = statement_limit(mongo_db)
     if "ferretdbVersion" in mongo_db.client.admin.command("buildInfo"):

@@ -8,8 +8,10 @@ import time
 import pytest
 
 from mongrate.config import Config
-from mongrate.ops import Operations, StepCancelled, chunked, copy_collection
-from mongrate.pipeline import BackgroundWriter, prefetch, read_ahead
+from mongrate.errors import StepCancelled
+from mongrate.mongo.collections import copy_collection
+from mongrate.mongo.pipeline import BackgroundWriter, chunked, prefetch, read_ahead
+from mongrate.operations.ops import Operations
 from mongrate.progress import Reporter
 
 CFG = Config()
@@ -135,7 +137,7 @@ def test_copy_collection_overlapped_is_complete_and_checksummed(mongo_db):
     count, checksum = copy_collection(mongo_db, "src", "dst", batch_size=10)
     assert count == 257 == mongo_db.dst.count_documents({})
     assert sorted(d["i"] for d in mongo_db.dst.find()) == list(range(257))
-    from mongrate.ops import collection_checksum
+    from mongrate.mongo.collections import collection_checksum
 
     assert collection_checksum(mongo_db, "dst", 7) == (257, checksum)
 

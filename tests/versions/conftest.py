@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:  # what prepend_sys_path = . does for the engine
 
 from app_patch.seed import SeedReport, seed  # noqa: E402
 from mongrate.config import Config  # noqa: E402
-from mongrate.ops import Operations  # noqa: E402
+from mongrate.operations.ops import Operations  # noqa: E402
 from mongrate.progress import Reporter  # noqa: E402
 
 BACKUP, SCHEMA, LINK, INDEXES = "4c1d7e0a9b21", "7e3f05b6c8d2", "9a6b41d3e5f7", "c2d8e9f0a1b3"

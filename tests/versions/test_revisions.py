@@ -9,7 +9,8 @@ from deepdiff import DeepDiff
 
 from app_patch.migration_rules import SNIFF_BYTES
 from app_patch.sniff import is_image_mime, sniff_mime
-from mongrate.ops import OpError, collection_checksum
+from mongrate.errors import OpError
+from mongrate.mongo.collections import collection_checksum
 from tests.versions.conftest import (
     BACKUP,
     CFG,

@@ -9,8 +9,8 @@ from bson import ObjectId
 from bson.int64 import Int64
 from deepdiff import DeepDiff
 
-from mongrate.ops import RAW
-from mongrate.rewrite import (
+from mongrate.mongo.codec import RAW
+from mongrate.operations.rewrite import (
     CollectionRewrite,
     RewriteError,
     bson_order_key,

@@ -19,7 +19,7 @@ from app_patch.migration_rules import (
     normalise_file_ids,
     upload_file_changes,
 )
-from mongrate.rewrite import bson_order_key
+from mongrate.mongo.order import bson_order_key
 
 T0 = datetime(2025, 6, 2, 12, 0, 0)
 A, B = "a" * 24, "b" * 24

@@ -8,7 +8,6 @@ an interruption never overwrites the first-recorded prior values.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -16,33 +15,25 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
 from typing import Any, TypeVar
 
-import bson
-from bson.codec_options import CodecOptions
-from bson.raw_bson import RawBSONDocument
 from pymongo import InsertOne, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import OperationFailure
 
-from mongrate.errors import BackupError, MongrateError
-from mongrate.pipeline import BackgroundWriter, chunked, prefetch  # noqa: F401 - chunked re-exported
+from mongrate.errors import BackupError, OpError, StepCancelled
+from mongrate.mongo.codec import RAW, id_key, utcnow  # noqa: F401 - RAW re-exported for now
+from mongrate.mongo.collections import (
+    FERRETDB_STATEMENT_LIMIT,
+    bulk_write,
+    collection_checksum,
+    collection_options,
+    copy_collection,
+    copy_indexes,
+    fast_count,
+)
+from mongrate.mongo.pipeline import BackgroundWriter, chunked, prefetch
 from mongrate.progress import Reporter
-from mongrate.store import utcnow
 
 T = TypeVar("T")
-RAW = CodecOptions(document_class=RawBSONDocument)
 _NO_UNDO_OPERATORS = {"$setOnInsert"}
-
-
-class OpError(MongrateError):
-    """A revision used an op helper wrongly (the message says how to fix it)."""
-
-    exit_code = 1
-
-
-def id_key(_id: Any) -> Any:
-    """A hashable, type-exact key for any BSON ``_id`` (subdocuments and arrays included;
-    1 and 1.0 and True stay distinct, as they are in MongoDB)."""
-    return bson.encode({"i": _id})
 
 
 def touched_fields(update: Mapping[str, Any]) -> set[str]:
@@ -61,122 +52,6 @@ def touched_fields(update: Mapping[str, Any]) -> set[str]:
     if "_id" in fields:
         raise OpError("op helpers cannot change _id")
     return fields
-
-
-class ContentChecksum:
-    """Order-independent checksum of a set of BSON documents (sum of 128-bit digests)."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.count = 0
-
-    def add(self, raw: bytes) -> None:
-        self.total = (self.total + int.from_bytes(hashlib.blake2b(raw, digest_size=16).digest())) % (1 << 128)
-        self.count += 1
-
-    @property
-    def hexdigest(self) -> str:
-        return f"{self.total:032x}"
-
-
-def fast_count(db: Database, name: str) -> int:
-    """Documents in ``name`` from the server's collection statistics.
-
-    ``count_documents({})`` and ``estimated_document_count()`` read every document on
-    FerretDB 1.24 (4-5 s per 50k documents); ``$collStats`` answers from storage metadata
-    on both FerretDB and MongoDB.
-    """
-    try:
-        stats = list(db[name].aggregate([{"$collStats": {"count": {}}}]))
-        return int(stats[0]["count"]) if stats else 0
-    except (OperationFailure, KeyError, IndexError, TypeError, ValueError):
-        return db[name].estimated_document_count()
-
-
-def collection_checksum(db: Database, name: str, batch_size: int = 1000) -> tuple[int, str]:
-    """(count, checksum) of a collection, streamed as raw BSON."""
-    summer = ContentChecksum()
-    cursor = db.get_collection(name, codec_options=RAW).find().batch_size(batch_size)
-    for batch in prefetch(chunked(cursor, batch_size)):
-        for doc in batch:
-            summer.add(doc.raw)
-    return summer.count, summer.hexdigest
-
-
-#: Statements per write command. FerretDB 1.24 holds one pooled SQLite connection per
-#: update statement until the command ends and has 100, so an update command of ~100
-#: statements deadlocks it; MongoDB takes up to 100,000.
-FERRETDB_STATEMENT_LIMIT = 50
-DEFAULT_STATEMENT_LIMIT = 1000
-
-
-def statement_limit(db: Database) -> int:
-    """How many update statements one command may carry on this server."""
-    try:
-        info = db.client.admin.command("buildInfo")
-    except Exception:  # noqa: BLE001 - unknown server: be conservative
-        return FERRETDB_STATEMENT_LIMIT
-    return FERRETDB_STATEMENT_LIMIT if "ferretdbVersion" in info else DEFAULT_STATEMENT_LIMIT
-
-
-def bulk_write(collection, requests: list, limit: int, *, ordered: bool = False) -> int:
-    """``bulk_write`` in commands of at most ``limit`` statements; returns modified count."""
-    modified = 0
-    for part in chunked(requests, limit):
-        result = collection.bulk_write(part, ordered=ordered)
-        modified += getattr(result, "modified_count", 0)
-    return modified
-
-
-def copy_collection(db: Database, source: str, target: str, batch_size: int = 1000,
-                    progress: Callable[[Iterator[list]], Iterator[list]] | None = None,
-                    *, guard: Callable[[], None] | None = None,
-                    sort: list[tuple[str, int]] | None = None) -> tuple[int, str]:
-    """Stream ``source`` into ``target`` as raw BSON in batches; (count, checksum) read.
-    ``sort``: write ``target`` in that order (sorted by the server).
-
-    Batches are read ahead and stored by a background writer (mongrate.pipeline), so
-    the server reads, the server writes and the checksum runs at the same time.
-    """
-    summer = ContentChecksum()
-    dst = db.get_collection(target, codec_options=RAW)
-    cursor = db.get_collection(source, codec_options=RAW).find().batch_size(batch_size)
-    if sort:
-        cursor = cursor.sort(sort).allow_disk_use(True)
-    batches = prefetch(chunked(cursor, batch_size))
-    writer = BackgroundWriter(guard=guard)
-    try:
-        for batch in progress(batches) if progress else batches:
-            for doc in batch:
-                summer.add(doc.raw)
-            writer.submit(dst.insert_many, batch, ordered=False)
-        writer.drain()
-    finally:
-        writer.close(cancel=True)
-    return summer.count, summer.hexdigest
-
-
-def collection_options(db: Database, name: str) -> dict[str, Any]:
-    """The options ``name`` was created with (validator, capped, collation...); {} if none."""
-    info = next(iter(db.list_collections(filter={"name": name})), None)
-    return dict(info.get("options") or {}) if info else {}
-
-
-def copy_indexes(db: Database, source: str, target: str) -> None:
-    """Create on ``target`` every index of ``source`` (same names, keys and options)."""
-    dst = db[target]
-    for name, spec in db[source].index_information().items():
-        if name == "_id_":
-            continue
-        spec = dict(spec)
-        keys = spec.pop("key")
-        for junk in ("v", "ns", "background"):
-            spec.pop(junk, None)
-        dst.create_index(keys, name=name, **spec)
-
-
-class StepCancelled(MongrateError):
-    """A step run by ``op.parallel`` stopped because another step failed."""
 
 
 class Operations:
@@ -208,7 +83,7 @@ class Operations:
         self.outbox: list[Any] = []  # this revision's folds, for the next one
 
     def writer(self) -> BackgroundWriter:
-        """A :class:`~mongrate.pipeline.BackgroundWriter` bound to this run's lock check;
+        """A :class:`~mongrate.mongo.pipeline.BackgroundWriter` bound to this run's lock check;
         the runner cancels it when the revision ends, so nothing is written afterwards."""
         w = BackgroundWriter(guard=self._guard)
         self._writers.append(w)
@@ -602,12 +477,12 @@ class Operations:
 
     # -------------------------------------------------------------- rewrites
     def rewrite(self, collection: str):
-        """A streaming rewrite of ``collection`` (:class:`mongrate.rewrite.CollectionRewrite`):
+        """A streaming rewrite of ``collection`` (:class:`mongrate.operations.rewrite.CollectionRewrite`):
         every document is written once into a new collection, changed fields' prior values
         go to a side undo collection first, then the new collection replaces the live one.
         O(collection) where per-document updates are slow (FerretDB); needs writers stopped.
         """
-        from mongrate.rewrite import CollectionRewrite
+        from mongrate.operations.rewrite import CollectionRewrite
 
         return CollectionRewrite(self, collection)
 
@@ -623,7 +498,7 @@ class Operations:
         instead of two, and None is returned (the count goes to ``op.results[result]``
         once written). Returns documents changed, or "already done" on a re-run.
         """
-        from mongrate.rewrite import Fold, _state_key, rewrite_each, tmp_name
+        from mongrate.operations.rewrite import Fold, _state_key, rewrite_each, tmp_name
 
         label = label or f"{collection} ({self.revision})"
         if collection in self.next_absorbs and not self.dry_run and self.direction == "upgrade":
@@ -650,7 +525,7 @@ class Operations:
 
     def restore_rewrite(self, collection: str) -> int:
         """Undo this revision's :meth:`rewrite` of ``collection`` exactly (downgrade)."""
-        from mongrate.rewrite import restore
+        from mongrate.operations.rewrite import restore
 
         return restore(self, collection)
 

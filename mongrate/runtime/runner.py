@@ -9,19 +9,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mongrate.config import Config
-from mongrate.dryrun import RecordingDatabase
 from mongrate.errors import (
     LockLostError,
-    LockTimeoutError,
     RevisionFailed,
     RunInterrupted,
     ScriptError,
 )
-from mongrate.ops import Operations, statement_limit
+from mongrate.graph.revisions import RevisionGraph
+from mongrate.graph.scripts import ScriptDirectory, checksum
+from mongrate.mongo.collections import statement_limit
+from mongrate.mongo.dryrun import RecordingDatabase
+from mongrate.operations.ops import Operations
 from mongrate.progress import Reporter
-from mongrate.revisions import RevisionGraph
-from mongrate.scripts import ScriptDirectory, checksum
-from mongrate.store import Heartbeat, Store
+from mongrate.runtime.lock import Lock
+from mongrate.runtime.store import Store
 
 Planner = Callable[[tuple[str, ...]], list[str]]
 
@@ -56,60 +57,6 @@ def normalize_heads(graph: RevisionGraph, heads: tuple[str, ...]) -> tuple[str, 
     )
 
 
-class Lock:
-    """Context manager for the lease lock: waits up to ``timeout`` showing the holder."""
-
-    def __init__(self, store: Store, *, lease: float, timeout: float, command: str,
-                 reporter: Reporter):
-        self.store, self.lease, self.timeout = store, lease, timeout
-        self.command, self.reporter = command, reporter
-        self.heartbeat: Heartbeat | None = None
-
-    def __enter__(self) -> Lock:
-        deadline = time.monotonic() + self.timeout
-        shown = None
-        delay = 0.05
-        while True:
-            acquired, took_over = self.store.try_acquire(self.lease, self.command)
-            if acquired:
-                if took_over:
-                    self.reporter.info(f"took over an expired lock from {took_over.describe()}")
-                break
-            holder = self.store.holder()
-            if time.monotonic() >= deadline:
-                who = holder.describe() if holder else "another run"
-                raise LockTimeoutError(
-                    f"lock not acquired within {self.timeout:g}s: held by {who}; wait for it, "
-                    "or if that run is dead and its lease is long, 'mongrate unlock --force'"
-                )
-            if holder and (shown is None or shown != holder.owner):
-                self.reporter.info(f"waiting for the lock held by {holder.describe()}")
-                shown = holder.owner
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)  # a waiter notices a release within a quarter second
-        self.heartbeat = Heartbeat(self.store, self.lease)
-        self.heartbeat.start()
-        return self
-
-    def check(self) -> None:
-        """Raise LockLostError unless our lease is still ours (called between batches)."""
-        hb = self.heartbeat
-        if hb and (hb.lost.is_set() or time.monotonic() - hb.last_renewed > self.lease):
-            raise LockLostError(
-                "lost the lock (our lease expired and may have been taken over); stopped "
-                "before writing more: run the command again to resume"
-            )
-
-    def __exit__(self, *exc: object) -> None:
-        if self.heartbeat:
-            self.heartbeat.stop()
-            self.heartbeat.lost.set()  # a step thread still running must not write any more
-        try:
-            self.store.release()
-        except Exception:  # noqa: BLE001 - the lease will expire anyway; don't mask the real error
-            pass
-
-
 class Runner:
     """Executes upgrade/downgrade plans against one database."""
 
@@ -141,7 +88,7 @@ class Runner:
         if dry_run:
             return self._execute(direction, plan, heads, dry_run=True, lock=None, resumed=[])
         self.store.ensure_indexes()
-        with Lock(self.store, lease=self.config.lock_lease_seconds, timeout=self.lock_timeout,
+        with Lock(self.store.leases, lease=self.config.lock_lease_seconds, timeout=self.lock_timeout,
                   command=self.command, reporter=self.reporter) as lock:
             run_id = uuid.uuid4().hex
             heads = self.current_heads()
@@ -277,7 +224,7 @@ class Runner:
         apply them (their own work is done), so the run stops right after them. A change
         already in the failed step's built copy, or one that cannot be written now, is left
         to the next run: those steps stay "started", as after a kill."""
-        from mongrate.rewrite import fold_alone
+        from mongrate.operations.rewrite import fold_alone
 
         for h in held:
             if any(f.built_into and not f.done for f in h.op.outbox):

@@ -1,26 +1,17 @@
-"""What mongrate keeps in Mongo: current heads, the step log, the lease lock.
-
-This is the only module that knows those collection names (they come from Config).
-"""
+"""What mongrate keeps in Mongo: current heads and the step log (the lease lock lives in
+:mod:`mongrate.runtime.lock`), and the connection to the server."""
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import time
 import traceback
-import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.database import Database
 from pymongo.errors import (
     ConfigurationError,
-    DuplicateKeyError,
     OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
@@ -29,14 +20,8 @@ from pymongo.errors import (
 from mongrate._version import __version__
 from mongrate.config import Config
 from mongrate.errors import ConnectionFailure
-
-LOCK_ID = "mongrate"
-
-
-def utcnow() -> datetime:
-    """Naive UTC with millisecond precision: what BSON dates hold, so values round-trip."""
-    now = datetime.now(UTC).replace(tzinfo=None)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+from mongrate.mongo.codec import utcnow
+from mongrate.runtime.lock import Leases
 
 
 def redact(url: str) -> str:
@@ -80,23 +65,6 @@ def connect(config: Config, *, timeout_ms: int = 5000) -> tuple[MongoClient, Dat
         raise ConnectionFailure(f"cannot connect to {redact(url)}: {exc}") from None
 
 
-@dataclass(frozen=True)
-class LockHolder:
-    owner: str
-    host: str
-    pid: int
-    command: str
-    acquired_at: datetime
-    expires_at: datetime
-    lease_id: str = ""
-
-    def describe(self) -> str:
-        return (
-            f"{self.host} pid {self.pid} ({self.command}) since "
-            f"{self.acquired_at:%Y-%m-%d %H:%M:%S} UTC, lease until {self.expires_at:%H:%M:%S}"
-        )
-
-
 class Store:
     """Heads, log and lock of one database."""
 
@@ -108,11 +76,7 @@ class Store:
         self.lock = db[config.lock_collection]
         self.undo = db[config.undo_collection]
         self.backups = db[config.backups_collection]
-        self.owner = uuid.uuid4().hex
-        self.host = socket.gethostname()
-        self.pid = os.getpid()
-        self.lease_id: str | None = None
-        self._skew: timedelta | None = None
+        self.leases = Leases(db, config.lock_collection)
 
     # ---------------------------------------------------------------- heads
     def heads(self) -> tuple[str, ...]:
@@ -158,9 +122,9 @@ class Store:
             "duration": None,
             "error": None,
             "checksum": checksum,
-            "host": self.host,
-            "pid": self.pid,
-            "owner": self.owner,
+            "host": self.leases.host,
+            "pid": self.leases.pid,
+            "owner": self.leases.owner,
             "run_id": run_id,
             "resumed": resumed,
             "mongrate_version": __version__,
@@ -223,115 +187,3 @@ class Store:
             if len(group) < per_revision:
                 group.append(entry)
         return grouped
-
-    # ----------------------------------------------------------------- lock
-    # One document per lease, ``_id`` = "mongrate:<epoch>" (zero-padded). Contention is
-    # settled only by inserting the next epoch: a unique-key insert is atomic everywhere,
-    # whereas FerretDB v1 runs find_one_and_update as read-then-write, so a conditional
-    # upsert lets several runs in at once. Only the owner ever writes its epoch document,
-    # and a run has lost the lock as soon as a higher epoch exists.
-    def now(self) -> datetime:
-        """The server's clock (offset measured once), so hosts with skewed clocks agree
-        on when a lease expires."""
-        if self._skew is None:
-            before = utcnow()
-            server = self.db.command("hello").get("localTime")
-            local = before + (utcnow() - before) / 2
-            self._skew = (server - local) if isinstance(server, datetime) else timedelta(0)
-        return utcnow() + self._skew
-
-    @staticmethod
-    def _epoch_id(epoch: int) -> str:
-        return f"{LOCK_ID}:{epoch:012d}"
-
-    def _latest_lease(self) -> dict | None:
-        return self.lock.find_one({"_id": {"$regex": f"^{LOCK_ID}:"}}, sort=[("_id", DESCENDING)])
-
-    @staticmethod
-    def _holder_of(doc: dict | None) -> LockHolder | None:
-        if not doc or doc.get("released"):
-            return None
-        return LockHolder(doc["owner"], doc.get("host", "?"), doc.get("pid", 0),
-                          doc.get("command", "?"), doc["acquired_at"], doc["expires_at"],
-                          doc["_id"])
-
-    def holder(self) -> LockHolder | None:
-        return self._holder_of(self._latest_lease())
-
-    def try_acquire(self, lease: float, command: str) -> tuple[bool, LockHolder | None]:
-        """One attempt. Returns (acquired, the expired holder we took over from, if any)."""
-        latest = self._latest_lease()
-        previous = self._holder_of(latest)
-        now = self.now()
-        if previous and previous.expires_at >= now:
-            return False, None
-        epoch = int(latest["_id"].rsplit(":", 1)[1]) + 1 if latest else 1
-        doc = {
-            "_id": self._epoch_id(epoch), "owner": self.owner, "host": self.host,
-            "pid": self.pid, "command": command, "acquired_at": now,
-            "expires_at": now + timedelta(seconds=lease), "released": False,
-        }
-        try:
-            self.lock.insert_one(doc)
-        except DuplicateKeyError:
-            return False, None  # another run inserted this epoch first
-        self.lease_id = doc["_id"]
-        # older epochs are history; dropping them keeps the collection at a few documents
-        self.lock.delete_many({"_id": {"$lt": self._epoch_id(max(epoch - 5, 0)),
-                                       "$regex": f"^{LOCK_ID}:"}})
-        return True, previous
-
-    def renew(self, lease: float) -> bool:
-        """Extend our lease; False once a later epoch exists (our lease was taken over)."""
-        if self.lease_id is None:
-            return False
-        if self.lock.find_one({"_id": {"$gt": self.lease_id, "$regex": f"^{LOCK_ID}:"}}, {"_id": 1}):
-            return False
-        result = self.lock.update_one(
-            {"_id": self.lease_id, "owner": self.owner, "released": False},
-            {"$set": {"expires_at": self.now() + timedelta(seconds=lease)}},
-        )
-        return result.matched_count == 1
-
-    def release(self) -> None:
-        if self.lease_id is not None:
-            self.lock.update_one({"_id": self.lease_id, "owner": self.owner},
-                                 {"$set": {"released": True, "released_at": self.now()}})
-            self.lease_id = None
-
-    def force_release(self, holder: LockHolder) -> bool:
-        """Release exactly ``holder``'s lease (a lease taken since is not touched)."""
-        result = self.lock.update_one(
-            {"_id": holder.lease_id, "owner": holder.owner, "released": False},
-            {"$set": {"released": True, "released_at": self.now(), "released_by": self.host}},
-        )
-        return result.matched_count == 1
-
-
-class Heartbeat(threading.Thread):
-    """Renews the lease every lease/3 seconds. ``lost`` is set when a later lease exists,
-    or when no renewal has succeeded for a whole lease (the server was unreachable)."""
-
-    def __init__(self, store: Store, lease: float):
-        super().__init__(name="mongrate-heartbeat", daemon=True)
-        self.store = store
-        self.lease = lease
-        self.lost = threading.Event()
-        self._stop_event = threading.Event()
-        self.last_renewed = time.monotonic()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.lease / 3):
-            try:
-                if not self.store.renew(self.lease):
-                    self.lost.set()
-                    return
-                self.last_renewed = time.monotonic()
-            except PyMongoError:
-                if time.monotonic() - self.last_renewed > self.lease:
-                    self.lost.set()
-                    return
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=5)

@@ -20,7 +20,7 @@ from types import ModuleType
 
 from mongrate.config import Config
 from mongrate.errors import ConfigError, ScriptError
-from mongrate.revisions import Revision, RevisionGraph
+from mongrate.graph.revisions import Revision, RevisionGraph
 
 _TEMPLATE_NAME = "script.py.tmpl"
 _REV_ID_RE = re.compile(r"^[A-Za-z0-9_]+$")

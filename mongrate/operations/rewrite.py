@@ -2,7 +2,7 @@
 
 On the FerretDB 1.24 (SQLite) server every ``_id`` lookup and every single-document
 update is a full table scan, and an update command with ~100 statements deadlocks it
-(notes/ENGINE_REQUESTS.md), so ``op.update_each`` / ``op.update_many`` cost
+, so ``op.update_each`` / ``op.update_many`` cost
 O(changed x size). A rewrite costs one read and one insert per document instead:
 
 1. stream the live collection (in any order the caller likes) and write every document,
@@ -39,85 +39,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-import bson
-from bson import ObjectId
-from bson.codec_options import CodecOptions, DatetimeConversion
-from bson.decimal128 import Decimal128
-from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
-from pymongo.errors import BulkWriteError, OperationFailure
 
-from mongrate.ops import (
+from mongrate.errors import OrderError, RewriteError  # noqa: F401 - OrderError re-exported
+from mongrate.mongo.codec import EXACT, RAW, decode, encode
+from mongrate.mongo.collections import (
     collection_options,
     copy_indexes,
-    fast_count,  # noqa: F401 - re-exported for the revisions
+    fast_count,
+    insert_new,
+    rename_replacing,
 )
-from mongrate.pipeline import BackgroundWriter, read_ahead
-
-RAW = CodecOptions(document_class=RawBSONDocument)
-#: Decoding for documents that are changed: every BSON value comes back as it was stored.
-EXACT = CodecOptions(document_class=dict, tz_aware=False,
-                     datetime_conversion=DatetimeConversion.DATETIME_AUTO)
-_DUPLICATE_KEY = 11000
-_NOT_IMPLEMENTED = 238
-
-
-# -------------------------------------------------------------------- BSON sort order
-_NUMBER = (int, float, Int64, Decimal128)
-
-
-def bson_order_key(value: Any) -> tuple:
-    """A key that orders values the way the server sorts them (MongoDB's BSON type order:
-    null < numbers < strings < objects < arrays < binary < ObjectId < bool < date).
-
-    Used to merge two streams the server sorted by the same field. Types outside that list
-    sort after dates by their repr; the merge only needs a consistent total order for them.
-    """
-    if value is None:
-        return (1,)
-    if isinstance(value, bool):
-        return (8, value)
-    if isinstance(value, _NUMBER):
-        number = value.to_decimal() if isinstance(value, Decimal128) else value
-        return (2, float(number))
-    if isinstance(value, str):
-        return (3, value.encode("utf-8"))
-    if isinstance(value, Mapping):
-        return (4, tuple((k, bson_order_key(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return (5, tuple(bson_order_key(v) for v in value))
-    if isinstance(value, bytes):
-        return (6, len(value), value)
-    if isinstance(value, ObjectId):
-        return (7, value.binary)
-    if isinstance(value, datetime):
-        return (9, value)
-    return (20, type(value).__name__, repr(value))
-
-
-
-class RewriteError(RuntimeError):
-    """A rewrite could not be completed safely; the live collection is left as it was."""
-
-
-class OrderError(RewriteError):
-    """Documents of ``collection`` did not come in the order a merge join needs."""
-
-    def __init__(self, message: str, *, collection: str = ""):
-        super().__init__(message)
-        self.collection = collection
-
-
-def decode(raw: RawBSONDocument | bytes) -> dict[str, Any]:
-    """A raw document as a plain dict, every value exactly as stored."""
-    return bson.decode(raw.raw if isinstance(raw, RawBSONDocument) else raw, EXACT)
-
-
-def encode(doc: Mapping[str, Any]) -> RawBSONDocument:
-    return RawBSONDocument(bson.encode(doc, codec_options=EXACT), RAW)
+from mongrate.mongo.order import SortedLookup, bson_order_key, in_server_order  # noqa: F401
+from mongrate.mongo.pipeline import BackgroundWriter, read_ahead
 
 
 def undo_collection(op) -> str:
@@ -166,11 +102,7 @@ def _prior(doc: Mapping[str, Any], touched: Iterable[str]) -> dict[str, Any]:
 
 
 def _insert_priors(db, side: str, priors: list[dict[str, Any]]) -> None:
-    try:
-        db[side].insert_many(priors, ordered=False)
-    except BulkWriteError as exc:  # recorded by an earlier run: the first record stands
-        if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", ())):
-            raise
+    insert_new(db[side], priors)  # recorded by an earlier run: the first record stands
 
 
 class CollectionRewrite:
@@ -394,13 +326,7 @@ class CollectionRewrite:
         self.op.check()
         names = set(self.db.list_collection_names())
         if self.tmp in names:
-            try:
-                self.db[self.tmp].rename(self.collection, dropTarget=True)
-            except OperationFailure as exc:
-                if exc.code != _NOT_IMPLEMENTED:  # FerretDB v1: no dropTarget
-                    raise
-                self.db.drop_collection(self.collection)
-                self.db[self.tmp].rename(self.collection)
+            rename_replacing(self.db, self.tmp, self.collection)
         self._undo.update_one(self._key, {"$set": {"state": "done"}})
 
 
@@ -467,56 +393,3 @@ def restore(op, collection: str) -> int:
     op.db.drop_collection(side)
     op.undo.delete_many({"revision": op.revision, "collection": collection, "kind": "rewrite"})
     return restored
-
-
-def in_server_order(docs: Iterable[Mapping[str, Any]], field: str,
-                    label: str) -> Iterator[Mapping[str, Any]]:
-    """Pass documents through, failing if the server's order of ``field`` disagrees with
-    mongrate's (a merge join would silently pair the wrong documents otherwise)."""
-    last = None
-    for doc in docs:
-        key = bson_order_key(doc.get(field))
-        if last is not None and key < last:
-            raise OrderError(f"{label}: the server's order of {field} differs from "
-                             "mongrate's; stopped before anything was swapped", collection=label)
-        last = key
-        yield doc
-
-
-class SortedLookup:
-    """Documents the server sorted by ``field``, looked up with non-decreasing values
-    (one side of a merge join: memory holds one document, not the collection)."""
-
-    def __init__(self, docs: Iterable[Mapping[str, Any]], field: str, label: str):
-        self.field = field
-        self._it = in_server_order(docs, field, label)
-        self._head: Mapping[str, Any] | None = next(self._it, None)
-        self._last: tuple | None = None
-        self.skipped = 0
-        self.label = label
-
-    def get(self, value: Any) -> Mapping[str, Any] | None:
-        """The document whose ``field`` equals ``value`` (left in place for repeats)."""
-        key = bson_order_key(value)
-        if self._last is not None and key < self._last:
-            raise RewriteError(f"{self.label}: lookups must come in ascending order")
-        self._last = key
-        while self._head is not None and bson_order_key(self._head.get(self.field)) < key:
-            self.skipped += 1
-            self._head = next(self._it, None)
-        if self._head is not None and bson_order_key(self._head.get(self.field)) == key:
-            return self._head
-        return None
-
-    def pop(self, value: Any) -> Mapping[str, Any] | None:
-        """Like :meth:`get`, but the document found is consumed."""
-        found = self.get(value)
-        if found is not None:
-            self._head = next(self._it, None)
-        return found
-
-    def remaining(self) -> int:
-        """Documents never returned (skipped or not reached); drains the stream."""
-        rest = sum(1 for _ in self._it) + (self._head is not None)
-        self._head = None
-        return self.skipped + rest

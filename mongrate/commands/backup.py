@@ -14,19 +14,18 @@ from dataclasses import dataclass
 
 from pymongo import ReplaceOne
 
-from mongrate.commands import Project
-from mongrate.errors import BackupError, MongrateError
-from mongrate.ops import (
-    RAW,
+from mongrate.commands.project import Project
+from mongrate.config import DEFAULT_LOCK_TIMEOUT
+from mongrate.errors import BackupError, BackupNotFound
+from mongrate.mongo.codec import RAW, id_key, utcnow
+from mongrate.mongo.collections import (
     bulk_write,
-    chunked,
     collection_checksum,
     copy_collection,
-    id_key,
     statement_limit,
 )
-from mongrate.runner import Lock
-from mongrate.store import utcnow
+from mongrate.mongo.pipeline import chunked
+from mongrate.runtime.lock import Lock
 
 
 @dataclass
@@ -71,10 +70,6 @@ def _manifests(project: Project, backup_id: str, collections: Sequence[str] = ()
     return found
 
 
-class BackupNotFound(MongrateError):
-    """No such backup or snapshot: a usage error."""
-
-
 def _digest(raw: bytes) -> bytes:
     return hashlib.blake2b(raw, digest_size=16).digest()
 
@@ -116,7 +111,7 @@ def _compare(db, live: str, snapshot: str, batch_size: int, fix: bool = False) -
 
 
 def restore_backup(project: Project, backup_id: str, *, collections: Sequence[str] = (),
-                   yes: bool = False, lock_timeout: float = 60.0) -> list[RestoreReport]:
+                   yes: bool = False, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> list[RestoreReport]:
     db = project.store.db
     size = project.config.batch_size
     manifests = _manifests(project, backup_id, collections)
@@ -124,7 +119,7 @@ def restore_backup(project: Project, backup_id: str, *, collections: Sequence[st
         if m.get("status") != "complete":
             raise BackupError(f"snapshot {m['target']} is {m.get('status')}, not complete: cannot restore it")
     reports: list[RestoreReport] = []
-    with Lock(project.store, lease=project.config.lock_lease_seconds, timeout=lock_timeout,
+    with Lock(project.store.leases, lease=project.config.lock_lease_seconds, timeout=lock_timeout,
               command=f"backup restore {backup_id}", reporter=project.reporter):
         plans = []
         for m in manifests:
@@ -169,10 +164,10 @@ def restore_backup(project: Project, backup_id: str, *, collections: Sequence[st
     return reports
 
 
-def drop_backup(project: Project, backup_id: str, *, lock_timeout: float = 60.0) -> dict:
+def drop_backup(project: Project, backup_id: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> dict:
     """Drop a backup's snapshot collections (under the lock: never one being copied)."""
     manifests = _manifests(project, backup_id)
-    with Lock(project.store, lease=project.config.lock_lease_seconds, timeout=lock_timeout,
+    with Lock(project.store.leases, lease=project.config.lock_lease_seconds, timeout=lock_timeout,
               command=f"backup drop {backup_id}", reporter=project.reporter):
         manifests = _manifests(project, backup_id)
         # "built": a swap is under way and the snapshot may be the only copy of the data

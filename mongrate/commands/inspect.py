@@ -1,0 +1,124 @@
+"""Reading state: ``current``, ``history``, ``heads``, ``branches``, ``show`` and ``check``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mongrate.commands.project import Project
+from mongrate.config import Config
+from mongrate.errors import CheckFailed
+from mongrate.graph.revisions import Revision
+from mongrate.graph.scripts import ScriptDirectory, checksum
+from mongrate.runtime.lock import LockHolder
+from mongrate.runtime.runner import normalize_heads
+
+
+@dataclass
+class CurrentState:
+    heads: tuple[str, ...]
+    revisions: list[Revision]
+    unknown: list[str]
+    interrupted: list[dict]
+    lock: LockHolder | None
+    pending: list[str]
+    log: dict[str, list[dict]] = field(default_factory=dict)
+
+
+def current(project: Project, *, verbose: bool = False) -> CurrentState:
+    graph = project.graph
+    raw = project.store.heads()
+    heads = normalize_heads(graph, raw)
+    known = [h for h in heads if h in graph]
+    unknown = [h for h in heads if h not in graph]
+    pending = graph.upgrade_plan(known, graph.heads) if not unknown else []
+    state = CurrentState(heads, [graph.get(h) for h in known], unknown,
+                         project.store.interrupted(), project.store.leases.holder(), pending)
+    if verbose:
+        state.log = project.store.log_entries(heads)
+    return state
+
+
+def history(project: Project, rev_range: str | None = None, *,
+            indicate_current: bool = False) -> tuple[list[str], set[str]]:
+    """Revision ids newest first, and the current heads when asked for (or needed)."""
+    graph = project.graph
+    needs_db = indicate_current or (rev_range is not None and "current" in rev_range)
+    heads = project.current_heads() if needs_db else ()
+    return graph.walk_range(rev_range, heads), set(heads)
+
+
+def check(project: Project) -> list[str]:
+    """Everything that needs attention, one reason a line; raises CheckFailed if any."""
+    graph = project.graph
+    problems: list[str] = []
+    if len(graph.heads) > 1:
+        problems.append(
+            f"the revisions have {len(graph.heads)} heads ({', '.join(graph.heads)}): "
+            "join them with 'mongrate merge heads -m MSG'"
+        )
+    store = project.store
+    heads = normalize_heads(graph, store.heads())
+    unknown = [h for h in heads if h not in graph]
+    if unknown:
+        problems.append(
+            f"the database is at {', '.join(unknown)}, which no revision file defines: "
+            "restore the file, or 'mongrate stamp --purge REV' to record the right revision"
+        )
+    else:
+        pending = graph.upgrade_plan(heads, graph.heads)
+        if pending:
+            problems.append(f"{len(pending)} revision(s) not applied ({', '.join(pending)}): "
+                            "run 'mongrate upgrade heads'")
+        applied = sorted(graph.applied(heads))
+        successes = store.last_successes(applied)
+        for rev_id in applied:
+            last = successes.get(rev_id)
+            rev = graph.get(rev_id)
+            if last and last.get("checksum") and last["checksum"] != checksum(rev.path):
+                problems.append(
+                    f"{rev.path} changed since revision {rev_id} ran at "
+                    f"{last['started_at']:%Y-%m-%d %H:%M:%S} UTC: write a new revision instead"
+                )
+    for entry in store.last_failures():
+        problems.append(
+            f"the last {entry['direction']} of {entry['revision']} failed "
+            f"({entry.get('error') or 'no error text'}): fix it and run the {entry['direction']} again"
+        )
+    for entry in store.interrupted():
+        problems.append(
+            f"{entry['direction']} of {entry['revision']} was interrupted "
+            f"(started {entry['started_at']:%Y-%m-%d %H:%M:%S} UTC by {entry.get('host')} "
+            f"pid {entry.get('pid')}): run 'mongrate upgrade' to resume it"
+        )
+    if problems:
+        exc = CheckFailed("; ".join(problems))
+        exc.problems = problems
+        raise exc
+    return problems
+
+
+def log_summary(entry: dict[str, Any]) -> str:
+    dur = f"{entry['duration']:.2f}s" if entry.get("duration") is not None else "-"
+    err = f" error: {entry['error']}" if entry.get("error") else ""
+    return (f"{entry['started_at']:%Y-%m-%d %H:%M:%S} {entry['direction']:<9} "
+            f"{entry['status']:<11} {dur:>8} {entry.get('host')}:{entry.get('pid')}{err}")
+
+
+def heads(config: Config) -> list[Revision]:
+    """The head revisions of the revision files (no database needed)."""
+    graph = ScriptDirectory(config).graph
+    return [graph.get(h) for h in graph.heads]
+
+
+def branches(config: Config) -> list[tuple[Revision, list[Revision]]]:
+    """Each branch point with the revisions that leave it."""
+    graph = ScriptDirectory(config).graph
+    return [(rev, [graph.get(c) for c in graph.children(rev.revision)])
+            for rev in graph if graph.is_branch_point(rev.revision)]
+
+
+def show(config: Config, rev: str) -> Revision:
+    """One revision, named any way a target may name it."""
+    graph = ScriptDirectory(config).graph
+    return graph.get(graph.resolve_one(rev))

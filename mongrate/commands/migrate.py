@@ -1,0 +1,94 @@
+"""Changing the database: ``upgrade``, ``downgrade``, ``stamp`` and ``unlock``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from mongrate.commands.project import Project
+from mongrate.config import DEFAULT_LOCK_TIMEOUT
+from mongrate.errors import CheckFailed
+from mongrate.graph.revisions import RevisionGraph
+from mongrate.runtime.lock import Lock, LockHolder
+from mongrate.runtime.runner import RunResult, normalize_heads
+
+
+def _maximal(graph: RevisionGraph, revs: Iterable[str]) -> tuple[str, ...]:
+    """The members of ``revs`` that are not ancestors of other members."""
+    revs = set(revs)
+    below: set[str] = set()
+    for r in revs:
+        below |= graph.ancestors([r], inclusive=False)
+    return tuple(sorted(revs - below))
+
+
+def upgrade(project: Project, target: str = "head", *, dry_run: bool = False,
+            lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> RunResult:
+    graph = project.graph
+
+    def plan(heads: tuple[str, ...]) -> list[str]:
+        return graph.upgrade_plan(heads, graph.resolve(target, heads))
+
+    return project.runner(lock_timeout, f"upgrade {target}").run("upgrade", plan, dry_run=dry_run)
+
+
+def downgrade(project: Project, target: str, *, dry_run: bool = False,
+              lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> RunResult:
+    graph = project.graph
+
+    def plan(heads: tuple[str, ...]) -> list[str]:
+        return graph.downgrade_plan(heads, graph.downgrade_heads(target, heads))
+
+    return project.runner(lock_timeout, f"downgrade {target}").run("downgrade", plan, dry_run=dry_run)
+
+
+def stamp(project: Project, revisions: Sequence[str], *, purge: bool = False,
+          lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> tuple[str, ...]:
+    """Set the version collection to ``revisions`` without running anything.
+
+    Heads on other branches stay unless ``purge``; ``stamp base`` empties the collection.
+    Heads that no revision file defines are dropped (and said so).
+    """
+    graph = project.graph
+    store = project.store
+
+    def new_heads() -> tuple[tuple[str, ...], list[str]]:
+        raw = store.heads()
+        unknown = [h for h in raw if h not in graph]
+        heads = () if purge else normalize_heads(graph, tuple(h for h in raw if h in graph))
+        specs = [r for r in revisions if r.strip() != "base"]
+        if len(specs) < len(revisions) and not specs:
+            return (), unknown
+        targets: set[str] = set()
+        for spec in specs:
+            targets.update(graph.resolve(spec, heads))
+        related = graph.ancestors(targets) | graph.descendants(targets)
+        keep = {h for h in heads if h not in related}
+        return _maximal(graph, targets | keep), unknown
+
+    new_heads()  # bad input fails here, before the lock writes anything
+    with Lock(store.leases, lease=project.config.lock_lease_seconds, timeout=lock_timeout,
+              command="stamp", reporter=project.reporter):
+        new, unknown = new_heads()
+        for u in unknown:
+            project.reporter.info(f"dropping head {u}: no revision file defines it")
+        old = store.heads()
+        store.move_heads(old, new)
+        log_id, started = store.log_start(",".join(new) or "base", "stamp", checksum=None,
+                                          run_id="stamp")
+        store.log_finish(log_id, "succeeded", started_at=started,
+                         extra={"heads_before": list(old), "heads_after": list(new)})
+        return new
+
+
+def unlock(project: Project, *, force: bool = False) -> LockHolder | None:
+    """Release a lock whose lease expired (or any lock with ``force``)."""
+    store = project.store
+    holder = store.leases.holder()
+    if holder is None:
+        return None
+    if holder.expires_at > store.leases.now() and not force:
+        raise CheckFailed(
+            f"the lock is held by {holder.describe()} and its lease is live; "
+            "pass --force only if that run is dead"
+        )
+    return holder if store.leases.force_release(holder) else None

@@ -1,0 +1,54 @@
+"""One configured project: its revision files and (lazily) its database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mongrate.config import Config
+from mongrate.graph.revisions import RevisionGraph
+from mongrate.graph.scripts import ScriptDirectory
+from mongrate.progress import Reporter
+from mongrate.runtime.runner import Runner, normalize_heads
+from mongrate.runtime.store import Store, connect
+
+
+class Project:
+    """Scripts and (lazily) the database of one configured project."""
+
+    def __init__(self, config: Config, reporter: Reporter | None = None):
+        self.config = config
+        self.reporter = reporter or Reporter()
+        self.scripts = ScriptDirectory(config)
+        self._store: Store | None = None
+        self._client = None
+
+    @property
+    def graph(self) -> RevisionGraph:
+        return self.scripts.graph
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._client, db = connect(self.config)
+            self._store = Store(db, self.config)
+        return self._store
+
+    def current_heads(self) -> tuple[str, ...]:
+        return normalize_heads(self.graph, self.store.heads())
+
+    def runner(self, lock_timeout: float, command: str) -> Runner:
+        return Runner(self.config, self.scripts, self.store, reporter=self.reporter,
+                      lock_timeout=lock_timeout, command=command)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _maximal(graph: RevisionGraph, revs: Iterable[str]) -> tuple[str, ...]:
+    """The members of ``revs`` that are not ancestors of other members."""
+    revs = set(revs)
+    below: set[str] = set()
+    for r in revs:
+        below |= graph.ancestors([r], inclusive=False)
+    return tuple(sorted(revs - below))

@@ -1,0 +1,48 @@
+"""How documents are read and written when every byte must survive the trip."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import bson
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.raw_bson import RawBSONDocument
+
+#: Documents as the server sent them: nothing decoded, nothing re-encoded.
+RAW = CodecOptions(document_class=RawBSONDocument)
+#: Decoding for documents that are changed: every BSON value comes back as it was stored
+#: (dates outside Python's range as DatetimeMS, int64 as Int64, naive UTC datetimes).
+EXACT = CodecOptions(document_class=dict, tz_aware=False,
+                     datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+
+DUPLICATE_KEY = 11000
+
+
+def id_key(_id: Any) -> bytes:
+    """A hashable, type-exact key for any BSON ``_id`` (subdocuments and arrays included;
+    1 and 1.0 and True stay distinct, as they are in MongoDB)."""
+    return bson.encode({"i": _id})
+
+
+def decode(raw: RawBSONDocument | bytes) -> dict[str, Any]:
+    """A raw document as a plain dict, every value exactly as stored."""
+    return bson.decode(raw.raw if isinstance(raw, RawBSONDocument) else raw, EXACT)
+
+
+def encode(doc: Mapping[str, Any]) -> RawBSONDocument:
+    """A dict as a raw document (what :func:`decode` gave back encodes to the same bytes)."""
+    return RawBSONDocument(bson.encode(doc, codec_options=EXACT), RAW)
+
+
+def only_duplicate_key_errors(details: Mapping[str, Any]) -> bool:
+    """True if every write error of a BulkWriteError's ``details`` is a duplicate key
+    (the record already exists: the first one written stands)."""
+    return all(e.get("code") == DUPLICATE_KEY for e in details.get("writeErrors", ()))
+
+
+def utcnow() -> datetime:
+    """Naive UTC with millisecond precision: what BSON dates hold, so values round-trip."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)

@@ -1,0 +1,103 @@
+"""The server's sort order on the client: merge joins of streams the server sorted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from bson.datetime_ms import DatetimeMS
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+
+from mongrate.errors import OrderError
+
+_NUMBER = (int, float, Int64, Decimal128)
+_EPOCH = datetime(1970, 1, 1)
+
+
+def bson_order_key(value: Any) -> tuple:
+    """A key that orders values the way the server sorts them (MongoDB's BSON type order:
+    null < numbers < strings < objects < arrays < binary < ObjectId < bool < date).
+
+    Types outside that list sort after dates by their repr; a merge only needs a consistent
+    total order for them.
+    """
+    if value is None:
+        return (1,)
+    if isinstance(value, bool):
+        return (8, value)
+    if isinstance(value, _NUMBER):
+        number = value.to_decimal() if isinstance(value, Decimal128) else value
+        return (2, float(number))
+    if isinstance(value, str):
+        return (3, value.encode("utf-8"))
+    if isinstance(value, Mapping):
+        return (4, tuple((k, bson_order_key(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return (5, tuple(bson_order_key(v) for v in value))
+    if isinstance(value, bytes):
+        return (6, len(value), value)
+    if isinstance(value, ObjectId):
+        return (7, value.binary)
+    if isinstance(value, datetime):
+        naive = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+        return (9, (naive - _EPOCH) // timedelta(milliseconds=1))
+    if isinstance(value, DatetimeMS):
+        return (9, int(value))
+    return (20, type(value).__name__, repr(value))
+
+
+def in_server_order(docs: Iterable[Mapping[str, Any]], field: str,
+                    label: str) -> Iterator[Mapping[str, Any]]:
+    """Pass documents through, failing if the server's order of ``field`` disagrees with
+    mongrate's (a merge join would silently pair the wrong documents otherwise)."""
+    last = None
+    for doc in docs:
+        key = bson_order_key(doc.get(field))
+        if last is not None and key < last:
+            raise OrderError(f"{label}: the server's order of {field} differs from "
+                             "mongrate's; stopped before anything was swapped", collection=label)
+        last = key
+        yield doc
+
+
+class SortedLookup:
+    """Documents the server sorted by ``field``, looked up with non-decreasing values
+    (one side of a merge join: memory holds one document, not the collection)."""
+
+    def __init__(self, docs: Iterable[Mapping[str, Any]], field: str, label: str):
+        self.field = field
+        self._it = in_server_order(docs, field, label)
+        self._head: Mapping[str, Any] | None = next(self._it, None)
+        self._last: tuple | None = None
+        self.skipped = 0
+        self.label = label
+
+    def get(self, value: Any) -> Mapping[str, Any] | None:
+        """The document whose ``field`` equals ``value`` (left in place for repeats)."""
+        key = bson_order_key(value)
+        if self._last is not None and key < self._last:
+            raise OrderError(f"{self.label}: lookups must come in ascending order",
+                             collection=self.label)
+        self._last = key
+        while self._head is not None and bson_order_key(self._head.get(self.field)) < key:
+            self.skipped += 1
+            self._head = next(self._it, None)
+        if self._head is not None and bson_order_key(self._head.get(self.field)) == key:
+            return self._head
+        return None
+
+    def pop(self, value: Any) -> Mapping[str, Any] | None:
+        """Like :meth:`get`, but the document found is consumed."""
+        found = self.get(value)
+        if found is not None:
+            self._head = next(self._it, None)
+        return found
+
+    def remaining(self) -> int:
+        """Documents never returned (skipped or not reached); drains the stream."""
+        rest = sum(1 for _ in self._it) + (self._head is not None)
+        self._head = None
+        return self.skipped + rest

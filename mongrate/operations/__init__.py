@@ -1,0 +1,1 @@
+"""The ``op`` surface handed to revision authors."""

@@ -1,0 +1,1 @@
+"""Running a plan: the store of heads and log, the lease lock, the runner."""
