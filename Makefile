@@ -36,7 +36,7 @@ test-slow: $(STAMP) ferretdb
 	$(PY) -m pytest -q -ra -m slow
 
 demo: $(STAMP) ferretdb
-	$(PY) -m app_patch.demo
+	$(PY) -m app_patch.tools.demo
 
 bench: $(STAMP) ferretdb
 	-$(PY) bench/graph.py

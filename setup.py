@@ -16,7 +16,7 @@ setup(
     package_data={
         "mongrate.graph": ["templates/*.tmpl"],
         "mongrate.testing": ["ferretdb/go.mod", "ferretdb/go.sum", "ferretdb/main.go"],
-        "app_patch": ["static/*"],
+        "app_patch.service": ["static/*"],
     },
     install_requires=["pymongo>=4.13,<5", "click>=8.1"],
     extras_require={

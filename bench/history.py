@@ -4,7 +4,7 @@ Builds one session of 2,000 messages carrying 500 uploads (post-migration shape,
 index revision's indexes), then times, through the same HTTP app and the same pymongo
 ``AsyncMongoClient``:
 
-- ``ours``: ``GET /api/v1/chat/sessions/{id}/history?limit=2000`` (app_patch.history: one
+- ``ours``: ``GET /api/v1/chat/sessions/{id}/history?limit=2000`` (app_patch.service.history: one
   query for ownership, one for the messages, one ``$in`` for every upload);
 - ``reference``: the original service's loop, one ``file_uploads`` query per message that
   has files, exposed on the same app at ``/bench/reference/{id}`` with the same output.
@@ -38,10 +38,10 @@ from fastapi.responses import JSONResponse  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from pymongo import MongoClient, monitoring  # noqa: E402
 
-from app_patch.app import create_app  # noqa: E402
-from app_patch.auth import issue_token  # noqa: E402
-from app_patch.history import upload_from_row  # noqa: E402
-from app_patch.settings import Settings  # noqa: E402
+from app_patch.service.app import create_app  # noqa: E402
+from app_patch.service.auth import issue_token  # noqa: E402
+from app_patch.service.history import upload_from_row  # noqa: E402
+from app_patch.service.settings import Settings  # noqa: E402
 
 TARGET = 10.0
 SECRET = "bench-secret-0123456789abcdef0123"

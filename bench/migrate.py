@@ -1,7 +1,7 @@
 """The image-rendering revisions (versions/) at three data sizes, against two references.
 
 For each size (default 50k, 100k and 200k messages, one upload per ten messages, 20
-messages per session) a database is seeded with app_patch.seed, then timed:
+messages per session) a database is seeded with app_patch.testdata.seed, then timed:
 
 - ``upgrade``: ``mongrate upgrade head`` as a whole command (a child process);
 - ``downgrade``: ``mongrate downgrade base`` likewise (the database must come back
@@ -46,7 +46,7 @@ from bson.codec_options import CodecOptions  # noqa: E402
 from bson.raw_bson import RawBSONDocument  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
 
-from app_patch.seed import seed  # noqa: E402
+from app_patch.testdata.seed import seed  # noqa: E402
 from mongrate.config import with_database  # noqa: E402
 from mongrate.mongo.collections import collection_checksum  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Thumbnail speed: app_patch.thumbnails.make_thumbnail against the naive Pillow recipe.
+"""Thumbnail speed: app_patch.service.thumbnails.make_thumbnail against the naive Pillow recipe.
 
 The naive reference is what the original deployment guide's code does: ``Image.open``,
 ``convert('RGB'/'RGBA')`` on the full decode, ``thumbnail((200, 200), LANCZOS)``, save.
@@ -35,7 +35,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app_patch.thumbnails import make_thumbnail  # noqa: E402
+from app_patch.service.thumbnails import make_thumbnail  # noqa: E402
 
 NO_SLOWER = 1.10
 

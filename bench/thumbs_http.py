@@ -34,10 +34,10 @@ from gridfs import GridFSBucket  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
 
-from app_patch.app import create_app  # noqa: E402
-from app_patch.auth import issue_token  # noqa: E402
-from app_patch.settings import Settings  # noqa: E402
-from app_patch.thumbnails import PIPELINE_VERSION  # noqa: E402
+from app_patch.service.app import create_app  # noqa: E402
+from app_patch.service.auth import issue_token  # noqa: E402
+from app_patch.service.settings import Settings  # noqa: E402
+from app_patch.service.thumbnails import PIPELINE_VERSION  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef0123"
 USER = "bench-user"

@@ -30,7 +30,7 @@ their old values back.
 from bson import ObjectId
 from pymongo.errors import BulkWriteError
 
-from app_patch.migration_rules import (
+from app_patch.rules import (
     SNIFF_BYTES,
     gridfs_oid,
     message_file_changes,

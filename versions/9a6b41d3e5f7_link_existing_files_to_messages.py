@@ -36,7 +36,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from app_patch.migration_rules import (
+from app_patch.rules import (
     GroupLinks,
     MessageRef,
     Outcome,

@@ -1,6 +1,6 @@
 """Fixtures for the web-layer tests: a real FerretDB database, the app, tokens, data helpers.
 
-``apply_contract`` turns pre-change data (as :mod:`app_patch.seed` writes it) into the
+``apply_contract`` turns pre-change data (as :mod:`app_patch.testdata.seed` writes it) into the
 post-migration shape of notes/SCHEMA.md, the way the revisions will, so the endpoint tests
 do not depend on ``versions/``. It is test-scale code (a query per row is fine here).
 """
@@ -21,9 +21,9 @@ from gridfs import GridFSBucket
 from pymongo import monitoring
 from pymongo.database import Database
 
-from app_patch.app import create_app
-from app_patch.auth import issue_token
-from app_patch.settings import Settings
+from app_patch.service.app import create_app
+from app_patch.service.auth import issue_token
+from app_patch.service.settings import Settings
 from app_patch.sniff import is_image_mime, normalise_mime, sniff_mime
 
 SECRET = "test-access-secret-0123456789abcdef"

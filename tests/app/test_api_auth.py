@@ -11,9 +11,9 @@ import jwt
 import pytest
 from bson import ObjectId
 
-from app_patch.auth import AuthError, issue_token, user_id_from_token
-from app_patch.samples import sample_variant
-from app_patch.seed import add_session
+from app_patch.service.auth import AuthError, issue_token, user_id_from_token
+from app_patch.testdata.samples import sample_variant
+from app_patch.testdata.seed import add_session
 from tests.app.conftest import ALICE, BOB, SECRET, at
 
 API = "/api/v1/chat"
@@ -161,8 +161,8 @@ def test_a_sub_only_token_sees_its_users_data(client, world):
 def test_demo_login_needs_demo_mode_as_well_as_a_user(mongo_url, world):
     from fastapi.testclient import TestClient
 
-    from app_patch.app import create_app
-    from app_patch.settings import Settings
+    from app_patch.service.app import create_app
+    from app_patch.service.settings import Settings
 
     env = {"MONGODB_URL": mongo_url, "JWT_ACCESS_SECRET": SECRET, "DEMO_USER_ID": ALICE}
     assert Settings.from_env(env).demo_mode is False

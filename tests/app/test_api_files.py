@@ -11,10 +11,10 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from app_patch.files import SNIFF_BYTES, file_response
-from app_patch.samples import sample_variant
-from app_patch.seed import add_session
-from app_patch.storage import ChatStore
+from app_patch.service.files import SNIFF_BYTES, file_response
+from app_patch.service.storage import ChatStore
+from app_patch.testdata.samples import sample_variant
+from app_patch.testdata.seed import add_session
 from tests.app.conftest import ALICE, BOB, at, put_file
 
 PNG = sample_variant("png", 1).data
@@ -172,7 +172,7 @@ def test_ranges_we_do_not_serve_get_the_whole_file(client, mongo_db, alice, head
 def test_latin1_superscript_digits_in_a_range_are_ignored(mongo_db, settings):
     """str.isdigit() says yes to "²", int() says no (was a 500). The raw bytes must reach the
     app as sent, which TestClient does not do (it re-encodes header values as UTF-8)."""
-    from app_patch.app import create_app
+    from app_patch.service.app import create_app
     from tests.app.conftest import bearer
 
     fid = put_file(mongo_db, PNG)
@@ -408,7 +408,7 @@ def test_delete_also_removes_thumbnails_found_only_by_their_key(client, mongo_db
 
 
 def test_parallel_deletes_of_one_messages_files_leave_no_dangling_id(mongo_db, settings):
-    from app_patch.app import create_app
+    from app_patch.service.app import create_app
     from tests.app.conftest import bearer
 
     s = add_session(

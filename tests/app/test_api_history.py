@@ -6,8 +6,8 @@ import pytest
 from bson import ObjectId
 from gridfs import GridFSBucket
 
-from app_patch.samples import sample_variant
-from app_patch.seed import add_session
+from app_patch.testdata.samples import sample_variant
+from app_patch.testdata.seed import add_session
 from tests.app.conftest import ALICE, BOB, apply_contract, at
 
 GUIDE_KEYS = {

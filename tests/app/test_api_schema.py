@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from app_patch.app import create_app
-from app_patch.seed import add_session
+from app_patch.service.app import create_app
+from app_patch.testdata.seed import add_session
 from tests.app.conftest import ALICE, apply_contract, at, bearer, live_server
 
 EXAMPLES = int(os.environ.get("APP_FUZZ_EXAMPLES", "20"))
@@ -30,7 +30,7 @@ OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
 @pytest.fixture(scope="module")
 def target(mongo_server_url, mongo_client, tmp_path_factory):
     """A live server over a module-wide database holding Alice's untidy session."""
-    from app_patch.settings import Settings
+    from app_patch.service.settings import Settings
     from mongrate.config import with_database
     from tests.app.conftest import SECRET
 

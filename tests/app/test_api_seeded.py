@@ -9,8 +9,8 @@ from collections import defaultdict
 import pytest
 from bson import ObjectId
 
-from app_patch.samples import IMAGE_KINDS
-from app_patch.seed import seed
+from app_patch.testdata.samples import IMAGE_KINDS
+from app_patch.testdata.seed import seed
 from tests.app.conftest import apply_contract, bearer, gridfs_bytes
 
 THUMB_STATUS = {

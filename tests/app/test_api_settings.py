@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from app_patch.settings import Settings, SettingsError
+from app_patch.service.settings import Settings, SettingsError
 
 
 def test_defaults_and_the_services_names():
@@ -64,7 +64,7 @@ def test_bad_configuration_is_one_clear_error(env, message):
 
 
 def test_the_module_level_app_reads_the_environment_at_startup(monkeypatch, mongo_url, mongo_db):
-    from app_patch.app import create_app
+    from app_patch.service.app import create_app
     from tests.app.conftest import ALICE, bearer
 
     monkeypatch.setenv("MONGODB_URL", mongo_url)
@@ -74,14 +74,14 @@ def test_the_module_level_app_reads_the_environment_at_startup(monkeypatch, mong
     with TestClient(create_app()) as c:
         url = "/api/v1/chat/sessions/s1/history"
         assert c.get(url, headers=bearer(ALICE)).status_code == 401  # the test secret is not it
-        from app_patch.auth import issue_token
+        from app_patch.service.auth import issue_token
 
         token = issue_token(ALICE, "from-the-environment-0123456789ab")
         assert c.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
 def test_startup_fails_fast_without_a_secret(monkeypatch):
-    from app_patch.app import create_app
+    from app_patch.service.app import create_app
 
     monkeypatch.delenv("JWT_ACCESS_SECRET", raising=False)
     monkeypatch.delenv("JWT_SECRET_KEY", raising=False)

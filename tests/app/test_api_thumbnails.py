@@ -11,12 +11,12 @@ import pytest
 from bson import ObjectId
 from PIL import Image
 
-from app_patch import thumbnails
-from app_patch.app import create_app
-from app_patch.hostile import hostile_corpus
-from app_patch.samples import sample_variant
-from app_patch.settings import Settings
-from app_patch.storage import ChatStore
+from app_patch.service import thumbnails
+from app_patch.service.app import create_app
+from app_patch.service.settings import Settings
+from app_patch.service.storage import ChatStore
+from app_patch.testdata.hostile import hostile_corpus
+from app_patch.testdata.samples import sample_variant
 from tests.app.conftest import ALICE, SECRET, bearer, put_file
 
 PHOTO = sample_variant("jpeg", 2).data  # 640x400
@@ -140,7 +140,7 @@ def test_hostile_corpus_gives_a_thumbnail_or_a_clean_4xx(client, mongo_db, alice
 def test_the_source_size_cap_is_a_422(mongo_db, alice, mongo_url):
     from fastapi.testclient import TestClient
 
-    from app_patch.settings import Settings
+    from app_patch.service.settings import Settings
     from tests.app.conftest import SECRET
 
     small = Settings(mongodb_url=mongo_url, jwt_secret=SECRET, thumbnail_max_source_bytes=1000)

@@ -12,12 +12,12 @@ import pytest
 from bson import ObjectId
 from fastapi.testclient import TestClient
 
-from app_patch import thumbnails, uploads
-from app_patch.app import create_app
-from app_patch.hostile import hostile_corpus
-from app_patch.samples import sample_variant
-from app_patch.seed import add_session
-from app_patch.settings import Settings
+from app_patch.service import thumbnails, uploads
+from app_patch.service.app import create_app
+from app_patch.service.settings import Settings
+from app_patch.testdata.hostile import hostile_corpus
+from app_patch.testdata.samples import sample_variant
+from app_patch.testdata.seed import add_session
 from tests.app.conftest import ALICE, BOB, SECRET, at, bearer, gridfs_bytes
 
 PNG = sample_variant("png", 1).data

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app_patch.app import create_app
-from app_patch.samples import sample_variant
-from app_patch.seed import add_session
+from app_patch.service.app import create_app
+from app_patch.testdata.samples import sample_variant
+from app_patch.testdata.seed import add_session
 from tests.app.conftest import ALICE, BOB, apply_contract, at, live_server
 
 CHROMIUM = "/usr/bin/chromium"

@@ -1,6 +1,6 @@
 """The operator tools as an operator runs them: real processes, a real database.
 
-``verify`` runs against ``uvicorn app_patch.app:app`` on a free 127.0.0.1 port (and, for the
+``verify`` runs against ``uvicorn app_patch.service.app:app`` on a free 127.0.0.1 port (and, for the
 checks that must fail, in process against a deliberately broken app). ``deploy`` runs on a
 temp copy of ``fixtures_target_app`` (a small FastAPI service with an older history route on
 the same path) with a ``mongrate.ini`` pointing at the project's ``versions/`` or at a
@@ -32,12 +32,12 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pymongo.database import Database
 
-from app_patch import deploy
-from app_patch.app import create_app
-from app_patch.auth import issue_token
-from app_patch.seed import seed
-from app_patch.settings import Settings
-from app_patch.verify import THUMB_SIZES, run_checks
+from app_patch.service.app import create_app
+from app_patch.service.auth import issue_token
+from app_patch.service.settings import Settings
+from app_patch.testdata.seed import seed
+from app_patch.tools import deploy
+from app_patch.tools.verify import THUMB_SIZES, run_checks
 from mongrate.config import database_from_url, with_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,14 +112,14 @@ def uvicorn(app: str, cwd: Path, env: dict[str, str], log: Path) -> Iterator[str
 
 @pytest.fixture(scope="module")
 def server(mongo_server_url: str, mongo_client: Any, tmp_path_factory: Any) -> Iterator[Any]:
-    """``uvicorn app_patch.app:app`` on its own database; yields (base URL, database)."""
+    """``uvicorn app_patch.service.app:app`` on its own database; yields (base URL, database)."""
     name = f"t_ops_{uuid.uuid4().hex[:12]}"
     db = mongo_client[name]
     add_sessions(db)
     env = clean_env(MONGODB_URL=with_database(mongo_server_url, name), JWT_ACCESS_SECRET=SECRET)
     log = tmp_path_factory.mktemp("uvicorn") / "server.log"
     try:
-        with uvicorn("app_patch.app:app", ROOT, env, log) as base:
+        with uvicorn("app_patch.service.app:app", ROOT, env, log) as base:
             yield base, db
     finally:
         mongo_client.drop_database(name)
@@ -127,7 +127,7 @@ def server(mongo_server_url: str, mongo_client: Any, tmp_path_factory: Any) -> I
 
 def run_verify(base: str, *args: str) -> tuple[int, list[str]]:
     proc = subprocess.run(
-        [PY, "-m", "app_patch.verify", "--base-url", base, *args],
+        [PY, "-m", "app_patch.tools.verify", "--base-url", base, *args],
         cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=120,
     )
     return proc.returncode, proc.stdout.splitlines()
@@ -281,7 +281,7 @@ class Service:
 
     def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [PY, "-m", "app_patch.deploy", "--app-dir", str(self.dir), *args],
+            [PY, "-m", "app_patch.tools.deploy", "--app-dir", str(self.dir), *args],
             cwd=self.dir.parent, env=self.env, capture_output=True, text=True, timeout=180,
         )
 
@@ -443,7 +443,7 @@ def test_deploy_applies_once_and_rollback_restores(service: Service, mongo_db: D
     patched = service.tree()
     elsewhere = {**service.env, "MONGODB_URL": with_database(service.url, "some_other_db")}
     proc = subprocess.run(
-        [PY, "-m", "app_patch.deploy", "--app-dir", str(service.dir), "--rollback",
+        [PY, "-m", "app_patch.tools.deploy", "--app-dir", str(service.dir), "--rollback",
          "--skip-restart"],
         env=elsewhere, capture_output=True, text=True, timeout=60,
     )
@@ -540,7 +540,7 @@ def test_install_step_runs_pip_offline(service: Service, installable: bool) -> N
     if installable:
         assert proc.returncode == 0, proc.stderr
         assert "-m pip install --quiet -r" in proc.stdout
-        assert "imports: app_patch.router and its dependencies import" in proc.stdout
+        assert "imports: app_patch.service.router and its dependencies import" in proc.stdout
         assert requirements.read_text().endswith(f"{deploy.REQUIREMENTS_MARK}\nPyJWT>=2.8\n")
     else:
         assert proc.returncode == 1

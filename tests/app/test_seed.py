@@ -18,8 +18,8 @@ from bson import ObjectId
 from deepdiff import DeepDiff
 from PIL import Image
 
-from app_patch.samples import KINDS, VARIANTS, make_sample, sample_files, sample_variant
-from app_patch.seed import ALL_CASES, COLLECTIONS, add_session, main, seed
+from app_patch.testdata.samples import KINDS, VARIANTS, make_sample, sample_files, sample_variant
+from app_patch.testdata.seed import ALL_CASES, COLLECTIONS, add_session, main, seed
 from mongrate.config import with_database
 
 SMALL = {"sessions": 20, "messages_per_session": 10, "uploads": 80}
@@ -467,7 +467,7 @@ def test_cli_existing_data_needs_drop(mongo_url, capsys):
 
 def test_cli_unreachable_server_exits_2_without_traceback():
     proc = subprocess.run(
-        [sys.executable, "-m", "app_patch.seed", *args("mongodb://127.0.0.1:9/x")],
+        [sys.executable, "-m", "app_patch.testdata.seed", *args("mongodb://127.0.0.1:9/x")],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from app_patch import sniff
-from app_patch.hostile import hostile_corpus
 from app_patch.sniff import (
     IMAGE_MIMES,
     INLINE_SAFE_MIMES,
@@ -19,6 +18,7 @@ from app_patch.sniff import (
     normalise_mime,
     sniff_mime,
 )
+from app_patch.testdata.hostile import hostile_corpus
 
 
 def _pillow(fmt: str, mode: str = "RGB", size: tuple[int, int] = (40, 30), **params) -> bytes:
@@ -74,7 +74,7 @@ def test_isobmff_brands_tell_avif_from_heic_and_from_video(box, expected):
 
 def test_heic_written_by_pillow_heif_is_heic():
     pytest.importorskip("pillow_heif")
-    from app_patch import thumbnails  # registers the HEIF plugin
+    from app_patch.service import thumbnails  # registers the HEIF plugin
 
     assert thumbnails.HEIF_AVAILABLE
     assert sniff_mime(_pillow("HEIF")) == sniff.HEIC

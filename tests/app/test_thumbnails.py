@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageCms, ImageOps, ImageStat, PngImagePlugin
 
-from app_patch import sniff, thumbnails
-from app_patch.hostile import LIMIT_RANGE, hostile_corpus
-from app_patch.thumbnails import (
+from app_patch import sniff
+from app_patch.service import thumbnails
+from app_patch.service.thumbnails import (
     THUMB_SIZES,
     BadImage,
     ImageTooLarge,
@@ -28,6 +28,7 @@ from app_patch.thumbnails import (
     probe,
     verify_image,
 )
+from app_patch.testdata.hostile import LIMIT_RANGE, hostile_corpus
 
 # The corpus holds a JPEG with deliberately corrupt EXIF; Pillow warns about it, we ignore it.
 pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")

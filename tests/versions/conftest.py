@@ -22,7 +22,7 @@ VERSIONS = ROOT / "versions"
 if str(ROOT) not in sys.path:  # what prepend_sys_path = . does for the engine
     sys.path.insert(0, str(ROOT))
 
-from app_patch.seed import SeedReport, seed  # noqa: E402
+from app_patch.testdata.seed import SeedReport, seed  # noqa: E402
 from mongrate.config import Config  # noqa: E402
 from mongrate.operations.ops import Operations  # noqa: E402
 from mongrate.progress import Reporter  # noqa: E402

@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from app_patch.seed import seed
+from app_patch.testdata.seed import seed
 from mongrate.config import database_from_url
 from tests.versions.conftest import CHAIN, INDEXES, revision_module, run_revision
 

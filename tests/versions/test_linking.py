@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from bson import ObjectId
 from deepdiff import DeepDiff
 
-from app_patch.seed import add_session
+from app_patch.testdata.seed import add_session
 from tests.versions.conftest import LINK, SCHEMA, dump, run_revision
 
 T0 = datetime(2025, 7, 1, 9, 0, 0)

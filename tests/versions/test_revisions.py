@@ -7,7 +7,7 @@ import pytest
 from bson import ObjectId
 from deepdiff import DeepDiff
 
-from app_patch.migration_rules import SNIFF_BYTES
+from app_patch.rules import SNIFF_BYTES
 from app_patch.sniff import is_image_mime, sniff_mime
 from mongrate.errors import OpError
 from mongrate.mongo.collections import collection_checksum

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from deepdiff import DeepDiff
 
-from app_patch.seed import seed
+from app_patch.testdata.seed import seed
 from mongrate.config import with_database
 from tests.versions.conftest import (
     BACKUP,

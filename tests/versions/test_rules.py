@@ -8,7 +8,7 @@ import pytest
 from bson import ObjectId
 from bson.int64 import Int64
 
-from app_patch.migration_rules import (
+from app_patch.rules import (
     LINK_WINDOW,
     MessageRef,
     Outcome,

@@ -1,7 +1,7 @@
 """A standalone app around the router, for the demo and the tests.
 
-``uvicorn app_patch.app:app`` serves the API from ``MONGODB_URL``, ``MONGODB_DATABASE_NAME``
-and ``JWT_ACCESS_SECRET`` (see :mod:`app_patch.settings`), plus ``GET /demo``: a small page
+``uvicorn app_patch.service.app:app`` serves the API from ``MONGODB_URL``, ``MONGODB_DATABASE_NAME``
+and ``JWT_ACCESS_SECRET`` (see :mod:`app_patch.service.settings`), plus ``GET /demo``: a small page
 that shows a session's history with thumbnails, opens the full image on click and offers the
 download. The page fetches everything with the bearer token (``<img>`` cannot send one) and
 shows the bytes through ``blob:`` URLs.
@@ -21,9 +21,9 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 
-from app_patch.auth import READ_SCOPE, issue_token
-from app_patch.router import build_router
-from app_patch.settings import Settings
+from app_patch.service.auth import READ_SCOPE, issue_token
+from app_patch.service.router import build_router
+from app_patch.service.settings import Settings
 
 STATIC = Path(__file__).with_name("static")
 DEMO_ASSETS = {"demo.js": "text/javascript", "demo.css": "text/css"}

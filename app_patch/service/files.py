@@ -24,8 +24,9 @@ from fastapi.responses import Response, StreamingResponse
 from gridfs.asynchronous.grid_file import AsyncGridOut
 from gridfs.errors import CorruptGridFile
 
-from app_patch import sniff, thumbnails
-from app_patch.storage import ChatStore, FileRecord
+from app_patch import sniff
+from app_patch.service import thumbnails
+from app_patch.service.storage import ChatStore, FileRecord
 
 SNIFF_BYTES = 8192
 FILE_CACHE_CONTROL = "private, max-age=3600"

@@ -17,7 +17,7 @@ from typing import Any
 
 import jwt
 
-from app_patch.settings import JWT_ALGORITHM
+from app_patch.service.settings import JWT_ALGORITHM
 
 READ_SCOPE = "read"
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from bson import ObjectId
 
+from app_patch.service.storage import ONE_BATCH, ChatStore, object_id
 from app_patch.sniff import is_image_mime, sniff_mime
-from app_patch.storage import ONE_BATCH, ChatStore, object_id
 
 API_PREFIX = "/api/v1/chat"
 _EPOCH = dt.datetime(1970, 1, 1)

@@ -1,6 +1,6 @@
 """Deploy the image-rendering change into a FastAPI + MongoDB service, or roll it back.
 
-``python -m app_patch.deploy --app-dir DIR [--dry-run] [--skip-backup] [--skip-install]
+``python -m app_patch.tools.deploy --app-dir DIR [--dry-run] [--skip-backup] [--skip-install]
 [--skip-restart] [--restart-cmd CMD] [--mongrate-config FILE] [--main FILE] [--rollback]``
 
 The guide's steps, in order: validate (Python, Pillow, the database the service uses:
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from app_patch.settings import DEFAULT_DATABASE, DEFAULT_URL
+from app_patch.service.settings import DEFAULT_DATABASE, DEFAULT_URL
 from mongrate.config import database_from_url, with_database
 
 MIN_PYTHON = (3, 11)
@@ -192,11 +192,11 @@ def resolve_target(args: argparse.Namespace) -> Target:
 
 
 # ----------------------------------------------------------------------------- code edits
-ROUTER_IMPORT = "from app_patch.router import router as image_rendering_router"
+ROUTER_IMPORT = "from app_patch.service.router import router as image_rendering_router"
 ROUTER_INCLUDE = "app.include_router(image_rendering_router)"
-MARK_BEGIN = "# >>> image rendering (added by app_patch.deploy; --rollback removes it)"
+MARK_BEGIN = "# >>> image rendering (added by app_patch.tools.deploy; --rollback removes it)"
 MARK_END = "# <<< image rendering"
-REQUIREMENTS_MARK = "# image rendering (added by app_patch.deploy)"
+REQUIREMENTS_MARK = "# image rendering (added by app_patch.tools.deploy)"
 _INCLUDED = re.compile(r"^\s*app\.include_router\(\s*image_rendering_router\b", re.M)
 
 
@@ -301,7 +301,7 @@ def requirement_name(line: str) -> str | None:
 
 def mongrate_requirement() -> str:
     """How the service installs this package: from this checkout, or the released version."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if (root / "setup.py").is_file() and (root / "mongrate").is_dir():
         return f"mongrate[app] @ {root.as_uri()}"
     from importlib.metadata import version
@@ -453,14 +453,14 @@ def check_imports(target: Target) -> str:
     code = (
         "import PIL, fastapi, jwt, pymongo\n"
         "try:\n import python_multipart\nexcept ImportError:\n import multipart\n"
-        "import app_patch.router\n"
+        "import app_patch.service.router\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=target.app_dir, capture_output=True, text=True
     )
     if proc.returncode != 0:
         raise DeployError(f"the router cannot be imported: {last_line(proc)}")
-    return "app_patch.router and its dependencies import"
+    return "app_patch.service.router and its dependencies import"
 
 
 def validate(target: Target, *, skip_install: bool) -> Plan:
@@ -528,7 +528,7 @@ def make_backup(plan: Plan) -> Path:
         present.append(rel)
     manifest = {
         "created_at": datetime.now(UTC).isoformat(),
-        "tool": "app_patch.deploy",
+        "tool": "app_patch.tools.deploy",
         "paths": target.code_paths,
         "present": present,  # paths absent here are deleted again by a rollback
         "main": str(target.main.relative_to(target.app_dir)),
@@ -763,7 +763,7 @@ def rollback(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m app_patch.deploy",
+        prog="python -m app_patch.tools.deploy",
         description="Deploy the image-rendering change into a FastAPI service, or roll it back.",
     )
     p.add_argument("--app-dir", required=True, help="the service's folder (holds app/main.py)")

@@ -292,7 +292,7 @@ class ChatStore:
         """Remove a file everywhere: bytes, cached thumbnails, its upload row, message links.
 
         The bytes go first (a thumbnail generation racing with this checks them after it
-        stores, see :mod:`app_patch.files`). Message links are removed with ``$pull`` and
+        stores, see :mod:`app_patch.service.files`). Message links are removed with ``$pull`` and
         ``has_files`` cleared only where ``file_ids`` is then empty, each an atomic update
         (and under :meth:`message_writes`), so concurrent deletes and uploads on one message
         never undo each other.

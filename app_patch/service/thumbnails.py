@@ -39,7 +39,8 @@ from typing import BinaryIO
 
 from PIL import ExifTags, Image, ImageCms
 
-from . import sniff
+from app_patch import sniff
+from app_patch.service.settings import DEFAULT_MAX_PIXELS
 
 try:  # HEIC/HEIF decode is optional; without it such files are BadImage("unsupported")
     import pillow_heif
@@ -52,7 +53,6 @@ except Exception:  # ImportError, or a wheel whose native library will not load
 THUMB_SIZES = (100, 200, 300)
 #: Bump whenever the bytes produced for the same input change; thumbnail caches key on it.
 PIPELINE_VERSION = 1
-DEFAULT_MAX_PIXELS = 50_000_000
 MAX_THUMB_SIZE = 2048
 JPEG_QUALITY = 85
 # Decode/box-reduce down to >= this factor times the target, then LANCZOS the rest of the

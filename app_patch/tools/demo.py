@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mongrate.testing.server import FerretDBServer, ServerUnavailable
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / ".mongrate" / "demo-db"
 PORT = int(os.environ.get("MONGRATE_DEMO_PORT", "27027"))
 DATABASE = "flowise_proxy"
@@ -45,7 +45,7 @@ def main() -> int:
             seeded = client[DATABASE].chat_messages.estimated_document_count() > 0
         steps: list[list[str]] = []
         if not seeded:
-            steps.append(["app_patch.seed", "--url", url, "--sessions", "40",
+            steps.append(["app_patch.testdata.seed", "--url", url, "--sessions", "40",
                           "--messages-per-session", "25", "--uploads", "150", "--seed", "7"])
         steps += [
             ["mongrate", "upgrade", "head"],

@@ -1,6 +1,6 @@
 """Realistic PRE-change chat data (CHAT_DATABASE.md), untidy cases included, for tests and demos.
 
-``python -m app_patch.seed --url URL [--database NAME] --sessions N --messages-per-session M
+``python -m app_patch.testdata.seed --url URL [--database NAME] --sessions N --messages-per-session M
 --uploads U [--seed S] [--drop]``. The database named in the URL path wins over
 ``--database`` (default ``flowise_proxy``). The same seed gives identical documents,
 ObjectIds included. Ground truth (which user message really carried each upload) is
@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from bson import ObjectId
 from pymongo.database import Database
 
-from app_patch.samples import (
+from app_patch.testdata.samples import (
     KINDS,
     SampleFile,
     make_sample,
@@ -630,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from mongrate.config import database_from_url
 
-    parser = _Parser(prog="python -m app_patch.seed",
+    parser = _Parser(prog="python -m app_patch.testdata.seed",
                      description="Seed realistic pre-change chat data (see CHAT_DATABASE.md).")
     parser.add_argument("--url", required=True, help="MongoDB URL; a database in its path wins")
     parser.add_argument("--database", default="flowise_proxy",

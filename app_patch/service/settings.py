@@ -26,11 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from app_patch.thumbnails import DEFAULT_MAX_PIXELS
-
 DEFAULT_URL = "mongodb://localhost:27017"
 DEFAULT_DATABASE = "flowise_proxy"
 JWT_ALGORITHM = "HS256"  # the only algorithm accepted; never taken from the token header
+#: Largest image (width x height) thumbnails will decode; thumbnails.py uses the same default.
+DEFAULT_MAX_PIXELS = 50_000_000
 
 
 class SettingsError(ValueError):
@@ -51,7 +51,7 @@ class Settings:
     thumbnail_concurrency: int = 2
     history_default_limit: int = 100
     history_max_limit: int = 1000
-    max_request_bytes: int | None = None  # None: see request_limit in app_patch.uploads
+    max_request_bytes: int | None = None  # None: see request_limit in app_patch.service.uploads
     upload_concurrency: int = 2
     demo_user_id: str | None = None
     demo_mode: bool = False

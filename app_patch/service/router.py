@@ -2,10 +2,10 @@
 
 An existing service adds them with one line::
 
-    from app_patch.router import router
+    from app_patch.service.router import router
     app.include_router(router)
 
-Settings come from the environment (:class:`app_patch.settings.Settings`) when the router is
+Settings come from the environment (:class:`app_patch.service.settings.Settings`) when the router is
 first used; :func:`build_router` takes explicit settings instead. The router's lifespan
 (merged into the including app's) owns one pymongo ``AsyncMongoClient`` per app.
 """
@@ -22,14 +22,20 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from pymongo import AsyncMongoClient
 
-from app_patch import thumbnails
-from app_patch.auth import AuthError, Principal, principal_from_token
-from app_patch.files import ThumbnailService, file_response
-from app_patch.history import API_PREFIX, BadCursor, SessionNotFound, file_urls, load_history
-from app_patch.settings import Settings
+from app_patch.service import thumbnails
+from app_patch.service.auth import AuthError, Principal, principal_from_token
+from app_patch.service.files import ThumbnailService, file_response
+from app_patch.service.history import (
+    API_PREFIX,
+    BadCursor,
+    SessionNotFound,
+    file_urls,
+    load_history,
+)
+from app_patch.service.settings import Settings
+from app_patch.service.storage import ChatStore, normal_id
+from app_patch.service.uploads import read_request, store_upload
 from app_patch.sniff import is_image_mime
-from app_patch.storage import ChatStore, normal_id
-from app_patch.uploads import read_request, store_upload
 
 ThumbSize = IntEnum("ThumbSize", {f"px{s}": s for s in thumbnails.THUMB_SIZES})
 DEFAULT_THUMB = ThumbSize(200)

@@ -1,6 +1,6 @@
 """Check a running deployment of the image-rendering change end to end, over HTTP.
 
-``python -m app_patch.verify --base-url URL (--token T | --jwt-secret S --user U)
+``python -m app_patch.tools.verify --base-url URL (--token T | --jwt-secret S --user U)
 [--session-id SID] [--image FILE] [--keep] [--timeout SECONDS]``
 
 Uploads an image (``POST /api/v1/chat/files``, multipart) into a session the user owns, reads
@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 from PIL import Image, ImageDraw
 
-from app_patch.auth import issue_token
+from app_patch.service.auth import issue_token
 
 API = "/api/v1/chat"
 GUIDE_UPLOAD_KEYS = frozenset(
@@ -312,7 +312,7 @@ def run_checks(
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m app_patch.verify",
+        prog="python -m app_patch.tools.verify",
         description="Check a deployment of the image-rendering change over HTTP.",
     )
     p.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000")

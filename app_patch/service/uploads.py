@@ -37,10 +37,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo import ReturnDocument
 from starlette.datastructures import UploadFile
 
-from app_patch import sniff, thumbnails
-from app_patch.history import upload_entry
-from app_patch.settings import Settings
-from app_patch.storage import ChatStore, utcnow
+from app_patch import sniff
+from app_patch.service import thumbnails
+from app_patch.service.history import upload_entry
+from app_patch.service.settings import Settings
+from app_patch.service.storage import ChatStore, utcnow
 
 ACTIVE_CONTENT = frozenset({sniff.HTML, sniff.SVG, sniff.XML})
 _FORM_OVERHEAD = 1024 * 1024  # headers, boundaries and text fields of one request

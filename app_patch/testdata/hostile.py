@@ -1,7 +1,7 @@
 """A corpus of hostile and awkward image inputs, built in memory in well under a second.
 
 ``hostile_corpus()`` maps a name to ``(bytes, expected outcome)``, the outcome being what
-:func:`app_patch.thumbnails.make_thumbnail` must do with them:
+:func:`app_patch.service.thumbnails.make_thumbnail` must do with them:
 
 - ``thumbnail``: produce a thumbnail (awkward but legitimate: CMYK, 16-bit, EXIF-rotated...)
 - ``not_image``: refuse with NotAnImage (HTTP 415): HTML, SVG with script, PDF, EPS, empty...

@@ -1,0 +1,1 @@
+"""The FastAPI side of the image-rendering patch: the router, its storage and image work."""

@@ -1,0 +1,1 @@
+"""Test data: seeded pre-change databases, sample files and hostile inputs."""

@@ -1,0 +1,1 @@
+"""Operator tools: deploy the patch, verify a running service, run the demo."""
