@@ -47,7 +47,9 @@ def mongo_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def mongo_client(mongo_server_url: str):
     from pymongo import MongoClient
 
-    client = MongoClient(mongo_server_url, serverSelectionTimeoutMS=10_000, tz_aware=False)
+    # DATETIME_AUTO: a date outside Python's range (valid BSON) reads as DatetimeMS
+    client = MongoClient(mongo_server_url, serverSelectionTimeoutMS=10_000, tz_aware=False,
+                         datetime_conversion="DATETIME_AUTO")
     yield client
     client.close()
 
