@@ -19,6 +19,7 @@ from pymongo.database import Database
 
 from mongrate.errors import StepCancelled
 from mongrate.mongo.collections import fast_count
+from mongrate.mongo.dryrun import RecordingDatabase
 from mongrate.mongo.pipeline import chunked, prefetch
 from mongrate.operations.backup import BackupOps
 from mongrate.operations.data import DataOps
@@ -114,9 +115,9 @@ class Operations(DataOps, SchemaOps, BackupOps):
 
     def engine_write(self, collection: str, method: str, args: str) -> None:
         """Say in a dry run's list of writes what a helper would do."""
-        writes = getattr(self.engine.db, "writes", None)
-        if writes is not None:
-            writes.append({"collection": collection, "method": method, "args": args})
+        if isinstance(self.engine.db, RecordingDatabase):
+            self.engine.db.writes.append({"collection": collection, "method": method,
+                                          "args": args})
         self.log(f"{collection}: would {method} {args}")
 
     # ------------------------------------------------------------------ undo

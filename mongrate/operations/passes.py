@@ -90,7 +90,14 @@ class Step:
                               eng.write_concern)
 
     def apply(self, base: bytes) -> Change | None:
-        return self.changer(RawBSONDocument(base, RAW)) if self.changer else None
+        if not self.changer:
+            return None
+        try:
+            return self.changer(RawBSONDocument(base, RAW))
+        except Exception as exc:  # noqa: BLE001 - said whose change it was, then re-raised
+            if self.result is not None:  # deferred: it runs inside another call's pass
+                raise DeferredStepFailed(self.op.revision, exc) from exc
+            raise
 
     def note(self, base: bytes, change: Change) -> None:
         """Count ``change`` and queue its prior-value record (upgrades only)."""
@@ -101,6 +108,15 @@ class Step:
     def take_priors(self) -> list[RawBSONDocument]:
         out, self.priors = self.priors, []
         return out
+
+
+class DeferredStepFailed(Exception):
+    """A deferred change raised while a later pass was writing it: whose it was."""
+
+    def __init__(self, revision: str, error: Exception):
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.revision = revision
+        self.error = error
 
 
 class Sink:

@@ -20,6 +20,7 @@ from mongrate.mongo.collections import statement_limit
 from mongrate.mongo.dryrun import RecordingDatabase
 from mongrate.operations.engine import Engine, RunDatabase
 from mongrate.operations.ops import Operations
+from mongrate.operations.passes import DeferredStepFailed
 from mongrate.operations.strategy import Strategy, choose
 from mongrate.progress import Reporter
 from mongrate.runtime.lock import Lock
@@ -214,7 +215,7 @@ class Runner:
         strategy = engine.strategy.describe()
         if dry_run or self.reporter.verbose:
             self.reporter.info(strategy)
-        writes: list[dict] = getattr(engine.db, "writes", [])
+        writes: list[dict] = engine.db.writes if isinstance(engine.db, RecordingDatabase) else []
         for rev_id in revert:
             steps.append(self._revert(engine, rev_id, writes, run_id, dry_run=dry_run))
         arrow = "->" if direction == "upgrade" else "<-"
@@ -252,64 +253,64 @@ class Runner:
             except BaseException as exc:
                 self.store.log_finish(log_id, "failed", started_at=started_at, error=exc)
                 engine.discard(op)
-                if isinstance(exc, KeyboardInterrupt | LockLostError):
-                    raise  # held steps stay "started": the next run resumes them
-                heads = self._settle(engine, held, heads, steps, exc)
-                first_line = (str(exc).strip().splitlines() or [""])[0]
-                hint = ("'mongrate upgrade' resumes it, 'mongrate downgrade' reverses what it "
-                        "wrote" if direction == "upgrade" else "its data may be partly "
-                        "restored: fix the cause and run the downgrade again")
-                raise RevisionFailed(
-                    f"{direction} of {rev_id} ({rev.message}) failed: "
-                    f"{type(exc).__name__}: {first_line}; nothing after it ran; {hint}; "
-                    f"see 'mongrate history -v -r {rev_id}:{rev_id}'"
-                ) from exc
+                raise self._failed(engine, held, heads, steps, exc, rev_id) from exc
             held.append(_Held(rev_id, op, log_id, started_at, started))
             try:
                 engine.flush_untouched()
             except BaseException as exc:
-                heads = self._settle(engine, held, heads, steps, exc)
-                raise self._pass_failed(exc) from exc
+                raise self._failed(engine, held, heads, steps, exc, None) from exc
             heads = self._release(direction, engine, held, heads, steps)
         try:
             engine.flush_all()
         except BaseException as exc:
-            heads = self._settle(engine, held, heads, steps, exc)
-            if isinstance(exc, KeyboardInterrupt | LockLostError):
-                raise
-            raise self._pass_failed(exc) from exc
+            raise self._failed(engine, held, heads, steps, exc, None) from exc
         heads = self._release(direction, engine, held, heads, steps)
         return RunResult(direction, steps, before, heads, resumed, dry_run, strategy)
 
-    def _pass_failed(self, exc: BaseException) -> RevisionFailed:
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        return RevisionFailed(f"writing a deferred change failed: {type(exc).__name__}: "
-                              f"{first_line}; the revisions waiting for it were not applied: "
-                              "'mongrate upgrade' runs them again")
+    def _failed(self, engine: Engine, held: list[_Held], heads: tuple[str, ...],
+                steps: list[StepResult], exc: BaseException,
+                running: str | None) -> BaseException:
+        """A revision (``running``) or the pass writing deferred changes failed. Revisions
+        whose changes are all written are applied; the others are marked failed (the next
+        upgrade runs them again, a downgrade reverts what they wrote). Returns the error
+        to raise: the lock's, Ctrl-C, or one line naming the revision whose change failed."""
+        if isinstance(exc, KeyboardInterrupt | LockLostError):
+            return exc  # held steps stay "started": the next run resumes them
+        error = exc.error if isinstance(exc, DeferredStepFailed) else exc
+        culprit = exc.revision if isinstance(exc, DeferredStepFailed) else running
+        if running is not None and not isinstance(exc, DeferredStepFailed):
+            try:  # the earlier revisions' own work is sound: write what they deferred
+                engine.flush_all()
+            except Exception as flush_exc:  # noqa: BLE001 - the first error is the one raised
+                self.reporter.info(f"could not write the deferred changes: "
+                                   f"{type(flush_exc).__name__}: {flush_exc}")
+        heads = self._release(engine.direction, engine, held, heads, steps)
+        for h in held:
+            why = error if h.rev_id == culprit else RuntimeError(
+                f"its deferred change was not written: the pass also writing the change of "
+                f"{culprit or 'another revision'} failed")
+            self.store.log_finish(h.log_id, "failed", started_at=h.started_at, error=why)
+        held.clear()
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        if culprit is None:
+            return RevisionFailed(f"writing deferred changes failed: {type(error).__name__}: "
+                                  f"{first_line}; the revisions waiting for them were not "
+                                  "applied: 'mongrate upgrade' runs them again")
+        rev = self.graph.get(culprit)
+        direction = engine.direction
+        hint = ("'mongrate upgrade' resumes it, 'mongrate downgrade' reverses what it wrote"
+                if direction == "upgrade" else
+                "its data may be partly restored: fix the cause and run the downgrade again")
+        return RevisionFailed(
+            f"{direction} of {culprit} ({rev.message}) failed: {type(error).__name__}: "
+            f"{first_line}; nothing after it ran; {hint}; "
+            f"see 'mongrate history -v -r {culprit}:{culprit}'")
 
     def _release(self, direction: str, engine: Engine, held: list[_Held],
                  heads: tuple[str, ...], steps: list[StepResult]) -> tuple[str, ...]:
         """Apply held revisions in order, up to the first whose change still waits."""
         while held and not engine.waiting(held[0].op):
             heads = self._succeeded(direction, held.pop(0), heads, steps)
-        return heads
-
-    def _settle(self, engine: Engine, held: list[_Held], heads: tuple[str, ...],
-                steps: list[StepResult], exc: BaseException) -> tuple[str, ...]:
-        """A step failed: write what the held revisions deferred and apply them, so the run
-        stops right after them; those whose change cannot be written are marked failed."""
-        if not isinstance(exc, KeyboardInterrupt | LockLostError):
-            try:
-                engine.flush_all()
-            except Exception as flush_exc:  # noqa: BLE001 - the first error is the one raised
-                self.reporter.info(f"could not write the deferred changes: "
-                                   f"{type(flush_exc).__name__}: {flush_exc}")
-        direction = engine.direction
-        heads = self._release(direction, engine, held, heads, steps)
-        for h in held:
-            self.store.log_finish(h.log_id, "failed", started_at=h.started_at,
-                                  error=RuntimeError("its deferred change was not written"))
-        held.clear()
         return heads
 
     def _revert(self, engine: Engine, rev_id: str, writes: list[dict], run_id: str, *,
