@@ -85,7 +85,8 @@ def run_revision(db: Database, revision: ModuleType | str | Path, direction: str
 
 def snapshot(db: Database) -> dict[str, Any]:
     """Every collection but mongrate's own: documents as raw BSON bytes (sorted) and
-    index specs. Two snapshots are equal only if every byte is."""
+    index specs. Two snapshots are equal only if every byte is. An empty collection with
+    no index but ``_id``'s counts as absent (a write creates one implicitly)."""
     out: dict[str, Any] = {}
     for name in sorted(db.list_collection_names()):
         if name.startswith(OWN_PREFIXES):
@@ -93,7 +94,8 @@ def snapshot(db: Database) -> dict[str, Any]:
         docs = sorted(bytes(d.raw) for d in db.get_collection(name, codec_options=RAW).find())
         indexes = {k: {kk: vv for kk, vv in v.items() if kk not in ("v", "ns")}
                    for k, v in db[name].index_information().items()}
-        out[name] = {"docs": docs, "indexes": indexes}
+        if docs or set(indexes) - {"_id_"}:
+            out[name] = {"docs": docs, "indexes": indexes}
     return out
 
 
