@@ -25,36 +25,38 @@ _FIXED = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 
           0x12: 8, 0x13: 16, 0xFF: 0, 0x7F: 0}
 _STRING_LIKE = {0x02, 0x0D, 0x0E}  # string, JavaScript code, symbol
 _EMBEDDED = {0x03, 0x04, 0x0F}  # document, array, code with scope: int32 total length
+#: Types whose stored bytes may differ from what their decoded value encodes to (documents
+#: and arrays may hold such values; regex flags in another order; deprecated types).
+_MAY_NOT_ROUND_TRIP = {0x03, 0x04, 0x06, 0x0B, 0x0C, 0x0E, 0x0F}
 
 
 def elements(raw: bytes) -> dict[str, bytes]:
     """The top-level elements of a BSON document, in order: ``{name: element bytes}``
     (type byte, name and value, exactly as stored)."""
     out: dict[str, bytes] = {}
-    view = memoryview(raw)
-    end = _INT32.unpack_from(raw, 0)[0] - 1
+    unpack, index, fixed = _INT32.unpack_from, raw.index, _FIXED
+    end = len(raw) - 1
     pos = 4
     while pos < end:
-        start = pos
         kind = raw[pos]
-        name_end = raw.index(b"\x00", pos + 1)
-        name = bytes(view[pos + 1:name_end]).decode("utf-8", "surrogateescape")
-        pos = name_end + 1
-        if kind in _FIXED:
-            pos += _FIXED[kind]
+        name_end = index(b"\x00", pos + 1)
+        at = name_end + 1
+        if kind in fixed:
+            nxt = at + fixed[kind]
         elif kind in _STRING_LIKE:
-            pos += 4 + _INT32.unpack_from(raw, pos)[0]
+            nxt = at + 4 + unpack(raw, at)[0]
         elif kind in _EMBEDDED:
-            pos += _INT32.unpack_from(raw, pos)[0]
+            nxt = at + unpack(raw, at)[0]
         elif kind == 0x05:  # binary: length, subtype, bytes
-            pos += 5 + _INT32.unpack_from(raw, pos)[0]
+            nxt = at + 5 + unpack(raw, at)[0]
         elif kind == 0x0B:  # regex: two cstrings
-            pos = raw.index(b"\x00", raw.index(b"\x00", pos) + 1) + 1
+            nxt = index(b"\x00", index(b"\x00", at) + 1) + 1
         elif kind == 0x0C:  # DBPointer: string then ObjectId
-            pos += 4 + _INT32.unpack_from(raw, pos)[0] + 12
+            nxt = at + 4 + unpack(raw, at)[0] + 12
         else:
-            raise ValueError(f"unknown BSON type 0x{kind:02x} in field {name!r}")
-        out[name] = bytes(view[start:pos])
+            raise ValueError(f"unknown BSON type 0x{kind:02x} at byte {pos}")
+        out[raw[pos + 1:name_end].decode("utf-8", "surrogateescape")] = raw[pos:nxt]
+        pos = nxt
     return out
 
 
@@ -92,6 +94,7 @@ class Change:
     prior: dict[str, bytes]     #: the original elements of changed and removed fields
     absent: list[str]           #: changed fields that did not exist before
     keys: list[str] | None      #: the original field order, when fields were removed
+    id_element: bytes = b""     #: the document's ``_id`` element
 
     def update_document(self) -> dict[str, Any]:
         """The ``$set``/``$unset`` update that makes the change in place (exact bytes)."""
@@ -101,6 +104,16 @@ class Change:
         if self.removed:
             update["$unset"] = {f: "" for f in self.removed}
         return update
+
+
+def _same_value(old: bytes, new: bytes) -> bool:
+    """Do two elements of one name differ only in encoding (a value that does not survive
+    decoding, such as a regex's flag order, re-encoded)?"""
+    if old[0] not in _MAY_NOT_ROUND_TRIP:
+        return False
+    doc = document([old])
+    return elements(bson.encode(bson.decode(doc, EXACT), codec_options=EXACT)) == \
+        elements(document([new]))
 
 
 def diff(before: bytes, after: Mapping[str, Any]) -> Change | None:
@@ -116,15 +129,15 @@ def diff(before: bytes, after: Mapping[str, Any]) -> Change | None:
         return None
     old = elements(before)
     new = elements(after_raw)
-    # the original re-encoded: values that do not survive decoding compare as unchanged
-    canon = elements(bson.encode(bson.decode(before, EXACT), codec_options=EXACT))
-    changed = [n for n, e in new.items() if canon.get(n) != e]
+    changed = [n for n, e in new.items()
+               if (o := old.get(n)) != e and (o is None or not _same_value(o, e))]
     removed = [n for n in old if n not in new]
     if not changed and not removed:
         return None
     if "_id" in changed or "_id" in removed:
         raise ValueError("a change cannot alter or remove _id")
-    out = [old[n] if n not in changed else new[n] for n in old if n in new]
+    unchanged = set(changed)
+    out = [old[n] if n not in unchanged else new[n] for n in old if n in new]
     added = sorted((n for n in changed if n not in old), key=_new_field_order)
     out += [new[n] for n in added]
     return Change(
@@ -134,6 +147,7 @@ def diff(before: bytes, after: Mapping[str, Any]) -> Change | None:
         prior={n: old[n] for n in (*changed, *removed) if n in old},
         absent=[n for n in changed if n not in old],
         keys=list(old) if removed else None,
+        id_element=old["_id"],
     )
 
 

@@ -44,7 +44,7 @@ def _embedded(name: str, raw: bytes, kind: int = 0x03) -> bytes:
 
 def record(raw_doc: bytes, seq: int, change: Change) -> RawBSONDocument:
     """The prior-value record of ``change`` (call ``seq``) to the stored ``raw_doc``."""
-    doc_id = elements(raw_doc)["_id"]
+    doc_id = change.id_element or elements(raw_doc)["_id"]
     key = document([renamed(doc_id, "d"), bson.encode({"s": seq})[4:-1]])
     extra = {"a": change.absent}
     if change.keys is not None:

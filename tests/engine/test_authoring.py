@@ -182,3 +182,21 @@ def test_a_step_that_lost_its_lock_stops_before_its_next_write(project, mongo_db
     changed = mongo_db.items.count_documents({"n": -1})
     assert changed <= 30  # at most the batches already handed to the writer
     assert mongo_db.items.count_documents({}) == 200
+
+
+def test_an_upgrade_does_not_build_on_a_half_done_downgrade(project, mongo_db, items):
+    path = project.add("aaaa1111", None,
+                       body_up='op.update_many("items", {}, {"$set": {"x": 1}})',
+                       body_down='op.restore_undo()\nraise RuntimeError("disk full")')
+    project.add("bbbb2222", "aaaa1111")
+    assert project.run("upgrade", "aaaa1111").code == 0
+    r = project.run("downgrade", "base")
+    assert r.code == 1 and "disk full" in r.err
+    r = project.run("upgrade", "head")
+    assert r.code == 1
+    assert "the downgrade of aaaa1111 failed part way" in r.err
+    assert "'mongrate downgrade base'" in r.err
+    assert mongo_db.mongrate_version.distinct("_id") == ["aaaa1111"]  # nothing ran
+    path.write_text(path.read_text().replace('raise RuntimeError("disk full")', "pass"))
+    assert project.run("downgrade", "base").code == 0
+    assert project.run("upgrade", "head").code == 0
