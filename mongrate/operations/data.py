@@ -29,7 +29,7 @@ from mongrate.errors import OpError, OrderError
 from mongrate.mongo.codec import RAW, decode, utcnow
 from mongrate.mongo.collections import fast_count
 from mongrate.mongo.order import bson_order_key
-from mongrate.mongo.pipeline import read_ahead
+from mongrate.mongo.pipeline import chunked, prefetch, read_ahead
 from mongrate.mongo.rawdoc import Change, diff, elements
 from mongrate.mongo.update import UnsupportedUpdate, UpdateError, compile_update
 from mongrate.operations.engine import doc_changer, rewrite_pass
@@ -45,6 +45,8 @@ from mongrate.operations.undo import record
 
 #: records a map source keeps in memory before sorting them to a temporary file
 SPILL_RECORDS = 200_000
+#: documents a map source reads at a time (they are the large ones)
+MAP_BATCH = 32
 
 
 class DataOps:
@@ -410,7 +412,10 @@ def _sorted_maps(src: Source, op) -> Iterator[tuple[tuple, tuple, bytes]]:
     from mongrate.mongo.codec import EXACT
 
     coll = op.engine.db.get_collection(src.collection, codec_options=RAW)
-    cursor = coll.find(src.filter or {}, src.projection).batch_size(op.batch_size)
+    # a map source is for large documents (GridFS chunks hold up to 255 KiB): small batches
+    # keep the read-ahead's memory bounded whatever the batch_size
+    size = min(op.batch_size, MAP_BATCH)
+    cursor = coll.find(src.filter or {}, src.projection).batch_size(size)
     runs: list[str] = []
     items: list[tuple] = []
     counter = itertools.count()
@@ -424,7 +429,9 @@ def _sorted_maps(src: Source, op) -> Iterator[tuple[tuple, tuple, bytes]]:
         runs.append(path)
         items.clear()
 
-    for batch in op.batches(cursor, f"read {src.collection}"):
+    batches = op.progress(prefetch(chunked(cursor, size)), None, f"read {src.collection}",
+                          weight=len)
+    for batch in batches:
         for raw in batch:
             doc = decode(raw.raw)
             key = src.key_of(doc)
