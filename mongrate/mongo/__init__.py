@@ -1,0 +1,1 @@
+"""Low-level MongoDB utilities; import nothing else of mongrate."""
