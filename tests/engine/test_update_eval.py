@@ -196,6 +196,8 @@ def test_current_date():
     check({"_id": 1, "a": 0}, {"$currentDate": {"a": True, "b.c": {"$type": "date"},
                                                  "t": {"$type": "timestamp"}}},
           {"_id": 1, "a": T0, "b": {"c": T0}, "t": ts})
+    precise = datetime.datetime(2024, 5, 6, 7, 8, 9, 123999, tzinfo=datetime.UTC)
+    assert apply_update({"_id": 1}, {"$currentDate": {"a": True}}, now=precise)["a"] == T0
     result = apply_update({"_id": 1}, {"$currentDate": {"a": True}})
     now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     assert result["a"].microsecond % 1000 == 0 and abs((now - result["a"]).total_seconds()) < 5
