@@ -292,7 +292,8 @@ def _parse_rename(root: Node, renames: list, src: object, dst: object) -> tuple[
     if src_parts == ["_id"]:
         raise UpdateError("Performing an update on the path '_id' would modify the immutable "
                           "field '_id'")
-    _insert(root, dst_parts, Leaf("$rename", dst_parts, len(renames), len(dst_parts) > len(src_parts)))
+    deeper = len(dst_parts) > len(src_parts)  # the moved value may then exceed the depth limit
+    _insert(root, dst_parts, Leaf("$rename", dst_parts, len(renames), deeper))
     renames.append(src_parts)
     return src_parts[0], dst_parts[0]
 
