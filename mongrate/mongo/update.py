@@ -19,6 +19,7 @@ import datetime
 from collections.abc import Mapping
 from functools import cmp_to_key
 
+import bson
 from bson.dbref import DBRef
 
 from mongrate.mongo import bsonvalue as bv
@@ -67,6 +68,8 @@ def _parts(path: object, *, dynamic_ok: bool = True) -> list[str]:
         raise UpdateError(f"update paths must be strings, not {show(path)}")
     if path == "":
         raise UpdateError("An empty update path is not valid.")
+    if "\0" in path:
+        raise UnsupportedUpdate("field names with NUL bytes cannot be sent to the server")
     parts = path.split(".")
     if "" in parts:
         raise UpdateError(f"The update path '{path}' contains an empty field name, "
@@ -289,7 +292,8 @@ def _parse_rename(root: Node, renames: list, src: object, dst: object) -> tuple[
     if src_parts == ["_id"]:
         raise UpdateError("Performing an update on the path '_id' would modify the immutable "
                           "field '_id'")
-    _insert(root, dst_parts, Leaf("$rename", dst_parts, len(renames), len(dst_parts) > len(src_parts)))
+    deeper = len(dst_parts) > len(src_parts)  # the moved value may then exceed the depth limit
+    _insert(root, dst_parts, Leaf("$rename", dst_parts, len(renames), deeper))
     renames.append(src_parts)
     return src_parts[0], dst_parts[0]
 
@@ -335,6 +339,8 @@ class CompiledUpdate:
 
     def apply(self, doc: Mapping, *, now: datetime.datetime | None = None) -> Mapping:
         """The updated document; ``doc`` itself (unchanged) when the update is a no-op."""
+        if not isinstance(doc, Mapping):
+            raise TypeError(f"a document must be a mapping, not {type(doc).__name__}")
         ctx = Context(doc, now)
         try:
             ctx.sources = [resolve_source(doc, parts) for parts in self._renames]
@@ -344,9 +350,28 @@ class CompiledUpdate:
         return doc if result is NOOP else result  # type: ignore[return-value]
 
 
+_CACHE: dict[bytes, CompiledUpdate] = {}
+_CACHE_SIZE = 64
+
+
 def compile_update(update: Mapping) -> CompiledUpdate:
-    """Parse and validate ``update`` once (see validate_update) for use on many documents."""
-    return CompiledUpdate(update)
+    """Parse and validate ``update`` once (see validate_update) for use on many documents.
+
+    Updates are cached by their BSON encoding, so calling apply_update in a loop with the
+    same update parses it once.
+    """
+    try:
+        key = bson.encode(update) if isinstance(update, Mapping) else None
+    except Exception:  # not encodable: CompiledUpdate says why
+        key = None
+    compiled = _CACHE.get(key) if key is not None else None
+    if compiled is None:
+        compiled = CompiledUpdate(update)
+        if key is not None:
+            if len(_CACHE) >= _CACHE_SIZE:
+                _CACHE.clear()
+            _CACHE[key] = compiled
+    return compiled
 
 
 def validate_update(update: Mapping) -> set[str]:
@@ -355,7 +380,7 @@ def validate_update(update: Mapping) -> set[str]:
     ``$rename`` counts both source and destination; ``$setOnInsert`` never changes an
     existing document and is not counted. Raises UpdateError or UnsupportedUpdate.
     """
-    return set(CompiledUpdate(update).fields)
+    return set(compile_update(update).fields)
 
 
 def apply_update(doc: dict, update: Mapping, *, now: datetime.datetime | None = None) -> dict:
@@ -364,6 +389,6 @@ def apply_update(doc: dict, update: Mapping, *, now: datetime.datetime | None = 
     ``doc`` and its sub-values are never mutated (unchanged sub-values are shared).
     ``now`` is the time ``$currentDate`` writes (naive UTC, truncated to milliseconds).
     """
-    result = CompiledUpdate(update).apply(doc, now=now)
+    result = compile_update(update).apply(doc, now=now)
     return dict(result) if result is doc else result  # type: ignore[return-value]
 

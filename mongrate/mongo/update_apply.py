@@ -70,18 +70,22 @@ def _digits(s: str) -> bool:
 
 
 class Context:
-    __slots__ = ("doc", "now", "ts", "sources", "path")
+    __slots__ = ("doc", "_now", "sources", "path")
 
     def __init__(self, doc: Mapping, now: datetime.datetime | None):
-        if now is None:
-            now = datetime.datetime.now(datetime.UTC)
-        if now.tzinfo is not None:
-            now = now.astimezone(datetime.UTC).replace(tzinfo=None)
-        self.now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        self.ts = Timestamp(self.now, 1)
         self.doc = doc
+        self._now = now
         self.sources: list = []
         self.path: list[str] = []
+
+    def current_date(self, kind: str) -> object:
+        """What $currentDate writes: the date (naive UTC, whole ms) or a Timestamp of it."""
+        now = self._now if self._now is not None else datetime.datetime.now(datetime.UTC)
+        if now.tzinfo is not None:
+            now = now.astimezone(datetime.UTC).replace(tzinfo=None)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        self._now = now  # one instant for the whole document
+        return now if kind == "date" else Timestamp(now, 1)
 
     def where(self) -> str:
         return ".".join(self.path)
@@ -292,7 +296,7 @@ def _minmax(leaf: Leaf, cur: object, ctx: Context, arr: bool, uid: bool) -> obje
 
 
 def _current_date(leaf: Leaf, cur: object, ctx: Context, arr: bool, uid: bool) -> object:
-    value = ctx.now if leaf.arg == "date" else ctx.ts
+    value = ctx.current_date(leaf.arg)  # type: ignore[arg-type]
     if isinstance(cur, Missing):
         return _create(cur, ctx, uid, value)
     return _changed(ctx, uid, value)
