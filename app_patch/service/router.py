@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pymongo import AsyncMongoClient
 
 from app_patch.service import thumbnails
@@ -31,11 +31,11 @@ from app_patch.service.history import (
     SessionNotFound,
     file_urls,
     load_history,
+    row_is_image,
 )
 from app_patch.service.settings import Settings
 from app_patch.service.storage import ChatStore, normal_id
 from app_patch.service.uploads import read_request, store_upload
-from app_patch.sniff import is_image_mime
 
 ThumbSize = IntEnum("ThumbSize", {f"px{s}": s for s in thumbnails.THUMB_SIZES})
 DEFAULT_THUMB = ThumbSize(200)
@@ -113,29 +113,31 @@ class UploadOut(BaseModel):
     name: str
     mime: str
     size: int | None
-    is_image: bool
+    type: str
     url: str
     download_url: str
-    thumbnail_url: str
-    thumbnail_small: str
-    thumbnail_medium: str
+    is_image: bool
+    uploaded_at: str | None
+    thumbnail_url: str | None = Field(None, description="images only: absent otherwise")
+    thumbnail_small: str | None = Field(None, description="images only: absent otherwise")
+    thumbnail_medium: str | None = Field(None, description="images only: absent otherwise")
 
 
 class MessageOut(BaseModel):
     id: str
-    session_id: str
     role: str | None
     content: str | None
     created_at: str | None
+    session_id: str
     file_ids: list[str]
     has_files: bool
     uploads: list[UploadOut]
 
 
 class HistoryOut(BaseModel):
-    session_id: str
     history: list[MessageOut]
     count: int
+    session_id: str
     has_more: bool
     next_before: str | None
 
@@ -153,7 +155,7 @@ class FileInfoOut(BaseModel):
     metadata: dict[str, Any] | None
     url: str
     download_url: str
-    thumbnail_url: str
+    thumbnail_url: str | None = Field(None, description="images only: absent otherwise")
 
 
 class FileListOut(BaseModel):
@@ -190,19 +192,17 @@ def _plain(value: Any) -> Any:
 def file_info(row: dict[str, Any]) -> dict[str, Any]:
     """A ``file_uploads`` row in the original service's file-list format, plus URLs."""
     mime = str(row.get("mime_type") or "application/octet-stream")
-    is_image = row.get("is_image")
-    if not isinstance(is_image, bool):
-        is_image = is_image_mime(mime)
+    is_image = row_is_image(row)
     size = row.get("file_size")
     urls = file_urls(str(row["file_id"]))
     uploaded = row.get("uploaded_at")
     metadata = row.get("metadata")
-    return {
+    info = {
         "file_id": str(row["file_id"]),
         "original_name": str(row.get("original_name") or ""),
         "mime_type": mime,
         "file_size": size if isinstance(size, int) and not isinstance(size, bool) else None,
-        "is_image": is_image and row.get("file_missing") is not True,
+        "is_image": is_image,
         "upload_type": row.get("upload_type"),
         "uploaded_at": uploaded.isoformat() if hasattr(uploaded, "isoformat") else None,
         "processed": row.get("processed") if isinstance(row.get("processed"), bool) else None,
@@ -210,8 +210,10 @@ def file_info(row: dict[str, Any]) -> dict[str, Any]:
         "metadata": _plain(metadata) if isinstance(metadata, dict) else None,
         "url": urls["url"],
         "download_url": urls["download_url"],
-        "thumbnail_url": urls["thumbnail_url"],
     }
+    if is_image:  # as in history: no thumbnail is advertised for a non-image
+        info["thumbnail_url"] = urls["thumbnail_url"]
+    return info
 
 
 def build_router(
@@ -257,11 +259,16 @@ def build_router(
         session_id: str,
         svc: Svc,
         user_id: User,
-        limit: Annotated[int | None, Query(ge=1, description="page size (capped)")] = None,
+        limit: Annotated[
+            int | None, Query(ge=1, description="page size (capped); absent: every message")
+        ] = None,
         before: Annotated[str | None, Query(description="next_before of the later page")] = None,
     ) -> Response:
-        """The session's messages in time order, each with its ``uploads``."""
-        size = min(limit or svc.settings.history_default_limit, svc.settings.history_max_limit)
+        """The session's messages in time order, each with its ``uploads``.
+
+        Without ``limit`` the whole session, as the original service answered.
+        """
+        size = None if limit is None else min(limit, svc.settings.history_max_limit)
         try:
             body = await load_history(svc.store, user_id, session_id, limit=size, before=before)
         except SessionNotFound:

@@ -39,7 +39,7 @@ from starlette.datastructures import UploadFile
 
 from app_patch import sniff
 from app_patch.service import thumbnails
-from app_patch.service.history import upload_entry
+from app_patch.service.history import upload_from_row
 from app_patch.service.settings import Settings
 from app_patch.service.storage import ChatStore, utcnow
 
@@ -370,10 +370,7 @@ async def store_upload(
     except BaseException:
         await _undo(store, written, user_id)
         raise
-    uploads = [
-        upload_entry(str(oid), item.name, item.mime, len(item.data), item.is_image)
-        for oid, item in zip(written, files, strict=True)
-    ]
+    uploads = [upload_from_row(row) for row in rows]
     created = message.get("created_at")
     return {
         "id": str(message_oid),
