@@ -13,7 +13,6 @@ first used; :func:`build_router` takes explicit settings instead. The router's l
 import asyncio
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
@@ -37,8 +36,22 @@ from app_patch.service.settings import Settings
 from app_patch.service.storage import ChatStore, normal_id
 from app_patch.service.uploads import read_request, store_upload
 
-ThumbSize = IntEnum("ThumbSize", {f"px{s}": s for s in thumbnails.THUMB_SIZES})
-DEFAULT_THUMB = ThumbSize(200)
+DEFAULT_THUMB = 200  # the original's default
+#: Requests up to this many pixels are served (from the supported sizes); beyond is a 422.
+MAX_THUMB_REQUEST = 10_000
+
+
+def served_thumb_size(requested: int) -> int:
+    """The supported size served for ``size=requested``: the smallest one at least as large,
+    at most the largest (the original accepted any integer; a fixed set keeps the cache
+    bounded). Raises a 422 outside 1..MAX_THUMB_REQUEST."""
+    if not 1 <= requested <= MAX_THUMB_REQUEST:
+        raise HTTPException(
+            422,
+            f"size must be a whole number of pixels from 1 to {MAX_THUMB_REQUEST}, got "
+            f"{requested}; thumbnails are served at {', '.join(map(str, thumbnails.THUMB_SIZES))}",
+        )
+    return next((s for s in thumbnails.THUMB_SIZES if s >= requested), thumbnails.THUMB_SIZES[-1])
 
 
 @dataclass
@@ -305,8 +318,8 @@ def build_router(
             **ERRORS,
             200: _BINARY,
             304: {"description": "Not modified"},
-            415: {"description": "Not an image"},
-            422: {"description": "Corrupt, truncated or too large image"},
+            415: {"description": "Not an image (history advertises no thumbnail for it)"},
+            422: {"description": "size out of range"},
         },
     )
     async def get_thumbnail(
@@ -314,17 +327,25 @@ def build_router(
         request: Request,
         svc: Svc,
         user_id: User,
-        size: Annotated[ThumbSize, Query(description="longest side in px")] = DEFAULT_THUMB,
+        size: Annotated[
+            int, Query(description="longest side in px; served as 100, 200 or 300 (the "
+                       "smallest at least as large, at most 300)")
+        ] = DEFAULT_THUMB,
         if_none_match: Annotated[str | None, Header()] = None,
     ) -> Response:
-        """A JPEG/PNG thumbnail, generated once and cached."""
+        """A JPEG/PNG thumbnail, generated once and cached.
+
+        An image that cannot be rendered (truncated, corrupt, over the pixel limit) gets a
+        generic placeholder picture, marked by ``X-Thumbnail-Placeholder``.
+        """
+        served = served_thumb_size(size)
         record = await svc.store.find_file(file_id, user_id)
         if record is None:
             raise HTTPException(404, "File not found")
         return await svc.thumbs.response(
             svc.store,
             record,
-            int(size),
+            served,
             user_id,
             if_none_match,
             head_only=request.method == "HEAD",
