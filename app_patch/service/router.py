@@ -290,23 +290,24 @@ def build_router(
             raise HTTPException(422, str(exc)) from None
         return JSONResponse(body)  # already JSON-safe: skip re-validating thousands of rows
 
+    # The two file lists answer as the original did: 200 with the caller's files, oldest
+    # first, and an empty list for a session or message that is unknown or someone else's
+    # (the query itself is scoped to the caller, so the list reveals nothing either way).
     @router.get("/files/session/{session_id}", response_model=FileListOut, responses=ERRORS)
     async def list_session_files(session_id: str, svc: Svc, user_id: User) -> Response:
-        """The caller's files in a session, newest first."""
-        if not await svc.store.owns_session(session_id, user_id):
-            raise HTTPException(404, "Chat session not found")
+        """The caller's files in a session, oldest first (``files: []`` for none)."""
         rows = await svc.store.uploads_for_session(session_id, user_id)
         files = [file_info(r) for r in rows if r.get("file_id")]
         return JSONResponse({"session_id": session_id, "files": files, "count": len(files)})
 
     @router.get("/files/message/{message_id}", response_model=FileListOut, responses=ERRORS)
     async def list_message_files(message_id: str, svc: Svc, user_id: User) -> Response:
-        """The caller's files attached to a message."""
+        """The caller's files attached to a message, oldest first (``files: []`` for none)."""
         message = await svc.store.user_message(message_id, user_id)
-        if message is None:
-            raise HTTPException(404, "Message not found")
-        message_id = str(message["_id"])  # the stored spelling, whatever case was asked
-        ids = message.get("file_ids") if isinstance(message.get("file_ids"), list) else []
+        ids: list[str] = []
+        if message is not None:
+            message_id = str(message["_id"])  # the stored spelling, whatever case was asked
+            ids = message.get("file_ids") if isinstance(message.get("file_ids"), list) else []
         rows = await svc.store.uploads_for_message(message_id, ids, user_id)
         files = [file_info(r) for r in rows if r.get("file_id")]
         return JSONResponse({"message_id": message_id, "files": files, "count": len(files)})

@@ -17,7 +17,7 @@ from typing import Any
 from bson import ObjectId
 from gridfs import AsyncGridFSBucket, NoFile
 from gridfs.asynchronous.grid_file import AsyncGridOut
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 THUMB_BUCKET = "thumbnails"
@@ -190,9 +190,9 @@ class ChatStore:
         return await self.db["fs.chunks"].count_documents({"files_id": oid})
 
     async def uploads_for_session(self, session_id: str, user_id: str) -> list[dict[str, Any]]:
-        """The caller's uploads in a session, newest first."""
+        """The caller's uploads in a session, oldest first (as the original listed them)."""
         cursor = self.uploads.find({"session_id": session_id, "user_id": user_id})
-        cursor = cursor.sort([("uploaded_at", DESCENDING), ("_id", DESCENDING)])
+        cursor = cursor.sort([("uploaded_at", ASCENDING), ("_id", ASCENDING)])
         return await cursor.batch_size(ONE_BATCH).to_list(None)
 
     async def uploads_for_message(

@@ -280,14 +280,25 @@ def test_session_and_message_file_lists(client, mongo_db, alice, bob):
         "url",
     ):
         assert key in first
-    stamps = [f["uploaded_at"] for f in body["files"]]
-    assert stamps == sorted(stamps, reverse=True)
+    stamps = [(f["uploaded_at"], f["file_id"]) for f in body["files"]]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 3  # oldest first, as the original
+    assert [f["file_id"] for f in body["files"]] == s.file_ids
     m = client.get(url("message/" + s.message_ids[1]), headers=alice).json()
     assert m["message_id"] == s.message_ids[1]
-    assert sorted(f["original_name"] for f in m["files"]) == ["b.pdf", "c.jpg"]
-    assert client.get(url("session/" + s.session_id), headers=bob).status_code == 404
-    assert client.get(url("message/" + s.message_ids[1]), headers=bob).status_code == 404
-    assert client.get(url("message/nonsense"), headers=alice).status_code == 404
+    assert [f["original_name"] for f in m["files"]] == ["b.pdf", "c.jpg"]
+    # Unknown, malformed or someone else's: 200 with no files, as the original answered.
+    for path, who, echo in [
+        ("session/" + s.session_id, bob, s.session_id),
+        ("session/no-such-session", alice, "no-such-session"),
+        ("message/" + s.message_ids[1], bob, s.message_ids[1]),
+        ("message/" + str(ObjectId()), alice, None),
+        ("message/nonsense", alice, "nonsense"),
+    ]:
+        r = client.get(url(path), headers=who)
+        assert r.status_code == 200, path
+        key = "session_id" if path.startswith("session/") else "message_id"
+        assert r.json()["files"] == [] and r.json()["count"] == 0
+        assert r.json()[key] == (echo or path.split("/")[1])
 
 
 def test_delete_removes_bytes_thumbnails_row_and_message_link(client, mongo_db, alice, bob):
