@@ -150,6 +150,23 @@ def test_another_user_gets_404_on_every_route_same_as_for_nothing(client, world,
     assert mongo_db.file_uploads.count_documents({"user_id": BOB}) == 0
 
 
+def test_another_users_data_costs_the_same_queries_as_nothing(
+    client, world, bob, command_log
+):
+    """Timing must not tell whether a file, message or session exists: for every route the
+    foreign resource and a missing one send the same commands to the same collections."""
+    for route, (method, path, kw) in requests_for(world).items():
+        command_log.clear()
+        theirs = client.request(method, path, headers=bob, **kw)
+        theirs_sent = command_log.data_commands()
+        command_log.clear()
+        method2, path2, kw2 = missing_equivalent(world, route)
+        nothing = client.request(method2, path2, headers=bob, **kw2)
+        assert theirs.status_code == nothing.status_code, route
+        assert theirs_sent == command_log.data_commands(), route
+        assert theirs_sent, route  # the comparison measured something
+
+
 def _access(**claims) -> str:
     return jwt.encode({"type": "access", "exp": int(time.time()) + 60, **claims}, SECRET, "HS256")
 
