@@ -56,25 +56,98 @@ _MAX_DIGITS = 30
 
 
 def _base_name(name: str) -> str:
-    """The last path component, with control and bidi-override characters removed."""
-    name = _CONTROL.sub("", name or "")
+    """The last path component, with control and bidi-override characters removed.
+
+    A NUL ends the name, as it does for the C code of many tools and file systems: ``con.png
+    \\0.html`` is ``con.png`` to them, and to us.
+    """
+    name = (name or "").split("\0", 1)[0]
+    name = _CONTROL.sub("", name)
     name = re.split(r"[\\/]", name)[-1]
     return name.strip().strip(".").strip()
 
 
+# The extensions a name may keep when the file is served as each type. ZIP takes the formats
+# that are ZIP archives (a .docx is one); text/plain only inert data formats, so a script
+# (.js, .bat, .py) never downloads under a name that runs it.
+_EXTENSIONS_OF = {
+    sniff.JPEG: (".jpg", ".jpeg", ".jpe", ".jfif", ".pjpeg", ".pjp"),
+    sniff.PNG: (".png",),
+    sniff.GIF: (".gif",),
+    sniff.WEBP: (".webp",),
+    sniff.TIFF: (".tif", ".tiff"),
+    sniff.BMP: (".bmp", ".dib"),
+    sniff.ICO: (".ico", ".cur"),
+    sniff.AVIF: (".avif",),
+    sniff.HEIC: (".heic", ".heics", ".hif"),
+    sniff.HEIF: (".heif", ".heifs", ".hif"),
+    sniff.PDF: (".pdf",),
+    sniff.POSTSCRIPT: (".ps", ".eps", ".ai"),
+    sniff.ZIP: (".zip", ".docx", ".xlsx", ".pptx", ".odt", ".ods", ".odp", ".epub", ".jar",
+                ".apk", ".kmz", ".whl"),
+    sniff.TEXT: (".txt", ".text", ".log", ".csv", ".tsv", ".md", ".markdown", ".json",
+                 ".yaml", ".yml", ".ini", ".cfg", ".conf", ".toml", ".rst", ".srt", ".vtt"),
+}
+# Types a browser or desktop renders or runs; the sniffer serves those bytes as octet-stream.
+_ACTIVE_EXTENSIONS = frozenset(
+    {".html", ".htm", ".xhtml", ".shtml", ".mht", ".mhtml", ".svg", ".svgz", ".xml", ".xsl",
+     ".xslt", ".js", ".mjs", ".hta"}
+)
+_KNOWN_EXTENSIONS = frozenset(e for exts in _EXTENSIONS_OF.values() for e in exts)
+_KNOWN_EXTENSIONS |= _ACTIVE_EXTENSIONS
+_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}$")
+# Windows device names: "con.png" cannot be saved there under that name.
+_DEVICE = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
+
+
+def download_name(name: str, served: str) -> tuple[str, str]:
+    """(stem, extension) of the name to send with a file served as ``served``.
+
+    The extension always agrees with the served type, since it is what a desktop uses to open
+    the saved file. An extension of a type the sniffer knows, but not the served one, is
+    *replaced*: a PNG+HTML polyglot named ``report.html`` and served as ``image/png`` saves as
+    ``report.png``, not ``report.html.png``: double extensions are the classic disguise (with
+    known extensions hidden, that one displays as ``report.html``), and the name lied about
+    the type anyway. An extension the sniffer cannot judge (``.exe``, ``.psd``, none) is kept
+    and the served type's appended, except for ``application/octet-stream``, which has no
+    extension to agree with (``.bin`` replaces a known type's there).
+    """
+    served = served.split(";", 1)[0].strip().lower()
+    base = _base_name(name)
+    match = _SUFFIX.search(base)
+    ext = match.group(0).lower() if match else ""
+    stem = base[: match.start()] if match else base
+    if ext and ext in _EXTENSIONS_OF.get(served, ()):
+        result = stem, base[len(stem):]
+    elif ext in _KNOWN_EXTENSIONS:
+        result = stem, sniff.extension_for(served)
+    elif served == sniff.OCTET:
+        result = base, ""
+    else:
+        result = base, sniff.extension_for(served)
+    return _not_a_device(result[0]), result[1]
+
+
+def _not_a_device(stem: str) -> str:
+    return "_" + stem if _DEVICE.fullmatch(stem) else stem
+
+
 def ascii_filename(name: str, mime: str) -> str:
     """A plain-ASCII, quote-free file name for the legacy ``filename=`` parameter."""
-    base = unicodedata.normalize("NFKD", _base_name(name)).encode("ascii", "ignore").decode()
-    base = _UNSAFE_ASCII.sub("_", base).strip(" ._")[:150]
-    if not base or set(base) <= {"_"}:
-        base = "file" + sniff.extension_for(mime)
-    return base
+    stem, ext = download_name(name, mime)
+    stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    stem = _UNSAFE_ASCII.sub("_", stem).strip(" ._")[:150]
+    if not stem or set(stem) <= {"_"}:
+        stem = "file"
+    return _not_a_device(stem) + ext
 
 
 def content_disposition(kind: str, name: str, mime: str) -> str:
-    """``inline``/``attachment`` with an ASCII ``filename`` and an RFC 6266 ``filename*``."""
+    """``inline``/``attachment`` with an ASCII ``filename`` and an RFC 6266 ``filename*``,
+    both with an extension that agrees with ``mime``, the type served (:func:`download_name`)."""
     fallback = ascii_filename(name, mime)
-    full = _base_name(name)[:255] or fallback
+    stem, ext = download_name(name, mime)
+    full = stem[: 255 - len(ext)] + ext if stem else fallback
     encoded = quote(full, safe="!#$&+-.^_`|~")  # RFC 5987 attr-char, everything else %XX
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
@@ -356,7 +429,7 @@ class ThumbnailService:
             return Response(status_code=304, headers=headers)
         name = "placeholder.png" if made.placeholder is not None else record.name
         headers["Content-Disposition"] = content_disposition(
-            "inline", f"thumb_{size}_{ascii_filename(name, made.mime)}", made.mime
+            "inline", f"thumb_{size}_{_base_name(name)}", made.mime
         )
         if head_only:
             headers["Content-Length"] = str(len(made.data))
