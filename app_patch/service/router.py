@@ -13,13 +13,12 @@ first used; :func:`build_router` takes explicit settings instead. The router's l
 import asyncio
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pymongo import AsyncMongoClient
 
 from app_patch.service import thumbnails
@@ -31,14 +30,28 @@ from app_patch.service.history import (
     SessionNotFound,
     file_urls,
     load_history,
+    row_is_image,
 )
 from app_patch.service.settings import Settings
 from app_patch.service.storage import ChatStore, normal_id
 from app_patch.service.uploads import read_request, store_upload
-from app_patch.sniff import is_image_mime
 
-ThumbSize = IntEnum("ThumbSize", {f"px{s}": s for s in thumbnails.THUMB_SIZES})
-DEFAULT_THUMB = ThumbSize(200)
+DEFAULT_THUMB = 200  # the original's default
+#: Requests up to this many pixels are served (from the supported sizes); beyond is a 422.
+MAX_THUMB_REQUEST = 10_000
+
+
+def served_thumb_size(requested: int) -> int:
+    """The supported size served for ``size=requested``: the smallest one at least as large,
+    at most the largest (the original accepted any integer; a fixed set keeps the cache
+    bounded). Raises a 422 outside 1..MAX_THUMB_REQUEST."""
+    if not 1 <= requested <= MAX_THUMB_REQUEST:
+        raise HTTPException(
+            422,
+            f"size must be a whole number of pixels from 1 to {MAX_THUMB_REQUEST}, got "
+            f"{requested}; thumbnails are served at {', '.join(map(str, thumbnails.THUMB_SIZES))}",
+        )
+    return next((s for s in thumbnails.THUMB_SIZES if s >= requested), thumbnails.THUMB_SIZES[-1])
 
 
 @dataclass
@@ -113,29 +126,31 @@ class UploadOut(BaseModel):
     name: str
     mime: str
     size: int | None
-    is_image: bool
+    type: str
     url: str
     download_url: str
-    thumbnail_url: str
-    thumbnail_small: str
-    thumbnail_medium: str
+    is_image: bool
+    uploaded_at: str | None
+    thumbnail_url: str | None = Field(None, description="images only: absent otherwise")
+    thumbnail_small: str | None = Field(None, description="images only: absent otherwise")
+    thumbnail_medium: str | None = Field(None, description="images only: absent otherwise")
 
 
 class MessageOut(BaseModel):
     id: str
-    session_id: str
     role: str | None
     content: str | None
     created_at: str | None
+    session_id: str
     file_ids: list[str]
     has_files: bool
     uploads: list[UploadOut]
 
 
 class HistoryOut(BaseModel):
-    session_id: str
     history: list[MessageOut]
     count: int
+    session_id: str
     has_more: bool
     next_before: str | None
 
@@ -153,7 +168,7 @@ class FileInfoOut(BaseModel):
     metadata: dict[str, Any] | None
     url: str
     download_url: str
-    thumbnail_url: str
+    thumbnail_url: str | None = Field(None, description="images only: absent otherwise")
 
 
 class FileListOut(BaseModel):
@@ -190,19 +205,17 @@ def _plain(value: Any) -> Any:
 def file_info(row: dict[str, Any]) -> dict[str, Any]:
     """A ``file_uploads`` row in the original service's file-list format, plus URLs."""
     mime = str(row.get("mime_type") or "application/octet-stream")
-    is_image = row.get("is_image")
-    if not isinstance(is_image, bool):
-        is_image = is_image_mime(mime)
+    is_image = row_is_image(row)
     size = row.get("file_size")
     urls = file_urls(str(row["file_id"]))
     uploaded = row.get("uploaded_at")
     metadata = row.get("metadata")
-    return {
+    info = {
         "file_id": str(row["file_id"]),
         "original_name": str(row.get("original_name") or ""),
         "mime_type": mime,
         "file_size": size if isinstance(size, int) and not isinstance(size, bool) else None,
-        "is_image": is_image and row.get("file_missing") is not True,
+        "is_image": is_image,
         "upload_type": row.get("upload_type"),
         "uploaded_at": uploaded.isoformat() if hasattr(uploaded, "isoformat") else None,
         "processed": row.get("processed") if isinstance(row.get("processed"), bool) else None,
@@ -210,8 +223,10 @@ def file_info(row: dict[str, Any]) -> dict[str, Any]:
         "metadata": _plain(metadata) if isinstance(metadata, dict) else None,
         "url": urls["url"],
         "download_url": urls["download_url"],
-        "thumbnail_url": urls["thumbnail_url"],
     }
+    if is_image:  # as in history: no thumbnail is advertised for a non-image
+        info["thumbnail_url"] = urls["thumbnail_url"]
+    return info
 
 
 def build_router(
@@ -257,11 +272,16 @@ def build_router(
         session_id: str,
         svc: Svc,
         user_id: User,
-        limit: Annotated[int | None, Query(ge=1, description="page size (capped)")] = None,
+        limit: Annotated[
+            int | None, Query(ge=1, description="page size (capped); absent: every message")
+        ] = None,
         before: Annotated[str | None, Query(description="next_before of the later page")] = None,
     ) -> Response:
-        """The session's messages in time order, each with its ``uploads``."""
-        size = min(limit or svc.settings.history_default_limit, svc.settings.history_max_limit)
+        """The session's messages in time order, each with its ``uploads``.
+
+        Without ``limit`` the whole session, as the original service answered.
+        """
+        size = None if limit is None else min(limit, svc.settings.history_max_limit)
         try:
             body = await load_history(svc.store, user_id, session_id, limit=size, before=before)
         except SessionNotFound:
@@ -270,23 +290,24 @@ def build_router(
             raise HTTPException(422, str(exc)) from None
         return JSONResponse(body)  # already JSON-safe: skip re-validating thousands of rows
 
+    # The two file lists answer as the original did: 200 with the caller's files, oldest
+    # first, and an empty list for a session or message that is unknown or someone else's
+    # (the query itself is scoped to the caller, so the list reveals nothing either way).
     @router.get("/files/session/{session_id}", response_model=FileListOut, responses=ERRORS)
     async def list_session_files(session_id: str, svc: Svc, user_id: User) -> Response:
-        """The caller's files in a session, newest first."""
-        if not await svc.store.owns_session(session_id, user_id):
-            raise HTTPException(404, "Chat session not found")
+        """The caller's files in a session, oldest first (``files: []`` for none)."""
         rows = await svc.store.uploads_for_session(session_id, user_id)
         files = [file_info(r) for r in rows if r.get("file_id")]
         return JSONResponse({"session_id": session_id, "files": files, "count": len(files)})
 
     @router.get("/files/message/{message_id}", response_model=FileListOut, responses=ERRORS)
     async def list_message_files(message_id: str, svc: Svc, user_id: User) -> Response:
-        """The caller's files attached to a message."""
+        """The caller's files attached to a message, oldest first (``files: []`` for none)."""
         message = await svc.store.user_message(message_id, user_id)
-        if message is None:
-            raise HTTPException(404, "Message not found")
-        message_id = str(message["_id"])  # the stored spelling, whatever case was asked
-        ids = message.get("file_ids") if isinstance(message.get("file_ids"), list) else []
+        ids: list[str] = []
+        if message is not None:
+            message_id = str(message["_id"])  # the stored spelling, whatever case was asked
+            ids = message.get("file_ids") if isinstance(message.get("file_ids"), list) else []
         rows = await svc.store.uploads_for_message(message_id, ids, user_id)
         files = [file_info(r) for r in rows if r.get("file_id")]
         return JSONResponse({"message_id": message_id, "files": files, "count": len(files)})
@@ -298,8 +319,8 @@ def build_router(
             **ERRORS,
             200: _BINARY,
             304: {"description": "Not modified"},
-            415: {"description": "Not an image"},
-            422: {"description": "Corrupt, truncated or too large image"},
+            415: {"description": "Not an image (history advertises no thumbnail for it)"},
+            422: {"description": "size out of range"},
         },
     )
     async def get_thumbnail(
@@ -307,17 +328,25 @@ def build_router(
         request: Request,
         svc: Svc,
         user_id: User,
-        size: Annotated[ThumbSize, Query(description="longest side in px")] = DEFAULT_THUMB,
+        size: Annotated[
+            int, Query(description="longest side in px; served as 100, 200 or 300 (the "
+                       "smallest at least as large, at most 300)")
+        ] = DEFAULT_THUMB,
         if_none_match: Annotated[str | None, Header()] = None,
     ) -> Response:
-        """A JPEG/PNG thumbnail, generated once and cached."""
+        """A JPEG/PNG thumbnail, generated once and cached.
+
+        An image that cannot be rendered (truncated, corrupt, over the pixel limit) gets a
+        generic placeholder picture, marked by ``X-Thumbnail-Placeholder``.
+        """
+        served = served_thumb_size(size)
         record = await svc.store.find_file(file_id, user_id)
         if record is None:
             raise HTTPException(404, "File not found")
         return await svc.thumbs.response(
             svc.store,
             record,
-            int(size),
+            served,
             user_id,
             if_none_match,
             head_only=request.method == "HEAD",

@@ -17,7 +17,7 @@ from typing import Any
 from bson import ObjectId
 from gridfs import AsyncGridFSBucket, NoFile
 from gridfs.asynchronous.grid_file import AsyncGridOut
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 THUMB_BUCKET = "thumbnails"
@@ -90,15 +90,16 @@ class ChatStore:
         """True when ``session_id`` belongs to ``user_id``.
 
         Sessions without a ``chat_sessions`` row (seen in old deployments) count as owned when
-        the user has messages in them; that costs one more query only in that case.
+        the user has messages in them. Someone else's session costs that second query too,
+        so it takes as long to refuse as a session that does not exist.
         """
         row = await self.sessions.find_one({"session_id": session_id}, {"user_id": 1})
-        if row is not None:
-            return row.get("user_id") == user_id
+        if row is not None and row.get("user_id") == user_id:
+            return True
         msg = await self.messages.find_one(
             {"session_id": session_id, "user_id": user_id}, {"_id": 1}
         )
-        return msg is not None
+        return row is None and msg is not None
 
     @asynccontextmanager
     async def message_writes(self, message_ids: Iterable[ObjectId]) -> AsyncIterator[None]:
@@ -158,11 +159,12 @@ class ChatStore:
                 is_image=row.get("is_image"),
                 row=row,
             )
-        if await self.uploads.find_one({"file_id": file_id}, {"_id": 1}) is not None:
-            return None  # someone else's upload: same answer as a missing one
+        theirs = await self.uploads.find_one({"file_id": file_id}, {"_id": 1})
+        # Asked even when the row is someone else's: their file and a missing id then cost
+        # the same queries, so response times do not tell whether the file exists.
         doc = await self.fs_files.find_one({"_id": oid, "metadata.user_id": user_id})
-        if doc is None:
-            return None
+        if theirs is not None or doc is None:
+            return None  # someone else's upload: same answer as a missing one
         meta = doc.get("metadata") or {}
         return FileRecord(
             file_id=file_id,
@@ -190,9 +192,9 @@ class ChatStore:
         return await self.db["fs.chunks"].count_documents({"files_id": oid})
 
     async def uploads_for_session(self, session_id: str, user_id: str) -> list[dict[str, Any]]:
-        """The caller's uploads in a session, newest first."""
+        """The caller's uploads in a session, oldest first (as the original listed them)."""
         cursor = self.uploads.find({"session_id": session_id, "user_id": user_id})
-        cursor = cursor.sort([("uploaded_at", DESCENDING), ("_id", DESCENDING)])
+        cursor = cursor.sort([("uploaded_at", ASCENDING), ("_id", ASCENDING)])
         return await cursor.batch_size(ONE_BATCH).to_list(None)
 
     async def uploads_for_message(
