@@ -180,7 +180,8 @@ def resolve(
 ) -> Resolution:
     """``pip install --dry-run --report`` of ``requirements`` (plus the ``extra`` line) with
     the service's interpreter, from the service folder; raises with pip's conflict."""
-    cmd = [env.python, "-m", "pip", "install", "--dry-run", "--quiet", "--disable-pip-version-check"]
+    # Not --quiet: pip reports the causes of a conflict at its normal level.
+    cmd = [env.python, "-m", "pip", "install", "--dry-run", "--disable-pip-version-check"]
     report = workdir / "pip-report.json"
     cmd += ["--report", str(report)]
     if requirements.is_file():
@@ -208,7 +209,7 @@ def resolve(
 
 def pip_conflict(proc: subprocess.CompletedProcess[str]) -> str:
     """pip's reason in one line: the "conflict is caused by" list when there is one."""
-    text = proc.stderr or proc.stdout or ""
+    text = f"{proc.stdout or ''}\n{proc.stderr or ''}"
     if "no such option: --report" in text or "no such option: --dry-run" in text:
         return "the service's pip is too old to dry-run (22.2+ needed): upgrade pip there"
     lines = text.splitlines()

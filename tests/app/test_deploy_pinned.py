@@ -155,3 +155,13 @@ def test_deploy_into_the_pinned_service_installs_starts_and_verifies(
         )  # fmt: skip
     assert code == 0, "\n".join(lines) + log.read_text()[-3000:]
     assert verdicts(lines) == {name: "PASS" for name in [*EXPECTED_CHECKS, "cleanup"]}
+
+    # A pin the patch cannot live with is refused by the dry run, naming both sides.
+    requirements = svc / "requirements.txt"
+    requirements.write_text(requirements.read_text().replace("pillow==10.0.1", "pillow==9.5.0"))
+    proc = deploy("--dry-run")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    error = proc.stderr.strip()
+    assert error.startswith("deploy: error: the requirements do not resolve: conflict: ")
+    assert "pillow==9.5.0" in error and "pillow>=10.0.1" in error.lower()
+    assert installed(pinned_python) == after
