@@ -591,3 +591,22 @@ def test_bad_setups_are_refused_before_any_change(
     assert message in error_line(proc) and "hunter2" not in proc.stdout + proc.stderr
     assert service.tree() == tree and chat_state(mongo_db) == data
     assert set(mongo_db.list_collection_names()) == names
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--python", "/nonexistent/bin/python3"], "--python /nonexistent/bin/python3: no such"),
+        (["--requirement", "fastapi>=0.104"], "--requirement 'fastapi>=0.104' does not name"),
+        (["--wheel", "/nonexistent/mongrate-0.1.0-py3-none-any.whl"], "not a mongrate-*.whl"),
+    ],
+    ids=["no-python", "not-mongrate", "no-wheel"],
+)
+def test_bad_package_options_are_refused_before_any_change(
+    service: Service, mongo_db: Database, args: list[str], message: str
+) -> None:
+    tree, data = service.tree(), chat_state(mongo_db)
+    proc = service.deploy("--skip-restart", *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in error_line(proc)
+    assert service.tree() == tree and chat_state(mongo_db) == data
