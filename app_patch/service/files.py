@@ -21,11 +21,11 @@ from urllib.parse import quote
 
 from fastapi import HTTPException
 from fastapi.responses import Response, StreamingResponse
-from gridfs.asynchronous.grid_file import AsyncGridOut
 from gridfs.errors import CorruptGridFile
 
 from app_patch import sniff
 from app_patch.service import placeholder, thumbnails
+from app_patch.service.driver import GridOut
 from app_patch.service.history import row_is_image
 from app_patch.service.storage import ChatStore, FileRecord
 
@@ -164,7 +164,7 @@ def served_type(sniffed: str) -> tuple[str, bool]:
 # -- validators ------------------------------------------------------------------------------
 
 
-def file_etag(grid_out: AsyncGridOut) -> str:
+def file_etag(grid_out: GridOut) -> str:
     """A strong ETag from the GridFS id, length and upload time (or md5 when stored)."""
     md5 = grid_out.md5
     if md5:
@@ -259,7 +259,7 @@ def _byte_pos(digits: str) -> int:
 
 
 async def _stream(
-    grid_out: AsyncGridOut, head: bytes, first: int, last: int
+    grid_out: GridOut, head: bytes, first: int, last: int
 ) -> AsyncIterator[bytes]:
     """Yield bytes ``first..last`` (inclusive), reusing the sniffed head when it covers them."""
     remaining = last - first + 1
@@ -282,7 +282,7 @@ async def _stream(
         await grid_out.close()
 
 
-def _file_headers(etag: str, grid_out: AsyncGridOut) -> dict[str, str]:
+def _file_headers(etag: str, grid_out: GridOut) -> dict[str, str]:
     headers = {"ETag": etag, "Cache-Control": FILE_CACHE_CONTROL, **SECURITY_HEADERS}
     modified = _http_date(grid_out.upload_date)
     if modified:

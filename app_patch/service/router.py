@@ -7,7 +7,8 @@ An existing service adds them with one line::
 
 Settings come from the environment (:class:`app_patch.service.settings.Settings`) when the router is
 first used; :func:`build_router` takes explicit settings instead. The router's lifespan
-(merged into the including app's) owns one pymongo ``AsyncMongoClient`` per app.
+(merged into the including app's where FastAPI does that) owns one client of
+:data:`app_patch.service.driver.DRIVER` per app.
 """
 
 import asyncio
@@ -19,10 +20,10 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
-from pymongo import AsyncMongoClient
 
 from app_patch.service import thumbnails
 from app_patch.service.auth import AuthError, Principal, principal_from_token
+from app_patch.service.driver import DRIVER, AsyncDriver
 from app_patch.service.files import ThumbnailService, file_response
 from app_patch.service.history import (
     API_PREFIX,
@@ -59,7 +60,7 @@ class Services:
     """What the routes need, created once per app (and per event loop)."""
 
     settings: Settings
-    client: AsyncMongoClient
+    client: Any  # the driver's async client
     store: ChatStore
     thumbs: ThumbnailService
     loop: asyncio.AbstractEventLoop
@@ -70,11 +71,18 @@ class ServiceHolder:
     """Creates :class:`Services` lazily inside the running loop and closes them at shutdown.
 
     Lazy creation keeps the router usable by apps whose lifespan did not run (some test
-    clients); a pymongo async client belongs to one event loop, so a new loop gets a new one.
+    clients; FastAPI 0.104, which the original service pins, ignores an included router's
+    lifespan); an async client belongs to one event loop, so a new loop gets a new one.
     """
 
-    def __init__(self, settings: Settings | None, client_kwargs: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None,
+        client_kwargs: dict[str, Any] | None,
+        driver: AsyncDriver | None = None,
+    ) -> None:
         self._settings = settings
+        self._driver = driver or DRIVER
         self._client_kwargs = dict(client_kwargs or {})
         self._services: Services | None = None
 
@@ -89,10 +97,8 @@ class ServiceHolder:
         if self._services is not None and self._services.loop is loop:
             return self._services
         settings = self.settings
-        client: AsyncMongoClient = AsyncMongoClient(
-            settings.mongodb_url, tz_aware=False, **self._client_kwargs
-        )
-        store = ChatStore(client[settings.effective_database])
+        client = self._driver.connect(settings.mongodb_url, tz_aware=False, **self._client_kwargs)
+        store = ChatStore(client[settings.effective_database], self._driver)
         thumbnails.configure(
             max_concurrency=settings.thumbnail_concurrency, max_pixels=settings.thumbnail_max_pixels
         )
@@ -110,7 +116,7 @@ class ServiceHolder:
     async def aclose(self) -> None:
         services, self._services = self._services, None
         if services is not None and services.loop is asyncio.get_running_loop():
-            await services.client.close()
+            await services.store.driver.close(services.client)
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI):  # noqa: ANN201 - FastAPI's lifespan protocol
@@ -230,13 +236,17 @@ def file_info(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_router(
-    settings: Settings | None = None, *, client_kwargs: dict[str, Any] | None = None
+    settings: Settings | None = None,
+    *,
+    client_kwargs: dict[str, Any] | None = None,
+    driver: AsyncDriver | None = None,
 ) -> APIRouter:
     """A router with its own settings (None: read the environment on first use).
 
-    ``client_kwargs`` go to ``AsyncMongoClient`` (tests pass ``event_listeners``).
+    ``client_kwargs`` go to the driver's client (tests pass ``event_listeners``); ``driver``
+    None takes :data:`app_patch.service.driver.DRIVER` (tests pass the other one).
     """
-    holder = ServiceHolder(settings, client_kwargs)
+    holder = ServiceHolder(settings, client_kwargs, driver)
     router = APIRouter(prefix=API_PREFIX, tags=["chat files"], lifespan=holder.lifespan)
     router.holder = holder  # type: ignore[attr-defined]  # for apps that need the same client
     bearer = HTTPBearer(auto_error=False, description="HS256 access token")
@@ -263,6 +273,8 @@ def build_router(
             raise HTTPException(403, "This token may only read (scope=read): sign in to change")
         return principal.user_id
 
+    # Query and Header parameters are declared as defaults, not inside Annotated: FastAPI
+    # 0.104 (the original service's pin) fails on Annotated ones with pydantic 2.12+.
     Svc = Annotated[Services, Depends(services)]
     User = Annotated[str, Depends(current_user)]
     Writer = Annotated[str, Depends(writing_user)]
@@ -272,10 +284,9 @@ def build_router(
         session_id: str,
         svc: Svc,
         user_id: User,
-        limit: Annotated[
-            int | None, Query(ge=1, description="page size (capped); absent: every message")
-        ] = None,
-        before: Annotated[str | None, Query(description="next_before of the later page")] = None,
+        limit: int | None = Query(
+            None, ge=1, description="page size (capped); absent: every message"),
+        before: str | None = Query(None, description="next_before of the later page"),
     ) -> Response:
         """The session's messages in time order, each with its ``uploads``.
 
@@ -328,11 +339,9 @@ def build_router(
         request: Request,
         svc: Svc,
         user_id: User,
-        size: Annotated[
-            int, Query(description="longest side in px; served as 100, 200 or 300 (the "
-                       "smallest at least as large, at most 300)")
-        ] = DEFAULT_THUMB,
-        if_none_match: Annotated[str | None, Header()] = None,
+        size: int = Query(DEFAULT_THUMB, description="longest side in px; served as 100, 200 "
+                          "or 300 (the smallest at least as large, at most 300)"),
+        if_none_match: str | None = Header(None),
     ) -> Response:
         """A JPEG/PNG thumbnail, generated once and cached.
 
@@ -378,10 +387,10 @@ def build_router(
         svc: Svc,
         user_id: User,
         download: bool = False,
-        if_none_match: Annotated[str | None, Header()] = None,
-        if_modified_since: Annotated[str | None, Header()] = None,
-        range_: Annotated[str | None, Header(alias="Range")] = None,
-        if_range: Annotated[str | None, Header()] = None,
+        if_none_match: str | None = Header(None),
+        if_modified_since: str | None = Header(None),
+        range_: str | None = Header(None, alias="Range"),
+        if_range: str | None = Header(None),
     ) -> Response:
         """The file's bytes, streamed; inline only for safe raster types."""
         record = await svc.store.find_file(file_id, user_id)

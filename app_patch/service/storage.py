@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
-from gridfs import AsyncGridFSBucket, NoFile
-from gridfs.asynchronous.grid_file import AsyncGridOut
+from gridfs import NoFile
 from pymongo import ASCENDING
-from pymongo.asynchronous.database import AsyncDatabase
+
+from app_patch.service.driver import DRIVER, AsyncDriver, GridOut
 
 THUMB_BUCKET = "thumbnails"
 # Large enough that one reply carries a whole page or a whole $in answer (the server still
@@ -68,15 +68,16 @@ class FileRecord:
 class ChatStore:
     """The collections and buckets of one database, behind user-scoped operations."""
 
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: Any, driver: AsyncDriver = DRIVER) -> None:
         self.db = db
+        self.driver = driver  # the one that made ``db``
         self.sessions = db["chat_sessions"]
         self.messages = db["chat_messages"]
         self.uploads = db["file_uploads"]
         self.fs_files = db["fs.files"]
         self.thumb_files = db[f"{THUMB_BUCKET}.files"]
-        self.fs = AsyncGridFSBucket(db)
-        self.thumbs = AsyncGridFSBucket(db, bucket_name=THUMB_BUCKET)
+        self.fs = driver.bucket(db)
+        self.thumbs = driver.bucket(db, bucket_name=THUMB_BUCKET)
         self._message_locks: dict[ObjectId, list[Any]] = {}
 
     async def ensure_indexes(self) -> None:
@@ -176,7 +177,7 @@ class ChatStore:
             row=None,
         )
 
-    async def open_file(self, oid: ObjectId) -> AsyncGridOut | None:
+    async def open_file(self, oid: ObjectId) -> GridOut | None:
         """Open the GridFS file for streaming (one query for its files document)."""
         try:
             return await self.fs.open_download_stream(oid)
@@ -255,7 +256,7 @@ class ChatStore:
 
     # -- thumbnails cache ------------------------------------------------------------------
 
-    async def open_thumbnail(self, key: str) -> AsyncGridOut | None:
+    async def open_thumbnail(self, key: str) -> GridOut | None:
         """The cached thumbnail stored under ``key``, newest first if a race stored two."""
         try:
             return await self.thumbs.open_download_stream_by_name(key)

@@ -41,6 +41,7 @@ from starlette.requests import ClientDisconnect
 
 from app_patch import sniff
 from app_patch.service import thumbnails
+from app_patch.service.compat import form_limits
 from app_patch.service.history import upload_from_row
 from app_patch.service.settings import Settings
 from app_patch.service.storage import ChatStore, utcnow
@@ -162,7 +163,9 @@ async def _read_multipart(
 ) -> tuple[dict[str, str], list[IncomingFile]]:
     try:
         form = await request.form(
-            max_files=settings.max_files_per_upload, max_fields=20, max_part_size=_FORM_OVERHEAD
+            **form_limits(
+                max_files=settings.max_files_per_upload, max_fields=20, max_part_size=_FORM_OVERHEAD
+            )
         )
     except (_BodyTooLarge, ClientDisconnect):
         raise
