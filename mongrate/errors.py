@@ -106,3 +106,8 @@ class OrderError(RewriteError):
 
 class BackupNotFound(MongrateError):
     """No such backup or snapshot: a usage error."""
+
+
+class CapabilityError(OpError):
+    """An op needs something this server cannot do (e.g. validators on FerretDB 1.x);
+    raised before anything is written."""

@@ -30,6 +30,7 @@ from mongrate.mongo.collections import (
     fast_count,
 )
 from mongrate.mongo.pipeline import BackgroundWriter, chunked, prefetch
+from mongrate.operations.schema import SchemaOps, restore_schema
 from mongrate.progress import Reporter
 
 T = TypeVar("T")
@@ -54,7 +55,7 @@ def touched_fields(update: Mapping[str, Any]) -> set[str]:
     return fields
 
 
-class Operations:
+class Operations(SchemaOps):
     """Helpers for revision authors. ``op.db`` is the pymongo ``Database``."""
 
     def __init__(self, db: Database, *, undo, backups, revision: str, direction: str,
@@ -255,77 +256,6 @@ class Operations:
             modified += bulk_write(coll, [UpdateOne({"_id": _id}, upd) for _id, upd in batch],
                                    self.statement_limit)
         return modified
-
-    # --------------------------------------------------------------- indexes
-    def _index_record(self, collection: str, name: str) -> dict | None:
-        return self._undo.find_one({**self._key(collection), "doc_id": f"index:{name}",
-                                    "kind": {"$in": ["index_created", "index_dropped"]}})
-
-    def create_index(self, collection: str, keys: list[tuple[str, int]] | str, *, name: str,
-                     **options: Any) -> bool:
-        """Create the index unless an identical one exists; remember whether this revision
-        created it. An index with the same name or keys but other options is an error
-        (a revision must not silently go without the unique index it asked for)."""
-        coll = self.db[collection]
-        existing = coll.index_information()
-        wanted_key = [(keys, 1)] if isinstance(keys, str) else [tuple(k) for k in keys]
-        significant = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpression")
-        wanted_opts = {k: options[k] for k in significant if options.get(k) not in (None, False)}
-        match = None
-        for n, info in existing.items():
-            same_keys = [tuple(k) for k in info["key"]] == wanted_key
-            opts = {k: info[k] for k in significant if info.get(k) not in (None, False)}
-            if n == name and not same_keys:
-                raise OpError(f"{collection}: an index named {name} exists on other keys "
-                              f"({info['key']}); drop it or choose another name")
-            if same_keys and (n == name or opts != wanted_opts):
-                if opts != wanted_opts:
-                    raise OpError(f"{collection}: index {n} has the keys of {name} but options "
-                                  f"{opts or '{}'} instead of {wanted_opts or '{}'}")
-                match = n
-            elif same_keys:
-                match = n
-        if self._index_record(collection, name) is None:
-            self._undo.insert_one({
-                **self._key(collection), "doc_id": f"index:{name}", "kind": "index_created",
-                "created": match is None, "at": utcnow(),
-            })
-        if match is not None:
-            if match != name:
-                self.log(f"{collection}: index {match} already serves as {name}; kept as is")
-            return False
-        coll.create_index(keys, name=name, **options)
-        return True
-
-    def drop_index(self, collection: str, name: str) -> bool:
-        """Upgrade: drop it, remembering its spec. Downgrade: drop it only if this
-        revision's upgrade created it."""
-        coll = self.db[collection]
-        existing = coll.index_information()
-        if self.direction == "downgrade":
-            record = self._index_record(collection, name)
-            dropped = False
-            if record and record.get("created") and name in existing:
-                coll.drop_index(name)
-                dropped = True
-            if record:
-                self._undo.delete_one({"_id": record["_id"]})
-            return dropped
-        if name not in existing:
-            return False
-        if self._index_record(collection, name) is None:
-            info = dict(existing[name])
-            info.pop("v", None)
-            info.pop("ns", None)
-            self._undo.insert_one({
-                **self._key(collection), "doc_id": f"index:{name}", "kind": "index_dropped",
-                # parallel lists: FerretDB stores no nested arrays, and field names may hold dots
-                "key_fields": [k[0] for k in info["key"]],
-                "key_directions": [k[1] for k in info.pop("key")],
-                "options": info, "at": utcnow(),
-            })
-        coll.drop_index(name)
-        return True
 
     # --------------------------------------------------------------- backups
     def backup_collection(self, source: str, *, target: str | None = None,
@@ -559,22 +489,5 @@ class Operations:
                 bulk_write(self.db[coll], requests, self.statement_limit)
             self._undo.delete_many({"_id": {"$in": [r["_id"] for r in batch]}})
             undone += len(batch)
-        for rec in list(self._undo.find({**query, "kind": {"$ne": "fields"}})):
-            coll = self.db[rec["collection"]]
-            kind = rec["kind"]
-            if kind == "index_created":
-                name = rec["doc_id"].split(":", 1)[1]
-                if rec.get("created") and name in coll.index_information():
-                    coll.drop_index(name)
-            elif kind == "index_dropped":
-                name = rec["doc_id"].split(":", 1)[1]
-                if name not in coll.index_information():
-                    keys = list(zip(rec["key_fields"], rec["key_directions"], strict=True))
-                    coll.create_index(keys, name=name, **rec["options"])
-            elif kind == "collection_created":
-                self.db.drop_collection(rec["collection"])
-                self._backups.update_many({"target": rec["collection"]},
-                                          {"$set": {"status": "dropped", "dropped_at": utcnow()}})
-            self._undo.delete_one({"_id": rec["_id"]})
-            undone += 1
+        undone += restore_schema(self, collection)
         return undone
