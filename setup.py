@@ -18,7 +18,7 @@ setup(
         "mongrate.testing": ["ferretdb/go.mod", "ferretdb/go.sum", "ferretdb/main.go"],
         "app_patch.service": ["static/*"],
     },
-    install_requires=["pymongo>=4.13,<5", "click>=8.1"],
+    install_requires=["pymongo>=4.13,<5", "click>=8.1", "PyYAML>=6"],
     extras_require={
         "app": [
             "fastapi>=0.110",

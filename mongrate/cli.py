@@ -110,15 +110,42 @@ def init(opts: Options, directory: str, database: str) -> None:
 @click.option("--branch-label", help="Label for a new branch.")
 @click.option("--depends-on", multiple=True, help="Revision this one depends on (repeatable).")
 @click.option("--rev-id", help="Choose the id instead of a random one.")
+@click.option("--autogenerate", is_flag=True,
+              help="Fill it with the op calls that make the database match schema.yaml.")
+@click.option("--dry-run", is_flag=True, help="With --autogenerate: print the file, write nothing.")
 @pass_opts
 def revision(opts: Options, message: str, head: str, splice: bool, branch_label: str | None,
-             depends_on: tuple[str, ...], rev_id: str | None) -> None:
+             depends_on: tuple[str, ...], rev_id: str | None, autogenerate: bool,
+             dry_run: bool) -> None:
     """Write a new revision file from the template."""
     from mongrate import commands
 
+    if dry_run and not autogenerate:
+        raise click.UsageError("--dry-run goes with --autogenerate (a plain revision is a template)")
+    if autogenerate:
+        _autogenerate(opts, message, head=head, splice=splice, branch_label=branch_label,
+                      depends_on=depends_on, rev_id=rev_id, dry_run=dry_run)
+        return
     path = commands.revision(opts.config(), message, head=head, splice=splice,
                              branch_label=branch_label, depends_on=depends_on, rev_id=rev_id)
     emit(opts, {"path": str(path)}, f"created {path}")
+
+
+def _autogenerate(opts: Options, message: str, **kwargs: Any) -> None:
+    from mongrate import commands
+
+    result = commands.autogenerate(opts.project(), message, **kwargs)
+    data = {"changes": result.diff.lines(), "path": str(result.path) if result.path else None,
+            "written": result.written, "needs": list(result.needs),
+            "text": result.text if kwargs.get("dry_run") else None}
+    if not result.diff:
+        text = "no changes: the database matches the declared schema; nothing written"
+    elif result.written:
+        text = "\n".join([f"  {line}" for line in result.diff.lines()]
+                         + [f"created {result.path} ({len(result.diff)} change(s)): review it"])
+    else:
+        text = (result.text or "").rstrip("\n") + f"\n# dry run: {result.path} was not written"
+    emit(opts, data, text)
 
 
 @cli.command()
@@ -359,8 +386,11 @@ def check(opts: Options) -> None:
     an applied revision's file changed since it ran."""
     from mongrate import commands
 
-    commands.check(opts.project())
-    emit(opts, {"ok": True}, "ok: one head, database up to date, no changed or interrupted revisions")
+    project = opts.project()
+    commands.check(project)
+    schema = ", matches the declared schema" if project.config.schema else ""
+    emit(opts, {"ok": True},
+         f"ok: one head, database up to date, no changed or interrupted revisions{schema}")
 
 
 # ------------------------------------------------------------------- backups

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mongrate.commands.project import Project
+from mongrate.commands.schema import drift_lines
 from mongrate.config import Config
 from mongrate.errors import CheckFailed
 from mongrate.graph.revisions import Revision
@@ -49,7 +50,11 @@ def history(project: Project, rev_range: str | None = None, *,
 
 
 def check(project: Project) -> list[str]:
-    """Everything that needs attention, one reason a line; raises CheckFailed if any."""
+    """Everything that needs attention, one reason a line; raises CheckFailed if any.
+
+    With a declared schema (``schema`` in the config), a database at the head is also
+    compared with it: one line per missing, extra or changed index, validator or option.
+    """
     graph = project.graph
     problems: list[str] = []
     if len(graph.heads) > 1:
@@ -80,6 +85,9 @@ def check(project: Project) -> list[str]:
                     f"{rev.path} changed since revision {rev_id} ran at "
                     f"{last['started_at']:%Y-%m-%d %H:%M:%S} UTC: write a new revision instead"
                 )
+        if project.config.schema is not None and not pending:
+            # behind the head, the pending revisions are the difference to act on first
+            problems.extend(drift_lines(project))
     for entry in store.last_failures():
         problems.append(
             f"the last {entry['direction']} of {entry['revision']} failed "
