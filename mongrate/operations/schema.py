@@ -285,10 +285,12 @@ def _undo_index_dropped(op: Any, rec: dict) -> None:
 
 
 def _undo_collection_created(op: Any, rec: dict) -> None:
-    if rec.get("created", True):  # a backup snapshot's record has no flag: always dropped
+    if "created" not in rec:  # a backup snapshot: always dropped, its manifest says so
         op.db.drop_collection(rec["collection"])
         op.backups.update_many({"target": rec["collection"]},
                                {"$set": {"status": "dropped", "dropped_at": utcnow()}})
+    elif rec["created"]:
+        op.db.drop_collection(rec["collection"])
 
 
 def _undo_collection_dropped(op: Any, rec: dict) -> None:
