@@ -208,7 +208,8 @@ def render(diff: Diff, source: str = "schema.yaml") -> RevisionBody:
         steps.append((up, down))
     body.needs = sorted(set(body.needs))
     body.upgrade.append(HEADER.format(source=source))
-    if body.needs:  # on a server without them, the revision stops before its first write
+    if body.needs:
+        body.upgrade.append("# a server without these stops here, before anything is written")
         body.upgrade.extend(call("require", list(body.needs), {}, body.imports))
     current = None
     for change, (up, _) in zip(diff, steps, strict=True):
