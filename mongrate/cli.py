@@ -7,6 +7,7 @@ inside the commands so ``mongrate --help`` starts fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -73,6 +74,42 @@ LOCK_TIMEOUT = click.option("--lock-timeout", type=float, default=DEFAULT_LOCK_T
                             help="Seconds to wait for another run's lock before exiting 3.")
 DRY_RUN = click.option("--dry-run", is_flag=True,
                        help="Print the plan and the writes each step would send; write nothing.")
+
+
+def fleet_options(verb: str):
+    """``--databases PATTERN`` (repeatable), ``--jobs N`` and ``--fail-fast`` for ``verb``:
+    with patterns (here or 'databases' in the ini) the command runs on each matching
+    database and ends with the table; without, it runs as written below."""
+    def decorate(f):
+        @click.option("--databases", "fleet_patterns", multiple=True, metavar="PATTERN",
+                      help="Run on every database matching this name or glob (repeatable).")
+        @click.option("--jobs", "fleet_jobs", type=click.IntRange(min=1),
+                      help="Databases worked on at once (default: the ini's jobs, 1).")
+        @click.option("--fail-fast", "fleet_fail_fast", is_flag=True,
+                      help="Start no further database once one fails.")
+        @functools.wraps(f)
+        def run(*args: Any, fleet_patterns: tuple[str, ...], fleet_jobs: int | None,
+                fleet_fail_fast: bool, **kwargs: Any) -> None:
+            opts = click.get_current_context().find_object(Options)
+            config = opts.config()
+            if not (fleet_patterns or config.databases):
+                if fleet_jobs or fleet_fail_fast:
+                    raise click.UsageError("--jobs and --fail-fast go with --databases "
+                                           "(or 'databases' in [mongrate])")
+                return f(*args, **kwargs)
+            from mongrate.commands import fleet
+            from mongrate.errors import FleetFailed
+            from mongrate.progress import Reporter
+
+            result = fleet.run_fleet(config, verb, fleet_patterns, jobs=fleet_jobs,
+                                     fail_fast=fleet_fail_fast, verbose=opts.verbose,
+                                     reporter=Reporter(quiet=opts.as_json), **kwargs)
+            emit(opts, result.as_dict(), fleet.table(result))
+            if not result.ok:
+                raise FleetFailed(f"{len(result.failed)} of {len(result.rows)} database(s) "
+                                  f"did not succeed: {', '.join(r.database for r in result.failed)}")
+        return run
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -200,6 +237,7 @@ RELATIVE_OK = {"ignore_unknown_options": True}
 @click.argument("target", default="head")
 @DRY_RUN
 @LOCK_TIMEOUT
+@fleet_options("upgrade")
 @pass_opts
 def upgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) -> None:
     """Apply revisions up to TARGET (head, heads, +N, REV, label@head...)."""
@@ -213,6 +251,7 @@ def upgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) -> N
 @click.argument("target")
 @DRY_RUN
 @LOCK_TIMEOUT
+@fleet_options("downgrade")
 @pass_opts
 def downgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) -> None:
     """Reverse revisions down to TARGET (-1, base, REV, label@base...)."""
@@ -227,6 +266,7 @@ def downgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) ->
 @click.argument("revisions", nargs=-1, required=True)
 @click.option("--purge", is_flag=True, help="Clear the version collection first.")
 @LOCK_TIMEOUT
+@fleet_options("stamp")
 @pass_opts
 def stamp(opts: Options, revisions: tuple[str, ...], purge: bool, lock_timeout: float) -> None:
     """Record REVISIONS as applied without running anything."""
@@ -263,6 +303,7 @@ def _rev_data(rev) -> dict:
 
 @cli.command()
 @VERBOSE
+@fleet_options("current")
 @pass_opts
 def current(opts: Options) -> None:
     """Show the revisions the database is at, interrupted steps and the lock."""
@@ -380,6 +421,7 @@ def show(opts: Options, rev: str) -> None:
 
 
 @cli.command()
+@fleet_options("check")
 @pass_opts
 def check(opts: Options) -> None:
     """Exit 1 with reasons if there are several heads, pending or interrupted steps, or

@@ -13,6 +13,7 @@ import importlib.util
 import re
 import string
 import sys
+import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,6 +103,7 @@ class ScriptDirectory:
         self.path = Path(config.script_location)
         self._graph: RevisionGraph | None = None
         self._modules: dict[str, ModuleType] = {}
+        self._loading = threading.Lock()  # fleet commands run several databases at once
 
     def revision_files(self) -> list[Path]:
         if not self.path.is_dir():
@@ -121,6 +123,10 @@ class ScriptDirectory:
 
     def load_module(self, rev_id: str) -> ModuleType:
         """Import the revision's module (once per process)."""
+        with self._loading:
+            return self._load_module(rev_id)
+
+    def _load_module(self, rev_id: str) -> ModuleType:
         if rev_id in self._modules:
             return self._modules[rev_id]
         rev = self.graph.get(rev_id)
