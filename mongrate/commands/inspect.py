@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mongrate.commands.project import Project
-from mongrate.commands.schema import drift_lines
 from mongrate.config import Config
 from mongrate.errors import CheckFailed
 from mongrate.graph.revisions import Revision
@@ -87,6 +86,8 @@ def check(project: Project) -> list[str]:
                 )
         if project.config.schema is not None and not pending:
             # behind the head, the pending revisions are the difference to act on first
+            from mongrate.commands.schema import drift_lines
+
             problems.extend(drift_lines(project))
     for entry in store.last_failures():
         problems.append(
