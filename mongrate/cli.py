@@ -170,8 +170,14 @@ def revision(opts: Options, message: str, head: str, splice: bool, branch_label:
 
 def _autogenerate(opts: Options, message: str, **kwargs: Any) -> None:
     from mongrate import commands
+    from mongrate.commands.fleet import one_database
+    from mongrate.progress import Reporter
 
-    result = commands.autogenerate(opts.project(), message, **kwargs)
+    config, chosen = one_database(opts.config())
+    project = commands.Project(config, Reporter(quiet=opts.as_json))
+    if chosen:
+        project.reporter.info(f"comparing with {chosen}, the first database 'databases' matches")
+    result = commands.autogenerate(project, message, **kwargs)
     data = {"changes": result.diff.lines(), "path": str(result.path) if result.path else None,
             "written": result.written, "needs": list(result.needs),
             "text": result.text if kwargs.get("dry_run") else None}

@@ -22,7 +22,7 @@ from typing import Any
 from mongrate.commands.inspect import check, current
 from mongrate.commands.migrate import downgrade, stamp, upgrade
 from mongrate.commands.project import Project
-from mongrate.config import Config, with_database
+from mongrate.config import Config, database_from_url, with_database
 from mongrate.errors import CheckFailed, ConfigError, LockTimeoutError, MongrateError
 from mongrate.graph.scripts import ScriptDirectory
 from mongrate.progress import Reporter
@@ -103,6 +103,22 @@ def match_databases(names: Sequence[str], patterns: Sequence[str]) -> list[str]:
         raise ConfigError(f"no database on the server matches {', '.join(patterns)} (it has: "
                           f"{some}): fix --databases or 'databases' in [mongrate]")
     return sorted(chosen)
+
+
+def one_database(config: Config) -> tuple[Config, str | None]:
+    """``config`` bound to one database: its own, or else the first the ``databases``
+    patterns match (tenants share one schema; e.g. for ``revision --autogenerate``). The
+    second value names the database chosen that way (None when the config names one)."""
+    if not config.databases or config.database or (
+            config.url and database_from_url(config.url)):
+        return config, None
+    client = connect_client(config)
+    try:
+        name = match_databases(client.list_database_names(), config.databases)[0]
+    finally:
+        client.close()
+    return config.with_overrides(url=with_database(config.require_url(), name),
+                                 database=name), name
 
 
 # ------------------------------------------------------------------ verbs

@@ -128,3 +128,23 @@ def test_patterns_match_globs_and_exact_names_but_not_system_databases():
     assert match_databases(names, ["t*_b", "new_one"]) == ["new_one", "tenant_b"]
     with pytest.raises(Exception, match=r"no database on the server matches x_\*"):
         match_databases(names, ["x_*"])
+
+
+def test_autogenerate_compares_the_first_tenant_and_the_fleet_applies_it(tenants, mongo_client):
+    project, names, pattern = tenants
+    server_url = project.url.rsplit("/", 1)[0] + "/"
+    (project.path / "schema.yaml").write_text(
+        "collections:\n  items:\n    indexes:\n      - {name: by_v, keys: {v: 1}}\n"
+        "      - {name: by_n, keys: {n: -1}}\n")
+    project.write_ini(url=server_url, databases=pattern, schema="schema.yaml")
+    assert project.run("upgrade", "head").code == 0
+    r = project.run("check")
+    assert r.code == 1
+    assert all(f"{n}: schema drift: items: index by_n missing (declared in schema.yaml)" in r.out
+               for n in names)
+    r = project.run("revision", "--autogenerate", "-m", "index n")
+    assert r.code == 0 and f"comparing with {names[0]}" in r.err
+    assert project.run("upgrade", "head").code == 0
+    r = project.run("check")
+    assert r.code == 0, r.out
+    assert all("by_n" in mongo_client[n].items.index_information() for n in names)
