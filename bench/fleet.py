@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from pymongo import MongoClient
 
-from mongrate.testing.server import FerretDBServer
+from mongrate.testing.server import server_url
 
 BIN = Path(sys.executable).parent
 GOAL = 2.5
@@ -83,38 +82,32 @@ def main() -> int:
     parser.add_argument("--docs", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="mongrate-bench-fleet-"))
-    server = None
-    try:
-        url = os.environ.get("MONGRATE_TEST_URL")
-        if not url:
-            server = FerretDBServer(tmp / "ferretdb").start()
-            url = server.url
-        client = MongoClient(url)
-        write_project(tmp / "p", url)
-        times: dict[int, list[float]] = {1: [], 4: []}
-        for r in range(args.rounds):
-            for jobs in ((1, 4) if r % 2 == 0 else (4, 1)):  # neither always goes first
-                seed(client, args.tenants, args.docs)
-                times[jobs].append(upgrade(tmp / "p", jobs, args.tenants))
-        for t in range(args.tenants):
-            client.drop_database(f"tenant_{t:02d}")
-        one, four = statistics.median(times[1]), statistics.median(times[4])
-        print(f"upgrade head over {args.tenants} tenants ({args.docs} items, 20 settings), "
-              f"4 revisions each; "
-              f"median of {args.rounds} rounds, whole command")
-        print(f"  --jobs 1  {one:7.2f} s   ({', '.join(f'{x:.2f}' for x in times[1])})")
-        print(f"  --jobs 4  {four:7.2f} s   ({', '.join(f'{x:.2f}' for x in times[4])})")
-        ratio = one / four
-        print(f"  ratio     {ratio:7.2f}x  on {os.cpu_count()} cores, load average "
-              f"{os.getloadavg()[0]:.1f}")
-        ok = ratio >= GOAL
-        print(f"{'PASS' if ok else 'FAIL'} --jobs 4 is {ratio:.2f}x --jobs 1 (goal >= {GOAL:g}x)")
-        return 0 if ok else 1
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="mongrate-bench-fleet-") as tmp, server_url() as url:
+        return run(args, Path(tmp), url)
+
+
+def run(args: argparse.Namespace, tmp: Path, url: str) -> int:
+    client = MongoClient(url)
+    write_project(tmp / "p", url)
+    times: dict[int, list[float]] = {1: [], 4: []}
+    for r in range(args.rounds):
+        for jobs in ((1, 4) if r % 2 == 0 else (4, 1)):  # neither always goes first
+            seed(client, args.tenants, args.docs)
+            times[jobs].append(upgrade(tmp / "p", jobs, args.tenants))
+    for t in range(args.tenants):
+        client.drop_database(f"tenant_{t:02d}")
+    one, four = statistics.median(times[1]), statistics.median(times[4])
+    print(f"upgrade head over {args.tenants} tenants ({args.docs} items, 20 settings), "
+          f"4 revisions each; "
+          f"median of {args.rounds} rounds, whole command")
+    print(f"  --jobs 1  {one:7.2f} s   ({', '.join(f'{x:.2f}' for x in times[1])})")
+    print(f"  --jobs 4  {four:7.2f} s   ({', '.join(f'{x:.2f}' for x in times[4])})")
+    ratio = one / four
+    print(f"  ratio     {ratio:7.2f}x  on {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}")
+    ok = ratio >= GOAL
+    print(f"{'PASS' if ok else 'FAIL'} --jobs 4 is {ratio:.2f}x --jobs 1 (goal >= {GOAL:g}x)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ drift detection adds) and `mongrate --help` (interpreter + CLI start). Goal: < 2
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -21,7 +19,7 @@ from pathlib import Path
 
 from pymongo import MongoClient
 
-from mongrate.testing.server import FerretDBServer
+from mongrate.testing.server import server_url
 
 BIN = Path(sys.executable).parent
 GOAL = 2.0
@@ -81,49 +79,43 @@ def main() -> int:
     parser.add_argument("--indexes", type=int, default=5)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="mongrate-bench-check-"))
-    server = None
-    try:
-        url = os.environ.get("MONGRATE_TEST_URL")
-        if not url:
-            server = FerretDBServer(tmp / "ferretdb").start()
-            url = server.url
-        client = MongoClient(url)
-        client.drop_database("bench_check")
-        t = time.perf_counter()
-        expected = build(client.bench_check, args.collections, args.indexes)
-        print(f"built {args.collections} collections x {args.indexes} indexes in "
-              f"{time.perf_counter() - t:.1f}s")
-        (tmp / "versions").mkdir()
-        (tmp / "schema.yaml").write_text(schema_yaml(args.collections, args.indexes))
-        base = f"[mongrate]\nurl = {url.rstrip('/')}/bench_check\nscript_location = versions\n"
-        (tmp / "plain.ini").write_text(base)
-        (tmp / "schema.ini").write_text(base + "schema = schema.yaml\n")
-        mongrate = [str(BIN / "mongrate")]
-        help_t, _ = timed([*mongrate, "--help"], tmp, args.runs, 0)
-        plain_t, _ = timed([*mongrate, "-c", "plain.ini", "check"], tmp, args.runs, 0)
-        drift_t, err = timed([*mongrate, "-c", "schema.ini", "check"], tmp, args.runs, 1)
-        found = [ln.split("schema drift: ", 1)[1] for ln in err.splitlines()
-                 if "schema drift: coll_" in ln]
-        if found != expected:
-            print("drift reported:\n  " + "\n  ".join(found))
-            raise SystemExit("FAIL: check did not report exactly the drift made by hand")
-        print(f"median of {args.runs} runs, whole command:")
-        print(f"  mongrate --help (floor)          {help_t:7.3f} s")
-        print(f"  mongrate check, no schema        {plain_t:7.3f} s")
-        print(f"  mongrate check, drift detection  {drift_t:7.3f} s   "
-              f"(+{drift_t - plain_t:.3f} s for {args.collections * args.indexes} indexes; "
-              f"{drift_t / plain_t:.2f}x the check without it)")
-        ok = drift_t < GOAL
-        print(f"{'PASS' if ok else 'FAIL'} check with drift detection: {drift_t:.3f}s "
-              f"(goal < {GOAL:g} s), {len(found)} differences found as made")
-        client.drop_database("bench_check")
-        client.close()
-        return 0 if ok else 1
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="mongrate-bench-check-") as tmp, server_url() as url:
+        return run(args, Path(tmp), url)
+
+
+def run(args: argparse.Namespace, tmp: Path, url: str) -> int:
+    client = MongoClient(url)
+    client.drop_database("bench_check")
+    t = time.perf_counter()
+    expected = build(client.bench_check, args.collections, args.indexes)
+    print(f"built {args.collections} collections x {args.indexes} indexes in "
+          f"{time.perf_counter() - t:.1f}s")
+    (tmp / "versions").mkdir()
+    (tmp / "schema.yaml").write_text(schema_yaml(args.collections, args.indexes))
+    base = f"[mongrate]\nurl = {url.rstrip('/')}/bench_check\nscript_location = versions\n"
+    (tmp / "plain.ini").write_text(base)
+    (tmp / "schema.ini").write_text(base + "schema = schema.yaml\n")
+    mongrate = [str(BIN / "mongrate")]
+    help_t, _ = timed([*mongrate, "--help"], tmp, args.runs, 0)
+    plain_t, _ = timed([*mongrate, "-c", "plain.ini", "check"], tmp, args.runs, 0)
+    drift_t, err = timed([*mongrate, "-c", "schema.ini", "check"], tmp, args.runs, 1)
+    found = [ln.split("schema drift: ", 1)[1] for ln in err.splitlines()
+             if "schema drift: coll_" in ln]
+    if found != expected:
+        print("drift reported:\n  " + "\n  ".join(found))
+        raise SystemExit("FAIL: check did not report exactly the drift made by hand")
+    print(f"median of {args.runs} runs, whole command:")
+    print(f"  mongrate --help (floor)          {help_t:7.3f} s")
+    print(f"  mongrate check, no schema        {plain_t:7.3f} s")
+    print(f"  mongrate check, drift detection  {drift_t:7.3f} s   "
+          f"(+{drift_t - plain_t:.3f} s for {args.collections * args.indexes} indexes; "
+          f"{drift_t / plain_t:.2f}x the check without it)")
+    ok = drift_t < GOAL
+    print(f"{'PASS' if ok else 'FAIL'} check with drift detection: {drift_t:.3f}s "
+          f"(goal < {GOAL:g} s), {len(found)} differences found as made")
+    client.drop_database("bench_check")
+    client.close()
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

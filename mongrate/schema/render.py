@@ -167,18 +167,16 @@ def _step(change: Change, imports: set[str], needs: list[str]) -> tuple[list[str
         ix = change.live
         return ([f"# {ix.name} is not in schema.yaml"] + _drop_index(c, ix.name, imports),
                 _create_index(c, ix, imports))
-    if change.kind == CHANGE_INDEX:
+    if change.kind in (CHANGE_INDEX, RENAME_INDEX):  # both: drop the old, build the new
         new, old = change.declared, change.live
         needs.extend(index_needs(list(new.keys), new.options()))
-        note = [f"# {new.name} changed ({'; '.join(change.details)}):",
-                "# an index cannot be altered, so it is dropped and built again"]
-        return (note + _drop_index(c, old.name, imports) + _create_index(c, new, imports),
-                _drop_index(c, new.name, imports) + _create_index(c, old, imports))
-    if change.kind == RENAME_INDEX:
-        new, old = change.declared, change.live
-        needs.extend(index_needs(list(new.keys), new.options()))
-        note = [f"# {old.name} has the keys and options of {new.name}: a rename, which MongoDB",
-                "# cannot do in place, so it is dropped and built again under the new name"]
+        if change.kind == CHANGE_INDEX:
+            note = [f"# {new.name} changed ({'; '.join(change.details)}):",
+                    "# an index cannot be altered, so it is dropped and built again"]
+        else:
+            note = [f"# {old.name} has the keys and options of {new.name}: a rename, which "
+                    "MongoDB", "# cannot do in place, so it is dropped and built again under "
+                    "the new name"]
         return (note + _drop_index(c, old.name, imports) + _create_index(c, new, imports),
                 _drop_index(c, new.name, imports) + _create_index(c, old, imports))
     if change.kind == SET_VALIDATOR:
