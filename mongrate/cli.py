@@ -430,8 +430,9 @@ def show(opts: Options, rev: str) -> None:
 @fleet_options("check")
 @pass_opts
 def check(opts: Options) -> None:
-    """Exit 1 with reasons if there are several heads, pending or interrupted steps, or
-    an applied revision's file changed since it ran."""
+    """Exit 1 with reasons if there are several heads, pending or interrupted steps, an
+    applied revision's file changed since it ran, or the database differs from the
+    declared schema (schema.yaml)."""
     from mongrate import commands
 
     project = opts.project()
