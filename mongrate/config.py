@@ -35,6 +35,7 @@ DEFAULTS: dict[str, object] = {
     "schema": "",
     "databases": "",
     "jobs": 1,
+    "write_strategy": "auto",
 }
 #: Seconds a command waits for another run's lock (``--lock-timeout``).
 DEFAULT_LOCK_TIMEOUT = 60.0
@@ -62,6 +63,7 @@ class Config:
     #: glob patterns of the databases fleet commands run on (empty: just ``database``)
     databases: tuple[str, ...] = ()
     jobs: int = int(DEFAULTS["jobs"])  # type: ignore[call-overload]
+    write_strategy: str = str(DEFAULTS["write_strategy"])
     prepend_sys_path: tuple[Path, ...] = ()
     config_file: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
@@ -186,6 +188,8 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = True)
         schema=schema,
         databases=databases,
         jobs=int(number("jobs", Config.jobs, int, 1)),
+        write_strategy=_choice(path, "write_strategy", values.pop("write_strategy", None),
+                               ("auto", "in_place", "rewrite")),
         prepend_sys_path=prepend,
         config_file=path.resolve(),
         extra=values,
@@ -197,6 +201,15 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = True)
         print(f"mongrate: warning: {path}: unknown setting(s) {', '.join(sorted(values))} "
               "in [mongrate] (typo?)", file=sys.stderr)
     return config
+
+
+def _choice(path: Path, key: str, value: str | None, choices: tuple[str, ...]) -> str:
+    if value is None:
+        return str(DEFAULTS[key])
+    value = value.strip()
+    if value not in choices:
+        raise ConfigError(f"{path}: '{key}' must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 def ini_text(*, url: str, database: str, scripts: str = str(DEFAULTS["script_location"])) -> str:
@@ -234,4 +247,6 @@ schema = {d["schema"]}
 # the one database above. --jobs at a time.
 databases = {d["databases"]}
 jobs = {d["jobs"]}
+# How data helpers write: auto (detected once per run), in_place or rewrite.
+write_strategy = {d["write_strategy"]}
 """

@@ -1,22 +1,20 @@
-"""The schema helpers of ``op``: indexes, collections and validators, each recording in the
-undo collection what it is about to change, and :func:`restore_schema`, which reverses
-those records.
+"""Schema helpers of ``op``: indexes, collections and validators.
 
-Undo records (``revision``, ``collection``, ``kind``, ``doc_id``):
+Each records what it did in the undo collection before doing it, so ``op.restore_undo()``
+drops what this revision created, recreates what it dropped, puts back the validator it
+replaced, and nothing else. Undo records (``revision``, ``collection``, ``kind``, ``doc_id``):
 
-- ``index_created`` (``index:<name>``): ``created`` says whether this revision built it;
-- ``index_dropped`` (``index:<name>``): the dropped index's keys and options;
-- ``collection_created`` (``collection:<name>``): ``created`` False when it was already
-  there (a backup snapshot's record has no ``created``: the snapshot is always dropped);
+- ``index_created`` / ``index_dropped`` (``index:<name>``): whether this revision built it /
+  the dropped index's keys and options;
+- ``collection_created`` (``collection:<name>``): ``created`` from ``create_collection``
+  (False: it was there already); ``if_empty`` when an index brought it into being (dropped
+  again only if still empty); neither for a backup snapshot (always dropped);
 - ``collection_dropped`` (``collection:<name>``): its options and indexes (empty ones only);
-- ``validator_set`` (``validator:<name>``): the validator, level and action before, as BSON.
+- ``validator_set`` (``validator:<name>``): validator, level and action before, as BSON.
 
-In a downgrade each helper reverses its upgrade twin: ``drop_index`` and ``drop_collection``
-remove only what this revision's upgrade created, ``create_index``, ``create_collection``
-and ``set_validator`` put back what it dropped or replaced, and each forgets the record.
-
-A server that cannot do what a helper asks (FerretDB 1.x: validators, partial, TTL,
-sparse and collated indexes) fails the call with one line before anything is written.
+A server that cannot do what a helper asks (FerretDB 1.x: validators, partial, TTL, sparse
+and collated indexes) fails the call with one line before anything is written
+(:mod:`mongrate.mongo.capabilities`).
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ from typing import Any
 
 import bson
 from bson.binary import Binary
-from pymongo.database import Database
+from pymongo.errors import OperationFailure
 
 from mongrate.errors import CapabilityError, OpError
 from mongrate.mongo.capabilities import (
@@ -35,7 +33,7 @@ from mongrate.mongo.capabilities import (
     index_needs,
     probe,
 )
-from mongrate.mongo.codec import utcnow
+from mongrate.mongo.codec import DUPLICATE_KEY, utcnow
 from mongrate.mongo.collections import collection_options, fast_count, index_specs
 from mongrate.schema.model import VALIDATION_ACTIONS, VALIDATION_LEVELS, option_differences
 
@@ -43,26 +41,22 @@ _SIGNIFICANT = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpressi
 
 
 class SchemaOps:
-    """Mixed into :class:`~mongrate.operations.ops.Operations`; uses its ``db``,
-    ``direction``, ``revision``, ``_undo``, ``_key`` and ``log``."""
-
-    db: Database
-    direction: str
-    revision: str
+    """Schema helpers (mixed into :class:`mongrate.operations.ops.Operations`)."""
 
     # ---------------------------------------------------------- capabilities
     @property
     def capabilities(self) -> Capabilities:
-        """What this server can do (asked once per op)."""
+        """What this server can do (asked once per op, with read-only commands)."""
         caps = getattr(self, "_capabilities", None)
         if caps is None:
-            caps = self._capabilities = probe(self.db)
+            caps = self._capabilities = probe(self.engine.db)
         return caps
 
     def require(self, *features: str) -> None:
-        """Fail unless the server has every one of ``features`` (names in
-        :data:`mongrate.mongo.capabilities.FEATURES`); call it first in a revision that
-        must not run half way on a server that lacks one."""
+        """Fail unless the server has every one of ``features`` (``validators``,
+        ``partial_indexes``, ``ttl_indexes``, ``sparse_indexes``, ``collation``,
+        ``special_indexes``, ``collection_options``). First in a revision, it stops it
+        before its first write on a server that lacks one."""
         self._require("this revision", features)
 
     def _require(self, what: str, features: Any) -> None:
@@ -76,29 +70,24 @@ class SchemaOps:
                 f"({self.capabilities.server}) does not have; nothing was written: run it on "
                 "a server that has them, or leave them out")
 
-    # --------------------------------------------------------------- indexes
     def _schema_record(self, collection: str, kind: str, doc_id: str) -> dict | None:
-        return self._undo.find_one({**self._key(collection), "kind": kind, "doc_id": doc_id})
+        return self.engine.undo.find_one({**self._key(collection), "kind": kind,
+                                          "doc_id": doc_id})
 
-    def create_index(self, collection: str, keys: list[tuple[str, Any]] | str, *, name: str,
+    def create_index(self, collection: str, keys: list[tuple[str, int]] | str, *, name: str,
                      **options: Any) -> bool:
         """Create the index unless an identical one exists; remember whether this revision
-        created it. An index with the same name or keys but other options is an error
-        (a revision must not silently go without the unique index it asked for).
-
-        In a downgrade (the reverse of this revision's ``drop_index``) it is created if
-        absent and the drop's record is forgotten."""
+        created it (and the collection, if creating the index brings it into being). An
+        index with the same name or keys but other options is an error: a revision must not
+        silently go without the unique index it asked for. Returns True if created."""
         wanted_key = [(keys, 1)] if isinstance(keys, str) else [tuple(k) for k in keys]
         self._require(f"{collection}: index {name}", index_needs(wanted_key, options))
-        coll = self.db[collection]
-        existing = coll.index_information()
-        if self.direction == "downgrade":
-            record = self._schema_record(collection, "index_dropped", f"index:{name}")
-            if name not in existing:
-                coll.create_index(keys, name=name, **options)
-            if record:
-                self._undo.delete_one({"_id": record["_id"]})
-            return name not in existing
+        db = self.db  # through op.db: changes still waiting for this collection are written
+        coll = db[collection]
+        undo = self.engine.undo
+        # asked before anything else: listing indexes may create the collection (FerretDB)
+        absent = collection not in db.list_collection_names(filter={"name": collection})
+        existing = coll.index_information() if not absent else {}
         wanted_opts = {k: options[k] for k in _SIGNIFICANT if options.get(k) not in (None, False)}
         match = None
         for n, info in existing.items():
@@ -107,46 +96,53 @@ class SchemaOps:
             if n == name and not same_keys:
                 raise OpError(f"{collection}: an index named {name} exists on other keys "
                               f"({info['key']}); drop it or choose another name")
-            if same_keys and (n == name or opts != wanted_opts):
-                if opts != wanted_opts:
-                    raise OpError(f"{collection}: index {n} has the keys of {name} but options "
-                                  f"{opts or '{}'} instead of {wanted_opts or '{}'}")
+            if same_keys and opts != wanted_opts:
+                raise OpError(f"{collection}: index {n} has the keys of {name} but options "
+                              f"{opts or '{}'} instead of {wanted_opts or '{}'}")
+            if same_keys:
                 match = n
-            elif same_keys:
-                match = n
-        if self._schema_record(collection, "index_created", f"index:{name}") is None:
-            self._undo.insert_one({
-                **self._key(collection), "doc_id": f"index:{name}", "kind": "index_created",
-                "created": match is None, "at": utcnow(),
-            })
         if match is not None:
             if match != name:
                 self.log(f"{collection}: index {match} already serves as {name}; kept as is")
+            if self._schema_record(collection, "index_created", f"index:{name}") is None \
+                    and not self.dry_run:
+                undo.insert_one({**self._key(collection), "doc_id": f"index:{name}",
+                                 "kind": "index_created", "created": False, "at": utcnow()})
             return False
-        coll.create_index(keys, name=name, **options)
+        if self.dry_run:
+            self.engine_write(collection, "create_index", f"{name} on {wanted_key}")
+            return True
+        if absent:
+            undo.update_one({**self._key(collection), "kind": "collection_created",
+                             "doc_id": f"collection:{collection}"},
+                            {"$setOnInsert": {"at": utcnow(), "if_empty": True}}, upsert=True)
+        if self._schema_record(collection, "index_created", f"index:{name}") is None:
+            undo.insert_one({**self._key(collection), "doc_id": f"index:{name}",
+                             "kind": "index_created", "created": True, "at": utcnow()})
+        try:
+            coll.create_index(keys, name=name, **options)
+        except OperationFailure as exc:
+            if options.get("unique") and (exc.code == DUPLICATE_KEY
+                                          or "UNIQUE constraint failed" in str(exc)):
+                raise OpError(_duplicates_message(coll, wanted_key, name)) from None
+            raise
         return True
 
     def drop_index(self, collection: str, name: str) -> bool:
-        """Upgrade: drop it, remembering its spec. Downgrade: drop it only if this
-        revision's upgrade created it."""
+        """Drop the index, remembering its spec so ``restore_undo`` recreates it. Returns
+        False if there was no such index."""
         coll = self.db[collection]
         existing = coll.index_information()
-        if self.direction == "downgrade":
-            record = self._schema_record(collection, "index_created", f"index:{name}")
-            dropped = False
-            if record and record.get("created") and name in existing:
-                coll.drop_index(name)
-                dropped = True
-            if record:
-                self._undo.delete_one({"_id": record["_id"]})
-            return dropped
         if name not in existing:
             return False
+        if self.dry_run:
+            self.engine_write(collection, "drop_index", name)
+            return True
         if self._schema_record(collection, "index_dropped", f"index:{name}") is None:
             info = dict(existing[name])
             info.pop("v", None)
             info.pop("ns", None)
-            self._undo.insert_one({
+            self.engine.undo.insert_one({
                 **self._key(collection), "doc_id": f"index:{name}", "kind": "index_dropped",
                 # parallel lists: FerretDB stores no nested arrays, and field names may hold dots
                 "key_fields": [k[0] for k in info["key"]],
@@ -156,67 +152,60 @@ class SchemaOps:
         coll.drop_index(name)
         return True
 
+
     # ----------------------------------------------------------- collections
     def _exists(self, name: str) -> bool:
-        return bool(self.db.list_collection_names(filter={"name": name}))
+        return bool(self.engine.db.list_collection_names(filter={"name": name}))
 
     def create_collection(self, name: str, **options: Any) -> bool:
         """Create ``name`` with creation options (``capped``, ``size``, ``collation``,
-        ``validator``, ``validationLevel``...), unless it exists with those options.
-        Remembers whether this revision created it; one that exists with other options is
-        an error. Returns True if it was created."""
+        ``validator``, ``validationLevel``...) unless it exists with them; remember whether
+        this revision created it. One that exists with other options is an error. Returns
+        True if it was created."""
         self._require(f"collection {name}", collection_needs(options))
         key = {**self._key(name), "kind": "collection_created", "doc_id": f"collection:{name}"}
-        exists = self._exists(name)
-        if self.direction == "downgrade":  # the reverse of this revision's drop_collection
-            if not exists:
-                self.db.create_collection(name, **options)
-            self._undo.delete_many({**self._key(name), "kind": "collection_dropped"})
-            return not exists
-        record = self._undo.find_one(key)
-        if exists:
-            live = collection_options(self.db, name)
+        if self._exists(name):
+            live = collection_options(self.engine.db, name)
             differing = option_differences(options, live, declared_in="the call")
-            if any(options.get(k) != live.get(k) for k in ("validator", "validationLevel",
-                                                            "validationAction") if k in options):
-                differing.append("validator")
+            if any(options[k] != live.get(k) for k in ("validator", "validationLevel",
+                                                        "validationAction") if k in options):
+                differing.append("the validator differs")
             if differing:
                 raise OpError(f"collection {name} exists with other options "
                               f"({'; '.join(differing)}); change it by hand or drop it first")
-            if record is None:
-                self._undo.insert_one({**key, "created": False, "at": utcnow()})
+            if not self.dry_run and self.engine.undo.find_one(key) is None:
+                self.engine.undo.insert_one({**key, "created": False, "at": utcnow()})
             return False
-        if record is None:
-            self._undo.insert_one({**key, "created": True, "at": utcnow()})
+        if self.dry_run:
+            self.engine_write(name, "create_collection", repr(options) if options else "")
+            return True
+        if self.engine.undo.find_one(key) is None:
+            self.engine.undo.insert_one({**key, "created": True, "at": utcnow()})
         self.db.create_collection(name, **options)
         return True
 
     def drop_collection(self, name: str) -> bool:
-        """Downgrade: drop ``name`` only if this revision's upgrade created it. Upgrade:
-        drop it if it holds no documents, remembering its options and indexes (a collection
-        with documents is refused: back it up first and drop it through ``op.db``)."""
-        exists = self._exists(name)
-        if self.direction == "downgrade":
-            record = self._schema_record(name, "collection_created", f"collection:{name}")
-            dropped = bool(record and record.get("created", True) and exists)
-            if dropped:
-                self.db.drop_collection(name)
-            if record:
-                self._undo.delete_one({"_id": record["_id"]})
-            return dropped
-        if not exists:
+        """Drop ``name`` if it holds no documents, remembering its options and indexes so
+        ``restore_undo`` makes it again. A collection with documents is refused (back it up
+        with ``op.backup_collection``, then drop it through ``op.db``). Returns False if
+        there was no such collection."""
+        if not self._exists(name):
             return False
+        db = self.engine.db
         if self.db[name].find_one({}, {"_id": 1}) is not None:
-            raise OpError(f"{name} holds {fast_count(self.db, name)} documents: op.drop_collection "
-                          "drops only empty collections (so a downgrade can put them back); "
+            raise OpError(f"{name} holds {fast_count(db, name)} documents: op.drop_collection "
+                          "drops only empty collections (so restore_undo can make them again); "
                           "back it up with op.backup_collection, then op.db.drop_collection")
+        if self.dry_run:
+            self.engine_write(name, "drop_collection", "")
+            return True
         if self._schema_record(name, "collection_dropped", f"collection:{name}") is None:
             indexes = [{"name": n, "key_fields": [k[0] for k in keys],
                         "key_directions": [k[1] for k in keys], "options": opts}
-                       for n, (keys, opts) in index_specs(self.db, name).items()]
-            self._undo.insert_one({
+                       for n, (keys, opts) in index_specs(db, name).items()]
+            self.engine.undo.insert_one({
                 **self._key(name), "kind": "collection_dropped", "doc_id": f"collection:{name}",
-                "options": Binary(bson.encode(collection_options(self.db, name))),
+                "options": Binary(bson.encode(collection_options(db, name))),
                 "indexes": indexes, "at": utcnow(),
             })
         self.db.drop_collection(name)
@@ -225,9 +214,9 @@ class SchemaOps:
     # ------------------------------------------------------------ validators
     def set_validator(self, collection: str, validator: dict | None, *, level: str = "strict",
                       action: str = "error") -> bool:
-        """Set (``collMod``) the collection's validator; None or {} removes it. The one
-        before is recorded first. In a downgrade it puts the given one back and forgets the
-        record. Returns True if anything changed."""
+        """Set the collection's validator (``collMod``); None removes it. The validator,
+        level and action before are recorded first, so ``restore_undo`` puts them back.
+        Returns True if anything changed."""
         if level not in VALIDATION_LEVELS or action not in VALIDATION_ACTIONS:
             raise OpError(f"{collection}: validator level must be one of "
                           f"{', '.join(VALIDATION_LEVELS)} and action one of "
@@ -236,98 +225,104 @@ class SchemaOps:
         if not self._exists(collection):
             raise OpError(f"{collection} does not exist: create it first "
                           f"(op.create_collection({collection!r}, validator=...))")
-        current = collection_options(self.db, collection)
+        current = collection_options(self.engine.db, collection)
         before = {"validator": dict(current.get("validator") or {}),
                   "validationLevel": current.get("validationLevel", "strict"),
                   "validationAction": current.get("validationAction", "error")}
         after = {"validator": dict(validator or {}), "validationLevel": level,
                  "validationAction": action}
-        record = self._schema_record(collection, "validator_set", f"validator:{collection}")
-        if self.direction == "downgrade":
-            if record:
-                self._undo.delete_one({"_id": record["_id"]})
-        elif record is None:
+        if before == after or not (before["validator"] or after["validator"]):
+            return False
+        if self.dry_run:
+            self.engine_write(collection, "collMod", repr(after))
+            return True
+        if self._schema_record(collection, "validator_set", f"validator:{collection}") is None:
             # as BSON: a validator's $-prefixed keys are not storable as fields everywhere
-            self._undo.insert_one({
+            self.engine.undo.insert_one({
                 **self._key(collection), "kind": "validator_set",
                 "doc_id": f"validator:{collection}", "before": Binary(bson.encode(before)),
                 "at": utcnow(),
             })
-        if _same_validator(before, after):
-            return False
         self.db.command({"collMod": collection, **after})
         return True
 
 
-def _same_validator(a: dict, b: dict) -> bool:
-    if not a["validator"] and not b["validator"]:
-        return True
-    return a == b
+def restore_schema(op, query: dict[str, Any]) -> int:
+    """Reverse ``op``'s schema records matching ``query``, newest first; returns how many."""
+    db, undo, undone = op.engine.db, op.engine.undo, 0
+    records = list(undo.find({**query, "kind": {"$in": list(_RESTORE)}}))
+    # newest first by time (ids come from two generators, the client's and the server's
+    # upserts, so alone they do not order records), then by id: records a millisecond
+    # apart (an index dropped and built again under its name) are the client's, in order
+    records.sort(key=lambda r: (r["at"], r["_id"]), reverse=True)
+    records.sort(key=lambda r: r["kind"] == "collection_created")  # indexes before their collections
+    for rec in records:
+        _RESTORE[rec["kind"]](op, db, rec)
+        undo.delete_one({"_id": rec["_id"]})
+        undone += 1
+    return undone
 
 
-# ------------------------------------------------------------------- undo
 def _keys(rec: dict) -> list[tuple[str, Any]]:
     return list(zip(rec["key_fields"], rec["key_directions"], strict=True))
 
 
-def _undo_index_created(op: Any, rec: dict) -> None:
-    name = rec["doc_id"].split(":", 1)[1]
-    coll = op.db[rec["collection"]]
+def _restore_index_created(op, db, rec: dict) -> None:
+    coll, name = db[rec["collection"]], rec["doc_id"].split(":", 1)[1]
     if rec.get("created") and name in coll.index_information():
         coll.drop_index(name)
 
 
-def _undo_index_dropped(op: Any, rec: dict) -> None:
-    name = rec["doc_id"].split(":", 1)[1]
-    coll = op.db[rec["collection"]]
+def _restore_index_dropped(op, db, rec: dict) -> None:
+    coll, name = db[rec["collection"]], rec["doc_id"].split(":", 1)[1]
     if name not in coll.index_information():
         coll.create_index(_keys(rec), name=name, **rec["options"])
 
 
-def _undo_collection_created(op: Any, rec: dict) -> None:
-    if "created" not in rec:  # a backup snapshot: always dropped, its manifest says so
-        op.db.drop_collection(rec["collection"])
-        op.backups.update_many({"target": rec["collection"]},
-                               {"$set": {"status": "dropped", "dropped_at": utcnow()}})
-    elif rec["created"]:
-        op.db.drop_collection(rec["collection"])
+def _restore_collection_created(op, db, rec: dict) -> None:
+    coll = db[rec["collection"]]
+    if rec.get("created") is False:
+        return  # create_collection found it there
+    exists = coll.name in db.list_collection_names(filter={"name": coll.name})
+    # a collection an index brought into being goes only if nothing was put in it
+    if exists and not (rec.get("if_empty") and (
+            coll.find_one({}, {"_id": 1}) is not None
+            or set(coll.index_information()) - {"_id_"})):
+        db.drop_collection(coll.name)
+    if "created" not in rec and not rec.get("if_empty"):  # a backup snapshot's record
+        op.engine.backups.update_many({"target": coll.name},
+                                      {"$set": {"status": "dropped", "dropped_at": utcnow()}})
 
 
-def _undo_collection_dropped(op: Any, rec: dict) -> None:
+def _restore_collection_dropped(op, db, rec: dict) -> None:
     name = rec["collection"]
-    if name in op.db.list_collection_names(filter={"name": name}):
+    if name in db.list_collection_names(filter={"name": name}):
         return
-    op.db.create_collection(name, **bson.decode(rec["options"]))
+    db.create_collection(name, **bson.decode(rec["options"]))
     for ix in rec.get("indexes", []):
-        op.db[name].create_index(_keys(ix), name=ix["name"], **ix["options"])
+        db[name].create_index(_keys(ix), name=ix["name"], **ix["options"])
 
 
-def _undo_validator_set(op: Any, rec: dict) -> None:
-    before = bson.decode(rec["before"])
-    op.db.command({"collMod": rec["collection"], **before})
+def _restore_validator_set(op, db, rec: dict) -> None:
+    db.command({"collMod": rec["collection"], **bson.decode(rec["before"])})
 
 
-_UNDO = {
-    "index_created": _undo_index_created,
-    "index_dropped": _undo_index_dropped,
-    "collection_created": _undo_collection_created,
-    "collection_dropped": _undo_collection_dropped,
-    "validator_set": _undo_validator_set,
+_RESTORE = {
+    "index_created": _restore_index_created,
+    "index_dropped": _restore_index_dropped,
+    "collection_created": _restore_collection_created,
+    "collection_dropped": _restore_collection_dropped,
+    "validator_set": _restore_validator_set,
 }
 
 
-def restore_schema(op: Any, collection: str | None = None) -> int:
-    """Reverse this revision's schema records (and forget every non-field record, e.g. a
-    rewrite's state), newest first: an index dropped and built again under the same name
-    comes back as it was. Returns records undone."""
-    query: dict[str, Any] = {"revision": op.revision, "kind": {"$ne": "fields"}}
-    if collection:
-        query["collection"] = collection
-    undone = 0
-    for rec in list(op.undo.find(query).sort([("at", -1), ("_id", -1)])):
-        action = _UNDO.get(rec["kind"])
-        if action is not None:
-            action(op, rec)
-        op.undo.delete_one({"_id": rec["_id"]})
-        undone += 1
-    return undone
+def _duplicates_message(coll, keys: list, name: str) -> str:
+    field = keys[0][0]
+    dups = list(coll.aggregate([
+        {"$group": {"_id": f"${field}", "n": {"$sum": 1}}},
+        {"$match": {"n": {"$gt": 1}}},
+    ]))
+    example = f" (e.g. {dups[0]['_id']!r} x{dups[0]['n']})" if dups else ""
+    return (f"{coll.name} holds {len(dups)} duplicate {field} value(s){example}, so the unique "
+            f"index {name} cannot be built: remove or merge the duplicate documents, then run "
+            "the upgrade again")

@@ -1,18 +1,17 @@
 """A diff as the body of a revision: explicit ``op`` calls a person would write, in the
-order they must run, with a downgrade that calls their reverses in reverse order, and a
-comment wherever the tool cannot decide for you. Pure (no I/O)."""
+order they must run, and a comment wherever the tool cannot decide for you. The downgrade is
+``op.restore_undo()``, as in every revision of this project: each schema helper records what
+it changed, so it reverses exactly what the upgrade did (an index the upgrade found already
+built stays), newest first; a comment lists what that will be. Pure (no I/O)."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from bson import Decimal128, Int64, ObjectId, Regex
 
 from mongrate.mongo.capabilities import collection_needs, index_needs
 from mongrate.schema.diff import (
@@ -50,8 +49,8 @@ class RevisionBody:
 
 # ---------------------------------------------------------------------- literals
 def literal(value: Any, imports: set[str], indent: int = 0) -> str:
-    """Python source for ``value``: one line if it fits in :data:`WIDTH`, else one item a
-    line. Strings in double quotes; BSON types with their import."""
+    """Python source for ``value`` (what YAML gives: str, numbers, bool, None, lists,
+    mappings, dates): one line if it fits in :data:`WIDTH`, else one item a line."""
     flat = _flat(value, imports)
     if indent + len(flat) <= WIDTH or not isinstance(value, Mapping | list | tuple):
         return flat
@@ -69,9 +68,6 @@ def _flat(value: Any, imports: set[str]) -> str:
         return json.dumps(value, ensure_ascii=False)
     if value is None or isinstance(value, bool):
         return repr(value)
-    if isinstance(value, Int64):
-        imports.add("from bson import Int64")
-        return f"Int64({int(value)})"
     if isinstance(value, int):
         return repr(value)
     if isinstance(value, float):
@@ -88,17 +84,7 @@ def _flat(value: Any, imports: set[str]) -> str:
         return f"({inner},)" if len(value) == 1 else f"({inner})"
     if isinstance(value, _dt.datetime | _dt.date):
         imports.add("import datetime")
-        return f"datetime.{value!r}"
-    if isinstance(value, ObjectId):
-        imports.add("from bson import ObjectId")
-        return f'ObjectId("{value}")'
-    if isinstance(value, Decimal128):
-        imports.add("from bson import Decimal128")
-        return f'Decimal128("{value}")'
-    if isinstance(value, Regex | re.Pattern):
-        imports.add("from bson import Regex")
-        flags = value.flags if isinstance(value.flags, str) else Regex.from_native(value).flags
-        return f"Regex({_flat(value.pattern, imports)}, {_flat(flags, imports)})"
+        return repr(value)  # datetime.date(...) / datetime.datetime(...)
     raise ValueError(f"cannot write {type(value).__name__} {value!r} into a revision")
 
 
@@ -147,26 +133,26 @@ def _collection_kwargs(c: Collection) -> dict[str, Any]:
 
 
 def _step(change: Change, imports: set[str], needs: list[str]) -> tuple[list[str], list[str]]:
-    """(upgrade lines, downgrade lines) of one change."""
+    """(upgrade lines, what restore_undo() then does, newest first) of one change."""
     c = change.collection
     if change.kind == ADD_COLLECTION:
         kwargs = _collection_kwargs(change.declared)
         needs.extend(collection_needs(kwargs))
         up = call("create_collection", [c], kwargs, imports)
         if change.renamed_from:
+            old = _flat(change.renamed_from, imports)
             up = [f"# {c} has the indexes of {change.renamed_from}, which schema.yaml does not name:",
-                  f"# if it was renamed, replace this with op.db[{_flat(change.renamed_from, imports)}]"
-                  f".rename({_flat(c, imports)}) (and the",
-                  "# reverse in downgrade), or its documents stay behind"] + up
-        return up, call("drop_collection", [c], {}, imports)
+                  f"# if it was renamed, replace this with op.db[{old}].rename({_flat(c, imports)})",
+                  "# (and rename it back in downgrade), or its documents stay behind"] + up
+        return up, [f"{c}: dropped, if upgrade() created it"]
     if change.kind == ADD_INDEX:
         ix = change.declared
         needs.extend(index_needs(list(ix.keys), ix.options()))
-        return _create_index(c, ix, imports), _drop_index(c, ix.name, imports)
+        return _create_index(c, ix, imports), [f"{c}: index {ix.name} dropped, if upgrade() built it"]
     if change.kind == DROP_INDEX:
         ix = change.live
         return ([f"# {ix.name} is not in schema.yaml"] + _drop_index(c, ix.name, imports),
-                _create_index(c, ix, imports))
+                [f"{c}: index {ix.name} built again as it was"])
     if change.kind in (CHANGE_INDEX, RENAME_INDEX):  # both: drop the old, build the new
         new, old = change.declared, change.live
         needs.extend(index_needs(list(new.keys), new.options()))
@@ -178,10 +164,11 @@ def _step(change: Change, imports: set[str], needs: list[str]) -> tuple[list[str
                     "MongoDB", "# cannot do in place, so it is dropped and built again under "
                     "the new name"]
         return (note + _drop_index(c, old.name, imports) + _create_index(c, new, imports),
-                _drop_index(c, new.name, imports) + _create_index(c, old, imports))
+                [f"{c}: index {new.name} dropped, {old.name} built again as it was"])
     if change.kind == SET_VALIDATOR:
         needs.append("validators")
-        return _set_validator(c, change.declared, imports), _set_validator(c, change.live, imports)
+        return (_set_validator(c, change.declared, imports),
+                [f"{c}: validator put back as it was ({change.live.describe()})"])
     if change.kind == CHANGE_OPTIONS:
         return ([f"# {c}: {d}" for d in change.details]
                 + ["# Creation options cannot be changed in place: create a new collection with",
@@ -215,14 +202,9 @@ def render(diff: Diff, source: str = "schema.yaml") -> RevisionBody:
             body.upgrade.append("")
         current = change.collection
         body.upgrade.extend(up)
-    current = None
-    for change, (_, down) in zip(reversed(diff.changes), reversed(steps), strict=True):
-        if not down:
-            continue
-        if change.collection != current and current is not None:
-            body.downgrade.append("")
-        current = change.collection
-        body.downgrade.extend(down)
-    if not body.downgrade:
-        body.downgrade.append("pass  # nothing the upgrade did can be reversed by a call")
+    undone = [d for _, down in reversed(steps) for d in down]
+    if undone:
+        body.downgrade.append("# restore_undo() reverses exactly what upgrade() did, newest first:")
+        body.downgrade.extend(f"#   {d}" for d in undone)
+    body.downgrade.append("op.restore_undo()")
     return body

@@ -38,8 +38,7 @@ async def start_and_ask(app) -> dict:
 def test_the_app_upgrades_its_database_when_it_starts(project, mongo_db, monkeypatch):
     mongo_db.items.insert_many([{"n": i} for i in range(5)])
     project.add("aaaa1111", None, body_up='op.update_many("items", {}, {"$set": {"v": 1}})')
-    project.add("bbbb2222", "aaaa1111", body_up='op.create_index("items", [("v", 1)], name="by_v")',
-                body_down='op.drop_index("items", "by_v")')
+    project.add("bbbb2222", "aaaa1111", body_up='op.create_index("items", [("v", 1)], name="by_v")')
     ns = readme_app(project, monkeypatch, lock_timeout=5)
     assert asyncio.run(start_and_ask(ns["app"])) == {"migrations": "at bbbb2222"}
     assert mongo_db.mongrate_version.distinct("_id") == ["bbbb2222"]

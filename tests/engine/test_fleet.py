@@ -28,8 +28,7 @@ def tenants(project, mongo_client):
     for name in names:
         mongo_client[name].items.insert_many([{"n": j} for j in range(5)])
     project.add("aaaa1111", None, body_up=FLAGGED)
-    project.add("bbbb2222", "aaaa1111", body_up='op.create_index("items", [("v", 1)], name="by_v")',
-                body_down='op.drop_index("items", "by_v")')
+    project.add("bbbb2222", "aaaa1111", body_up='op.create_index("items", [("v", 1)], name="by_v")')
     yield project, names, f"{prefix}_tenant_*"
     for name in names:
         mongo_client.drop_database(name)

@@ -7,8 +7,7 @@ import pytest
 
 from mongrate.config import Config
 from mongrate.errors import CapabilityError
-from mongrate.operations.ops import Operations
-from mongrate.progress import Reporter
+from mongrate.testing.kit import revision_op
 
 CFG = Config()
 
@@ -59,10 +58,12 @@ def test_autogenerate_from_nothing_round_trips(declared, mongo_db):
     assert r.code == 0, r.err
     (path,) = generated(p)
     text = path.read_text()
-    # what a person would write: the collection before its indexes, reversed on the way down
+    # what a person would write: the collection before its indexes; the downgrade is
+    # restore_undo(), saying what it will reverse
     assert text.index('op.create_collection("accounts")') < text.index('name="email_unique"')
     down = text[text.index("def downgrade"):]
-    assert down.index('op.drop_index("audit", "at_-1")') < down.index('op.drop_collection("audit")')
+    assert down.index("#   audit: index at_-1 dropped") < down.index("#   audit: dropped")
+    assert down.rstrip().endswith("op.restore_undo()")
     assert p.run("upgrade", "head").code == 0
     assert p.run("check").code == 0
     assert set(indexes(mongo_db, "accounts")) == {"_id_", "email_unique", "org_created"}
@@ -127,11 +128,6 @@ def test_autogenerate_wants_the_database_at_head(declared, mongo_db):
 
 
 # -------------------------------------------------------------- capabilities
-def make_op(db, direction="upgrade"):
-    return Operations(db, undo=db[CFG.undo_collection], backups=db[CFG.backups_collection],
-                      revision="r1", direction=direction, reporter=Reporter(quiet=True))
-
-
 @pytest.mark.parametrize("call, feature", [
     (lambda op: op.set_validator("items", {"$jsonSchema": {"bsonType": "object"}}),
      "collection validators"),
@@ -148,13 +144,14 @@ def make_op(db, direction="upgrade"):
 ])
 def test_ferretdb_lacks_these_and_nothing_is_written(mongo_db, call, feature):
     mongo_db.items.insert_one({"a": 1})
-    before = (sorted(mongo_db.list_collection_names()), indexes(mongo_db, "items"))
-    with pytest.raises(CapabilityError) as info:
-        call(make_op(mongo_db))
+    before = (user_collections(mongo_db), indexes(mongo_db, "items"))
+    with pytest.raises(CapabilityError) as info, revision_op(mongo_db, "r1") as op:
+        call(op)
     message = str(info.value)
     assert feature in message and "FerretDB" in message and "nothing was written" in message
     assert "\n" not in message
-    assert (sorted(mongo_db.list_collection_names()), indexes(mongo_db, "items")) == before
+    assert (user_collections(mongo_db), indexes(mongo_db, "items")) == before
+    assert mongo_db[CFG.undo_collection].count_documents({}) == 0
 
 
 def test_a_generated_ttl_index_stops_the_upgrade_before_any_write(project, mongo_db):
@@ -176,18 +173,22 @@ def test_schema_helpers_reverse_exactly_through_restore_undo(mongo_db):
     mongo_db.items.insert_one({"a": 1})
     mongo_db.items.create_index([("a", 1)], name="a_old")
     before = (user_collections(mongo_db), indexes(mongo_db, "items"))
-    op = make_op(mongo_db)
-    # the same name dropped and built again on other keys: restore must undo newest first
-    assert op.drop_index("items", "a_old") is True
-    assert op.create_index("items", [("b", 1)], name="a_old") is True
-    assert op.create_collection("empty_one") is True
-    assert op.create_collection("empty_one") is False  # re-run
     mongo_db.create_collection("gone")
     mongo_db.gone.create_index([("k", -1)], name="k_desc")
-    assert op.drop_collection("gone") is True
-    with pytest.raises(Exception, match="holds 1 documents"):
-        op.drop_collection("items")
-    make_op(mongo_db, "downgrade").restore_undo()
+    with revision_op(mongo_db, "r1") as op:
+        # the same name dropped and built again on other keys: restore must undo newest first
+        assert op.drop_index("items", "a_old") is True
+        assert op.create_index("items", [("b", 1)], name="a_old") is True
+        assert op.create_collection("empty_one") is True
+        assert op.create_collection("empty_one") is False  # re-run
+        assert op.drop_collection("gone") is True
+        with pytest.raises(Exception, match="holds 1 documents"):
+            op.drop_collection("items")
+        with pytest.raises(Exception, match="exists with other options"):
+            op.create_collection("items", capped=True, size=4096)
+    assert "empty_one" in user_collections(mongo_db) and "gone" not in user_collections(mongo_db)
+    with revision_op(mongo_db, "r1", "downgrade") as op:
+        assert op.restore_undo() == 4  # two index records, two collection records
     assert (user_collections(mongo_db), indexes(mongo_db, "items")) == (
         sorted(before[0] + ["gone"]), before[1])
     assert indexes(mongo_db, "gone")["k_desc"]["key"] == [("k", -1)]
