@@ -7,6 +7,7 @@ inside the commands so ``mongrate --help`` starts fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -75,6 +76,42 @@ DRY_RUN = click.option("--dry-run", is_flag=True,
                        help="Print the plan and the writes each step would send; write nothing.")
 
 
+def fleet_options(verb: str):
+    """``--databases PATTERN`` (repeatable), ``--jobs N`` and ``--fail-fast`` for ``verb``:
+    with patterns (here or 'databases' in the ini) the command runs on each matching
+    database and ends with the table; without, it runs as written below."""
+    def decorate(f):
+        @click.option("--databases", "fleet_patterns", multiple=True, metavar="PATTERN",
+                      help="Run on every database matching this name or glob (repeatable).")
+        @click.option("--jobs", "fleet_jobs", type=click.IntRange(min=1),
+                      help="Databases worked on at once (default: the ini's jobs, 1).")
+        @click.option("--fail-fast", "fleet_fail_fast", is_flag=True,
+                      help="Start no further database once one fails.")
+        @functools.wraps(f)
+        def run(*args: Any, fleet_patterns: tuple[str, ...], fleet_jobs: int | None,
+                fleet_fail_fast: bool, **kwargs: Any) -> None:
+            opts = click.get_current_context().find_object(Options)
+            config = opts.config()
+            if not (fleet_patterns or config.databases):
+                if fleet_jobs or fleet_fail_fast:
+                    raise click.UsageError("--jobs and --fail-fast go with --databases "
+                                           "(or 'databases' in [mongrate])")
+                return f(*args, **kwargs)
+            from mongrate.commands import fleet
+            from mongrate.errors import FleetFailed
+            from mongrate.progress import Reporter
+
+            result = fleet.run_fleet(config, verb, fleet_patterns, jobs=fleet_jobs,
+                                     fail_fast=fleet_fail_fast, verbose=opts.verbose,
+                                     reporter=Reporter(quiet=opts.as_json), **kwargs)
+            emit(opts, result.as_dict(), fleet.table(result))
+            if not result.ok:
+                raise FleetFailed(f"{len(result.failed)} of {len(result.rows)} database(s) "
+                                  f"did not succeed: {', '.join(r.database for r in result.failed)}")
+        return run
+    return decorate
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "config_path", metavar="FILE",
               help="Config file (default ./mongrate.ini or $MONGRATE_CONFIG).")
@@ -110,15 +147,48 @@ def init(opts: Options, directory: str, database: str) -> None:
 @click.option("--branch-label", help="Label for a new branch.")
 @click.option("--depends-on", multiple=True, help="Revision this one depends on (repeatable).")
 @click.option("--rev-id", help="Choose the id instead of a random one.")
+@click.option("--autogenerate", is_flag=True,
+              help="Fill it with the op calls that make the database match schema.yaml.")
+@click.option("--dry-run", is_flag=True, help="With --autogenerate: print the file, write nothing.")
 @pass_opts
 def revision(opts: Options, message: str, head: str, splice: bool, branch_label: str | None,
-             depends_on: tuple[str, ...], rev_id: str | None) -> None:
+             depends_on: tuple[str, ...], rev_id: str | None, autogenerate: bool,
+             dry_run: bool) -> None:
     """Write a new revision file from the template."""
     from mongrate import commands
 
+    if dry_run and not autogenerate:
+        raise click.UsageError("--dry-run goes with --autogenerate (a plain revision is a template)")
+    if autogenerate:
+        _autogenerate(opts, message, head=head, splice=splice, branch_label=branch_label,
+                      depends_on=depends_on, rev_id=rev_id, dry_run=dry_run)
+        return
     path = commands.revision(opts.config(), message, head=head, splice=splice,
                              branch_label=branch_label, depends_on=depends_on, rev_id=rev_id)
     emit(opts, {"path": str(path)}, f"created {path}")
+
+
+def _autogenerate(opts: Options, message: str, **kwargs: Any) -> None:
+    from mongrate import commands
+    from mongrate.commands.fleet import one_database
+    from mongrate.progress import Reporter
+
+    config, chosen = one_database(opts.config())
+    project = commands.Project(config, Reporter(quiet=opts.as_json))
+    if chosen:
+        project.reporter.info(f"comparing with {chosen}, the first database 'databases' matches")
+    result = commands.autogenerate(project, message, **kwargs)
+    data = {"changes": result.diff.lines(), "path": str(result.path) if result.path else None,
+            "written": result.written, "needs": list(result.needs),
+            "text": result.text if kwargs.get("dry_run") else None}
+    if not result.diff:
+        text = "no changes: the database matches the declared schema; nothing written"
+    elif result.written:
+        text = "\n".join([f"  {line}" for line in result.diff.lines()]
+                         + [f"created {result.path} ({len(result.diff)} change(s)): review it"])
+    else:
+        text = (result.text or "").rstrip("\n") + f"\n# dry run: {result.path} was not written"
+    emit(opts, data, text)
 
 
 @cli.command()
@@ -175,6 +245,7 @@ RELATIVE_OK = {"ignore_unknown_options": True}
 @click.argument("target", default="head")
 @DRY_RUN
 @LOCK_TIMEOUT
+@fleet_options("upgrade")
 @pass_opts
 def upgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) -> None:
     """Apply revisions up to TARGET (head, heads, +N, REV, label@head...)."""
@@ -188,6 +259,7 @@ def upgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) -> N
 @click.argument("target")
 @DRY_RUN
 @LOCK_TIMEOUT
+@fleet_options("downgrade")
 @pass_opts
 def downgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) -> None:
     """Reverse revisions down to TARGET (-1, base, REV, label@base...)."""
@@ -202,6 +274,7 @@ def downgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) ->
 @click.argument("revisions", nargs=-1, required=True)
 @click.option("--purge", is_flag=True, help="Clear the version collection first.")
 @LOCK_TIMEOUT
+@fleet_options("stamp")
 @pass_opts
 def stamp(opts: Options, revisions: tuple[str, ...], purge: bool, lock_timeout: float) -> None:
     """Record REVISIONS as applied without running anything."""
@@ -238,6 +311,7 @@ def _rev_data(rev) -> dict:
 
 @cli.command()
 @VERBOSE
+@fleet_options("current")
 @pass_opts
 def current(opts: Options) -> None:
     """Show the revisions the database is at, interrupted steps and the lock."""
@@ -355,14 +429,19 @@ def show(opts: Options, rev: str) -> None:
 
 
 @cli.command()
+@fleet_options("check")
 @pass_opts
 def check(opts: Options) -> None:
-    """Exit 1 with reasons if there are several heads, pending or interrupted steps, or
-    an applied revision's file changed since it ran."""
+    """Exit 1 with reasons if there are several heads, pending or interrupted steps, an
+    applied revision's file changed since it ran, or the database differs from the
+    declared schema (schema.yaml)."""
     from mongrate import commands
 
-    commands.check(opts.project())
-    emit(opts, {"ok": True}, "ok: one head, database up to date, no changed or interrupted revisions")
+    project = opts.project()
+    commands.check(project)
+    schema = ", matches the declared schema" if project.config.schema else ""
+    emit(opts, {"ok": True},
+         f"ok: one head, database up to date, no changed or interrupted revisions{schema}")
 
 
 # ------------------------------------------------------------------- backups

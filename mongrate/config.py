@@ -32,6 +32,9 @@ DEFAULTS: dict[str, object] = {
     "backups_collection": "mongrate_backups",
     "lock_lease_seconds": 30.0,
     "batch_size": 1000,
+    "schema": "",
+    "databases": "",
+    "jobs": 1,
     "write_strategy": "auto",
 }
 #: Seconds a command waits for another run's lock (``--lock-timeout``).
@@ -55,6 +58,11 @@ class Config:
     backups_collection: str = str(DEFAULTS["backups_collection"])
     lock_lease_seconds: float = float(DEFAULTS["lock_lease_seconds"])  # type: ignore[arg-type]
     batch_size: int = int(DEFAULTS["batch_size"])  # type: ignore[call-overload]
+    #: schema.yaml (absolute), or None when no declared schema is configured
+    schema: Path | None = None
+    #: glob patterns of the databases fleet commands run on (empty: just ``database``)
+    databases: tuple[str, ...] = ()
+    jobs: int = int(DEFAULTS["jobs"])  # type: ignore[call-overload]
     write_strategy: str = str(DEFAULTS["write_strategy"])
     prepend_sys_path: tuple[Path, ...] = ()
     config_file: Path | None = None
@@ -81,6 +89,11 @@ class Config:
                 "no server URL: set 'url' in [mongrate] of the config, $MONGRATE_URL, or --url"
             )
         return self.url
+
+
+def split_patterns(value: str) -> tuple[str, ...]:
+    """``databases`` in the ini: names or globs separated by commas, spaces or lines."""
+    return tuple(p for p in re.split(r"[\s,]+", value) if p)
 
 
 def database_from_url(url: str) -> str | None:
@@ -157,6 +170,9 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = True)
         (p if p.is_absolute() else here / p)
         for p in (Path(x) for x in values.pop("prepend_sys_path", str(DEFAULTS["prepend_sys_path"])).split() if x)
     )
+    schema_value = values.pop("schema", str(DEFAULTS["schema"])).strip()
+    schema = (here / schema_value) if schema_value else None
+    databases = split_patterns(values.pop("databases", str(DEFAULTS["databases"])))
     names = {
         k: values.pop(k)
         for k in COLLECTION_KEYS
@@ -169,6 +185,9 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = True)
         file_template=values.pop("file_template", str(DEFAULTS["file_template"])),
         lock_lease_seconds=number("lock_lease_seconds", Config.lock_lease_seconds, float, 1.0),
         batch_size=int(number("batch_size", Config.batch_size, int, 1)),
+        schema=schema,
+        databases=databases,
+        jobs=int(number("jobs", Config.jobs, int, 1)),
         write_strategy=_choice(path, "write_strategy", values.pop("write_strategy", None),
                                ("auto", "in_place", "rewrite")),
         prepend_sys_path=prepend,
@@ -220,6 +239,14 @@ backups_collection = {d["backups_collection"]}
 lock_lease_seconds = {lease}
 # Documents per batch for op helpers.
 batch_size = {d["batch_size"]}
+# Declared indexes, validators and options, for 'revision --autogenerate' and 'check'
+# (e.g. schema.yaml, relative to this file); empty: none.
+schema = {d["schema"]}
+# Run upgrade/downgrade/current/check/stamp on every database matching these names or
+# globs (e.g. tenant_*), each with its own version collection and lock; empty: just
+# the one database above. --jobs at a time.
+databases = {d["databases"]}
+jobs = {d["jobs"]}
 # How data helpers write: auto (detected once per run), in_place or rewrite.
 write_strategy = {d["write_strategy"]}
 """

@@ -106,3 +106,14 @@ class OrderError(RewriteError):
 
 class BackupNotFound(MongrateError):
     """No such backup or snapshot: a usage error."""
+
+
+class CapabilityError(OpError):
+    """An op needs something this server cannot do (e.g. validators on FerretDB 1.x);
+    raised before anything is written."""
+
+
+class FleetFailed(MongrateError):
+    """A command run on several databases did not succeed on all of them."""
+
+    exit_code = 1

@@ -49,7 +49,11 @@ def history(project: Project, rev_range: str | None = None, *,
 
 
 def check(project: Project) -> list[str]:
-    """Everything that needs attention, one reason a line; raises CheckFailed if any."""
+    """Everything that needs attention, one reason a line; raises CheckFailed if any.
+
+    With a declared schema (``schema`` in the config), a database at the head is also
+    compared with it: one line per missing, extra or changed index, validator or option.
+    """
     graph = project.graph
     problems: list[str] = []
     if len(graph.heads) > 1:
@@ -80,6 +84,11 @@ def check(project: Project) -> list[str]:
                     f"{rev.path} changed since revision {rev_id} ran at "
                     f"{last['started_at']:%Y-%m-%d %H:%M:%S} UTC: write a new revision instead"
                 )
+        if project.config.schema is not None and not pending:
+            # behind the head, the pending revisions are the difference to act on first
+            from mongrate.commands.schema import drift_lines
+
+            problems.extend(drift_lines(project))
     for entry in store.last_failures():
         problems.append(
             f"the last {entry['direction']} of {entry['revision']} failed "

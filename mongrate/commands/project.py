@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from pymongo.database import Database
+
 from mongrate.config import Config
 from mongrate.graph.revisions import RevisionGraph
 from mongrate.graph.scripts import ScriptDirectory
@@ -15,11 +17,14 @@ from mongrate.runtime.store import Store, connect
 class Project:
     """Scripts and (lazily) the database of one configured project."""
 
-    def __init__(self, config: Config, reporter: Reporter | None = None):
+    def __init__(self, config: Config, reporter: Reporter | None = None, *,
+                 scripts: ScriptDirectory | None = None, db: Database | None = None):
+        """``scripts`` and ``db`` let many projects share one revisions folder and one
+        client (the fleet commands); a ``db`` given is not closed by :meth:`close`."""
         self.config = config
         self.reporter = reporter or Reporter()
-        self.scripts = ScriptDirectory(config)
-        self._store: Store | None = None
+        self.scripts = scripts or ScriptDirectory(config)
+        self._store: Store | None = Store(db, config) if db is not None else None
         self._client = None
 
     @property

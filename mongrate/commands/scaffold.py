@@ -29,7 +29,19 @@ def revision(config: Config, message: str, *, head: str = "head", splice: bool =
              branch_label: str | None = None, depends_on: Sequence[str] = (),
              rev_id: str | None = None) -> Path:
     """Write a new revision file on top of ``head`` (Alembic's ``--head`` rules)."""
-    scripts = ScriptDirectory(config)
+    path, text = render_revision(ScriptDirectory(config), message, head=head, splice=splice,
+                                 branch_label=branch_label, depends_on=depends_on,
+                                 rev_id=rev_id)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def render_revision(scripts: ScriptDirectory, message: str, *, head: str = "head",
+                    splice: bool = False, branch_label: str | None = None,
+                    depends_on: Sequence[str] = (), rev_id: str | None = None,
+                    **body: str) -> tuple[Path, str]:
+    """The path and text of a new revision on top of ``head``; ``body``: the template's
+    ``upgrades``, ``downgrades`` and ``imports``."""
     graph = scripts.graph
     if not message.strip():
         raise ConfigError("a revision needs a message: -m 'what it does'")
@@ -52,9 +64,9 @@ def revision(config: Config, message: str, *, head: str = "head", splice: bool =
             )
         parents = (parent,)
     deps = tuple(graph.resolve_one(d) for d in depends_on)
-    return scripts.write_revision(message, down_revisions=parents, rev_id=rev_id,
-                                  branch_labels=(branch_label,) if branch_label else (),
-                                  depends_on=deps)
+    return scripts.render_revision(message, down_revisions=parents, rev_id=rev_id,
+                                   branch_labels=(branch_label,) if branch_label else (),
+                                   depends_on=deps, **body)
 
 
 def merge(config: Config, revisions: Sequence[str], message: str, *,

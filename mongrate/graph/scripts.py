@@ -13,10 +13,12 @@ import importlib.util
 import re
 import string
 import sys
+import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from mongrate.config import Config
 from mongrate.errors import ConfigError, ScriptError
@@ -101,6 +103,7 @@ class ScriptDirectory:
         self.path = Path(config.script_location)
         self._graph: RevisionGraph | None = None
         self._modules: dict[str, ModuleType] = {}
+        self._loading = threading.Lock()  # fleet commands run several databases at once
 
     def revision_files(self) -> list[Path]:
         if not self.path.is_dir():
@@ -120,6 +123,10 @@ class ScriptDirectory:
 
     def load_module(self, rev_id: str) -> ModuleType:
         """Import the revision's module (once per process)."""
+        with self._loading:
+            return self._load_module(rev_id)
+
+    def _load_module(self, rev_id: str) -> ModuleType:
         if rev_id in self._modules:
             return self._modules[rev_id]
         rev = self.graph.get(rev_id)
@@ -146,7 +153,15 @@ class ScriptDirectory:
         src = local if local.exists() else Path(__file__).parent / "templates" / _TEMPLATE_NAME
         return string.Template(src.read_text(encoding="utf-8"))
 
-    def write_revision(
+    def write_revision(self, message: str, **kwargs: Any) -> Path:
+        """Write a new revision file from the template and return its path (arguments as
+        :meth:`render_revision`)."""
+        path, text = self.render_revision(message, **kwargs)
+        path.write_text(text, encoding="utf-8")
+        self._graph = None
+        return path
+
+    def render_revision(
         self,
         message: str,
         *,
@@ -155,8 +170,13 @@ class ScriptDirectory:
         branch_labels: tuple[str, ...] = (),
         depends_on: tuple[str, ...] = (),
         now: datetime | None = None,
-    ) -> Path:
-        """Write a new revision file from the template and return its path."""
+        upgrades: str = "pass",
+        downgrades: str = "op.restore_undo()",
+        imports: str = "",
+    ) -> tuple[Path, str]:
+        """The path and text of a new revision file. ``upgrades``/``downgrades``: the
+        functions' bodies (lines after the first indented by 4); ``imports``: lines put
+        after the docstring."""
         rev_id = rev_id or uuid.uuid4().hex[:12]
         if not _REV_ID_RE.match(rev_id):
             raise ConfigError(f"--rev-id {rev_id!r}: use letters, digits and '_' only")
@@ -177,7 +197,13 @@ class ScriptDirectory:
                 return "None"
             return repr(values[0]) if len(values) == 1 else repr(tuple(values))
 
-        text = self.template().safe_substitute(
+        template = self.template()
+        if (upgrades, downgrades) != ("pass", "op.restore_undo()") and not all(
+                f"${{{k}}}" in template.template for k in ("upgrades", "downgrades")):
+            raise ConfigError(f"the revision template {self.path / _TEMPLATE_NAME} has no "
+                              "${upgrades} / ${downgrades}: add them (see mongrate's own "
+                              "template) to write generated revisions")
+        text = template.safe_substitute(
             message=message.replace('"""', "'''"),
             rev_id=rev_id,
             down_revision_text=", ".join(down_revisions) or "",
@@ -186,10 +212,11 @@ class ScriptDirectory:
             down_revision_repr=rep(down_revisions),
             branch_labels_repr=rep(branch_labels),
             depends_on_repr=rep(depends_on),
+            upgrades=upgrades,
+            downgrades=downgrades,
+            imports=imports,
         )
         path = self.path / f"{stem}.py"
         if path.exists():
             raise ConfigError(f"{path} already exists; choose another message or --rev-id")
-        path.write_text(text, encoding="utf-8")
-        self._graph = None
-        return path
+        return path, text

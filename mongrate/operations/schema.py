@@ -1,27 +1,78 @@
-"""Schema helpers of ``op``: indexes (and the collections creating one brings into being).
+"""Schema helpers of ``op``: indexes, collections and validators.
 
 Each records what it did in the undo collection before doing it, so ``op.restore_undo()``
-drops what this revision created and recreates what it dropped, and nothing else.
+drops what this revision created, recreates what it dropped, puts back the validator it
+replaced, and nothing else. Undo records (``revision``, ``collection``, ``kind``, ``doc_id``):
+
+- ``index_created`` / ``index_dropped`` (``index:<name>``): whether this revision built it /
+  the dropped index's keys and options;
+- ``collection_created`` (``collection:<name>``): ``created`` from ``create_collection``
+  (False: it was there already); ``if_empty`` when an index brought it into being (dropped
+  again only if still empty); neither for a backup snapshot (always dropped);
+- ``collection_dropped`` (``collection:<name>``): its options and indexes (empty ones only);
+- ``validator_set`` (``validator:<name>``): validator, level and action before, as BSON.
+
+A server that cannot do what a helper asks (FerretDB 1.x: validators, partial, TTL, sparse
+and collated indexes) fails the call with one line before anything is written
+(:mod:`mongrate.mongo.capabilities`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import bson
+from bson.binary import Binary
 from pymongo.errors import OperationFailure
 
-from mongrate.errors import OpError
+from mongrate.errors import CapabilityError, OpError
+from mongrate.mongo.capabilities import (
+    FEATURES,
+    Capabilities,
+    collection_needs,
+    index_needs,
+    probe,
+)
 from mongrate.mongo.codec import DUPLICATE_KEY, utcnow
+from mongrate.mongo.collections import collection_options, fast_count, index_specs
+from mongrate.schema.model import VALIDATION_ACTIONS, VALIDATION_LEVELS, option_differences
 
 _SIGNIFICANT = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpression")
 
 
 class SchemaOps:
-    """Index helpers (mixed into :class:`mongrate.operations.ops.Operations`)."""
+    """Schema helpers (mixed into :class:`mongrate.operations.ops.Operations`)."""
 
-    def _index_record(self, collection: str, name: str) -> dict | None:
-        return self.engine.undo.find_one({**self._key(collection), "doc_id": f"index:{name}",
-                                          "kind": {"$in": ["index_created", "index_dropped"]}})
+    # ---------------------------------------------------------- capabilities
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this server can do (asked once per op, with read-only commands)."""
+        caps = getattr(self, "_capabilities", None)
+        if caps is None:
+            caps = self._capabilities = probe(self.engine.db)
+        return caps
+
+    def require(self, *features: str) -> None:
+        """Fail unless the server has every one of ``features`` (``validators``,
+        ``partial_indexes``, ``ttl_indexes``, ``sparse_indexes``, ``collation``,
+        ``special_indexes``, ``collection_options``). First in a revision, it stops it
+        before its first write on a server that lacks one."""
+        self._require("this revision", features)
+
+    def _require(self, what: str, features: Any) -> None:
+        unknown = sorted(set(features) - set(FEATURES))
+        if unknown:
+            raise OpError(f"unknown capability {', '.join(unknown)}; known: {', '.join(FEATURES)}")
+        missing = [f for f in dict.fromkeys(features) if not self.capabilities.supports(f)]
+        if missing:
+            raise CapabilityError(
+                f"{what} needs {' and '.join(FEATURES[f] for f in missing)}, which this server "
+                f"({self.capabilities.server}) does not have; nothing was written: run it on "
+                "a server that has them, or leave them out")
+
+    def _schema_record(self, collection: str, kind: str, doc_id: str) -> dict | None:
+        return self.engine.undo.find_one({**self._key(collection), "kind": kind,
+                                          "doc_id": doc_id})
 
     def create_index(self, collection: str, keys: list[tuple[str, int]] | str, *, name: str,
                      **options: Any) -> bool:
@@ -29,13 +80,14 @@ class SchemaOps:
         created it (and the collection, if creating the index brings it into being). An
         index with the same name or keys but other options is an error: a revision must not
         silently go without the unique index it asked for. Returns True if created."""
+        wanted_key = [(keys, 1)] if isinstance(keys, str) else [tuple(k) for k in keys]
+        self._require(f"{collection}: index {name}", index_needs(wanted_key, options))
         db = self.db  # through op.db: changes still waiting for this collection are written
         coll = db[collection]
         undo = self.engine.undo
         # asked before anything else: listing indexes may create the collection (FerretDB)
         absent = collection not in db.list_collection_names(filter={"name": collection})
         existing = coll.index_information() if not absent else {}
-        wanted_key = [(keys, 1)] if isinstance(keys, str) else [tuple(k) for k in keys]
         wanted_opts = {k: options[k] for k in _SIGNIFICANT if options.get(k) not in (None, False)}
         match = None
         for n, info in existing.items():
@@ -52,7 +104,8 @@ class SchemaOps:
         if match is not None:
             if match != name:
                 self.log(f"{collection}: index {match} already serves as {name}; kept as is")
-            if self._index_record(collection, name) is None and not self.dry_run:
+            if self._schema_record(collection, "index_created", f"index:{name}") is None \
+                    and not self.dry_run:
                 undo.insert_one({**self._key(collection), "doc_id": f"index:{name}",
                                  "kind": "index_created", "created": False, "at": utcnow()})
             return False
@@ -63,7 +116,7 @@ class SchemaOps:
             undo.update_one({**self._key(collection), "kind": "collection_created",
                              "doc_id": f"collection:{collection}"},
                             {"$setOnInsert": {"at": utcnow(), "if_empty": True}}, upsert=True)
-        if self._index_record(collection, name) is None:
+        if self._schema_record(collection, "index_created", f"index:{name}") is None:
             undo.insert_one({**self._key(collection), "doc_id": f"index:{name}",
                              "kind": "index_created", "created": True, "at": utcnow()})
         try:
@@ -85,7 +138,7 @@ class SchemaOps:
         if self.dry_run:
             self.engine_write(collection, "drop_index", name)
             return True
-        if self._index_record(collection, name) is None:
+        if self._schema_record(collection, "index_dropped", f"index:{name}") is None:
             info = dict(existing[name])
             info.pop("v", None)
             info.pop("ns", None)
@@ -100,38 +153,167 @@ class SchemaOps:
         return True
 
 
+    # ----------------------------------------------------------- collections
+    def _exists(self, name: str) -> bool:
+        return bool(self.engine.db.list_collection_names(filter={"name": name}))
+
+    def create_collection(self, name: str, **options: Any) -> bool:
+        """Create ``name`` with creation options (``capped``, ``size``, ``collation``,
+        ``validator``, ``validationLevel``...) unless it exists with them; remember whether
+        this revision created it. One that exists with other options is an error. Returns
+        True if it was created."""
+        self._require(f"collection {name}", collection_needs(options))
+        key = {**self._key(name), "kind": "collection_created", "doc_id": f"collection:{name}"}
+        if self._exists(name):
+            live = collection_options(self.engine.db, name)
+            differing = option_differences(options, live, declared_in="the call")
+            if any(options[k] != live.get(k) for k in ("validator", "validationLevel",
+                                                        "validationAction") if k in options):
+                differing.append("the validator differs")
+            if differing:
+                raise OpError(f"collection {name} exists with other options "
+                              f"({'; '.join(differing)}); change it by hand or drop it first")
+            if not self.dry_run and self.engine.undo.find_one(key) is None:
+                self.engine.undo.insert_one({**key, "created": False, "at": utcnow()})
+            return False
+        if self.dry_run:
+            self.engine_write(name, "create_collection", repr(options) if options else "")
+            return True
+        if self.engine.undo.find_one(key) is None:
+            self.engine.undo.insert_one({**key, "created": True, "at": utcnow()})
+        self.db.create_collection(name, **options)
+        return True
+
+    def drop_collection(self, name: str) -> bool:
+        """Drop ``name`` if it holds no documents, remembering its options and indexes so
+        ``restore_undo`` makes it again. A collection with documents is refused (back it up
+        with ``op.backup_collection``, then drop it through ``op.db``). Returns False if
+        there was no such collection."""
+        if not self._exists(name):
+            return False
+        db = self.engine.db
+        if self.db[name].find_one({}, {"_id": 1}) is not None:
+            raise OpError(f"{name} holds {fast_count(db, name)} documents: op.drop_collection "
+                          "drops only empty collections (so restore_undo can make them again); "
+                          "back it up with op.backup_collection, then op.db.drop_collection")
+        if self.dry_run:
+            self.engine_write(name, "drop_collection", "")
+            return True
+        if self._schema_record(name, "collection_dropped", f"collection:{name}") is None:
+            indexes = [{"name": n, "key_fields": [k[0] for k in keys],
+                        "key_directions": [k[1] for k in keys], "options": opts}
+                       for n, (keys, opts) in index_specs(db, name).items()]
+            self.engine.undo.insert_one({
+                **self._key(name), "kind": "collection_dropped", "doc_id": f"collection:{name}",
+                "options": Binary(bson.encode(collection_options(db, name))),
+                "indexes": indexes, "at": utcnow(),
+            })
+        self.db.drop_collection(name)
+        return True
+
+    # ------------------------------------------------------------ validators
+    def set_validator(self, collection: str, validator: dict | None, *, level: str = "strict",
+                      action: str = "error") -> bool:
+        """Set the collection's validator (``collMod``); None removes it. The validator,
+        level and action before are recorded first, so ``restore_undo`` puts them back.
+        Returns True if anything changed."""
+        if level not in VALIDATION_LEVELS or action not in VALIDATION_ACTIONS:
+            raise OpError(f"{collection}: validator level must be one of "
+                          f"{', '.join(VALIDATION_LEVELS)} and action one of "
+                          f"{', '.join(VALIDATION_ACTIONS)}, not {level!r} / {action!r}")
+        self._require(f"{collection}: validator", ["validators"])
+        if not self._exists(collection):
+            raise OpError(f"{collection} does not exist: create it first "
+                          f"(op.create_collection({collection!r}, validator=...))")
+        current = collection_options(self.engine.db, collection)
+        before = {"validator": dict(current.get("validator") or {}),
+                  "validationLevel": current.get("validationLevel", "strict"),
+                  "validationAction": current.get("validationAction", "error")}
+        after = {"validator": dict(validator or {}), "validationLevel": level,
+                 "validationAction": action}
+        if before == after or not (before["validator"] or after["validator"]):
+            return False
+        if self.dry_run:
+            self.engine_write(collection, "collMod", repr(after))
+            return True
+        if self._schema_record(collection, "validator_set", f"validator:{collection}") is None:
+            # as BSON: a validator's $-prefixed keys are not storable as fields everywhere
+            self.engine.undo.insert_one({
+                **self._key(collection), "kind": "validator_set",
+                "doc_id": f"validator:{collection}", "before": Binary(bson.encode(before)),
+                "at": utcnow(),
+            })
+        self.db.command({"collMod": collection, **after})
+        return True
+
+
 def restore_schema(op, query: dict[str, Any]) -> int:
     """Reverse ``op``'s schema records matching ``query``, newest first; returns how many."""
     db, undo, undone = op.engine.db, op.engine.undo, 0
-    records = list(undo.find({**query, "kind": {"$in": [
-        "index_created", "index_dropped", "collection_created"]}}))
-    # indexes before the collections they live in, newest first (ids come from two
-    # generators, the client's and the server's upserts, so they do not order them)
-    records.sort(key=lambda r: (r["kind"] == "collection_created", -r["at"].timestamp()))
+    records = list(undo.find({**query, "kind": {"$in": list(_RESTORE)}}))
+    # newest first by time (ids come from two generators, the client's and the server's
+    # upserts, so alone they do not order records), then by id: records a millisecond
+    # apart (an index dropped and built again under its name) are the client's, in order
+    records.sort(key=lambda r: (r["at"], r["_id"]), reverse=True)
+    records.sort(key=lambda r: r["kind"] == "collection_created")  # indexes before their collections
     for rec in records:
-        coll = db[rec["collection"]]
-        kind = rec["kind"]
-        if kind == "index_created":
-            name = rec["doc_id"].split(":", 1)[1]
-            if rec.get("created") and name in coll.index_information():
-                coll.drop_index(name)
-        elif kind == "index_dropped":
-            name = rec["doc_id"].split(":", 1)[1]
-            if name not in coll.index_information():
-                keys = list(zip(rec["key_fields"], rec["key_directions"], strict=True))
-                coll.create_index(keys, name=name, **rec["options"])
-        elif kind == "collection_created":
-            exists = coll.name in db.list_collection_names(filter={"name": coll.name})
-            # a collection an index brought into being goes only if nothing was put in it
-            if exists and not (rec.get("if_empty") and (
-                    coll.find_one({}, {"_id": 1}) is not None
-                    or set(coll.index_information()) - {"_id_"})):
-                db.drop_collection(coll.name)
-            op.engine.backups.update_many({"target": coll.name},
-                                          {"$set": {"status": "dropped", "dropped_at": utcnow()}})
+        _RESTORE[rec["kind"]](op, db, rec)
         undo.delete_one({"_id": rec["_id"]})
         undone += 1
     return undone
+
+
+def _keys(rec: dict) -> list[tuple[str, Any]]:
+    return list(zip(rec["key_fields"], rec["key_directions"], strict=True))
+
+
+def _restore_index_created(op, db, rec: dict) -> None:
+    coll, name = db[rec["collection"]], rec["doc_id"].split(":", 1)[1]
+    if rec.get("created") and name in coll.index_information():
+        coll.drop_index(name)
+
+
+def _restore_index_dropped(op, db, rec: dict) -> None:
+    coll, name = db[rec["collection"]], rec["doc_id"].split(":", 1)[1]
+    if name not in coll.index_information():
+        coll.create_index(_keys(rec), name=name, **rec["options"])
+
+
+def _restore_collection_created(op, db, rec: dict) -> None:
+    coll = db[rec["collection"]]
+    if rec.get("created") is False:
+        return  # create_collection found it there
+    exists = coll.name in db.list_collection_names(filter={"name": coll.name})
+    # a collection an index brought into being goes only if nothing was put in it
+    if exists and not (rec.get("if_empty") and (
+            coll.find_one({}, {"_id": 1}) is not None
+            or set(coll.index_information()) - {"_id_"})):
+        db.drop_collection(coll.name)
+    if "created" not in rec and not rec.get("if_empty"):  # a backup snapshot's record
+        op.engine.backups.update_many({"target": coll.name},
+                                      {"$set": {"status": "dropped", "dropped_at": utcnow()}})
+
+
+def _restore_collection_dropped(op, db, rec: dict) -> None:
+    name = rec["collection"]
+    if name in db.list_collection_names(filter={"name": name}):
+        return
+    db.create_collection(name, **bson.decode(rec["options"]))
+    for ix in rec.get("indexes", []):
+        db[name].create_index(_keys(ix), name=ix["name"], **ix["options"])
+
+
+def _restore_validator_set(op, db, rec: dict) -> None:
+    db.command({"collMod": rec["collection"], **bson.decode(rec["before"])})
+
+
+_RESTORE = {
+    "index_created": _restore_index_created,
+    "index_dropped": _restore_index_dropped,
+    "collection_created": _restore_collection_created,
+    "collection_dropped": _restore_collection_dropped,
+    "validator_set": _restore_validator_set,
+}
 
 
 def _duplicates_message(coll, keys: list, name: str) -> str:

@@ -37,6 +37,13 @@ def redact(url: str) -> str:
 
 def connect(config: Config, *, timeout_ms: int = 5000) -> tuple[MongoClient, Database]:
     """Connect and ping, turning every failure into one clear line within ~timeout."""
+    name = config.database_name  # no database named: say so before trying the server
+    client = connect_client(config, timeout_ms=timeout_ms)
+    return client, client[name]
+
+
+def connect_client(config: Config, *, timeout_ms: int = 5000) -> MongoClient:
+    """A pinged client for the server of ``config`` (no database needed)."""
     url = config.require_url()
     try:
         client: MongoClient = MongoClient(
@@ -46,9 +53,8 @@ def connect(config: Config, *, timeout_ms: int = 5000) -> tuple[MongoClient, Dat
             socketTimeoutMS=None,
             appname=f"mongrate {__version__}",
         )
-        db = client[config.database_name]
-        db.command("ping")
-        return client, db
+        client.admin.command("ping")
+        return client
     except ServerSelectionTimeoutError:
         raise ConnectionFailure(
             f"cannot reach the server at {redact(url)} within {timeout_ms / 1000:.0f}s: "

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 FERRETDB_VERSION = "v1.24.2"
@@ -148,6 +150,17 @@ class FerretDBServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def server_url(data_dir: str | os.PathLike | None = None) -> Iterator[str]:
+    """``$MONGRATE_TEST_URL`` if set, else the URL of a FerretDB started for the block."""
+    env = os.environ.get("MONGRATE_TEST_URL")
+    if env:
+        yield env
+        return
+    with FerretDBServer(data_dir) as server:
+        yield server.url
 
 
 def docker_available() -> bool:

@@ -36,3 +36,59 @@ def test_upgrade_downgrade_round_trip_on_mongo7(mongo7_project):
     assert "IXSCAN" in str(plan)
     assert project.run("downgrade", "base").code == 0
     assert DeepDiff(before, list(db.items.find())) == {}
+
+
+MONGO7_SCHEMA = """\
+collections:
+  events:
+    indexes:
+      - name: expire
+        keys: {seen_at: 1}
+        ttl: 3600
+      - name: open_by_user
+        keys: {user: 1}
+        partial: {open: true}
+      - name: name_ci
+        keys: {name: 1}
+        collation: {locale: en, strength: 2}
+    validator:
+      $jsonSchema: {bsonType: object, required: [user]}
+      level: moderate
+  audit:
+    options: {capped: true, size: 65536}
+    validator:
+      $jsonSchema: {bsonType: object, required: [at]}
+    indexes:
+      - keys: {at: -1}
+        sparse: true
+"""
+
+
+def test_autogenerate_validators_partial_ttl_collation_on_mongo7(mongo7_project):
+    """What FerretDB 1.24 cannot do (validators, partial, TTL, sparse, collated indexes),
+    generated, applied, checked and reversed on the reference server."""
+    project, db = mongo7_project
+    db.events.insert_many([{"user": i % 4, "open": i % 2 == 0, "name": f"N{i}"} for i in range(30)])
+    (project.path / "schema.yaml").write_text(MONGO7_SCHEMA)
+    project.write_ini(schema="schema.yaml")
+    r = project.run("check")
+    assert r.code == 1 and "schema drift: audit: collection missing" in r.err
+    r = project.run("revision", "--autogenerate", "-m", "events rules and audit")
+    assert r.code == 0, r.err
+    (path,) = project.versions.glob("*.py")
+    text = path.read_text()
+    assert 'op.require("collation", "partial_indexes", "sparse_indexes", "ttl_indexes", ' \
+           '"validators")' in text
+    assert project.run("upgrade", "head").code == 0
+    r = project.run("check")
+    assert r.code == 0, r.err
+    assert db.events.index_information()["expire"]["expireAfterSeconds"] == 3600
+    with pytest.raises(Exception, match="Document failed validation"):
+        db.audit.insert_one({"no_at": 1})
+    assert project.run("downgrade", "base").code == 0
+    assert "audit" not in db.list_collection_names()
+    assert set(db.events.index_information()) == {"_id_"}
+    assert not (db.command("listCollections", filter={"name": "events"})["cursor"]["firstBatch"][0]
+                ["options"].get("validator"))
+    assert project.run("upgrade", "head").code == 0
+    assert project.run("check").code == 0

@@ -1,0 +1,150 @@
+"""Benchmark: `mongrate upgrade head --databases 'tenant_*'` over 50 tenant databases,
+`--jobs 4` against `--jobs 1` in the same run.
+
+Each tenant holds a few hundred items and 20 settings and gets four revisions, the shape of
+a typical tenant migration: a settings field backfilled, an index on items, a new collection
+with its index, an index on the backfilled field. Each command is timed whole
+(process start included), on freshly seeded tenants, alternating the two job counts over
+several rounds; the medians are compared. Goal: --jobs 4 at least 2.5x faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from pymongo import MongoClient
+
+from mongrate.testing.server import server_url
+
+BIN = Path(sys.executable).parent
+GOAL = 2.5
+REVISIONS = {
+    "a1": (None, """
+        op.update_many("settings", {"plan": {"$exists": False}}, {"$set": {"plan": "basic"}})
+    """),
+    "b2": ("a1", """
+        op.create_index("items", [("owner", 1), ("created", -1)], name="owner_created")
+    """),
+    "c3": ("b2", """
+        op.create_collection("audit")
+        op.create_index("audit", [("at", -1)], name="at_desc")
+    """),
+    "d4": ("c3", """
+        op.create_index("settings", [("plan", 1)], name="by_plan")
+    """),
+}
+
+
+def write_project(root: Path, url: str) -> None:
+    (root / "versions").mkdir(parents=True)
+    for rev, (down, body) in REVISIONS.items():
+        (root / "versions" / f"{rev}_step.py").write_text(
+            f'"""step {rev}\n\nRevision ID: {rev}\n"""\nrevision = {rev!r}\n'
+            f"down_revision = {down!r}\nbranch_labels = None\ndepends_on = None\n\n\n"
+            f"def upgrade(op):\n{textwrap.indent(textwrap.dedent(body).strip(), '    ')}\n\n\n"
+            "def downgrade(op):\n    op.restore_undo()\n")
+    (root / "mongrate.ini").write_text(
+        f"[mongrate]\nurl = {url.rstrip('/')}/unused\nscript_location = versions\n")
+
+
+def seed(client: MongoClient, tenants: int, docs: int) -> None:
+    for t in range(tenants):
+        name = f"tenant_{t:02d}"
+        client.drop_database(name)
+        client[name].items.insert_many(
+            [{"owner": i % 17, "created": i, "title": f"item {i}"} for i in range(docs)])
+        client[name].settings.insert_many([{"key": f"k{i}", "value": i} for i in range(20)])
+
+
+def server_pid(url: str) -> int | None:
+    """The local server process listening on the URL's port (Linux), for its CPU time."""
+    port = url.rstrip("/").rsplit(":", 1)[-1]
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"--listen-addr=127.0.0.1:{port}".encode() in cmdline:
+            return int(entry.name)
+    return None
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) of ``pid``, or of this process's finished children."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def upgrade(root: Path, jobs: int, tenants: int, server: int | None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and the server) of one fleet upgrade."""
+    cmd = [str(BIN / "mongrate"), "--json", "upgrade", "head", "--databases", "tenant_*",
+           "--jobs", str(jobs)]
+    cpu = cpu_seconds(None) + (cpu_seconds(server) if server else 0.0)
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t
+    cpu = cpu_seconds(None) + (cpu_seconds(server) if server else 0.0) - cpu
+    if proc.returncode != 0 or proc.stdout.count('"status": "upgraded 4"') != tenants:
+        raise SystemExit(f"upgrade --jobs {jobs} failed ({proc.returncode}): "
+                         f"{proc.stderr[-800:]}")
+    return elapsed, cpu
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tenants", type=int, default=50)
+    parser.add_argument("--docs", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mongrate-bench-fleet-") as tmp, server_url() as url:
+        return run(args, Path(tmp), url)
+
+
+def run(args: argparse.Namespace, tmp: Path, url: str) -> int:
+    client = MongoClient(url)
+    write_project(tmp / "p", url)
+    times: dict[int, list[float]] = {1: [], 4: []}
+    cpus: list[float] = []
+    server = server_pid(url)
+    for r in range(args.rounds):
+        for jobs in ((1, 4) if r % 2 == 0 else (4, 1)):  # neither always goes first
+            seed(client, args.tenants, args.docs)
+            wall, cpu = upgrade(tmp / "p", jobs, args.tenants, server)
+            times[jobs].append(wall)
+            if jobs == 1:
+                cpus.append(cpu)
+    for t in range(args.tenants):
+        client.drop_database(f"tenant_{t:02d}")
+    one, four = statistics.median(times[1]), statistics.median(times[4])
+    print(f"upgrade head over {args.tenants} tenants ({args.docs} items, 20 settings), "
+          f"4 revisions each; "
+          f"median of {args.rounds} rounds, whole command")
+    print(f"  --jobs 1  {one:7.2f} s   ({', '.join(f'{x:.2f}' for x in times[1])})")
+    print(f"  --jobs 4  {four:7.2f} s   ({', '.join(f'{x:.2f}' for x in times[4])})")
+    ratio = one / four
+    cores = os.cpu_count() or 1
+    print(f"  ratio     {ratio:7.2f}x  on {cores} cores, load average {os.getloadavg()[0]:.1f}")
+    cpu = statistics.median(cpus)
+    # the work is CPU on both sides of the socket, and one job already keeps most of a
+    # core busy: side by side it cannot go below the CPU time shared over the cores
+    print(f"  --jobs 1 used {cpu:.2f} CPU-seconds (command{' + server' if server else ''}); "
+          f"on {cores} free cores no job count can finish it in under {cpu / cores:.2f} s")
+    ok = ratio >= GOAL
+    print(f"{'PASS' if ok else 'FAIL'} --jobs 4 is {ratio:.2f}x --jobs 1 (goal >= {GOAL:g}x)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

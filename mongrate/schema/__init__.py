@@ -1,0 +1,1 @@
+"""The declared schema (schema.yaml): model, loading, live introspection, diff, rendering."""
