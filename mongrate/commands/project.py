@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from mongrate.config import Config
 from mongrate.graph.revisions import RevisionGraph
 from mongrate.graph.scripts import ScriptDirectory
@@ -44,11 +42,3 @@ class Project:
         if self._client is not None:
             self._client.close()
 
-
-def _maximal(graph: RevisionGraph, revs: Iterable[str]) -> tuple[str, ...]:
-    """The members of ``revs`` that are not ancestors of other members."""
-    revs = set(revs)
-    below: set[str] = set()
-    for r in revs:
-        below |= graph.ancestors([r], inclusive=False)
-    return tuple(sorted(revs - below))

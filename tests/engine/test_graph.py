@@ -38,6 +38,11 @@ def downgrade_all(g: RevisionGraph, heads: tuple[str, ...], plan: list[str]) -> 
     return heads
 
 
+def downgrade_to(g: RevisionGraph, spec: str, heads: tuple[str, ...]) -> tuple[str, ...]:
+    """The heads after 'downgrade spec', one step at a time as the runner moves them."""
+    return downgrade_all(g, heads, g.plan_downgrade(spec, heads))
+
+
 # a1 -> b2 -> c3
 LINEAR = (rev("a1a1a1", date="2026-01-01"), rev("b2b2b2", "a1a1a1"), rev("c3c3c3", "b2b2b2"))
 
@@ -123,7 +128,7 @@ def test_heads_rules_refuse_impossible_moves():
         g.heads_after_downgrade(("cccc03",), "bbbb02")
 
 
-def test_depends_on_orders_plans_and_keeps_dependency_heads():
+def test_depends_on_orders_plans_and_rows_are_alembics():
     # two streams: account a1 -> a2, networking n1 -> n2 where n2 needs a2 (by prefix)
     g = graph(rev("a1000001", labels=("account",)), rev("a2000002", "a1000001"),
               rev("f1000001", labels=("net",)), rev("f2000002", "f1000001", deps=("a200",)))
@@ -132,14 +137,20 @@ def test_depends_on_orders_plans_and_keeps_dependency_heads():
     plan = g.upgrade_plan((), g.resolve("net@head"))
     assert plan.index("a2000002") < plan.index("f2000002") and len(plan) == 4
     heads = upgrade_all(g, (), plan)
-    assert heads == ("a2000002", "f2000002")  # the dependency stays a head
+    assert heads == ("f2000002",)  # Alembic's rows: f2 implies a2, so a2 has no row
+    assert g.applied(heads) == {"a1000001", "a2000002", "f1000001", "f2000002"}
+    # '-1' is then unambiguous, and un-applying f2 brings a2's row back
+    assert g.plan_downgrade("-1", heads) == ["f2000002"]
+    assert downgrade_to(g, "-1", heads) == ("a2000002", "f1000001")
     # un-applying the dependency un-applies its dependent first
     down = g.downgrade_plan(heads, ("a1000001", "f1000001"))
     assert down == ["f2000002", "a2000002"]
     assert downgrade_all(g, heads, down) == ("a1000001", "f1000001")
     # Alembic's rule for 'downgrade a1': what depends on a removed revision goes too
-    assert g.downgrade_heads("a1000001", heads) == ("a1000001", "f1000001")
-    assert g.downgrade_heads("account@base", heads) == ("f1000001",)
+    assert downgrade_to(g, "a1000001", heads) == ("a1000001", "f1000001")
+    assert downgrade_to(g, "account@base", heads) == ("f1000001",)
+    # applying the dependency after its dependent's branch: both rows stay
+    assert upgrade_all(g, ("f1000001",), ["a1000001"]) == ("a1000001", "f1000001")
 
 
 def test_depends_on_a_label_and_downgrade_restores_a_dependency_head():
@@ -166,7 +177,9 @@ def test_absolute_targets():
     assert g.resolve("feat") == ("cccc03",)
     assert g.resolve("feat@head") == ("eeee05",)
     assert g.resolve("feat@base") == ()
-    assert g.resolve("head-1") == ("cccc03", "dddd04")
+    with pytest.raises(MultipleHeadsError, match="merge's parents"):
+        g.resolve("head-1")  # as Alembic: a revision below a merge is ambiguous
+    assert g.resolve("cccc03-1") == ("bbbb02",)
     assert g.resolve("aaaa01+1") == ("bbbb02",)
     assert g.resolve("cccc+1") == ("eeee05",)
     assert g.resolve("current", ["cccc03", "dddd04"]) == ("cccc03", "dddd04")
@@ -204,18 +217,18 @@ def test_relative_with_one_movable_head_among_several():
     assert fork.resolve_one("feat@+1", ["cccc03", "dddd04"]) == "ffff05"
 
 
-def test_downgrade_heads_keeps_unrelated_branches():
+def test_downgrade_keeps_unrelated_branches():
     fork = graph(*FORK)
     heads = ("cccc03", "dddd04")
-    assert fork.downgrade_heads("feat@-1", heads) == ("dddd04",)
-    assert fork.downgrade_heads("bbbb02", heads) == ("bbbb02",)  # everything above b goes
-    assert fork.downgrade_heads("feat@base", heads) == ("dddd04",)
-    assert fork.downgrade_heads("base", heads) == ()
-    assert fork.downgrade_heads("-1", ("dddd04",)) == ("bbbb02",)
+    assert downgrade_to(fork, "feat@-1", heads) == ("dddd04",)
+    assert downgrade_to(fork, "bbbb02", heads) == ("bbbb02",)  # everything above b goes
+    assert downgrade_to(fork, "feat@base", heads) == ("dddd04",)
+    assert downgrade_to(fork, "base", heads) == ()
+    assert downgrade_to(fork, "-1", ("dddd04",)) == ("bbbb02",)
     g = graph(*DIAMOND)
-    assert g.downgrade_heads("-1", ("eeee05",)) == ("cccc03", "dddd04")
+    assert downgrade_to(g, "-1", ("eeee05",)) == ("cccc03", "dddd04")  # un-merge
     with pytest.raises(RangeError, match="eeee05 is not applied; did you mean upgrade"):
-        g.downgrade_heads("head", ("cccc03",))
+        g.plan_downgrade("head", ("cccc03",))
 
 
 def test_branch_heads_and_ancestry_without_dependencies():
@@ -395,9 +408,10 @@ def test_plans_against_brute_force_on_random_graphs():
             above = {r for r in applied if r != t and t in brute_ancestors(revs, {r})}
             keep = applied - {r for r in above
                               if any(c in brute_ancestors(revs, {r}) for c in g.children(t))}
-            assert g.applied(g.downgrade_heads(t, heads)) == keep, seed
+            assert g.applied(downgrade_to(g, t, heads)) == keep, seed
         if len(heads) == 1:  # '-1' un-applies exactly the one head
-            assert g.applied(g.downgrade_heads("-1", heads)) == applied - set(heads), seed
+            assert g.applied(downgrade_to(g, "-1", heads)) == applied - set(heads), seed
+        assert heads == g.maximal(applied), seed  # rows are the applied set's maximal members
 
 
 # ---------------------------------------------------------------- scale
