@@ -8,7 +8,9 @@ inside the commands so ``mongrate --help`` starts fast.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -66,10 +68,55 @@ def _local_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     return value
 
 
-# `mongrate history -v` as well as `mongrate -v history`
-VERBOSE = click.option("-v", "--verbose", "local_verbose", is_flag=True, expose_value=False,
-                       callback=_local_verbose, help="More detail.")
-LOCK_TIMEOUT = click.option("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT, show_default=True,
+class Seconds(click.ParamType):
+    """A finite number of seconds, >= 0 (``nan`` would wait forever)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or seconds < 0:
+            self.fail(f"{value!r} must be a finite number of seconds, 0 or more", param, ctx)
+        return seconds
+
+
+_STEP_DOWN = re.compile(r"^-\d+$")
+
+
+class TargetCommand(click.Command):
+    """A command whose targets may be ``-N``, which click would take for an option: such
+    tokens are moved behind ``--``, so unknown options still fail as unknown options."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        valued = {o for p in self.params if isinstance(p, click.Option)
+                  and not p.is_flag and not p.count for o in p.opts}
+        kept: list[str] = []
+        steps: list[str] = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                kept += args[i:]
+                break
+            if _STEP_DOWN.match(arg) and not (kept and kept[-1] in valued):
+                steps.append(arg)
+            else:
+                kept.append(arg)
+        if steps and "--" in kept:
+            at = kept.index("--") + 1
+            kept[at:at] = steps
+        elif steps:
+            kept += ["--", *steps]
+        return super().parse_args(ctx, kept)
+
+
+# `mongrate history -v` as well as `mongrate -v history` (added to every command below)
+VERBOSE_OPTION = click.Option(["-v", "--verbose", "local_verbose"], is_flag=True,
+                              expose_value=False, callback=_local_verbose,
+                              help="More detail; tracebacks on errors.")
+LOCK_TIMEOUT = click.option("--lock-timeout", type=Seconds(), default=DEFAULT_LOCK_TIMEOUT,
+                            show_default=True,
                             help="Seconds to wait for another run's lock before exiting 3.")
 DRY_RUN = click.option("--dry-run", is_flag=True,
                        help="Print the plan and the writes each step would send; write nothing.")
@@ -165,11 +212,7 @@ def _render_run(opts: Options, result) -> None:
     emit(opts, data, "\n".join(lines))
 
 
-# ignore_unknown_options: so that '-1' reaches TARGET instead of being read as an option
-RELATIVE_OK = {"ignore_unknown_options": True}
-
-
-@cli.command(context_settings=RELATIVE_OK)
+@cli.command(cls=TargetCommand)
 @click.argument("target", default="head")
 @DRY_RUN
 @LOCK_TIMEOUT
@@ -182,7 +225,7 @@ def upgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) -> N
     _render_run(opts, commands.upgrade(project, target, dry_run=dry_run, lock_timeout=lock_timeout))
 
 
-@cli.command(context_settings=RELATIVE_OK)
+@cli.command(cls=TargetCommand)
 @click.argument("target")
 @DRY_RUN
 @LOCK_TIMEOUT
@@ -196,7 +239,7 @@ def downgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) ->
                                          lock_timeout=lock_timeout))
 
 
-@cli.command()
+@cli.command(cls=TargetCommand)
 @click.argument("revisions", nargs=-1, required=True)
 @click.option("--purge", is_flag=True, help="Clear the version collection first.")
 @LOCK_TIMEOUT
@@ -235,7 +278,6 @@ def _rev_data(rev) -> dict:
 
 
 @cli.command()
-@VERBOSE
 @pass_opts
 def current(opts: Options) -> None:
     """Show the revisions the database is at, interrupted steps and the lock."""
@@ -270,7 +312,6 @@ def current(opts: Options) -> None:
 @cli.command()
 @click.option("-r", "--rev-range", help="START:END, e.g. base:head, current:, -3:current.")
 @click.option("-i", "--indicate-current", is_flag=True, help="Mark the database's revisions.")
-@VERBOSE
 @pass_opts
 def history(opts: Options, rev_range: str | None, indicate_current: bool) -> None:
     """List revisions, newest first."""
@@ -305,7 +346,6 @@ def history(opts: Options, rev_range: str | None, indicate_current: bool) -> Non
 
 
 @cli.command()
-@VERBOSE
 @pass_opts
 def heads(opts: Options) -> None:
     """Show the head revisions of the scripts."""
@@ -339,7 +379,6 @@ def branches(opts: Options) -> None:
 
 @cli.command()
 @click.argument("rev")
-@VERBOSE
 @pass_opts
 def show(opts: Options, rev: str) -> None:
     """Show one revision in full."""
@@ -409,6 +448,17 @@ def backup_drop(opts: Options, backup_id: str, lock_timeout: float) -> None:
     emit(opts, manifest, f"dropped {manifest['target']}")
 
 
+def _accept_verbose(group: click.Group) -> None:
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _accept_verbose(command)
+        elif not any(p.name == "local_verbose" for p in command.params):
+            command.params.append(VERBOSE_OPTION)
+
+
+_accept_verbose(cli)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one line on errors, the traceback only with -v."""
     verbose = any(a in ("-v", "--verbose") for a in (argv if argv is not None else sys.argv[1:]))
@@ -419,6 +469,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("mongrate: aborted", err=True)
         sys.exit(EXIT_FAILED)
+    except click.UsageError as exc:
+        where = f"'{exc.ctx.command_path} --help'" if exc.ctx else "'mongrate --help'"
+        click.echo(f"mongrate: error: {exc.format_message()} (see {where})", err=True)
+        sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
         exc.show()
         sys.exit(EXIT_USAGE if exc.exit_code == 2 else exc.exit_code)
