@@ -1,7 +1,7 @@
 """The ``mongrate`` command: parse options, call one verb of mongrate.commands, render.
 
 Exit codes: 0 success, 1 a revision failed (or ``check`` found problems), 2 usage,
-config or graph error, 3 lock not acquired in time. Heavy imports (pymongo) happen
+config or graph error, 3 lock not acquired in time, 4 the server stopped answering mid-run. Heavy imports (pymongo) happen
 inside the commands so ``mongrate --help`` starts fast.
 """
 
@@ -20,7 +20,7 @@ import click
 
 from mongrate.config import DEFAULT_LOCK_TIMEOUT
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCK = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCK, EXIT_SERVER_LOST = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -286,14 +286,23 @@ def current(opts: Options) -> None:
     project = opts.project()
     state = commands.current(project, verbose=opts.verbose)
     lines = [_rev_line(project.graph, r.revision, set(state.heads), opts.verbose)
-             for r in state.revisions] or ["<base> (no revision applied)"]
-    lines += [f"{u} (unknown: no revision file defines it)" for u in state.unknown]
+             for r in state.revisions]
+    lines += [f"{u} (recorded in {project.config.version_collection}, but no revision file "
+              "defines it: restore the file, or 'mongrate stamp --purge REV' to record the "
+              "right revision)" for u in state.unknown]
+    if not state.heads:
+        lines.append("<base> (no revision applied)")
     if state.pending:
         lines.append(f"{len(state.pending)} revision(s) pending: {', '.join(state.pending)}")
+    for e in state.running:
+        lines.append(f"RUNNING: {e['direction']} of {e['revision']} since "
+                     f"{e['started_at']:%Y-%m-%d %H:%M:%S} UTC by {e.get('host')} pid "
+                     f"{e.get('pid')} ('mongrate {state.lock.command}'), which holds the lock "
+                     f"and renews it (lease until {state.lock.expires_at:%H:%M:%S} UTC)")
     for e in state.interrupted:
         lines.append(f"INTERRUPTED: {e['direction']} of {e['revision']} started "
                      f"{e['started_at']:%Y-%m-%d %H:%M:%S} UTC by {e.get('host')} pid {e.get('pid')}"
-                     "; the next upgrade resumes it")
+                     f", whose run is gone; the next '{e['direction']}' resumes it")
     if state.lock:
         lines.append(f"lock held by {state.lock.describe()}")
     if opts.verbose:
@@ -305,6 +314,7 @@ def current(opts: Options) -> None:
     emit(opts, {
         "heads": list(state.heads), "unknown": state.unknown, "pending": state.pending,
         "interrupted": [{k: v for k, v in e.items() if k != "traceback"} for e in state.interrupted],
+        "running": [{k: v for k, v in e.items() if k != "traceback"} for e in state.running],
         "lock": state.lock.__dict__ if state.lock else None,
     }, "\n".join(lines))
 
@@ -490,6 +500,11 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, MongrateError):
             click.echo(f"mongrate: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        lost = getattr(sys.modules.get("pymongo.errors"), "ConnectionFailure", None)
+        if lost is not None and isinstance(exc, lost):  # outside a run: nothing to resume
+            click.echo(f"mongrate: error: the server stopped answering ({type(exc).__name__}); "
+                       "run the command again once it is back", err=True)
+            sys.exit(EXIT_SERVER_LOST)
         click.echo(f"mongrate: unexpected error: {type(exc).__name__}: {exc} "
                    "(rerun with -v for the traceback)", err=True)
         sys.exit(EXIT_FAILED)

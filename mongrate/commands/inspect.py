@@ -12,6 +12,7 @@ from mongrate.graph.revisions import Revision
 from mongrate.graph.scripts import ScriptDirectory, checksum
 from mongrate.runtime.lock import LockHolder
 from mongrate.runtime.runner import normalize_heads
+from mongrate.runtime.store import Store
 
 
 @dataclass
@@ -23,6 +24,19 @@ class CurrentState:
     lock: LockHolder | None
     pending: list[str]
     log: dict[str, list[dict]] = field(default_factory=dict)
+    running: list[dict] = field(default_factory=list)  # started by the run holding the lock
+
+
+def unfinished_steps(store: Store) -> tuple[list[dict], list[dict], LockHolder | None]:
+    """Steps logged as started and not finished, split into those of the live run holding
+    the lock (running now) and those of dead runs (interrupted), and the lock holder."""
+    holder = store.leases.holder()
+    live = holder is not None and holder.expires_at > store.leases.now()
+    running, interrupted = [], []
+    for entry in store.interrupted():
+        mine = live and entry.get("owner") == holder.owner  # type: ignore[union-attr]
+        (running if mine else interrupted).append(entry)
+    return running, interrupted, holder
 
 
 def current(project: Project, *, verbose: bool = False) -> CurrentState:
@@ -32,8 +46,9 @@ def current(project: Project, *, verbose: bool = False) -> CurrentState:
     known = [h for h in heads if h in graph]
     unknown = [h for h in heads if h not in graph]
     pending = graph.upgrade_plan(known, graph.heads) if not unknown else []
-    state = CurrentState(heads, [graph.get(h) for h in known], unknown,
-                         project.store.interrupted(), project.store.leases.holder(), pending)
+    running, interrupted, holder = unfinished_steps(project.store)
+    state = CurrentState(heads, [graph.get(h) for h in known], unknown, interrupted, holder,
+                         pending, running=running)
     if verbose:
         state.log = project.store.log_entries(heads)
     return state
@@ -85,11 +100,18 @@ def check(project: Project) -> list[str]:
             f"the last {entry['direction']} of {entry['revision']} failed "
             f"({entry.get('error') or 'no error text'}): fix it and run the {entry['direction']} again"
         )
-    for entry in store.interrupted():
+    running, interrupted, _ = unfinished_steps(store)
+    for entry in running:
+        problems.append(
+            f"{entry['direction']} of {entry['revision']} is running (started "
+            f"{entry['started_at']:%Y-%m-%d %H:%M:%S} UTC by {entry.get('host')} pid "
+            f"{entry.get('pid')}, which holds the lock): wait for it to finish"
+        )
+    for entry in interrupted:
         problems.append(
             f"{entry['direction']} of {entry['revision']} was interrupted "
             f"(started {entry['started_at']:%Y-%m-%d %H:%M:%S} UTC by {entry.get('host')} "
-            f"pid {entry.get('pid')}): run 'mongrate upgrade' to resume it"
+            f"pid {entry.get('pid')}): run 'mongrate {entry['direction']}' to resume it"
         )
     if problems:
         exc = CheckFailed("; ".join(problems))

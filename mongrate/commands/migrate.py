@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from mongrate.commands.project import Project
 from mongrate.config import DEFAULT_LOCK_TIMEOUT
-from mongrate.errors import CheckFailed
+from mongrate.errors import CheckFailed, ServerLost
 from mongrate.runtime.lock import Lock, LockHolder
 from mongrate.runtime.runner import RunResult, normalize_heads
+
+
+@contextmanager
+def server_guard(project: Project, command: str) -> Iterator[None]:
+    """The server going away mid-run becomes one line: which server, what state the run was
+    left in, how the next run resumes it (pymongo's own error is a topology dump)."""
+    from pymongo.errors import ConnectionFailure as Lost
+
+    from mongrate.runtime.store import redact
+
+    try:
+        yield
+    except Lost as exc:
+        url = redact(project.config.url or "")
+        lease = project.config.lock_lease_seconds
+        raise ServerLost(
+            f"lost the server at {url} during '{command}' ({type(exc).__name__}): revisions that "
+            "finished are recorded, and the one that was running is left 'started' in the log "
+            f"('mongrate current' names it); once the server is back, 'mongrate {command}' "
+            f"resumes it after our lock's lease ({lease:g}s) expires"
+        ) from exc
 
 
 def upgrade(project: Project, target: str = "head", *, dry_run: bool = False,
@@ -18,7 +40,9 @@ def upgrade(project: Project, target: str = "head", *, dry_run: bool = False,
     def plan(heads: tuple[str, ...]) -> list[str]:
         return graph.plan_upgrade(target, heads)
 
-    return project.runner(lock_timeout, f"upgrade {target}").run("upgrade", plan, dry_run=dry_run)
+    command = f"upgrade {target}"
+    with server_guard(project, command):
+        return project.runner(lock_timeout, command).run("upgrade", plan, dry_run=dry_run)
 
 
 def downgrade(project: Project, target: str, *, dry_run: bool = False,
@@ -28,7 +52,9 @@ def downgrade(project: Project, target: str, *, dry_run: bool = False,
     def plan(heads: tuple[str, ...]) -> list[str]:
         return graph.plan_downgrade(target, heads)
 
-    return project.runner(lock_timeout, f"downgrade {target}").run("downgrade", plan, dry_run=dry_run)
+    command = f"downgrade {target}"
+    with server_guard(project, command):
+        return project.runner(lock_timeout, command).run("downgrade", plan, dry_run=dry_run)
 
 
 def stamp(project: Project, revisions: Sequence[str], *, purge: bool = False,
