@@ -72,6 +72,17 @@ def _minimal_rows(c: Case) -> bool:
             and m.rows == c.graph.maximal(a.rows))
 
 
+def _needs_below_needs(c: Case) -> bool:
+    if c.alembic.ok or not c.mongrate.ok or "KeyError" not in c.alembic.error:
+        return False
+    g = c.graph
+    for rid, _ in c.mongrate.ran:
+        needs = set(g.get(rid).down_revisions) | set(g.dependencies(rid))
+        if len(g.maximal(needs)) < len(needs):
+            return True
+    return False
+
+
 def _same_steps_other_order(c: Case) -> bool:
     a, m = c.alembic, c.mongrate
     return a.ok and m.ok and a.ran != m.ran and sorted(a.ran) == sorted(m.ran) and a.rows == m.rows
@@ -132,6 +143,14 @@ DIFFERENCES: tuple[Difference, ...] = (
         "same).",
         "one set of applied revisions has one set of rows, so `-1` and `current` see one head.",
         _minimal_rows,
+    ),
+    Difference(
+        "needs-below-needs",
+        "A revision whose parents and dependencies are not independent (one lies below "
+        "another, e.g. it depends on a revision above its own parent) is applied like any "
+        "other; Alembic stops with a KeyError while moving its version rows.",
+        "what is applied is well defined, and the rows follow from it.",
+        _needs_below_needs,
     ),
     Difference(
         "step-down-several-heads",
