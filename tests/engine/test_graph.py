@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 
 import pytest
@@ -245,6 +246,76 @@ def test_branch_heads_and_ancestry_without_dependencies():
     assert g.branch_root("ffff05") == "ffff05"  # its parent c is a branch point
     assert g.branch_root("cccc03") == "cccc03"
     assert graph(*LINEAR).branch_root("c3c3c3") == "a1a1a1"
+
+
+def test_relative_targets_act_as_naming_what_they_resolve_to():
+    # a -> b -> c -> d, and e on a: 'd-3' is a, so it un-applies e too, as 'downgrade a' does
+    g = graph(rev("aaaa01"), rev("bbbb02", "aaaa01"), rev("cccc03", "bbbb02"),
+              rev("dddd04", "cccc03"), rev("eeee05", "aaaa01"))
+    heads = ("dddd04", "eeee05")
+    assert g.plan_downgrade("dddd04-3", heads) == g.plan_downgrade("aaaa01", heads)
+    assert downgrade_to(g, "dddd-3", heads) == ("aaaa01",)
+    assert g.plan_downgrade("bbbb02+1", ("dddd04",)) == ["dddd04"]  # as 'downgrade cccc03'
+    assert g.plan_upgrade("base+1", ()) == ["aaaa01"]
+    assert g.plan_upgrade("dddd04-4", ("bbbb02",)) == []  # base: nothing to do
+    with pytest.raises(RangeError, match="nothing is below base"):
+        g.resolve("base-1")
+    with pytest.raises(RangeError, match="would go down"):
+        g.plan_upgrade("-1", ("bbbb02",))
+    with pytest.raises(RangeError, match="would go up"):
+        g.plan_downgrade("+1", ("bbbb02",))
+    with pytest.raises(MultipleHeadsError, match="needs one target"):
+        g.plan_downgrade("heads", heads)
+
+
+def test_label_step_down_stays_on_its_branch():
+    # a, then b (lab) and c on a; b -> f; m merges f and c and carries on the branch
+    g = graph(rev("aaaa01"), rev("bbbb02", "aaaa01", labels=("lab",)), rev("cccc03", "aaaa01"),
+              rev("ffff04", "bbbb02"), rev("mmmm05", "ffff04", "cccc03"))
+    assert g.branch_members("bbbb02") == {"bbbb02", "ffff04", "mmmm05"}
+    with pytest.raises(RangeError, match="nothing of branch lab is applied"):
+        g.plan_downgrade("lab@-1", ("cccc03",))
+    with pytest.raises(RangeError, match="nothing of branch lab is applied"):
+        g.plan_downgrade("lab@-1", ("aaaa01",))  # the trunk is not the branch
+    assert g.plan_downgrade("lab@-1", ("cccc03", "ffff04")) == ["ffff04"]
+    # at the merge the walk follows the branch's parent: m, then f
+    assert g.plan_downgrade("lab@-2", ("mmmm05",)) == ["mmmm05", "ffff04"]
+    assert downgrade_to(g, "lab@-2", ("mmmm05",)) == ("bbbb02", "cccc03")
+    with pytest.raises(RangeError, match="steps below branch lab"):
+        g.plan_downgrade("lab@-4", ("mmmm05",))
+    assert downgrade_to(g, "lab@base", ("mmmm05",)) == ("cccc03",)
+
+
+def test_stamp_heads():
+    g = graph(*FORK, rev("eeee05", deps=("cccc03",)))
+    assert g.stamp_heads(["feat"], ("dddd04",)) == ("cccc03", "dddd04")
+    assert g.stamp_heads(["bbbb02"], ("cccc03", "dddd04")) == ("bbbb02",)
+    assert g.stamp_heads(["feat@base"], ("cccc03", "dddd04")) == ("dddd04",)
+    assert g.stamp_heads(["base"], ("cccc03",)) == ()
+    assert g.stamp_heads(["eeee05"], ("cccc03",)) == ("eeee05",)  # c is below it: one row
+    assert g.stamp_heads(["heads"], ()) == ("dddd04", "eeee05")
+    assert g.stamp_heads(["aaaa01"], ("dddd04",), purge=True) == ("aaaa01",)
+    assert g.stamp_heads(["-1"], ("dddd04",)) == ("bbbb02",)
+    assert g.stamp_heads(["cccc03", "dddd04"], ("aaaa01",)) == ("cccc03", "dddd04")
+    with pytest.raises(RevisionNotFoundError):
+        g.stamp_heads([], ())
+
+
+@pytest.mark.parametrize("rev_id", ["base", "head", "heads", "current", "ab@cd", "ab-1", "cd+1",
+                                    "a:b", "a b", "a,b"])
+def test_revision_ids_that_read_as_targets_are_refused(rev_id):
+    with pytest.raises(GraphError, match=re.escape(f"x.py: revision id '{rev_id}' cannot be used")):
+        RevisionGraph([Revision(rev_id, (), path="versions/x.py")])
+
+
+def test_history_ranges_go_from_ancestor_to_descendant():
+    g = graph(*FORK)
+    with pytest.raises(RangeError, match="did you mean bbbb02:cccc03"):
+        g.walk_range("cccc03:bbbb02")
+    with pytest.raises(RangeError, match="cccc03 is not below dddd04; put the older"):
+        g.walk_range("cccc03:dddd04")
+    assert g.walk_range("feat@base:") == ["cccc03"]
+    assert g.walk_range("bbbb02:cccc03") == ["cccc03", "bbbb02"]
 
 
 # ---------------------------------------------------------------- errors
