@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 UP = 'op.db["ran"].insert_one({"rev": op.revision, "dir": "up"})'
 DOWN = 'op.db["ran"].insert_one({"rev": op.revision, "dir": "down"})'
 
@@ -20,10 +22,17 @@ def ran(db) -> list[tuple[str, str]]:
     return found
 
 
-def test_label_step_down_with_nothing_of_the_branch_applied_is_refused(project, mongo_db):
+@pytest.fixture
+def forked(project):
+    """a001, then b002 (branch label lab1) and c003 on it."""
     add(project, "a001", None)
     add(project, "b002", "a001", labels=("lab1",))
     add(project, "c003", "a001")
+    return project
+
+
+def test_label_step_down_with_nothing_of_the_branch_applied_is_refused(forked, mongo_db):
+    project = forked
     assert project.run("upgrade", "c003").code == 0
     ran(mongo_db)
     log_before = mongo_db.mongrate_log.count_documents({})
@@ -41,10 +50,8 @@ def test_label_step_down_with_nothing_of_the_branch_applied_is_refused(project, 
     assert r.code == 2 and "nothing of branch lab1" in r.err
 
 
-def test_label_step_down_never_leaves_the_branch(project, mongo_db):
-    add(project, "a001", None)
-    add(project, "b002", "a001", labels=("lab1",))
-    add(project, "c003", "a001")
+def test_label_step_down_never_leaves_the_branch(forked, mongo_db):
+    project = forked
     assert project.run("upgrade", "heads").code == 0
     ran(mongo_db)
     r = project.run("downgrade", "lab1@-2")  # the second step would un-apply the trunk a001
