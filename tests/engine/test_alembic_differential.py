@@ -410,3 +410,15 @@ def test_readme_lists_exactly_these_differences():
     assert m, "README has no section 'Where mongrate differs from Alembic'"
     listed = [ln for ln in m.group(1).splitlines() if ln.startswith("- ")]
     assert listed == [d.readme_line() for d in DIFFERENCES]
+
+
+def test_every_target_form_in_the_readme_is_generated():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = re.search(r"^### Targets\n(.*?)\n\n(.*?)\n\n", text, re.M | re.S).group(2)
+    shown = {code for row in table.splitlines()[2:] for code in re.findall(
+        r"`([^`]+)`", row.split("|")[1])}
+    forms = {re.sub(r"^[0-9a-f]{12}$", "id", re.sub(r"^[0-9a-f]{4}$", "prefix",
+                                                     code.replace("images", "label")))
+             for code in shown}
+    specs = [("aaaa0001", (), (), ("lab0",))]
+    assert forms == set(target_forms(specs)), forms ^ set(target_forms(specs))
