@@ -298,7 +298,7 @@ def current(opts: Options) -> None:
         lines.append(f"RUNNING: {e['direction']} of {e['revision']} since "
                      f"{e['started_at']:%Y-%m-%d %H:%M:%S} UTC by {e.get('host')} pid "
                      f"{e.get('pid')} ('mongrate {state.lock.command}'), which holds the lock "
-                     f"and renews it (lease until {state.lock.expires_at:%H:%M:%S} UTC)")
+                     f"(lease renewed until {state.lock.expires_at:%H:%M:%S} UTC)")
     for e in state.interrupted:
         lines.append(f"INTERRUPTED: {e['direction']} of {e['revision']} started "
                      f"{e['started_at']:%Y-%m-%d %H:%M:%S} UTC by {e.get('host')} pid {e.get('pid')}"

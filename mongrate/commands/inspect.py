@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,11 +28,26 @@ class CurrentState:
     running: list[dict] = field(default_factory=list)  # started by the run holding the lock
 
 
+def holder_alive(store: Store, holder: LockHolder | None) -> bool:
+    """Is ``holder``'s run alive? Its lease is live and, when it runs on this host, its
+    process exists (a killed run is seen at once, not only when its lease runs out)."""
+    if holder is None or holder.expires_at <= store.leases.now():
+        return False
+    if holder.host == store.leases.host:
+        try:
+            os.kill(holder.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # someone else's process: it exists
+            pass
+    return True
+
+
 def unfinished_steps(store: Store) -> tuple[list[dict], list[dict], LockHolder | None]:
     """Steps logged as started and not finished, split into those of the live run holding
     the lock (running now) and those of dead runs (interrupted), and the lock holder."""
     holder = store.leases.holder()
-    live = holder is not None and holder.expires_at > store.leases.now()
+    live = holder_alive(store, holder)
     running, interrupted = [], []
     for entry in store.interrupted():
         mine = live and entry.get("owner") == holder.owner  # type: ignore[union-attr]
