@@ -12,7 +12,8 @@ A few knobs are new and optional: ``FILE_MAX_UPLOAD_BYTES`` (per file),
 default 32 MiB, or more if one file at the per-file limit needs it as base64),
 ``FILE_UPLOAD_CONCURRENCY`` (uploads parsed and stored at once per process, default 2),
 ``THUMBNAIL_MAX_PIXELS``, ``THUMBNAIL_MAX_SOURCE_BYTES``, ``THUMBNAIL_CONCURRENCY``,
-``HISTORY_DEFAULT_LIMIT`` and ``HISTORY_MAX_LIMIT``.
+and ``HISTORY_MAX_LIMIT`` (the largest page a ``limit`` may ask for; without ``limit``
+history returns the whole session, as the original service did).
 
 ``DEMO_MODE=1`` together with ``DEMO_USER_ID`` turns on the standalone demo's login, which
 hands anyone who can reach the server a read-only token for that user. It is for a local
@@ -49,7 +50,6 @@ class Settings:
     thumbnail_max_pixels: int = DEFAULT_MAX_PIXELS  # one limit for the app and thumbnails.py
     thumbnail_max_source_bytes: int = 64 * 1024 * 1024
     thumbnail_concurrency: int = 2
-    history_default_limit: int = 100
     history_max_limit: int = 1000
     max_request_bytes: int | None = None  # None: see request_limit in app_patch.service.uploads
     upload_concurrency: int = 2
@@ -68,7 +68,6 @@ class Settings:
             "thumbnail_max_pixels",
             "thumbnail_max_source_bytes",
             "thumbnail_concurrency",
-            "history_default_limit",
             "history_max_limit",
             "upload_concurrency",
         ):
@@ -78,8 +77,6 @@ class Settings:
             raise SettingsError(
                 f"max_request_bytes must be a positive integer, got {self.max_request_bytes}"
             )
-        if self.history_default_limit > self.history_max_limit:
-            raise SettingsError("HISTORY_DEFAULT_LIMIT must not exceed HISTORY_MAX_LIMIT")
 
     @property
     def effective_database(self) -> str:
@@ -123,7 +120,6 @@ class Settings:
                 "THUMBNAIL_MAX_SOURCE_BYTES", cls.thumbnail_max_source_bytes
             ),
             thumbnail_concurrency=integer("THUMBNAIL_CONCURRENCY", cls.thumbnail_concurrency),
-            history_default_limit=integer("HISTORY_DEFAULT_LIMIT", cls.history_default_limit),
             history_max_limit=integer("HISTORY_MAX_LIMIT", cls.history_max_limit),
             max_request_bytes=integer("FILE_MAX_REQUEST_BYTES", 0) if request_bytes else None,
             upload_concurrency=integer("FILE_UPLOAD_CONCURRENCY", cls.upload_concurrency),

@@ -40,6 +40,7 @@ from typing import BinaryIO
 from PIL import ExifTags, Image, ImageCms
 
 from app_patch import sniff
+from app_patch.service.compat import LCMS_NOCACHE, has_transparency_data
 from app_patch.service.settings import DEFAULT_MAX_PIXELS
 
 try:  # HEIC/HEIF decode is optional; without it such files are BadImage("unsupported")
@@ -467,7 +468,7 @@ def _render(img: Image.Image, target: tuple[int, int]) -> Thumbnail:
 def _normalise_mode(img: Image.Image) -> Image.Image:
     """One of L, LA, RGB, RGBA or CMYK (kept for the ICC step), transparency preserved."""
     mode = img.mode
-    transparent = img.has_transparency_data
+    transparent = has_transparency_data(img)
     if mode in ("RGB", "L"):
         return img.convert(mode + "A" if mode == "L" else "RGBA") if transparent else img
     if mode in ("RGBA", "LA", "CMYK"):
@@ -506,7 +507,7 @@ def _srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform:
         _SRGB,
         mode,
         "RGBA" if mode == "RGBA" else "RGB",
-        flags=ImageCms.Flags.NOCACHE,
+        flags=LCMS_NOCACHE,
     )
 
 

@@ -26,6 +26,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,12 +37,16 @@ from fastapi import HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo import ReturnDocument
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from app_patch import sniff
 from app_patch.service import thumbnails
-from app_patch.service.history import upload_entry
+from app_patch.service.compat import form_limits
+from app_patch.service.history import upload_from_row
 from app_patch.service.settings import Settings
 from app_patch.service.storage import ChatStore, utcnow
+
+log = logging.getLogger(__name__)
 
 ACTIVE_CONTENT = frozenset({sniff.HTML, sniff.SVG, sniff.XML})
 _FORM_OVERHEAD = 1024 * 1024  # headers, boundaries and text fields of one request
@@ -141,6 +146,15 @@ async def read_request(
             return await asyncio.to_thread(_read_json, body, settings)
     except _BodyTooLarge:
         raise HTTPException(413, f"The request body exceeds {limit} bytes") from None
+    except ClientDisconnect:
+        # Routine (a closed tab, a lost network): one line, not an ASGI traceback. The 400
+        # goes nowhere; nothing was stored.
+        client = request.client.host if request.client else "?"
+        log.warning(
+            "upload abandoned: client %s disconnected before sending the whole body "
+            "(%s bytes declared); nothing stored", client, declared or "?",
+        )
+        raise HTTPException(400, "The client disconnected during the upload") from None
     raise HTTPException(415, "Send multipart/form-data or an application/json Flowise uploads body")
 
 
@@ -149,9 +163,11 @@ async def _read_multipart(
 ) -> tuple[dict[str, str], list[IncomingFile]]:
     try:
         form = await request.form(
-            max_files=settings.max_files_per_upload, max_fields=20, max_part_size=_FORM_OVERHEAD
+            **form_limits(
+                max_files=settings.max_files_per_upload, max_fields=20, max_part_size=_FORM_OVERHEAD
+            )
         )
-    except _BodyTooLarge:
+    except (_BodyTooLarge, ClientDisconnect):
         raise
     except Exception as exc:  # noqa: BLE001 - the parser's errors are the client's fault
         raise HTTPException(400, f"Malformed multipart body: {exc}") from None
@@ -370,10 +386,7 @@ async def store_upload(
     except BaseException:
         await _undo(store, written, user_id)
         raise
-    uploads = [
-        upload_entry(str(oid), item.name, item.mime, len(item.data), item.is_image)
-        for oid, item in zip(written, files, strict=True)
-    ]
+    uploads = [upload_from_row(row) for row in rows]
     created = message.get("created_at")
     return {
         "id": str(message_oid),
