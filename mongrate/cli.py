@@ -1,7 +1,7 @@
 """The ``mongrate`` command: parse options, call one verb of mongrate.commands, render.
 
 Exit codes: 0 success, 1 a revision failed (or ``check`` found problems), 2 usage,
-config or graph error, 3 lock not acquired in time. Heavy imports (pymongo) happen
+config or graph error, 3 lock not acquired in time, 4 the server stopped answering mid-run. Heavy imports (pymongo) happen
 inside the commands so ``mongrate --help`` starts fast.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +21,7 @@ import click
 
 from mongrate.config import DEFAULT_LOCK_TIMEOUT
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCK = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCK, EXIT_SERVER_LOST = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -67,10 +69,55 @@ def _local_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     return value
 
 
-# `mongrate history -v` as well as `mongrate -v history`
-VERBOSE = click.option("-v", "--verbose", "local_verbose", is_flag=True, expose_value=False,
-                       callback=_local_verbose, help="More detail.")
-LOCK_TIMEOUT = click.option("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT, show_default=True,
+class Seconds(click.ParamType):
+    """A finite number of seconds, >= 0 (``nan`` would wait forever)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or seconds < 0:
+            self.fail(f"{value!r} must be a finite number of seconds, 0 or more", param, ctx)
+        return seconds
+
+
+_STEP_DOWN = re.compile(r"^-\d+$")
+
+
+class TargetCommand(click.Command):
+    """A command whose targets may be ``-N``, which click would take for an option: such
+    tokens are moved behind ``--``, so unknown options still fail as unknown options."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        valued = {o for p in self.params if isinstance(p, click.Option)
+                  and not p.is_flag and not p.count for o in p.opts}
+        kept: list[str] = []
+        steps: list[str] = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                kept += args[i:]
+                break
+            if _STEP_DOWN.match(arg) and not (kept and kept[-1] in valued):
+                steps.append(arg)
+            else:
+                kept.append(arg)
+        if steps and "--" in kept:
+            at = kept.index("--") + 1
+            kept[at:at] = steps
+        elif steps:
+            kept += ["--", *steps]
+        return super().parse_args(ctx, kept)
+
+
+# `mongrate history -v` as well as `mongrate -v history` (added to every command below)
+VERBOSE_OPTION = click.Option(["-v", "--verbose", "local_verbose"], is_flag=True,
+                              expose_value=False, callback=_local_verbose,
+                              help="More detail; tracebacks on errors.")
+LOCK_TIMEOUT = click.option("--lock-timeout", type=Seconds(), default=DEFAULT_LOCK_TIMEOUT,
+                            show_default=True,
                             help="Seconds to wait for another run's lock before exiting 3.")
 DRY_RUN = click.option("--dry-run", is_flag=True,
                        help="Print the plan and the writes each step would send; write nothing.")
@@ -237,11 +284,7 @@ def _render_run(opts: Options, result) -> None:
     emit(opts, data, "\n".join(lines))
 
 
-# ignore_unknown_options: so that '-1' reaches TARGET instead of being read as an option
-RELATIVE_OK = {"ignore_unknown_options": True}
-
-
-@cli.command(context_settings=RELATIVE_OK)
+@cli.command(cls=TargetCommand)
 @click.argument("target", default="head")
 @DRY_RUN
 @LOCK_TIMEOUT
@@ -255,7 +298,7 @@ def upgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) -> N
     _render_run(opts, commands.upgrade(project, target, dry_run=dry_run, lock_timeout=lock_timeout))
 
 
-@cli.command(context_settings=RELATIVE_OK)
+@cli.command(cls=TargetCommand)
 @click.argument("target")
 @DRY_RUN
 @LOCK_TIMEOUT
@@ -270,7 +313,7 @@ def downgrade(opts: Options, target: str, dry_run: bool, lock_timeout: float) ->
                                          lock_timeout=lock_timeout))
 
 
-@cli.command()
+@cli.command(cls=TargetCommand)
 @click.argument("revisions", nargs=-1, required=True)
 @click.option("--purge", is_flag=True, help="Clear the version collection first.")
 @LOCK_TIMEOUT
@@ -310,7 +353,6 @@ def _rev_data(rev) -> dict:
 
 
 @cli.command()
-@VERBOSE
 @fleet_options("current")
 @pass_opts
 def current(opts: Options) -> None:
@@ -320,14 +362,23 @@ def current(opts: Options) -> None:
     project = opts.project()
     state = commands.current(project, verbose=opts.verbose)
     lines = [_rev_line(project.graph, r.revision, set(state.heads), opts.verbose)
-             for r in state.revisions] or ["<base> (no revision applied)"]
-    lines += [f"{u} (unknown: no revision file defines it)" for u in state.unknown]
+             for r in state.revisions]
+    lines += [f"{u} (recorded in {project.config.version_collection}, but no revision file "
+              "defines it: restore the file, or 'mongrate stamp --purge REV' to record the "
+              "right revision)" for u in state.unknown]
+    if not state.heads:
+        lines.append("<base> (no revision applied)")
     if state.pending:
         lines.append(f"{len(state.pending)} revision(s) pending: {', '.join(state.pending)}")
+    for e in state.running:
+        lines.append(f"RUNNING: {e['direction']} of {e['revision']} since "
+                     f"{e['started_at']:%Y-%m-%d %H:%M:%S} UTC by {e.get('host')} pid "
+                     f"{e.get('pid')} ('mongrate {state.lock.command}'), which holds the lock "
+                     f"(lease renewed until {state.lock.expires_at:%H:%M:%S} UTC)")
     for e in state.interrupted:
         lines.append(f"INTERRUPTED: {e['direction']} of {e['revision']} started "
                      f"{e['started_at']:%Y-%m-%d %H:%M:%S} UTC by {e.get('host')} pid {e.get('pid')}"
-                     "; the next upgrade resumes it")
+                     f", whose run is gone; the next '{e['direction']}' resumes it")
     if state.lock:
         lines.append(f"lock held by {state.lock.describe()}")
     if opts.verbose:
@@ -339,6 +390,7 @@ def current(opts: Options) -> None:
     emit(opts, {
         "heads": list(state.heads), "unknown": state.unknown, "pending": state.pending,
         "interrupted": [{k: v for k, v in e.items() if k != "traceback"} for e in state.interrupted],
+        "running": [{k: v for k, v in e.items() if k != "traceback"} for e in state.running],
         "lock": state.lock.__dict__ if state.lock else None,
     }, "\n".join(lines))
 
@@ -346,7 +398,6 @@ def current(opts: Options) -> None:
 @cli.command()
 @click.option("-r", "--rev-range", help="START:END, e.g. base:head, current:, -3:current.")
 @click.option("-i", "--indicate-current", is_flag=True, help="Mark the database's revisions.")
-@VERBOSE
 @pass_opts
 def history(opts: Options, rev_range: str | None, indicate_current: bool) -> None:
     """List revisions, newest first."""
@@ -381,7 +432,6 @@ def history(opts: Options, rev_range: str | None, indicate_current: bool) -> Non
 
 
 @cli.command()
-@VERBOSE
 @pass_opts
 def heads(opts: Options) -> None:
     """Show the head revisions of the scripts."""
@@ -415,7 +465,6 @@ def branches(opts: Options) -> None:
 
 @cli.command()
 @click.argument("rev")
-@VERBOSE
 @pass_opts
 def show(opts: Options, rev: str) -> None:
     """Show one revision in full."""
@@ -490,6 +539,17 @@ def backup_drop(opts: Options, backup_id: str, lock_timeout: float) -> None:
     emit(opts, manifest, f"dropped {manifest['target']}")
 
 
+def _accept_verbose(group: click.Group) -> None:
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _accept_verbose(command)
+        elif not any(p.name == "local_verbose" for p in command.params):
+            command.params.append(VERBOSE_OPTION)
+
+
+_accept_verbose(cli)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one line on errors, the traceback only with -v."""
     verbose = any(a in ("-v", "--verbose") for a in (argv if argv is not None else sys.argv[1:]))
@@ -500,6 +560,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("mongrate: aborted", err=True)
         sys.exit(EXIT_FAILED)
+    except click.UsageError as exc:
+        where = f"'{exc.ctx.command_path} --help'" if exc.ctx else "'mongrate --help'"
+        click.echo(f"mongrate: error: {exc.format_message()} (see {where})", err=True)
+        sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
         exc.show()
         sys.exit(EXIT_USAGE if exc.exit_code == 2 else exc.exit_code)
@@ -517,6 +581,11 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, MongrateError):
             click.echo(f"mongrate: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        lost = getattr(sys.modules.get("pymongo.errors"), "ConnectionFailure", None)
+        if lost is not None and isinstance(exc, lost):  # outside a run: nothing to resume
+            click.echo(f"mongrate: error: the server stopped answering ({type(exc).__name__}); "
+                       "run the command again once it is back", err=True)
+            sys.exit(EXIT_SERVER_LOST)
         click.echo(f"mongrate: unexpected error: {type(exc).__name__}: {exc} "
                    "(rerun with -v for the traceback)", err=True)
         sys.exit(EXIT_FAILED)

@@ -68,6 +68,9 @@ class Config:
     config_file: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_collection_names({k: getattr(self, k) for k in COLLECTION_KEYS})
+
     def with_overrides(self, **changes: object) -> Config:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -94,6 +97,37 @@ class Config:
 def split_patterns(value: str) -> tuple[str, ...]:
     """``databases`` in the ini: names or globs separated by commas, spaces or lines."""
     return tuple(p for p in re.split(r"[\s,]+", value) if p)
+
+
+def collection_name_problem(name: object) -> str | None:
+    """Why MongoDB would refuse ``name`` as a collection name, or None."""
+    if not isinstance(name, str) or not name.strip():
+        return "is empty"
+    if name != name.strip():
+        return "has spaces around it"
+    for bad, what in (("$", "'$'"), ("\0", "a NUL character"), ("..", "'..'")):
+        if bad in name:
+            return f"contains {what}"
+    if name.startswith(".") or name.endswith("."):
+        return "starts or ends with '.'"
+    if name.startswith("system."):
+        return "starts with 'system.', which MongoDB reserves"
+    return None
+
+
+def check_collection_names(names: dict[str, object]) -> None:
+    """Each of mongrate's collections needs a valid name of its own (ConfigError naming the key)."""
+    seen: dict[object, str] = {}
+    for key, name in names.items():
+        problem = collection_name_problem(name)
+        if problem:
+            raise ConfigError(f"'{key}' = {name!r} {problem}: give it a valid collection name")
+        if name in seen:
+            raise ConfigError(
+                f"'{key}' and '{seen[name]}' are both {name!r}: each of mongrate's collections "
+                "needs its own name"
+            )
+        seen[name] = key
 
 
 def database_from_url(url: str) -> str | None:
@@ -178,6 +212,12 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = True)
         for k in COLLECTION_KEYS
         if k in values
     }
+    try:
+        # defaults first, so a clash is reported on the key this file sets
+        check_collection_names({**{k: DEFAULTS[k] for k in COLLECTION_KEYS if k not in names},
+                                **names})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     config = Config(
         url=values.pop("url", None) or None,
         database=values.pop("database", None) or None,

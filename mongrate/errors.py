@@ -65,6 +65,12 @@ class CheckFailed(MongrateError):
     exit_code = 1
 
 
+class ServerLost(MongrateError):
+    """The server stopped answering in the middle of a run; the next run resumes it."""
+
+    exit_code = 4
+
+
 class RunInterrupted(MongrateError):
     """An earlier run died in a step this command would not re-run."""
 

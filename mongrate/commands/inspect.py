@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ from mongrate.graph.revisions import Revision
 from mongrate.graph.scripts import ScriptDirectory, checksum
 from mongrate.runtime.lock import LockHolder
 from mongrate.runtime.runner import normalize_heads
+from mongrate.runtime.store import Store
 
 
 @dataclass
@@ -23,6 +25,34 @@ class CurrentState:
     lock: LockHolder | None
     pending: list[str]
     log: dict[str, list[dict]] = field(default_factory=dict)
+    running: list[dict] = field(default_factory=list)  # started by the run holding the lock
+
+
+def holder_alive(store: Store, holder: LockHolder | None) -> bool:
+    """Is ``holder``'s run alive? Its lease is live and, when it runs on this host, its
+    process exists (a killed run is seen at once, not only when its lease runs out)."""
+    if holder is None or holder.expires_at <= store.leases.now():
+        return False
+    if holder.host == store.leases.host:
+        try:
+            os.kill(holder.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # someone else's process: it exists
+            pass
+    return True
+
+
+def unfinished_steps(store: Store) -> tuple[list[dict], list[dict], LockHolder | None]:
+    """Steps logged as started and not finished, split into those of the live run holding
+    the lock (running now) and those of dead runs (interrupted), and the lock holder."""
+    holder = store.leases.holder()
+    live = holder_alive(store, holder)
+    running, interrupted = [], []
+    for entry in store.interrupted():
+        mine = live and entry.get("owner") == holder.owner  # type: ignore[union-attr]
+        (running if mine else interrupted).append(entry)
+    return running, interrupted, holder
 
 
 def current(project: Project, *, verbose: bool = False) -> CurrentState:
@@ -32,8 +62,9 @@ def current(project: Project, *, verbose: bool = False) -> CurrentState:
     known = [h for h in heads if h in graph]
     unknown = [h for h in heads if h not in graph]
     pending = graph.upgrade_plan(known, graph.heads) if not unknown else []
-    state = CurrentState(heads, [graph.get(h) for h in known], unknown,
-                         project.store.interrupted(), project.store.leases.holder(), pending)
+    running, interrupted, holder = unfinished_steps(project.store)
+    state = CurrentState(heads, [graph.get(h) for h in known], unknown, interrupted, holder,
+                         pending, running=running)
     if verbose:
         state.log = project.store.log_entries(heads)
     return state
@@ -94,11 +125,18 @@ def check(project: Project) -> list[str]:
             f"the last {entry['direction']} of {entry['revision']} failed "
             f"({entry.get('error') or 'no error text'}): fix it and run the {entry['direction']} again"
         )
-    for entry in store.interrupted():
+    running, interrupted, _ = unfinished_steps(store)
+    for entry in running:
+        problems.append(
+            f"{entry['direction']} of {entry['revision']} is running (started "
+            f"{entry['started_at']:%Y-%m-%d %H:%M:%S} UTC by {entry.get('host')} pid "
+            f"{entry.get('pid')}, which holds the lock): wait for it to finish"
+        )
+    for entry in interrupted:
         problems.append(
             f"{entry['direction']} of {entry['revision']} was interrupted "
             f"(started {entry['started_at']:%Y-%m-%d %H:%M:%S} UTC by {entry.get('host')} "
-            f"pid {entry.get('pid')}): run 'mongrate upgrade' to resume it"
+            f"pid {entry.get('pid')}): run 'mongrate {entry['direction']}' to resume it"
         )
     if not unknown:
         problems += leftovers(project, graph.applied(heads))
@@ -118,8 +156,7 @@ def leftovers(project: Project, applied: set[str]) -> list[str]:
 
     store, graph = project.store, project.graph
     undo = f"{project.config.undo_collection}_"
-    running = store.leases.holder() is not None and store.leases.holder().expires_at > \
-        store.leases.now()
+    running = holder_alive(store, store.leases.holder())
     out = []
     for name in sorted(store.db.list_collection_names()):
         if name.startswith(undo):

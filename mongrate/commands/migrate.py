@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from mongrate.commands.project import Project
 from mongrate.config import DEFAULT_LOCK_TIMEOUT
-from mongrate.errors import CheckFailed
-from mongrate.graph.revisions import RevisionGraph
+from mongrate.errors import CheckFailed, ServerLost
 from mongrate.runtime.lock import Lock, LockHolder
 from mongrate.runtime.runner import RunResult, normalize_heads
 
 
-def _maximal(graph: RevisionGraph, revs: Iterable[str]) -> tuple[str, ...]:
-    """The members of ``revs`` that are not ancestors of other members."""
-    revs = set(revs)
-    below: set[str] = set()
-    for r in revs:
-        below |= graph.ancestors([r], inclusive=False)
-    return tuple(sorted(revs - below))
+@contextmanager
+def server_guard(project: Project, command: str) -> Iterator[None]:
+    """The server going away mid-run becomes one line: which server, what state the run was
+    left in, how the next run resumes it (pymongo's own error is a topology dump)."""
+    from pymongo.errors import ConnectionFailure as Lost
+
+    from mongrate.runtime.store import redact
+
+    try:
+        yield
+    except Lost as exc:
+        url = redact(project.config.url or "")
+        lease = project.config.lock_lease_seconds
+        raise ServerLost(
+            f"lost the server at {url} during '{command}' ({type(exc).__name__}): revisions that "
+            "finished are recorded, and the one that was running is left 'started' in the log "
+            f"('mongrate current' names it); once the server is back, 'mongrate {command}' "
+            f"resumes it after our lock's lease ({lease:g}s) expires"
+        ) from exc
 
 
 def upgrade(project: Project, target: str = "head", *, dry_run: bool = False,
@@ -26,9 +38,11 @@ def upgrade(project: Project, target: str = "head", *, dry_run: bool = False,
     graph = project.graph
 
     def plan(heads: tuple[str, ...]) -> list[str]:
-        return graph.upgrade_plan(heads, graph.resolve(target, heads))
+        return graph.plan_upgrade(target, heads)
 
-    return project.runner(lock_timeout, f"upgrade {target}").run("upgrade", plan, dry_run=dry_run)
+    command = f"upgrade {target}"
+    with server_guard(project, command):
+        return project.runner(lock_timeout, command).run("upgrade", plan, dry_run=dry_run)
 
 
 def downgrade(project: Project, target: str, *, dry_run: bool = False,
@@ -36,9 +50,11 @@ def downgrade(project: Project, target: str, *, dry_run: bool = False,
     graph = project.graph
 
     def plan(heads: tuple[str, ...]) -> list[str]:
-        return graph.downgrade_plan(heads, graph.downgrade_heads(target, heads))
+        return graph.plan_downgrade(target, heads)
 
-    return project.runner(lock_timeout, f"downgrade {target}").run("downgrade", plan, dry_run=dry_run)
+    command = f"downgrade {target}"
+    with server_guard(project, command):
+        return project.runner(lock_timeout, command).run("downgrade", plan, dry_run=dry_run)
 
 
 def stamp(project: Project, revisions: Sequence[str], *, purge: bool = False,
@@ -54,16 +70,8 @@ def stamp(project: Project, revisions: Sequence[str], *, purge: bool = False,
     def new_heads() -> tuple[tuple[str, ...], list[str]]:
         raw = store.heads()
         unknown = [h for h in raw if h not in graph]
-        heads = () if purge else normalize_heads(graph, tuple(h for h in raw if h in graph))
-        specs = [r for r in revisions if r.strip() != "base"]
-        if len(specs) < len(revisions) and not specs:
-            return (), unknown
-        targets: set[str] = set()
-        for spec in specs:
-            targets.update(graph.resolve(spec, heads))
-        related = graph.ancestors(targets) | graph.descendants(targets)
-        keep = {h for h in heads if h not in related}
-        return _maximal(graph, targets | keep), unknown
+        heads = normalize_heads(graph, tuple(h for h in raw if h in graph))
+        return graph.stamp_heads(revisions, heads, purge=purge), unknown
 
     new_heads()  # bad input fails here, before the lock writes anything
     with Lock(store.leases, lease=project.config.lock_lease_seconds, timeout=lock_timeout,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from pymongo.database import Database
 
 from mongrate.config import Config
@@ -49,11 +47,3 @@ class Project:
         if self._client is not None:
             self._client.close()
 
-
-def _maximal(graph: RevisionGraph, revs: Iterable[str]) -> tuple[str, ...]:
-    """The members of ``revs`` that are not ancestors of other members."""
-    revs = set(revs)
-    below: set[str] = set()
-    for r in revs:
-        below |= graph.ancestors([r], inclusive=False)
-    return tuple(sorted(revs - below))

@@ -33,6 +33,20 @@ RESERVED_NAMES = frozenset({"head", "heads", "base", "current"})
 _RELATIVE = re.compile(r"^(?P<base>.*?)(?P<sign>[+-])(?P<n>\d+)$")
 _STEP = re.compile(r"^(?P<sign>[+-])(?P<n>\d+)$")
 _BAD_LABEL = re.compile(r"[@:,\s]")
+_BAD_ID = re.compile(r"[@:,+\-\s]")
+
+
+def revision_id_problem(rev_id: str) -> str | None:
+    """Why ``rev_id`` cannot be a revision id (it would read as a target), or None."""
+    if not rev_id:
+        return "it is empty"
+    if rev_id in RESERVED_NAMES:
+        return f"{rev_id!r} is a target keyword (head, heads, base, current)"
+    bad = sorted(set(_BAD_ID.findall(rev_id)))
+    if bad:
+        shown = ", ".join("space" if c.isspace() else repr(c) for c in bad)
+        return f"it contains {shown}, which targets use (@ label, + and - steps, : ranges)"
+    return None
 
 
 def _as_tuple(value: object) -> tuple[str, ...]:
@@ -69,6 +83,7 @@ class _Move:
 
     revs: tuple[str, ...]
     drop: frozenset[str]
+    step: str = ""  # "+"/"-" when counted from the current heads (+N, -N, label@+N, label@-N)
 
 
 def _where(rev: Revision) -> str:
@@ -87,6 +102,12 @@ class RevisionGraph:
         for rev in revisions:
             if not isinstance(rev.revision, str) or not rev.revision.strip():
                 raise GraphError(f"{_where(rev)} has an empty revision id; set revision = '<id>'")
+            problem = revision_id_problem(rev.revision)
+            if problem:
+                raise GraphError(
+                    f"{_where(rev)}: revision id {rev.revision!r} cannot be used: {problem}; "
+                    "use letters, digits and '_'"
+                )
             other = revs.get(rev.revision)
             if other is not None:
                 raise GraphError(
@@ -303,6 +324,22 @@ class RevisionGraph:
         """Revisions applied when the version collection holds ``heads``."""
         return self.ancestors(heads)
 
+    def maximal(self, ids: Iterable[str]) -> tuple[str, ...]:
+        """The members of ``ids`` below no other member (dependencies count): the version
+        rows that record exactly the revisions ``ids`` and their ancestors."""
+        ids = self._check(ids)
+        table, idx = self._bits(True), self._index
+        below = 0
+        for rid in ids:
+            below |= table[idx[rid]] & ~(1 << idx[rid])
+        return tuple(sorted(r for r in ids if not below >> idx[r] & 1))
+
+    @property
+    def real_heads(self) -> tuple[str, ...]:
+        """Heads that nothing depends on either: what ``heads`` names (Alembic's rule), so
+        a revision that is only a dependency of another head is not a target of its own."""
+        return tuple(h for h in self.heads if not self._dependents[h])
+
     # ------------------------------------------------------------ targets
     def _name(self, name: str) -> str:
         """An exact id, a branch label or a unique prefix of at least MIN_PREFIX characters."""
@@ -335,10 +372,13 @@ class RevisionGraph:
     def _current(self, current_heads: Iterable[str]) -> tuple[str, ...]:
         return tuple(self._check(current_heads))
 
-    def _absolute(self, revs: Iterable[str]) -> _Move:
-        """Going to named revisions un-applies whatever is above them (Alembic's rule)."""
+    def _named(self, revs: Iterable[str]) -> _Move:
+        """Going to named revisions un-applies whatever is above them (Alembic's rule);
+        naming no revision is base, which un-applies everything."""
         revs = tuple(sorted(set(revs)))
-        below = self.ancestors(revs) if revs else set()
+        if not revs:
+            return _Move((), frozenset(self.bases))
+        below = self.ancestors(revs)
         drop = {c for r in revs for c in self._children[r]} - below
         return _Move(revs, frozenset(drop))
 
@@ -362,6 +402,16 @@ class RevisionGraph:
             node = self._parents[node][0]
         return node
 
+    def branch_members(self, rev_id: str) -> set[str]:
+        """The revisions of ``rev_id``'s branch, as a branch label marks them: the revision,
+        everything above it, and its segment down to where it leaves its branch point."""
+        members = self.descendants([rev_id], dependencies=False)
+        node, root = rev_id, self.branch_root(rev_id)
+        while node != root:
+            node = self._parents[node][0]
+            members.add(node)
+        return members
+
     def _parse(self, spec: str, current: tuple[str, ...]) -> _Move:
         if not isinstance(spec, str):
             raise RevisionNotFoundError(f"a revision target must be text, not {spec!r}")
@@ -371,15 +421,15 @@ class RevisionGraph:
                 "empty revision target; give a revision id, a branch label, head, heads or base"
             )
         if s == "base":
-            return _Move((), frozenset(self.bases))
+            return self._named(())
         if s == "heads":
-            return self._absolute(self.heads)
+            return self._named(self.real_heads)
         if s == "head":
-            return self._absolute(self._single_head())
+            return self._named(self._single_head())
         if s == "current":
             return _Move(tuple(sorted(current)), frozenset())
         if s in self._revs or s in self._labels:
-            return self._absolute((self._name(s),))
+            return self._named((self._name(s),))
         if "@" in s:
             return self._parse_branch(s, current)
         m = _RELATIVE.match(s)
@@ -387,11 +437,22 @@ class RevisionGraph:
             sign, n = m["sign"], self._steps(s, m["n"])
             if not m["base"]:
                 return self._relative(s, None, sign, n, current)
+            if m["base"].strip() == "base":
+                if sign == "-":
+                    raise RangeError(f"{s!r} goes below base: nothing is below base")
+                return self._named((self._walk_up(s, None, n, None),))
+            # REV+N / REV-N name one revision, then act exactly as naming it would
             start = self._one(s, self._parse(m["base"], current))
             if sign == "+":
-                return self._walk_up(s, start, n, None)
-            return self._walk_down(s, start, n, None)
-        return self._absolute((self._name(s),))
+                return self._named((self._walk_up(s, start, n, None),))
+            level, _ = self._walk_down(s, start, n, None)
+            if len(level) > 1:
+                raise MultipleHeadsError(
+                    f"{s!r} is ambiguous: {n} step(s) down from {start} is a merge's parents "
+                    f"({', '.join(level)}); name one of them"
+                )
+            return self._named(level)
+        return self._named((self._name(s),))
 
     def _parse_branch(self, s: str, current: tuple[str, ...]) -> _Move:
         branch, _, symbol = s.partition("@")
@@ -405,10 +466,11 @@ class RevisionGraph:
                     f"{s!r} is ambiguous: branch {branch} has {len(heads)} heads "
                     f"({', '.join(heads)}); name one of them or 'mongrate merge' them"
                 )
-            return self._absolute(heads)
+            return self._named(heads)
         if symbol == "heads":
-            return self._absolute(self._branch_heads(rid))
+            return self._named(self._branch_heads(rid))
         if symbol == "base":
+            # the branch from where it leaves its branch point, not the shared trunk below
             return _Move((), frozenset({self.branch_root(rid)}))
         m = _STEP.match(symbol)
         if m:
@@ -431,44 +493,57 @@ class RevisionGraph:
             )
         return move.revs[0]
 
+    def _tips(self, revs: set[str]) -> list[str]:
+        """Members of ``revs`` with no child in ``revs`` (down edges only)."""
+        return sorted(r for r in revs if not any(c in revs for c in self._children[r]))
+
     def _relative(self, s: str, branch: str | None, sign: str, n: int,
                   current: tuple[str, ...]) -> _Move:
         """``+N``/``-N`` from the current heads; with a branch, only along that branch."""
-        scope: set[str] | None = None
+        label = s.partition("@")[0]
+        where = f" on branch {label}" if branch else ""
+        if sign == "-":
+            # step down from the one current head (of the branch): un-apply N revisions
+            scope: set[str] | None = None
+            starts = sorted(current)
+            if branch is not None:
+                scope = self.branch_members(branch)
+                starts = self._tips(self.applied(current) & scope)
+                if not starts:
+                    raise RangeError(
+                        f"{s!r}: nothing of branch {label} is applied (it starts at "
+                        f"{self.branch_root(branch)}), so there is nothing to step down from"
+                    )
+            if not starts:
+                raise RangeError(f"{s!r}: nothing is applied, so there is no step down")
+            if len(starts) > 1:
+                raise MultipleHeadsError(
+                    f"{s!r} is ambiguous: there are several current heads{where} "
+                    f"({', '.join(starts)}); use label@-N or a revision id"
+                )
+            level, last = self._walk_down(s, starts[0], n, scope)
+            return _Move(tuple(level), frozenset({last}), "-")
+        scope = None
         starts = sorted(current)
         if branch is not None:
             scope = (self.ancestors([branch], dependencies=False)
                      | self.descendants([branch], dependencies=False))
             starts = [h for h in current if h in scope]
             if not starts:  # nothing of the branch is a head: start from its applied base side
-                inside = self.applied(current) & scope
-                starts = sorted(r for r in inside if not any(c in inside for c in self._children[r]))
-        where = f" on branch {s.partition('@')[0]}" if branch else ""
-        if sign == "+":
-            if not starts:
-                return self._walk_up(s, None, n, scope)
-            movable = [h for h in starts
-                       if any(scope is None or c in scope for c in self._children[h])]
-            if len(movable) == 1:
-                return self._walk_up(s, movable[0], n, scope)
-            if not movable:
-                raise RangeError(
-                    f"{s!r} goes past the head: nothing is above {', '.join(starts)}"
-                )
-            raise MultipleHeadsError(
-                f"{s!r} is ambiguous: several current heads{where} can move up "
-                f"({', '.join(movable)}); use label@+N or a revision id"
-            )
+                starts = self._tips(self.applied(current) & scope)
         if not starts:
-            raise RangeError(f"{s!r}: nothing{where} is applied, so there is no step down")
-        if len(starts) > 1:
-            raise MultipleHeadsError(
-                f"{s!r} is ambiguous: there are several current heads{where} "
-                f"({', '.join(starts)}); use label@-N or a revision id"
-            )
-        return self._walk_down(s, starts[0], n, scope)
+            return _Move((self._walk_up(s, None, n, scope),), frozenset(), "+")
+        movable = [h for h in starts if any(scope is None or c in scope for c in self._children[h])]
+        if len(movable) == 1:
+            return _Move((self._walk_up(s, movable[0], n, scope),), frozenset(), "+")
+        if not movable:
+            raise RangeError(f"{s!r} goes past the head: nothing is above {', '.join(starts)}")
+        raise MultipleHeadsError(
+            f"{s!r} is ambiguous: several current heads{where} can move up "
+            f"({', '.join(movable)}); use label@+N or a revision id"
+        )
 
-    def _walk_up(self, s: str, start: str | None, n: int, scope: set[str] | None) -> _Move:
+    def _walk_up(self, s: str, start: str | None, n: int, scope: set[str] | None) -> str:
         node = start
         for i in range(n):
             options = self.bases if node is None else self._children[node]
@@ -486,10 +561,14 @@ class RevisionGraph:
                     "use label@+N or a revision id"
                 )
             node = options[0]
-        return self._absolute((node,))  # type: ignore[arg-type]
+        return node  # type: ignore[return-value]
 
-    def _walk_down(self, s: str, start: str, n: int, scope: set[str] | None) -> _Move:
-        """Step down along down_revisions; stepping off a merge leaves its parents (1 step)."""
+    def _walk_down(self, s: str, start: str, n: int,
+                   scope: set[str] | None) -> tuple[list[str], str]:
+        """Step down N times along down_revisions: the revisions below, and the last one
+        stepped off. Stepping off a merge lands on its parents (one step); within ``scope``
+        (a branch) a merge is left by its parent on the branch, and the walk may not step
+        off a revision outside it."""
         level, last = [start], start
         down = self._bits(False)
         for i in range(n):
@@ -503,17 +582,25 @@ class RevisionGraph:
                     f"({', '.join(level)}); step down from one of them by id"
                 )
             last = level[0]
-            parents = [p for p in self._parents[last] if scope is None or p in scope]
+            if scope is not None and last not in scope:
+                label = s.partition("@")[0]
+                raise RangeError(
+                    f"{s!r} steps below branch {label}: {start} is only {_plural(i, 'step')} "
+                    f"above where the branch leaves {last}; use -N or a revision id"
+                )
+            parents = list(self._parents[last])
+            inside = [p for p in parents if scope is not None and p in scope]
+            parents = inside or parents
             # a parent below another parent is not a head of the result
             level = sorted(p for p in parents if not any(
                 q != p and down[self._index[q]] >> self._index[p] & 1 for q in parents))
-        return _Move(tuple(level), frozenset({last}))
+        return level, last
 
     def resolve(self, spec: str, current_heads: Iterable[str] = ()) -> tuple[str, ...]:
         """The revisions ``spec`` names, sorted; ``()`` is base. Upgrading there applies their
         ancestors. Forms: head, heads, base, current, an id, a unique prefix (>= 4 chars), a
         branch label, label@head, label@heads, label@base (base: ``()``), +N / -N from
-        ``current_heads``, rev+N / rev-N (rev any single target), label@+N / label@-N."""
+        ``current_heads``, rev+N / rev-N (rev any single target), base+N, label@+N / label@-N."""
         return self._parse(spec, self._current(current_heads)).revs
 
     def resolve_one(self, spec: str, current_heads: Iterable[str] = ()) -> str:
@@ -542,26 +629,64 @@ class RevisionGraph:
         remove = applied - self.ancestors(target)
         return sorted(remove, key=self._index.__getitem__, reverse=True)
 
-    def downgrade_heads(self, spec: str, current_heads: Iterable[str]) -> tuple[str, ...]:
-        """The heads after ``downgrade spec``: only what lies above the target goes, so other
-        branches stay. ``-N``/``label@-N`` un-apply just the revisions stepped off (and what is
-        above them), ``label@base`` that branch from its root, ``base`` everything."""
+    def plan_upgrade(self, spec: str, current_heads: Iterable[str]) -> list[str]:
+        """What ``upgrade spec`` applies from ``current_heads``, in order."""
         current = self._current(current_heads)
         move = self._parse(spec, current)
+        if move.step == "-":
+            raise RangeError(f"'upgrade {spec.strip()}' would go down: use 'downgrade {spec.strip()}'")
+        return self.upgrade_plan(current, move.revs)
+
+    def plan_downgrade(self, spec: str, current_heads: Iterable[str]) -> list[str]:
+        """What ``downgrade spec`` un-applies from ``current_heads``, in order: whatever is
+        applied above the target (Alembic's rule), so a branch the target is not on stays.
+        ``-N``/``label@-N`` step along one head, ``label@base`` is that branch from its root."""
+        current = self._current(current_heads)
+        s = spec.strip() if isinstance(spec, str) else spec
+        move = self._parse(spec, current)
+        if move.step == "+":
+            raise RangeError(f"'downgrade {s}' would go up: use 'upgrade {s}'")
+        if not move.step and len(self.maximal(move.revs)) > 1:
+            raise MultipleHeadsError(
+                f"'downgrade {s}' needs one target and {s!r} names {len(move.revs)} revisions "
+                f"({', '.join(move.revs)}); name one of them, or use label@-N"
+            )
         applied = self.applied(current)
         missing = [r for r in move.revs if r not in applied]
         if missing:
             raise RangeError(f"target {', '.join(missing)} is not applied; did you mean upgrade?")
         remove = self.descendants(move.drop) & applied if move.drop else set()
-        heads: tuple[str, ...] = current
-        for rid in sorted(remove, key=self._index.__getitem__, reverse=True):
-            heads = self.heads_after_downgrade(heads, rid)
-        return heads
+        return sorted(remove, key=self._index.__getitem__, reverse=True)
+
+    def stamp_heads(self, specs: Iterable[str], current_heads: Iterable[str], *,
+                    purge: bool = False) -> tuple[str, ...]:
+        """The version rows after ``stamp specs``: each named revision replaces the heads it
+        is an ancestor or descendant of, other branches stay (unless ``purge``); ``base``
+        alone empties them and ``label@base`` removes that branch."""
+        heads = () if purge else self._current(current_heads)
+        specs = [s.strip() for s in specs]
+        if not specs:
+            raise RevisionNotFoundError("stamp needs a revision: give an id, a label, head or base")
+        if all(s == "base" for s in specs):
+            return ()
+        targets: set[str] = set()
+        applied = self.applied(heads)
+        for spec in specs:
+            if spec == "base":
+                continue
+            move = self._parse(spec, heads)
+            if move.revs:
+                targets.update(move.revs)
+            else:  # label@base, or a walk down to base: forget what is above it
+                applied -= self.descendants(move.drop)
+        heads = self.maximal(applied)
+        related = self.ancestors(targets) | self.descendants(targets)
+        return self.maximal(targets | {h for h in heads if h not in related})
 
     # ------------------------------------------------------------ version-table rules
     def heads_after_upgrade(self, heads: Iterable[str], rev: str) -> tuple[str, ...]:
-        """Heads once ``rev`` is applied: heads below it along down_revisions give way to it;
-        dependency heads stay (each stream keeps its own position)."""
+        """Heads once ``rev`` is applied: heads below it give way to it, dependencies
+        included (Alembic's version rows: [b] once b, which depends on a, is applied)."""
         hs = self._check(heads)
         self.get(rev)
         if self._covered(hs, rev):
@@ -569,7 +694,7 @@ class RevisionGraph:
         missing = [p for p in self._parents[rev] + self._deps[rev] if not self._covered(hs, p)]
         if missing:
             raise RangeError(f"cannot apply {rev} before {', '.join(missing)}")
-        idx, below = self._index, self._bits(False)[self._index[rev]]
+        idx, below = self._index, self._bits(True)[self._index[rev]]
         return tuple(sorted([h for h in hs if not below >> idx[h] & 1] + [rev]))
 
     def heads_after_downgrade(self, heads: Iterable[str], rev: str) -> tuple[str, ...]:
@@ -592,7 +717,9 @@ class RevisionGraph:
 
     # ------------------------------------------------------------ history
     def walk_range(self, spec: str | None, current_heads: Iterable[str] = ()) -> list[str]:
-        """Revisions in ``start:end`` (both inclusive, either side optional), newest first."""
+        """Revisions in ``start:end`` (both inclusive, either side optional), newest first:
+        ``start`` and what lies above it along down_revisions, up to ``end`` and what it
+        needs. ``start`` must lie below ``end`` (Alembic's rule)."""
         current = self._current(current_heads)
         text = (spec or ":").strip()
         if ":" not in text:
@@ -600,13 +727,27 @@ class RevisionGraph:
                 f"history range {spec!r} must look like start:end (either side may be empty)"
             )
         start, _, end = (part.strip() for part in text.partition(":"))
-        lower: set[str] | None = None
+        starts: tuple[str, ...] = ()
         if start and start != "base":
-            revs = current if start == "current" else self._parse(start, current).revs
-            lower = self.descendants(revs) if revs else None
-        upper: set[str] | None = None
+            if start == "current":
+                starts = current
+            else:
+                move = self._parse(start, current)
+                starts = move.revs or tuple(sorted(move.drop))  # label@base: the branch's root
+        ends: tuple[str, ...] | None = None
         if end and end != "heads":
-            upper = self.ancestors(current if end == "current" else self._parse(end, current).revs)
+            ends = current if end == "current" else self._parse(end, current).revs
+        upper = self.ancestors(ends) if ends is not None else None
+        if upper is not None:
+            stray = [r for r in starts if r not in upper]
+            if stray:
+                swapped = bool(ends) and all(self.is_ancestor(e, r) for e in ends for r in starts)
+                hint = f"did you mean {end}:{start}?" if swapped else "put the older revision first"
+                raise RangeError(
+                    f"history range {text!r} does not refer to ancestor and descendant revisions: "
+                    f"{', '.join(stray)} is not below {', '.join(ends) or 'base'}; {hint}"
+                )
+        lower = self.descendants(starts, dependencies=False) if starts else None
         return [r for r in reversed(self._order)
                 if (lower is None or r in lower) and (upper is None or r in upper)]
 

@@ -14,6 +14,7 @@ import re
 import string
 import sys
 import threading
+import unicodedata
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +22,8 @@ from types import ModuleType
 from typing import Any
 
 from mongrate.config import Config
-from mongrate.errors import ConfigError, ScriptError
-from mongrate.graph.revisions import Revision, RevisionGraph
+from mongrate.errors import ConfigError, MongrateError, ScriptError
+from mongrate.graph.revisions import Revision, RevisionGraph, revision_id_problem
 
 _TEMPLATE_NAME = "script.py.tmpl"
 _REV_ID_RE = re.compile(r"^[A-Za-z0-9_]+$")
@@ -76,19 +77,38 @@ def read_revision(path: Path) -> Revision:
     if "down_revision" not in values:
         raise ScriptError(f"{path}: revision {rev} has no 'down_revision' (use None for a base)")
     doc = ast.get_docstring(tree) or ""
-    create_date = None
-    m = re.search(r"^Create Date:\s*(.+)$", doc, re.MULTILINE)
-    if m:
-        create_date = m.group(1).strip()
+    # the template's line comes after the message, which may itself contain such a line
+    dates = re.findall(r"^Create Date:\s*(.+)$", doc, re.MULTILINE)
+    create_date = dates[-1].strip() if dates else None
     return Revision(
         revision=rev,
         down_revisions=_as_tuple(values.get("down_revision"), "down_revision", path),
         depends_on=_as_tuple(values.get("depends_on"), "depends_on", path),
         branch_labels=frozenset(_as_tuple(values.get("branch_labels"), "branch_labels", path)),
-        message=doc.strip().splitlines()[0] if doc.strip() else "",
+        message=doc.strip().splitlines()[0].strip() if doc.strip() else "",
         path=str(path),
         create_date=create_date,
     )
+
+
+def docstring_body(message: str) -> str:
+    """``message`` escaped for the inside of a triple-double-quoted docstring, so the file's
+    docstring reads back as exactly this text whatever it holds (backslashes, quotes,
+    control characters; bytes the terminal could not decode become U+FFFD)."""
+    try:
+        raw = message.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no decoder produced
+        raw = message.encode("utf-8", "replace")
+    message = raw.decode("utf-8", "replace")
+    out = []
+    for ch in message:
+        if ch in ('\\', '"'):
+            out.append("\\" + ch)
+        elif ch != "\n" and unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def checksum(path: str | Path) -> str:
@@ -148,16 +168,31 @@ class ScriptDirectory:
         self._modules[rev_id] = module
         return module
 
-    def template(self) -> string.Template:
+    def _template_path(self) -> Path:
         local = self.path / _TEMPLATE_NAME
-        src = local if local.exists() else Path(__file__).parent / "templates" / _TEMPLATE_NAME
-        return string.Template(src.read_text(encoding="utf-8"))
+        return local if local.exists() else Path(__file__).parent / "templates" / _TEMPLATE_NAME
+
+    def template(self) -> string.Template:
+        return string.Template(self._template_path().read_text(encoding="utf-8"))
 
     def write_revision(self, message: str, **kwargs: Any) -> Path:
         """Write a new revision file from the template and return its path (arguments as
-        :meth:`render_revision`)."""
+        :meth:`render_revision`). The file is read back with the others before this
+        returns: one that would not load is removed again."""
         path, text = self.render_revision(message, **kwargs)
+        rev_id = kwargs.get("rev_id")
         path.write_text(text, encoding="utf-8")
+        try:
+            written = read_revision(path)
+            if rev_id is not None and written.revision != rev_id:
+                raise ScriptError(f"its revision is {written.revision!r}, not {rev_id!r}")
+            RevisionGraph([*self.graph, written])
+        except MongrateError as exc:
+            path.unlink()
+            raise ScriptError(
+                f"the new revision would not load, so it was not written: {exc}; "
+                f"check the template ({self._template_path()}) and the options"
+            ) from None
         self._graph = None
         return path
 
@@ -178,19 +213,16 @@ class ScriptDirectory:
         functions' bodies (lines after the first indented by 4); ``imports``: lines put
         after the docstring."""
         rev_id = rev_id or uuid.uuid4().hex[:12]
-        if not _REV_ID_RE.match(rev_id):
-            raise ConfigError(f"--rev-id {rev_id!r}: use letters, digits and '_' only")
+        problem = revision_id_problem(rev_id)
+        if problem or not _REV_ID_RE.match(rev_id):
+            raise ConfigError(f"--rev-id {rev_id!r} cannot be used: "
+                              f"{problem or 'it has characters other than letters, digits and _'}"
+                              "; use letters, digits and '_'")
         if rev_id in self.graph:
             raise ConfigError(f"revision id {rev_id} already exists ({self.graph.get(rev_id).path})")
         now = now or datetime.now(UTC).replace(tzinfo=None)
         slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:40] or "revision"
-        try:
-            stem = self.config.file_template % {
-                "rev": rev_id, "slug": slug, "year": now.year, "month": now.month,
-                "day": now.day, "hour": now.hour, "minute": now.minute, "second": now.second,
-            }
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ConfigError(f"file_template {self.config.file_template!r} is invalid: {exc}") from None
+        path = self.path / f"{self._file_stem(rev_id, slug, now)}.py"
 
         def rep(values: tuple[str, ...]) -> str:
             if not values:
@@ -204,7 +236,7 @@ class ScriptDirectory:
                               "${upgrades} / ${downgrades}: add them (see mongrate's own "
                               "template) to write generated revisions")
         text = template.safe_substitute(
-            message=message.replace('"""', "'''"),
+            message=docstring_body(message),
             rev_id=rev_id,
             down_revision_text=", ".join(down_revisions) or "",
             create_date=now.strftime("%Y-%m-%d %H:%M:%S"),
@@ -216,7 +248,30 @@ class ScriptDirectory:
             downgrades=downgrades,
             imports=imports,
         )
-        path = self.path / f"{stem}.py"
         if path.exists():
             raise ConfigError(f"{path} already exists; choose another message or --rev-id")
         return path, text
+    def _file_stem(self, rev_id: str, slug: str, now: datetime) -> str:
+        """The new file's name from ``file_template``: a plain name inside script_location,
+        one that revision_files() will read (not starting with '.' or '_')."""
+        template = self.config.file_template
+        try:
+            stem = template % {
+                "rev": rev_id, "slug": slug, "year": now.year, "month": now.month,
+                "day": now.day, "hour": now.hour, "minute": now.minute, "second": now.second,
+            }
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(f"file_template {template!r} is invalid: {exc}") from None
+        why = None
+        if not stem.strip():
+            why = "is empty"
+        elif any(sep in stem for sep in ("/", "\\", "\0")) or stem in (".", ".."):
+            why = "is a path, not a file name"
+        elif stem.startswith((".", "_")):
+            why = "starts with '.' or '_', so mongrate would never read the file"
+        if why:
+            raise ConfigError(
+                f"file_template {template!r} gives the file name {stem!r}, which {why}; new "
+                f"revisions go straight into {self.path}: use e.g. %(rev)s_%(slug)s"
+            )
+        return stem

@@ -55,7 +55,7 @@ def normalize_heads(graph: RevisionGraph, heads: tuple[str, ...]) -> tuple[str, 
     known = [h for h in heads if h in graph]
     below: set[str] = set()
     for h in known:
-        below |= graph.ancestors([h], inclusive=False, dependencies=False)
+        below |= graph.ancestors([h], inclusive=False)
     return tuple(sorted(h for h in known if h not in below)) + tuple(
         sorted(h for h in heads if h not in graph)
     )

@@ -7,6 +7,7 @@ import traceback
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.collection import Collection
@@ -35,6 +36,12 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
+def url_options(url: str) -> dict[str, str]:
+    """The URL's query options, names lower-cased (MongoDB option names ignore case)."""
+    query = url.partition("?")[2].partition("#")[0]
+    return {k.lower(): v for k, v in parse_qsl(query, keep_blank_values=True)}
+
+
 def connect(config: Config, *, timeout_ms: int = 5000) -> tuple[MongoClient, Database]:
     """Connect and ping, turning every failure into one clear line within ~timeout."""
     name = config.database_name  # no database named: say so before trying the server
@@ -43,21 +50,26 @@ def connect(config: Config, *, timeout_ms: int = 5000) -> tuple[MongoClient, Dat
 
 
 def connect_client(config: Config, *, timeout_ms: int = 5000) -> MongoClient:
-    """A pinged client for the server of ``config`` (no database needed)."""
+    """A pinged client for the server of ``config`` (no database needed). Options in the
+    URL win: ours only fill in what it does not set."""
     url = config.require_url()
+    given = url_options(url)
+    ours = {"serverSelectionTimeoutMS": timeout_ms, "connectTimeoutMS": timeout_ms,
+            "socketTimeoutMS": None, "appname": f"mongrate {__version__}"}
+    options = {k: v for k, v in ours.items() if k.lower() not in given}
     try:
-        client: MongoClient = MongoClient(
-            url,
-            serverSelectionTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,
-            socketTimeoutMS=None,
-            appname=f"mongrate {__version__}",
-        )
+        waited = float(given.get("serverselectiontimeoutms", timeout_ms)) / 1000
+    except ValueError:  # pymongo would only warn, and wait its default 30 s
+        raise ConnectionFailure(
+            f"bad server URL {redact(url)}: serverSelectionTimeoutMS must be a number of "
+            "milliseconds") from None
+    try:
+        client: MongoClient = MongoClient(url, **options)
         client.admin.command("ping")
         return client
     except ServerSelectionTimeoutError:
         raise ConnectionFailure(
-            f"cannot reach the server at {redact(url)} within {timeout_ms / 1000:.0f}s: "
+            f"cannot reach the server at {redact(url)} within {waited:g}s: "
             "is it running, and are host and port right?"
         ) from None
     except ConfigurationError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -131,3 +132,144 @@ def test_unknown_setting_is_warned_about(project):
 def test_unknown_backup_is_a_usage_error(project):
     r = project.run("backup", "restore", "20990101_000000")
     assert r.code == 2 and "no backup" in r.err
+
+
+# ---------------------------------------------------------------- revision ids (issue 9, item 5)
+@pytest.mark.parametrize("rev_id", ["base", "head", "heads", "current", "ab@cd", "ab-1", "cd+1",
+                                    "a:b", "a b", "a,b"])
+def test_revision_ids_that_read_as_targets_are_refused(project, mongo_db, rev_id):
+    project.add("aaaa1111", None)
+    (project.versions / "bbbb_bad.py").write_text(
+        f"revision = {rev_id!r}\ndown_revision = 'aaaa1111'\n"
+        "def upgrade(op):\n    pass\n\n\ndef downgrade(op):\n    pass\n")
+    for args in (("history",), ("upgrade", "head")):
+        r = project.run(*args)
+        assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+        assert "bbbb_bad.py" in r.err and f"revision id {rev_id!r} cannot be used" in r.err
+    assert no_writes(mongo_db) == []
+
+
+@pytest.mark.parametrize("rev_id", ["base", "head", "current", "ab-1", "a:b", "x@y", "a b"])
+def test_revision_command_refuses_such_ids(project, rev_id):
+    r = project.run("revision", "-m", "x", "--rev-id", rev_id)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+    assert f"--rev-id {rev_id!r} cannot be used" in r.err
+    assert list(project.versions.iterdir()) == []
+
+
+# ---------------------------------------------------------------- messages (issue 9, item 6)
+@pytest.mark.parametrize("message", [
+    "move files from C:\\Users\\bob",
+    "broken \\N{x} escape",
+    'say "hi" and end with a quote"',
+    'triple """ and \'\'\' quotes',
+    "Unicode: ünïcödé 漢字 🎉",
+    "control \x00 \x07 \r characters",
+    "x" * 3000,
+    "ends with a backslash \\",
+])
+def test_any_message_makes_a_valid_revision_file(project, mongo_db, message):
+    r = project.run("revision", "-m", message, "--rev-id", "aaaa1111")
+    assert r.code == 0, r.err
+    (path,) = project.versions.glob("aaaa1111_*.py")
+    r = project.run("--json", "history")
+    assert r.code == 0, r.err
+    shown = json.loads(r.out)[0]["message"]
+    assert shown == message.splitlines()[0].strip()
+    assert project.run("revision", "-m", message, "--rev-id", "bbbb2222").code == 0
+    assert project.run("upgrade", "head").code == 0
+    assert mongo_db.mongrate_version.distinct("_id") == ["bbbb2222"]
+
+
+def test_a_template_that_breaks_the_file_writes_nothing(project):
+    (project.versions / "script.py.tmpl").write_text("revision = ${revision_repr}\n# ${message}\n")
+    r = project.run("revision", "-m", "two\nlines", "--rev-id", "aaaa1111")
+    assert r.code == 2 and "would not load, so it was not written" in r.err
+    assert "script.py.tmpl" in r.err
+    assert not list(project.versions.glob("*.py"))
+
+
+# ---------------------------------------------------------------- configuration (issue 9, item 7)
+@pytest.mark.parametrize("settings, key", [
+    ({"version_collection": ""}, "version_collection"),
+    ({"log_collection": "bad$name"}, "log_collection"),
+    ({"lock_collection": "system.locks"}, "lock_collection"),
+    ({"undo_collection": "a..b"}, "undo_collection"),
+    ({"version_collection": "mongrate_log"}, "'version_collection' and 'log_collection'"),
+    ({"backups_collection": "shared", "undo_collection": "shared"}, "'backups_collection'"),
+])
+def test_bad_collection_names_name_the_key(project, mongo_db, settings, key):
+    project.add("aaaa1111", None)
+    project.write_ini(**settings)
+    for args in (("upgrade", "head"), ("current",), ("stamp", "aaaa1111")):
+        r = project.run(*args)
+        assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+        assert key in r.err and "mongrate.ini" in r.err and "unexpected" not in r.err
+    assert no_writes(mongo_db) == []
+
+
+@pytest.mark.parametrize("template", ["../../x_%(rev)s", "sub/%(rev)s", "_%(rev)s",
+                                      ".%(rev)s", "%(slug)s/.."])
+def test_file_template_must_name_a_file_in_versions(project, tmp_path, template):
+    project.write_ini(file_template=template.replace("%", "%%"))
+    r = project.run("revision", "-m", "hello", "--rev-id", "aaaa1111")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+    assert "file_template" in r.err
+    assert not [p for p in tmp_path.rglob("*aaaa1111*")]
+
+
+def test_url_options_are_honoured(project):
+    project.add("aaaa1111", None)
+    url = f"mongodb://127.0.0.1:{free_port()}/x?serverSelectionTimeoutMS=300"
+    start = time.monotonic()
+    r = project.run("--url", url, "current")
+    assert time.monotonic() - start < 3  # our own default would wait 5 s
+    assert r.code == 2 and "within 0.3s" in r.err
+    r = project.run("--url", url.replace("=300", "=soon"), "current")
+    assert r.code == 2 and "serverSelectionTimeoutMS must be a number" in r.err
+
+
+# ---------------------------------------------------------------- command line (issue 9, item 8)
+@pytest.mark.parametrize("value", ["nan", "-1", "inf", "-0.5", "soon"])
+def test_lock_timeout_must_be_finite_and_not_negative(project, mongo_db, value):
+    project.add("aaaa1111", None)
+    for args in (("upgrade", "head"), ("downgrade", "base"), ("stamp", "aaaa1111")):
+        r = project.run(*args, "--lock-timeout", value)
+        assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+        assert "--lock-timeout" in r.err
+    assert no_writes(mongo_db) == []
+
+
+def test_wrong_way_relative_steps_are_errors(project, mongo_db):
+    project.add("aaaa1111", None)
+    project.add("bbbb2222", "aaaa1111")
+    assert project.run("upgrade", "aaaa1111").code == 0
+    r = project.run("upgrade", "-1")
+    assert r.code == 2 and "would go down: use 'downgrade -1'" in r.err
+    r = project.run("downgrade", "+1")
+    assert r.code == 2 and "would go up: use 'upgrade +1'" in r.err
+    assert mongo_db.mongrate_version.distinct("_id") == ["aaaa1111"]
+
+
+def test_unknown_options_are_not_targets(project, mongo_db):
+    project.add("aaaa1111", None)
+    for args in (("upgrade", "--bogus"), ("downgrade", "-1", "--bogus"), ("stamp", "-x"),
+                 ("upgrade", "-z")):
+        r = project.run(*args)
+        assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+        assert "No such option" in r.err and "--help" in r.err
+    assert no_writes(mongo_db) == []
+
+
+def test_verbose_after_the_command(project, mongo_db):
+    project.add("aaaa1111", None)
+    project.add("bbbb2222", "aaaa1111", body_up='raise RuntimeError("boom")')
+    r = project.run("upgrade", "aaaa1111", "-v")
+    assert r.code == 0, r.err
+    assert mongo_db.mongrate_version.distinct("_id") == ["aaaa1111"]
+    r = project.run("downgrade", "-1", "--verbose")
+    assert r.code == 0, r.err
+    r = project.run("upgrade", "head", "-v")  # -v after the command still shows the traceback
+    assert r.code == 1 and "Traceback" in r.err and "boom" in r.err
+    for args in (("stamp", "aaaa1111", "-v"), ("current", "-v"), ("check", "-v"), ("heads", "-v")):
+        assert "No such option" not in project.run(*args).err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from deepdiff import DeepDiff
@@ -202,3 +203,53 @@ def test_an_interrupted_downgrade_is_not_hidden_by_other_commands(chain, mongo_d
     assert r.code == 0 and "resuming" in r.err
     assert mongo_db.mongrate_log.count_documents({"status": "started"}) == 0
     assert chain.run("check").code == 1  # now simply one revision pending
+
+
+def test_current_names_recorded_revisions_without_a_file(project, mongo_db):
+    project.add("aaaa1111", None)
+    mongo_db.mongrate_version.insert_many([{"_id": "zzzz9999"}, {"_id": "yyyy8888"}])
+    r = project.run("current")
+    assert r.code == 0, r.err
+    assert "<base>" not in r.out
+    for rev in ("zzzz9999", "yyyy8888"):
+        assert f"{rev} (recorded in mongrate_version, but no revision file defines it" in r.out
+    mongo_db.mongrate_version.delete_many({})
+    assert "<base> (no revision applied)" in project.run("current").out
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_current_tells_a_running_step_from_an_interrupted_one(project, mongo_db):
+    project.add("aaaa1111", None)
+    project.add("bbbb2222", "aaaa1111", body_up="for _ in range(300):\n    time.sleep(0.1)")
+    child = project.spawn("upgrade", "head")
+    try:
+        wait_for(lambda: mongo_db.mongrate_log.find_one({"revision": "bbbb2222",
+                                                          "status": "started"}),
+                 what="bbbb2222 to start")
+        time.sleep(1.2)  # past a lease renewal (every 1 s with the 3 s lease)
+        r = project.run("current")
+        assert r.code == 0, r.err
+        line = next(ln for ln in r.out.splitlines() if "bbbb2222" in ln and "upgrade of" in ln)
+        assert line.startswith("RUNNING: upgrade of bbbb2222 since ")
+        assert f"pid {child.pid} ('mongrate upgrade head'), which holds the lock" in line
+        assert "lease renewed until" in line
+        assert "INTERRUPTED" not in r.out
+        r = project.run("check")
+        assert r.code == 1 and "upgrade of bbbb2222 is running" in r.err
+        assert "interrupted" not in r.err
+    finally:
+        child.kill()
+        child.wait()
+    # a killed run on this host is seen at once, its lease (3 s) still live
+    out = project.run("current").out
+    assert "INTERRUPTED: upgrade of bbbb2222 started" in out and "RUNNING" not in out
+    assert f"pid {child.pid}, whose run is gone; the next 'upgrade' resumes it" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 
 import pytest
@@ -36,6 +37,11 @@ def downgrade_all(g: RevisionGraph, heads: tuple[str, ...], plan: list[str]) -> 
     for r in plan:
         heads = g.heads_after_downgrade(heads, r)
     return heads
+
+
+def downgrade_to(g: RevisionGraph, spec: str, heads: tuple[str, ...]) -> tuple[str, ...]:
+    """The heads after 'downgrade spec', one step at a time as the runner moves them."""
+    return downgrade_all(g, heads, g.plan_downgrade(spec, heads))
 
 
 # a1 -> b2 -> c3
@@ -123,7 +129,7 @@ def test_heads_rules_refuse_impossible_moves():
         g.heads_after_downgrade(("cccc03",), "bbbb02")
 
 
-def test_depends_on_orders_plans_and_keeps_dependency_heads():
+def test_depends_on_orders_plans_and_rows_are_alembics():
     # two streams: account a1 -> a2, networking n1 -> n2 where n2 needs a2 (by prefix)
     g = graph(rev("a1000001", labels=("account",)), rev("a2000002", "a1000001"),
               rev("f1000001", labels=("net",)), rev("f2000002", "f1000001", deps=("a200",)))
@@ -132,14 +138,20 @@ def test_depends_on_orders_plans_and_keeps_dependency_heads():
     plan = g.upgrade_plan((), g.resolve("net@head"))
     assert plan.index("a2000002") < plan.index("f2000002") and len(plan) == 4
     heads = upgrade_all(g, (), plan)
-    assert heads == ("a2000002", "f2000002")  # the dependency stays a head
+    assert heads == ("f2000002",)  # Alembic's rows: f2 implies a2, so a2 has no row
+    assert g.applied(heads) == {"a1000001", "a2000002", "f1000001", "f2000002"}
+    # '-1' is then unambiguous, and un-applying f2 brings a2's row back
+    assert g.plan_downgrade("-1", heads) == ["f2000002"]
+    assert downgrade_to(g, "-1", heads) == ("a2000002", "f1000001")
     # un-applying the dependency un-applies its dependent first
     down = g.downgrade_plan(heads, ("a1000001", "f1000001"))
     assert down == ["f2000002", "a2000002"]
     assert downgrade_all(g, heads, down) == ("a1000001", "f1000001")
     # Alembic's rule for 'downgrade a1': what depends on a removed revision goes too
-    assert g.downgrade_heads("a1000001", heads) == ("a1000001", "f1000001")
-    assert g.downgrade_heads("account@base", heads) == ("f1000001",)
+    assert downgrade_to(g, "a1000001", heads) == ("a1000001", "f1000001")
+    assert downgrade_to(g, "account@base", heads) == ("f1000001",)
+    # applying the dependency after its dependent's branch: both rows stay
+    assert upgrade_all(g, ("f1000001",), ["a1000001"]) == ("a1000001", "f1000001")
 
 
 def test_depends_on_a_label_and_downgrade_restores_a_dependency_head():
@@ -166,7 +178,9 @@ def test_absolute_targets():
     assert g.resolve("feat") == ("cccc03",)
     assert g.resolve("feat@head") == ("eeee05",)
     assert g.resolve("feat@base") == ()
-    assert g.resolve("head-1") == ("cccc03", "dddd04")
+    with pytest.raises(MultipleHeadsError, match="merge's parents"):
+        g.resolve("head-1")  # as Alembic: a revision below a merge is ambiguous
+    assert g.resolve("cccc03-1") == ("bbbb02",)
     assert g.resolve("aaaa01+1") == ("bbbb02",)
     assert g.resolve("cccc+1") == ("eeee05",)
     assert g.resolve("current", ["cccc03", "dddd04"]) == ("cccc03", "dddd04")
@@ -204,18 +218,18 @@ def test_relative_with_one_movable_head_among_several():
     assert fork.resolve_one("feat@+1", ["cccc03", "dddd04"]) == "ffff05"
 
 
-def test_downgrade_heads_keeps_unrelated_branches():
+def test_downgrade_keeps_unrelated_branches():
     fork = graph(*FORK)
     heads = ("cccc03", "dddd04")
-    assert fork.downgrade_heads("feat@-1", heads) == ("dddd04",)
-    assert fork.downgrade_heads("bbbb02", heads) == ("bbbb02",)  # everything above b goes
-    assert fork.downgrade_heads("feat@base", heads) == ("dddd04",)
-    assert fork.downgrade_heads("base", heads) == ()
-    assert fork.downgrade_heads("-1", ("dddd04",)) == ("bbbb02",)
+    assert downgrade_to(fork, "feat@-1", heads) == ("dddd04",)
+    assert downgrade_to(fork, "bbbb02", heads) == ("bbbb02",)  # everything above b goes
+    assert downgrade_to(fork, "feat@base", heads) == ("dddd04",)
+    assert downgrade_to(fork, "base", heads) == ()
+    assert downgrade_to(fork, "-1", ("dddd04",)) == ("bbbb02",)
     g = graph(*DIAMOND)
-    assert g.downgrade_heads("-1", ("eeee05",)) == ("cccc03", "dddd04")
+    assert downgrade_to(g, "-1", ("eeee05",)) == ("cccc03", "dddd04")  # un-merge
     with pytest.raises(RangeError, match="eeee05 is not applied; did you mean upgrade"):
-        g.downgrade_heads("head", ("cccc03",))
+        g.plan_downgrade("head", ("cccc03",))
 
 
 def test_branch_heads_and_ancestry_without_dependencies():
@@ -232,6 +246,76 @@ def test_branch_heads_and_ancestry_without_dependencies():
     assert g.branch_root("ffff05") == "ffff05"  # its parent c is a branch point
     assert g.branch_root("cccc03") == "cccc03"
     assert graph(*LINEAR).branch_root("c3c3c3") == "a1a1a1"
+
+
+def test_relative_targets_act_as_naming_what_they_resolve_to():
+    # a -> b -> c -> d, and e on a: 'd-3' is a, so it un-applies e too, as 'downgrade a' does
+    g = graph(rev("aaaa01"), rev("bbbb02", "aaaa01"), rev("cccc03", "bbbb02"),
+              rev("dddd04", "cccc03"), rev("eeee05", "aaaa01"))
+    heads = ("dddd04", "eeee05")
+    assert g.plan_downgrade("dddd04-3", heads) == g.plan_downgrade("aaaa01", heads)
+    assert downgrade_to(g, "dddd-3", heads) == ("aaaa01",)
+    assert g.plan_downgrade("bbbb02+1", ("dddd04",)) == ["dddd04"]  # as 'downgrade cccc03'
+    assert g.plan_upgrade("base+1", ()) == ["aaaa01"]
+    assert g.plan_upgrade("dddd04-4", ("bbbb02",)) == []  # base: nothing to do
+    with pytest.raises(RangeError, match="nothing is below base"):
+        g.resolve("base-1")
+    with pytest.raises(RangeError, match="would go down"):
+        g.plan_upgrade("-1", ("bbbb02",))
+    with pytest.raises(RangeError, match="would go up"):
+        g.plan_downgrade("+1", ("bbbb02",))
+    with pytest.raises(MultipleHeadsError, match="needs one target"):
+        g.plan_downgrade("heads", heads)
+
+
+def test_label_step_down_stays_on_its_branch():
+    # a, then b (lab) and c on a; b -> f; m merges f and c and carries on the branch
+    g = graph(rev("aaaa01"), rev("bbbb02", "aaaa01", labels=("lab",)), rev("cccc03", "aaaa01"),
+              rev("ffff04", "bbbb02"), rev("mmmm05", "ffff04", "cccc03"))
+    assert g.branch_members("bbbb02") == {"bbbb02", "ffff04", "mmmm05"}
+    with pytest.raises(RangeError, match="nothing of branch lab is applied"):
+        g.plan_downgrade("lab@-1", ("cccc03",))
+    with pytest.raises(RangeError, match="nothing of branch lab is applied"):
+        g.plan_downgrade("lab@-1", ("aaaa01",))  # the trunk is not the branch
+    assert g.plan_downgrade("lab@-1", ("cccc03", "ffff04")) == ["ffff04"]
+    # at the merge the walk follows the branch's parent: m, then f
+    assert g.plan_downgrade("lab@-2", ("mmmm05",)) == ["mmmm05", "ffff04"]
+    assert downgrade_to(g, "lab@-2", ("mmmm05",)) == ("bbbb02", "cccc03")
+    with pytest.raises(RangeError, match="steps below branch lab"):
+        g.plan_downgrade("lab@-4", ("mmmm05",))
+    assert downgrade_to(g, "lab@base", ("mmmm05",)) == ("cccc03",)
+
+
+def test_stamp_heads():
+    g = graph(*FORK, rev("eeee05", deps=("cccc03",)))
+    assert g.stamp_heads(["feat"], ("dddd04",)) == ("cccc03", "dddd04")
+    assert g.stamp_heads(["bbbb02"], ("cccc03", "dddd04")) == ("bbbb02",)
+    assert g.stamp_heads(["feat@base"], ("cccc03", "dddd04")) == ("dddd04",)
+    assert g.stamp_heads(["base"], ("cccc03",)) == ()
+    assert g.stamp_heads(["eeee05"], ("cccc03",)) == ("eeee05",)  # c is below it: one row
+    assert g.stamp_heads(["heads"], ()) == ("dddd04", "eeee05")
+    assert g.stamp_heads(["aaaa01"], ("dddd04",), purge=True) == ("aaaa01",)
+    assert g.stamp_heads(["-1"], ("dddd04",)) == ("bbbb02",)
+    assert g.stamp_heads(["cccc03", "dddd04"], ("aaaa01",)) == ("cccc03", "dddd04")
+    with pytest.raises(RevisionNotFoundError):
+        g.stamp_heads([], ())
+
+
+@pytest.mark.parametrize("rev_id", ["base", "head", "heads", "current", "ab@cd", "ab-1", "cd+1",
+                                    "a:b", "a b", "a,b"])
+def test_revision_ids_that_read_as_targets_are_refused(rev_id):
+    with pytest.raises(GraphError, match=re.escape(f"x.py: revision id '{rev_id}' cannot be used")):
+        RevisionGraph([Revision(rev_id, (), path="versions/x.py")])
+
+
+def test_history_ranges_go_from_ancestor_to_descendant():
+    g = graph(*FORK)
+    with pytest.raises(RangeError, match="did you mean bbbb02:cccc03"):
+        g.walk_range("cccc03:bbbb02")
+    with pytest.raises(RangeError, match="cccc03 is not below dddd04; put the older"):
+        g.walk_range("cccc03:dddd04")
+    assert g.walk_range("feat@base:") == ["cccc03"]
+    assert g.walk_range("bbbb02:cccc03") == ["cccc03", "bbbb02"]
 
 
 # ---------------------------------------------------------------- errors
@@ -395,9 +479,10 @@ def test_plans_against_brute_force_on_random_graphs():
             above = {r for r in applied if r != t and t in brute_ancestors(revs, {r})}
             keep = applied - {r for r in above
                               if any(c in brute_ancestors(revs, {r}) for c in g.children(t))}
-            assert g.applied(g.downgrade_heads(t, heads)) == keep, seed
+            assert g.applied(downgrade_to(g, t, heads)) == keep, seed
         if len(heads) == 1:  # '-1' un-applies exactly the one head
-            assert g.applied(g.downgrade_heads("-1", heads)) == applied - set(heads), seed
+            assert g.applied(downgrade_to(g, "-1", heads)) == applied - set(heads), seed
+        assert heads == g.maximal(applied), seed  # rows are the applied set's maximal members
 
 
 # ---------------------------------------------------------------- scale
