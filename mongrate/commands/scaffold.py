@@ -29,11 +29,11 @@ def revision(config: Config, message: str, *, head: str = "head", splice: bool =
              branch_label: str | None = None, depends_on: Sequence[str] = (),
              rev_id: str | None = None) -> Path:
     """Write a new revision file on top of ``head`` (Alembic's ``--head`` rules)."""
-    path, text = render_revision(ScriptDirectory(config), message, head=head, splice=splice,
+    scripts = ScriptDirectory(config)
+    path, text = render_revision(scripts, message, head=head, splice=splice,
                                  branch_label=branch_label, depends_on=depends_on,
                                  rev_id=rev_id)
-    path.write_text(text, encoding="utf-8")
-    return path
+    return scripts.write_file(path, text, rev_id)
 
 
 def render_revision(scripts: ScriptDirectory, message: str, *, head: str = "head",

@@ -111,7 +111,7 @@ def autogenerate(project: Project, message: str, *, head: str = "head", splice: 
             f"{' and '.join(FEATURES[n] for n in result.missing)}: the revision will stop "
             "before any write here; apply it where they exist")
     if not dry_run:
-        path.write_text(text, encoding="utf-8")
+        project.scripts.write_file(path, text, rev_id)
         result.written = True
     return result
 

@@ -180,7 +180,11 @@ class ScriptDirectory:
         :meth:`render_revision`). The file is read back with the others before this
         returns: one that would not load is removed again."""
         path, text = self.render_revision(message, **kwargs)
-        rev_id = kwargs.get("rev_id")
+        return self.write_file(path, text, kwargs.get("rev_id"))
+
+    def write_file(self, path: Path, text: str, rev_id: str | None = None) -> Path:
+        """Write a rendered revision; read it back with the others first thing: one that
+        would not load is removed again (ScriptError)."""
         path.write_text(text, encoding="utf-8")
         try:
             written = read_revision(path)
