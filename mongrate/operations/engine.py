@@ -74,6 +74,8 @@ class Engine:
         self._lock = threading.RLock()
         self.backup_stamp: str | None = None
         self.defer_enabled = True  # tests turn it off to see each helper write at once
+        #: called after a pass wrote deferred changes (the runner applies held revisions)
+        self.on_flushed: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ checks
     def check(self) -> None:
@@ -177,6 +179,8 @@ class Engine:
             except BaseException:
                 self.give_back(collection, steps)
                 raise
+            if self.on_flushed is not None:
+                self.on_flushed()
 
     def flush_untouched(self) -> None:
         """A revision ended: write what waits for collections it did not touch."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -59,6 +60,24 @@ def normalize_heads(graph: RevisionGraph, heads: tuple[str, ...]) -> tuple[str, 
     return tuple(sorted(h for h in known if h not in below)) + tuple(
         sorted(h for h in heads if h not in graph)
     )
+
+
+class _Run:
+    """One run's moving parts: the heads so far, the steps done, the revisions held."""
+
+    def __init__(self, runner: Runner, engine: Engine, heads: tuple[str, ...]):
+        self.runner, self.engine, self.heads = runner, engine, heads
+        self.steps: list[StepResult] = []
+        self.held: list[_Held] = []
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        """Apply held revisions in order, up to the first whose change still waits (also
+        called when a pass writes deferred changes, mid-revision)."""
+        with self._lock:
+            while self.held and not self.engine.waiting(self.held[0].op):
+                self.heads = self.runner._succeeded(self.engine.direction, self.held.pop(0),
+                                                    self.heads, self.steps)
 
 
 @dataclass
@@ -208,18 +227,18 @@ class Runner:
                  revert: list[str] = ()) -> RunResult:
         resumed_ids = {e["revision"] for e in resumed}
         before = heads
-        steps: list[StepResult] = []
         if not plan and not revert:
-            return RunResult(direction, steps, before, heads, resumed, dry_run)
+            return RunResult(direction, [], before, heads, resumed, dry_run)
         engine = self._engine(direction, dry_run=dry_run, lock=lock)
+        run = _Run(self, engine, heads)
+        engine.on_flushed = run.release  # a held revision is applied once its pass is written
         strategy = engine.strategy.describe()
         if dry_run or self.reporter.verbose:
             self.reporter.info(strategy)
         writes: list[dict] = engine.db.writes if isinstance(engine.db, RecordingDatabase) else []
         for rev_id in revert:
-            steps.append(self._revert(engine, rev_id, writes, run_id, dry_run=dry_run))
+            run.steps.append(self._revert(engine, rev_id, writes, run_id, dry_run=dry_run))
         arrow = "->" if direction == "upgrade" else "<-"
-        held: list[_Held] = []
         for rev_id in plan:
             if lock:
                 lock.check()
@@ -235,9 +254,9 @@ class Runner:
             if dry_run:
                 mark = len(writes)
                 getattr(module, direction)(op)
-                steps.append(StepResult(rev_id, direction, time.monotonic() - started,
-                                        writes[mark:], dict(op.results)))
-                heads = self._move(direction, heads, rev_id)
+                run.steps.append(StepResult(rev_id, direction, time.monotonic() - started,
+                                            writes[mark:], dict(op.results)))
+                run.heads = self._move(direction, run.heads, rev_id)
                 continue
             log_id, started_at = self.store.log_start(
                 rev_id, direction, checksum=checksum(rev.path), run_id=run_id,
@@ -253,29 +272,28 @@ class Runner:
             except BaseException as exc:
                 self.store.log_finish(log_id, "failed", started_at=started_at, error=exc)
                 engine.discard(op)
-                raise self._failed(engine, held, heads, steps, exc, rev_id) from exc
-            held.append(_Held(rev_id, op, log_id, started_at, started))
+                raise self._failed(run, exc, rev_id) from exc
+            run.held.append(_Held(rev_id, op, log_id, started_at, started))
             try:
                 engine.flush_untouched()
             except BaseException as exc:
-                raise self._failed(engine, held, heads, steps, exc, None) from exc
-            heads = self._release(direction, engine, held, heads, steps)
+                raise self._failed(run, exc, None) from exc
+            run.release()
         try:
             engine.flush_all()
         except BaseException as exc:
-            raise self._failed(engine, held, heads, steps, exc, None) from exc
-        heads = self._release(direction, engine, held, heads, steps)
-        return RunResult(direction, steps, before, heads, resumed, dry_run, strategy)
+            raise self._failed(run, exc, None) from exc
+        run.release()
+        return RunResult(direction, run.steps, before, run.heads, resumed, dry_run, strategy)
 
-    def _failed(self, engine: Engine, held: list[_Held], heads: tuple[str, ...],
-                steps: list[StepResult], exc: BaseException,
-                running: str | None) -> BaseException:
+    def _failed(self, run: _Run, exc: BaseException, running: str | None) -> BaseException:
         """A revision (``running``) or the pass writing deferred changes failed. Revisions
         whose changes are all written are applied; the others are marked failed (the next
         upgrade runs them again, a downgrade reverts what they wrote). Returns the error
         to raise: the lock's, Ctrl-C, or one line naming the revision whose change failed."""
         if isinstance(exc, KeyboardInterrupt | LockLostError):
             return exc  # held steps stay "started": the next run resumes them
+        engine = run.engine
         error = exc.error if isinstance(exc, DeferredStepFailed) else exc
         culprit = exc.revision if isinstance(exc, DeferredStepFailed) else running
         if running is not None and not isinstance(exc, DeferredStepFailed):
@@ -284,34 +302,26 @@ class Runner:
             except Exception as flush_exc:  # noqa: BLE001 - the first error is the one raised
                 self.reporter.info(f"could not write the deferred changes: "
                                    f"{type(flush_exc).__name__}: {flush_exc}")
-        heads = self._release(engine.direction, engine, held, heads, steps)
-        for h in held:
+        run.release()
+        for h in run.held:
             why = error if h.rev_id == culprit else RuntimeError(
                 f"its deferred change was not written: the pass also writing the change of "
                 f"{culprit or 'another revision'} failed")
             self.store.log_finish(h.log_id, "failed", started_at=h.started_at, error=why)
-        held.clear()
+        run.held.clear()
         first_line = (str(error).strip().splitlines() or [""])[0]
         if culprit is None:
             return RevisionFailed(f"writing deferred changes failed: {type(error).__name__}: "
                                   f"{first_line}; the revisions waiting for them were not "
                                   "applied: 'mongrate upgrade' runs them again")
         rev = self.graph.get(culprit)
-        direction = engine.direction
         hint = ("'mongrate upgrade' resumes it, 'mongrate downgrade' reverses what it wrote"
-                if direction == "upgrade" else
+                if engine.direction == "upgrade" else
                 "its data may be partly restored: fix the cause and run the downgrade again")
         return RevisionFailed(
-            f"{direction} of {culprit} ({rev.message}) failed: {type(error).__name__}: "
+            f"{engine.direction} of {culprit} ({rev.message}) failed: {type(error).__name__}: "
             f"{first_line}; nothing after it ran; {hint}; "
             f"see 'mongrate history -v -r {culprit}:{culprit}'")
-
-    def _release(self, direction: str, engine: Engine, held: list[_Held],
-                 heads: tuple[str, ...], steps: list[StepResult]) -> tuple[str, ...]:
-        """Apply held revisions in order, up to the first whose change still waits."""
-        while held and not engine.waiting(held[0].op):
-            heads = self._succeeded(direction, held.pop(0), heads, steps)
-        return heads
 
     def _revert(self, engine: Engine, rev_id: str, writes: list[dict], run_id: str, *,
                 dry_run: bool) -> StepResult:
