@@ -14,6 +14,7 @@ import datetime as dt
 import re
 import unicodedata
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
@@ -296,20 +297,20 @@ def _incomplete() -> HTTPException:
 class ThumbnailService:
     """Thumbnails generated once per (file, size, pipeline version) and cached in GridFS.
 
-    ``concurrency`` (the thumbnail pool's size) also caps how many generations read their
-    source at once: the bytes are only read once a slot is free, so a burst of requests
-    holds at most ``concurrency`` sources in memory, not one per waiting request. One
-    instance per event loop (the slots are an ``asyncio.Semaphore``).
+    A generation first estimates its decode from the source's headers and waits for those
+    bytes of the process-wide decode budget, in its user's turn (see
+    :func:`app_patch.service.thumbnails.decode_slot`); only then is the source read. So a
+    burst of requests holds no image bytes while it waits, one user's queue of huge images
+    does not hold up others, and small images never wait behind large ones. ``rendered``
+    holds thumbnails made at upload until the background stores them. One instance per
+    event loop (the per-key locks are asyncio locks).
     """
 
     max_pixels: int
     max_source_bytes: int
-    concurrency: int = 2
+    concurrency: int = 2  # the pool's size; kept for callers, the budget lives in thumbnails
     _locks: dict[str, list[Any]] = field(default_factory=dict)
-    _slots: asyncio.Semaphore = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._slots = asyncio.Semaphore(self.concurrency)
+    rendered: dict[str, tuple[bytes, str]] = field(default_factory=dict)
 
     def key(self, file_id: str, size: int) -> str:
         return f"{file_id}_{size}_v{thumbnails.PIPELINE_VERSION}"
@@ -347,26 +348,60 @@ class ThumbnailService:
         return Response(content=data, media_type=mime, headers=headers)
 
     async def _get(
-        self, store: ChatStore, record: FileRecord, size: int, user_id: str
+        self,
+        store: ChatStore,
+        record: FileRecord,
+        size: int,
+        user_id: str,
+        owner: str | None = None,
     ) -> tuple[bytes, str]:
         key = self.key(record.file_id, size)
-        cached = await self._cached(store, key)
+        cached = self.rendered.get(key) or await self._cached(store, key)
         if cached is not None:
             return cached
-        # One generation per key at a time in this process: later askers wait, then find the
-        # cached result (or generate themselves if the first one failed).
+        async with self._exclusive(key) as contended:
+            if contended:
+                cached = await self._cached(store, key)
+                if cached is not None:
+                    return cached
+            made = await self._generate(store, record, [size], user_id, owner)
+            return made[size]
+
+    async def pregenerate(
+        self,
+        store: ChatStore,
+        record: FileRecord,
+        user_id: str,
+        sizes: list[int],
+        rendered: dict[int, thumbnails.Thumbnail],
+    ) -> list[int]:
+        """Cache ``sizes`` of ``record``: those in ``rendered`` as they are, the others from one
+        decode (the background's turn in the budget). Returns the sizes stored now."""
+        async with AsyncExitStack() as stack:
+            missing = []
+            for size in sizes:  # one fixed order: no two holders can wait on each other
+                key = self.key(record.file_id, size)
+                await stack.enter_async_context(self._exclusive(key))
+                if await self._cached(store, key) is None:
+                    missing.append(size)
+            for size in [s for s in missing if s in rendered]:
+                await self._keep(store, record, size, user_id, rendered[size])
+            if todo := [s for s in missing if s not in rendered]:
+                await self._generate(store, record, todo, user_id, thumbnails.BACKGROUND)
+            return missing
+
+    @asynccontextmanager
+    async def _exclusive(self, key: str) -> AsyncIterator[bool]:
+        """One generation per key at a time in this process: later askers wait, then find the
+        cached result (or generate themselves if the first one failed). Yields whether
+        someone else held the key first."""
         entry = self._locks.setdefault(key, [asyncio.Lock(), 0])
         lock: asyncio.Lock = entry[0]
         entry[1] += 1
         try:
             contended = lock.locked()
             async with lock:
-                if contended:
-                    cached = await self._cached(store, key)
-                    if cached is not None:
-                        return cached
-                async with self._slots:
-                    return await self._generate(store, record, size, user_id, key)
+                yield contended
         finally:
             entry[1] -= 1
             if entry[1] == 0:
@@ -381,33 +416,60 @@ class ThumbnailService:
         return await grid_out.read(), str(meta.get("mime") or "image/jpeg")
 
     async def _generate(
-        self, store: ChatStore, record: FileRecord, size: int, user_id: str, key: str
-    ) -> tuple[bytes, str]:
-        """Read, render and cache; the caller holds a slot (see the class docstring)."""
+        self,
+        store: ChatStore,
+        record: FileRecord,
+        sizes: list[int],
+        user_id: str,
+        owner: str | None = None,
+    ) -> dict[int, tuple[bytes, str]]:
+        """Read, render and cache; the caller holds the keys' locks. The source is read only
+        once the decode budget has room for it (see the class docstring)."""
         grid_out = await store.open_file(record.oid)
         if grid_out is None:
             raise HTTPException(404, "File not found")
         try:
-            head = await grid_out.read(SNIFF_BYTES)
-            mime = sniff.sniff_mime(head)
+            head = await grid_out.read(thumbnails.ESTIMATE_HEAD)
+            mime = sniff.sniff_mime(head[:SNIFF_BYTES])
             if not sniff.is_image_mime(mime):
                 raise HTTPException(415, f"Not an image (the file is {mime}); no thumbnail")
             if int(grid_out.length) > self.max_source_bytes:
                 raise HTTPException(
                     422, f"Image file too large to thumbnail ({grid_out.length} bytes)"
                 )
-            data = head + await grid_out.read()
+            cost = thumbnails.estimate_cost(
+                head, max(sizes), source_bytes=int(grid_out.length), max_pixels=self.max_pixels
+            )
+            async with thumbnails.decode_slot(cost, user_id if owner is None else owner) as slot:
+                data = head + await grid_out.read()
+                del head
+                try:
+                    if len(sizes) == 1:
+                        made = {sizes[0]: await slot.run(_one_thumbnail, data, sizes[0], self)}
+                    else:
+                        made = await slot.run(_thumbnails, data, sizes, self)
+                except thumbnails.ThumbnailError as exc:
+                    # The module names the status: 415 not an image, 422 corrupt or too large.
+                    raise HTTPException(exc.http_status, f"No thumbnail: {exc.reason}") from None
+                finally:
+                    del data  # not kept while the thumbnails are written
         except CorruptGridFile:
             raise _incomplete() from None
         finally:
             await grid_out.close()
-        try:
-            thumb = await thumbnails.make_thumbnail_async(data, size, max_pixels=self.max_pixels)
-        except thumbnails.ThumbnailError as exc:
-            # The module names the status: 415 not an image, 422 corrupt or too many pixels.
-            raise HTTPException(exc.http_status, f"No thumbnail: {exc.reason}") from None
-        finally:
-            del data  # not kept while the thumbnail is written
+        for size, thumb in made.items():
+            await self._keep(store, record, size, user_id, thumb)
+        return {size: (thumb.data, thumb.mime) for size, thumb in made.items()}
+
+    async def _keep(
+        self,
+        store: ChatStore,
+        record: FileRecord,
+        size: int,
+        user_id: str,
+        thumb: thumbnails.Thumbnail,
+    ) -> None:
+        """Cache one thumbnail; the caller holds its key's lock."""
         metadata: dict[str, Any] = {
             "file_id": record.file_id,
             "size": size,
@@ -417,11 +479,21 @@ class ThumbnailService:
             "width": thumb.width,
             "height": thumb.height,
         }
-        await store.store_thumbnail(key, thumb.data, metadata)
+        await store.store_thumbnail(self.key(record.file_id, size), thumb.data, metadata)
         # A DELETE may have run while this one rendered: it removed the bytes and the cached
         # thumbnails it could see, but not the one stored just now. Deletion removes the
         # bytes first, so checking them after the store catches every interleaving.
         if not await store.file_exists(record.oid):
             await store.delete_thumbnails(record.file_id)
             raise HTTPException(404, "File not found")
-        return thumb.data, thumb.mime
+
+
+def _one_thumbnail(data: bytes, size: int, service: ThumbnailService) -> thumbnails.Thumbnail:
+    # make_thumbnail looked up at call time, so a test can observe renders with a stand-in.
+    return thumbnails.make_thumbnail(data, size, max_pixels=service.max_pixels)
+
+
+def _thumbnails(
+    data: bytes, sizes: list[int], service: ThumbnailService
+) -> dict[int, thumbnails.Thumbnail]:
+    return thumbnails.make_thumbnails(data, sizes, max_pixels=service.max_pixels)

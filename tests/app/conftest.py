@@ -7,12 +7,14 @@ do not depend on ``versions/``. It is test-scale code (a query per row is fine h
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -234,6 +236,24 @@ def live_server(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(15)
         sock.close()
+
+
+def status_kb(field: str, pid: int | str = "self") -> int:
+    """A ``/proc/<pid>/status`` figure in KiB (VmRSS, VmHWM...)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+def rss_growth(job: Any) -> int:
+    """Peak RSS growth in bytes while ``job()`` runs (Linux: VmHWM reset via clear_refs)."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc_trim(0)  # hand freed heap back, or an earlier big decode would hide this one
+    Path("/proc/self/clear_refs").write_text("5")
+    before = status_kb("VmRSS")
+    job()
+    return (status_kb("VmHWM") - before) * 1024
 
 
 def pytest_configure(config: pytest.Config) -> None:
