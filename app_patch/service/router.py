@@ -24,6 +24,7 @@ from pymongo import AsyncMongoClient
 
 from app_patch.service import thumbnails
 from app_patch.service.auth import AuthError, Principal, principal_from_token
+from app_patch.service.fairness import FairBudget
 from app_patch.service.files import ThumbnailService, file_response
 from app_patch.service.history import (
     API_PREFIX,
@@ -32,9 +33,10 @@ from app_patch.service.history import (
     file_urls,
     load_history,
 )
+from app_patch.service.pregen import Pregenerator
 from app_patch.service.settings import Settings
 from app_patch.service.storage import ChatStore, normal_id
-from app_patch.service.uploads import read_request, store_upload
+from app_patch.service.uploads import parse_request, receive_request, store_upload
 from app_patch.sniff import is_image_mime
 
 ThumbSize = IntEnum("ThumbSize", {f"px{s}": s for s in thumbnails.THUMB_SIZES})
@@ -50,7 +52,9 @@ class Services:
     store: ChatStore
     thumbs: ThumbnailService
     loop: asyncio.AbstractEventLoop
-    upload_slots: asyncio.Semaphore  # bounds the memory of uploads being parsed and stored
+    upload_slots: FairBudget  # uploads parsed and stored at once; one user never holds all
+    upload_users: FairBudget  # uploads in flight per user
+    pregen: Pregenerator  # thumbnails of new uploads, in the background
 
 
 class ServiceHolder:
@@ -81,15 +85,24 @@ class ServiceHolder:
         )
         store = ChatStore(client[settings.effective_database])
         thumbnails.configure(
-            max_concurrency=settings.thumbnail_concurrency, max_pixels=settings.thumbnail_max_pixels
+            max_concurrency=settings.thumbnail_concurrency,
+            max_pixels=settings.thumbnail_max_pixels,
+            decode_budget=settings.thumbnail_decode_budget,
         )
         thumbs = ThumbnailService(
             settings.thumbnail_max_pixels,
             settings.thumbnail_max_source_bytes,
             settings.thumbnail_concurrency,
         )
-        slots = asyncio.Semaphore(settings.upload_concurrency)
-        services = self._services = Services(settings, client, store, thumbs, loop, slots)
+        slots = FairBudget(
+            max_grants=settings.upload_concurrency,
+            per_owner=max(1, settings.upload_concurrency - 1),
+        )
+        users = FairBudget(per_owner=settings.uploads_per_user)
+        pregen = Pregenerator(thumbs, store, settings.thumbnail_pregen_queue)
+        services = self._services = Services(
+            settings, client, store, thumbs, loop, slots, users, pregen
+        )
         # Set before the first await, so concurrent first requests share one client.
         await store.ensure_indexes()
         return services
@@ -97,6 +110,7 @@ class ServiceHolder:
     async def aclose(self) -> None:
         services, self._services = self._services, None
         if services is not None and services.loop is asyncio.get_running_loop():
+            await services.pregen.aclose()
             await services.client.close()
 
     @asynccontextmanager
@@ -438,11 +452,21 @@ def build_router(
     )
     async def upload_files(request: Request, svc: Svc, user_id: Writer) -> Response:
         """Store attachments and the user message that carries them."""
-        # At most upload_concurrency bodies are held, parsed and stored at a time; the rest
-        # wait here (their bytes stay in the socket buffers meanwhile).
-        async with svc.upload_slots:
-            fields, files = await read_request(request, svc.settings)
-            message = await store_upload(svc.store, svc.settings, user_id, fields, files)
+        settings = svc.settings
+        # The body arrives outside the processing slots, under a time limit (408), so a slow
+        # client holds none; a user's further uploads wait for their own earlier ones.
+        async with svc.upload_users.hold(user_id):
+            received = await receive_request(request, settings, user_id)
+            try:
+                async with svc.upload_slots.hold(user_id):
+                    fields, files = await parse_request(received, settings)
+                    sizes = thumbnails.THUMB_SIZES if settings.thumbnail_pregen_queue else ()
+                    message = await store_upload(
+                        svc.store, settings, user_id, fields, files, thumbnail_sizes=sizes
+                    )
+            finally:
+                await received.aclose()
+        svc.pregen.submit(user_id, files)
         return JSONResponse(message, status_code=201)
 
     @router.delete("/files/{file_id}", responses=WRITE_ERRORS)

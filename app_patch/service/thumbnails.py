@@ -57,6 +57,7 @@ except Exception:  # ImportError, or a wheel whose native library will not load
     HEIF_AVAILABLE = False
 
 THUMB_SIZES = (100, 200, 300)
+DEFAULT_SIZE = 200  # what history's thumbnail_url shows: made first
 #: Bump whenever the bytes produced for the same input change; thumbnail caches key on it.
 PIPELINE_VERSION = 1
 MAX_THUMB_SIZE = 2048
@@ -287,9 +288,11 @@ def estimate_cost(
     *,
     source_bytes: int | None = None,
     max_pixels: int | None = None,
+    rendering: bool | None = None,
 ) -> int:
     """Bytes a thumbnail of ``size`` (None: :func:`verify_image`) of these bytes will hold:
     the source plus :func:`decode_cost`, read from the headers in ``head`` without decoding.
+    ``rendering`` (default: whether a size is given) counts the shrink's strips too.
 
     ``head`` is the whole file or its first ESTIMATE_HEAD bytes; ``source_bytes`` the whole
     length when ``head`` is shorter. Headers that cannot be read count as the largest image
@@ -310,7 +313,8 @@ def estimate_cost(
         with open_image(head, size, max_pixels=limit) as img:
             if size is None and img.format in _JPEG_FORMATS:
                 img.draft(None, (1, 1))  # as verify_image decodes
-            return total + decode_cost(img, rendering=size is not None)
+            rendering = size is not None if rendering is None else rendering
+            return total + decode_cost(img, rendering=rendering)
     except (NotAnImage, ImageTooLarge):
         return total
     except Exception:  # noqa: BLE001 - headers beyond the head, or broken: assume the worst
@@ -481,6 +485,21 @@ async def verify_image_async(
         return await slot.run(_run_verify_image, data, max_pixels)
 
 
+async def verify_and_render_async(
+    data: bytes, sizes: Iterable[int], *, max_pixels: int | None = None, owner: str = ""
+) -> tuple[str, int, int, dict[int, Thumbnail]]:
+    """:func:`verify_and_render` on the pool when the decode is cheap (the small lane: a
+    JPEG at 1/8 scale, a few megapixels), else :func:`verify_image_async` and no thumbnails:
+    shrinking a huge image is left to the background, not added to the upload's wait."""
+    sizes = tuple(sizes)
+    head = bytes(data[:ESTIMATE_HEAD])
+    cost = estimate_cost(head, source_bytes=len(data), rendering=bool(sizes))
+    if not sizes or cost > SMALL_DECODE_BYTES:
+        return (*await verify_image_async(data, max_pixels=max_pixels, owner=owner), {})
+    async with decode_slot(cost, owner) as slot:
+        return await slot.run(_run_verify_and_render, data, sizes, max_pixels)
+
+
 def verify_image(data: bytes | BinaryIO, *, max_pixels: int | None = None) -> tuple[str, int, int]:
     """``(mime, width, height)`` once the first frame has decoded; raises like make_thumbnail.
 
@@ -543,6 +562,12 @@ def open_image(
 
 def _run_verify_image(data: bytes | BinaryIO, max_pixels: int | None) -> tuple[str, int, int]:
     return verify_image(data, max_pixels=max_pixels)
+
+
+def _run_verify_and_render(
+    data: bytes, sizes: tuple[int, ...], max_pixels: int | None
+) -> tuple[str, int, int, dict[int, Thumbnail]]:
+    return verify_and_render(data, sizes, max_pixels=max_pixels)
 
 
 def _run_make_thumbnail(data: bytes | BinaryIO, size: int, max_pixels: int | None) -> Thumbnail:
