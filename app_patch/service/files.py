@@ -313,7 +313,7 @@ class ThumbnailService:
     rendered: dict[str, tuple[bytes, str]] = field(default_factory=dict)
 
     def key(self, file_id: str, size: int) -> str:
-        return f"{file_id}_{size}_v{thumbnails.PIPELINE_VERSION}"
+        return thumbnails.cache_key(file_id, size)
 
     def etag(self, file_id: str, size: int) -> str:
         # GridFS bytes never change under an id, so the key alone identifies the thumbnail.
@@ -470,15 +470,7 @@ class ThumbnailService:
         thumb: thumbnails.Thumbnail,
     ) -> None:
         """Cache one thumbnail; the caller holds its key's lock."""
-        metadata: dict[str, Any] = {
-            "file_id": record.file_id,
-            "size": size,
-            "version": thumbnails.PIPELINE_VERSION,
-            "user_id": user_id,
-            "mime": thumb.mime,
-            "width": thumb.width,
-            "height": thumb.height,
-        }
+        metadata = thumbnails.cache_metadata(record.file_id, size, user_id, thumb)
         await store.store_thumbnail(self.key(record.file_id, size), thumb.data, metadata)
         # A DELETE may have run while this one rendered: it removed the bytes and the cached
         # thumbnails it could see, but not the one stored just now. Deletion removes the

@@ -371,6 +371,37 @@ def _decode_job(cost: int, fn: Callable[..., T], *args: object) -> T:
             give_memory_back()  # the decoded image is gone once fn has returned
 
 
+@contextmanager
+def decode_slot_blocking(cost: int, owner: str = "") -> Iterator[None]:
+    """:func:`decode_slot` for code running on its own threads (the operator tools): block
+    for the budget, run the decode in the calling thread, give memory back after."""
+    grant = _lane(cost).acquire_blocking(owner, cost)
+    try:
+        yield
+    finally:
+        if cost >= TRIM_AFTER_BYTES:
+            give_memory_back()
+        grant.release()
+
+
+def cache_key(file_id: str, size: int) -> str:
+    """The name a thumbnail is cached under in the ``thumbnails`` GridFS bucket."""
+    return f"{file_id}_{size}_v{PIPELINE_VERSION}"
+
+
+def cache_metadata(file_id: str, size: int, user_id: str, thumb: Thumbnail) -> dict:
+    """The metadata stored with a cached thumbnail."""
+    return {
+        "file_id": file_id,
+        "size": size,
+        "version": PIPELINE_VERSION,
+        "user_id": user_id,
+        "mime": thumb.mime,
+        "width": thumb.width,
+        "height": thumb.height,
+    }
+
+
 # --- public API --------------------------------------------------------------------------
 
 
