@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 #: The default size first: it is the one history's thumbnail_url shows.
 ORDER = sorted(thumbnails.THUMB_SIZES, key=lambda size: size != thumbnails.DEFAULT_SIZE)
 
+SETTLE_SECONDS = 0.25
 _Job = tuple[str, str, dict[int, thumbnails.Thumbnail]]
 
 
@@ -81,6 +82,10 @@ class Pregenerator:
     async def _work(self) -> None:
         while True:
             job = await self.queue.get()
+            # The uploader's frontend asks for the new message's thumbnails right away; they
+            # are served from memory, faster without this job's writes competing for the
+            # database. Background work goes second.
+            await asyncio.sleep(SETTLE_SECONDS)
             try:
                 await self._one(*job)
             except asyncio.CancelledError:

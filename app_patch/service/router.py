@@ -22,7 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from pymongo import AsyncMongoClient
 
-from app_patch.service import thumbnails
+from app_patch.service import pregen, thumbnails
 from app_patch.service.auth import AuthError, Principal, principal_from_token
 from app_patch.service.fairness import FairBudget
 from app_patch.service.files import ThumbnailService, file_response
@@ -99,9 +99,9 @@ class ServiceHolder:
             per_owner=max(1, settings.upload_concurrency - 1),
         )
         users = FairBudget(per_owner=settings.uploads_per_user)
-        pregen = Pregenerator(thumbs, store, settings.thumbnail_pregen_queue)
+        background = Pregenerator(thumbs, store, settings.thumbnail_pregen_queue)
         services = self._services = Services(
-            settings, client, store, thumbs, loop, slots, users, pregen
+            settings, client, store, thumbs, loop, slots, users, background
         )
         # Set before the first await, so concurrent first requests share one client.
         await store.ensure_indexes()
@@ -460,7 +460,7 @@ def build_router(
             try:
                 async with svc.upload_slots.hold(user_id):
                     fields, files = await parse_request(received, settings)
-                    sizes = thumbnails.THUMB_SIZES if settings.thumbnail_pregen_queue else ()
+                    sizes = pregen.ORDER if settings.thumbnail_pregen_queue else ()
                     message = await store_upload(
                         svc.store, settings, user_id, fields, files, thumbnail_sizes=sizes
                     )

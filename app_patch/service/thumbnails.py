@@ -135,6 +135,8 @@ class Thumbnail:
 
 #: Decodes up to this many bytes (pixels decoded plus the source) take the small lane.
 SMALL_DECODE_BYTES = 16 * 1024 * 1024
+#: Uploads render their thumbnails from the verification decode when it is at most this.
+RENDER_AT_UPLOAD = 64 * 1024 * 1024
 #: Default cap on the bytes of all large decodes in flight (one larger than this runs alone).
 DEFAULT_DECODE_BUDGET = 128 * 1024 * 1024
 #: After a decode this large, freed heap goes back to the OS (glibc keeps it otherwise).
@@ -458,18 +460,24 @@ def make_thumbnails(
 def verify_and_render(
     data: bytes, sizes: Iterable[int], *, max_pixels: int | None = None
 ) -> tuple[str, int, int, dict[int, Thumbnail]]:
-    """:func:`verify_image`, plus the thumbnails its decode already allows.
+    """:func:`verify_image`, plus the thumbnails its decode allows.
 
-    Every size for most formats; for JPEG, those whose own DCT scale is the 1/8 that
-    verification decodes at. Each thumbnail equals make_thumbnail's; one that fails to
-    render is left out (it never fails the verification).
+    Every size for most formats. A JPEG is decoded at the DCT scale of the first size
+    (rather than verify_image's 1/8: the whole entropy stream is read either way, so
+    corruption is caught the same), and renders the sizes that share that scale. Each
+    thumbnail equals make_thumbnail's; one that fails to render is left out (it never fails
+    the verification).
     """
+    sizes = list(sizes)
     limit, (fp, head) = _limit(max_pixels), _stream(data)
     with _mapped_errors():
         img, full_size = _open_checked(fp, head, limit)
         with img:
             if img.format in _JPEG_FORMATS:
-                img.draft(None, (1, 1))
+                if sizes:
+                    _draft(img, _fit(full_size, sizes[0]))
+                else:
+                    img.draft(None, (1, 1))
             img.load()
             width, height = full_size
             if _orientation(img) >= 5:
@@ -519,13 +527,14 @@ async def verify_image_async(
 async def verify_and_render_async(
     data: bytes, sizes: Iterable[int], *, max_pixels: int | None = None, owner: str = ""
 ) -> tuple[str, int, int, dict[int, Thumbnail]]:
-    """:func:`verify_and_render` on the pool when the decode is cheap (the small lane: a
-    JPEG at 1/8 scale, a few megapixels), else :func:`verify_image_async` and no thumbnails:
-    shrinking a huge image is left to the background, not added to the upload's wait."""
+    """:func:`verify_and_render` on the pool when the decode is at most RENDER_AT_UPLOAD
+    bytes (a JPEG at a thumbnail's DCT scale, a photo of up to about 16 megapixels), else
+    :func:`verify_image_async` and no thumbnails: shrinking a huge image is left to the
+    background rather than added to the upload's wait."""
     sizes = tuple(sizes)
     head = bytes(data[:ESTIMATE_HEAD])
-    cost = estimate_cost(head, source_bytes=len(data), rendering=bool(sizes))
-    if not sizes or cost > SMALL_DECODE_BYTES:
+    cost = estimate_cost(head, sizes[0], source_bytes=len(data)) if sizes else 0
+    if not sizes or cost > RENDER_AT_UPLOAD:
         return (*await verify_image_async(data, max_pixels=max_pixels, owner=owner), {})
     async with decode_slot(cost, owner) as slot:
         return await slot.run(_run_verify_and_render, data, sizes, max_pixels)

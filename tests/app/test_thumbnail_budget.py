@@ -127,6 +127,11 @@ def test_verification_renders_the_thumbnails_its_decode_allows():
     assert sorted(thumbs) == [100, 200]  # 300 needs the 1/4 scale, verification decodes 1/8
     for size, thumb in thumbs.items():
         assert thumb == make_thumbnail(jpeg, size)
+    # Decoded at the first size's scale: 1/2 for 200 here, which 300 shares, not 100.
+    jpeg = _encoded(_image("RGB", (128, 96)).resize((1280, 960)), "JPEG", quality=80)
+    _, _, _, thumbs = verify_and_render(jpeg, [200, 100, 300])
+    assert sorted(thumbs) == [200, 300]
+    assert all(thumb == make_thumbnail(jpeg, size) for size, thumb in thumbs.items())
     png = _encoded(_image("I;16", (1500, 900)), "PNG")
     _, _, _, thumbs = verify_and_render(png, thumbnails.THUMB_SIZES)
     assert {s: t for s, t in thumbs.items()} == {s: make_thumbnail(png, s) for s in (100, 200, 300)}
