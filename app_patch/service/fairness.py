@@ -165,7 +165,13 @@ class FairBudget:
             if not future.done():
                 future.set_result(None)
 
-        waiter = _Waiter(owner, units, lambda: loop.call_soon_threadsafe(settle))
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(settle)
+            except RuntimeError:  # its loop is closed: nobody will ever use the grant
+                self._settle(waiter)
+
+        waiter = _Waiter(owner, units, wake)
         with self._lock:
             woken = self._enqueue(waiter)
         self._wake(woken)

@@ -135,3 +135,18 @@ def test_threads_and_event_loops_share_one_budget():
 def test_limits_must_be_positive_integers(bad):
     with pytest.raises(ValueError, match="positive integer"):
         FairBudget(bad)
+
+
+def test_a_grant_for_a_waiter_whose_loop_closed_goes_to_the_next():
+    """A waiter left behind by a closed event loop must not keep the units forever."""
+    budget = FairBudget(max_grants=1)
+    first = budget.acquire_blocking("a")
+    loop = asyncio.new_event_loop()
+    orphan = loop.create_task(budget.acquire("b"))
+    loop.run_until_complete(asyncio.sleep(0.01))  # b is queued
+    loop.set_exception_handler(lambda *_: None)  # "Task was destroyed": that is the point
+    loop.close()  # without cancelling b: its task is simply gone
+    first.release()  # b's turn: its loop cannot take it
+    assert (budget.grants, budget.waiting()) == (0, 0)
+    budget.acquire_blocking("c").release()
+    assert orphan.done() is False
