@@ -834,6 +834,13 @@ def _shrink(img: Image.Image, target: tuple[int, int]) -> Image.Image:
     return out.convert(alpha[:-1] + "A") if alpha else out
 
 
+def _has_transparency_data(img: Image.Image) -> bool:
+    """``img.has_transparency_data``, which Pillow only has from 10.1 (the service pins 10.0.1)."""
+    if hasattr(img, "has_transparency_data"):
+        return img.has_transparency_data
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+
+
 def _is_wide_grey(mode: str) -> bool:
     return mode.startswith("I") or mode == "F"
 
@@ -845,7 +852,7 @@ def _normalise_mode(img: Image.Image, extrema: tuple | None = None) -> Image.Ima
     is a strip of it: every strip must scale the same way.
     """
     mode = img.mode
-    transparent = img.has_transparency_data
+    transparent = _has_transparency_data(img)
     if mode in ("RGB", "L"):
         return img.convert(mode + "A" if mode == "L" else "RGBA") if transparent else img
     if mode in ("RGBA", "LA", "CMYK"):
