@@ -23,6 +23,7 @@ from gridfs import GridFSBucket
 from pymongo import monitoring
 from pymongo.database import Database
 
+from app_patch.service import thumbnails
 from app_patch.service.app import create_app
 from app_patch.service.auth import issue_token
 from app_patch.service.settings import Settings
@@ -84,6 +85,21 @@ def client(settings: Settings, command_log: CommandLog) -> Iterator[Any]:
     app = create_app(settings, client_kwargs={"event_listeners": [command_log]})
     with TestClient(app) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def generations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes rendered by make_thumbnail (the pool looks it up at call time; one-size
+    background renders go through it too)."""
+    calls: list[int] = []
+    real = thumbnails.make_thumbnail
+
+    def counting(data: Any, size: int, **kw: Any) -> Any:
+        calls.append(size)
+        return real(data, size, **kw)
+
+    monkeypatch.setattr(thumbnails, "make_thumbnail", counting)
+    return calls
 
 
 @pytest.fixture

@@ -28,20 +28,6 @@ def thumb(client, file_id, headers, **params):
     return client.get(f"/api/v1/chat/files/{file_id}/thumbnail", headers=headers, params=params)
 
 
-@pytest.fixture
-def generations(monkeypatch):
-    """Counts real thumbnail renders (the pool looks make_thumbnail up at call time)."""
-    calls = []
-    real = thumbnails.make_thumbnail
-
-    def counting(data, size, **kw):
-        calls.append(size)
-        return real(data, size, **kw)
-
-    monkeypatch.setattr(thumbnails, "make_thumbnail", counting)
-    return calls
-
-
 @pytest.mark.parametrize("size", [100, 200, 300, None])
 def test_thumbnail_sizes(client, mongo_db, alice, size):
     fid = put_file(mongo_db, PHOTO, name="photo.jpg")

@@ -40,20 +40,6 @@ def session_id(mongo_db) -> str:
     return add_session(mongo_db, user_id=ALICE, messages=[("user", "hi", at(0))]).session_id
 
 
-@pytest.fixture
-def renders(monkeypatch) -> list[int]:
-    """Sizes rendered by make_thumbnail (on-demand and background single-size renders)."""
-    calls: list[int] = []
-    real = thumbnails.make_thumbnail
-
-    def counting(data, size, **kw):
-        calls.append(size)
-        return real(data, size, **kw)
-
-    monkeypatch.setattr(thumbnails, "make_thumbnail", counting)
-    return calls
-
-
 def _upload(client, session_id: str, *images: bytes) -> list[str]:
     r = client.post(
         UPLOAD,
@@ -82,7 +68,7 @@ def _cached_sizes(db, file_id: str, want: int = 3, wait: float = 15.0) -> dict[i
 
 
 def test_an_upload_gets_all_its_thumbnails_in_the_background(
-    mongo_db, mongo_url, session_id, renders
+    mongo_db, mongo_url, session_id, generations
 ):
     settings = Settings(mongodb_url=mongo_url, jwt_secret=SECRET)
     with TestClient(create_app(settings)) as client:
@@ -92,11 +78,11 @@ def test_an_upload_gets_all_its_thumbnails_in_the_background(
     real = {size: thumbnails.make_thumbnails(PHOTO, [size])[size].data for size in cached}
     assert cached == real  # the very bytes an on-demand request would have made
     # 100 and 200 came from the upload's own 1/8-scale decode; only 300 was decoded again.
-    assert renders == [300]
+    assert generations == [300]
 
 
 def test_the_first_view_is_served_from_memory_before_the_background_stores_it(
-    mongo_db, mongo_url, session_id, renders, monkeypatch
+    mongo_db, mongo_url, session_id, generations, monkeypatch
 ):
     settings = Settings(mongodb_url=mongo_url, jwt_secret=SECRET)
     release = threading.Event()
@@ -122,7 +108,7 @@ def test_the_first_view_is_served_from_memory_before_the_background_stores_it(
     finally:
         release.set()
     assert first.status_code == small.status_code == 200
-    assert stored_meanwhile == 0 and renders.count(200) == renders.count(100) == 0
+    assert stored_meanwhile == 0 and generations.count(200) == generations.count(100) == 0
     assert first.content == cached[200] and small.content == cached[100]
 
 
@@ -183,7 +169,7 @@ def test_a_failing_background_job_is_one_log_line_and_the_next_one_runs(
     assert failed == 0
 
 
-def test_background_thumbnails_can_be_turned_off(mongo_db, mongo_url, session_id, renders):
+def test_background_thumbnails_can_be_turned_off(mongo_db, mongo_url, session_id, generations):
     settings = Settings(mongodb_url=mongo_url, jwt_secret=SECRET, thumbnail_pregen_queue=0)
     with TestClient(create_app(settings)) as client:
         (file_id,) = _upload(client, session_id, PHOTO)
@@ -193,4 +179,4 @@ def test_background_thumbnails_can_be_turned_off(mongo_db, mongo_url, session_id
             client.get(f"/api/v1/chat/files/{file_id}/thumbnail", headers=bearer(ALICE)).status_code
             == 200
         )
-    assert nothing == 0 and renders == [200]
+    assert nothing == 0 and generations == [200]
