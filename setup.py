@@ -18,15 +18,20 @@ setup(
         "mongrate.testing": ["ferretdb/go.mod", "ferretdb/go.sum", "ferretdb/main.go"],
         "app_patch.service": ["static/*"],
     },
-    install_requires=["pymongo>=4.13,<5", "click>=8.1"],
+    # The engine's whole suite passes on pymongo 4.6.1, the original service's pin.
+    install_requires=["pymongo>=4.6,<5", "click>=8.1"],
     extras_require={
+        # Lower bounds: the original service's pins (FastAPI 0.104.1, Pillow 10.0.1, ...).
         "app": [
-            "fastapi>=0.110",
-            "uvicorn>=0.29",
+            "fastapi>=0.104",
+            "uvicorn>=0.24",
             "pyjwt>=2.8",
-            "pillow>=11",
-            "python-multipart>=0.0.9",
-            "httpx>=0.27",
+            "pillow>=10.0.1",
+            "python-multipart>=0.0.6",
+            "httpx>=0.25",
+            # The async driver where pymongo has no stable async API (< 4.13): see
+            # app_patch/service/driver.py. Unused next to a newer pymongo.
+            "motor>=3.3,<4",
         ],
         "test": [
             "pytest>=8",

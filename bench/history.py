@@ -205,7 +205,6 @@ def run(url: str, reps: int) -> int:
             mongodb_url=url.rstrip("/") + "/" + db_name,
             jwt_secret=SECRET,
             history_max_limit=2000,
-            history_default_limit=2000,
         )
         app = create_app(settings, client_kwargs={"event_listeners": [counter]})
         add_reference_route(app, app.state.chat_holder)

@@ -117,10 +117,10 @@ def fingerprint(db) -> dict[str, tuple]:
             for n in sorted(db.list_collection_names()) if not n.startswith("mongrate")}
 
 
-def floor_copy(db) -> float:
-    """Batched find into insert_many of each copied collection; the copies are dropped."""
+def floor_copy(db, names: tuple[str, ...] = COPIED) -> float:
+    """Batched find into insert_many of each collection; the copies are dropped."""
     started = time.perf_counter()
-    for name in COPIED:
+    for name in names:
         dst = db.get_collection(f"floor_{name}", codec_options=RAW)
         batch = []
         for doc in db.get_collection(name, codec_options=RAW).find().batch_size(BATCH):
@@ -131,7 +131,7 @@ def floor_copy(db) -> float:
         if batch:
             dst.insert_many(batch, ordered=False)
     seconds = time.perf_counter() - started
-    for name in COPIED:
+    for name in names:
         db.drop_collection(f"floor_{name}")
     return seconds
 

@@ -39,7 +39,7 @@ class Options:
         from mongrate.commands import Project
         from mongrate.progress import Reporter
 
-        return Project(self.config(), Reporter(quiet=self.as_json))
+        return Project(self.config(), Reporter(quiet=self.as_json, verbose=self.verbose))
 
 
 def _json_default(value: Any) -> Any:
@@ -145,7 +145,8 @@ def _render_run(opts: Options, result) -> None:
         "heads_before": list(result.heads_before),
         "heads_after": list(result.heads_after),
         "resumed": [e["revision"] for e in result.resumed],
-        "steps": [{"revision": s.revision, "duration": round(s.duration, 3),
+        "strategy": result.strategy,
+        "steps": [{"revision": s.revision, "duration": round(s.duration, 3), "note": s.note,
                    "writes": s.writes, "results": s.results} for s in result.steps],
     }
     lines = []
@@ -157,7 +158,8 @@ def _render_run(opts: Options, result) -> None:
             lines.extend(f"    {w['method']} {w['collection']} {w['args']}" for w in s.writes)
         else:
             extra = f" {s.results}" if s.results else ""
-            lines.append(f"{s.direction}d {s.revision} in {s.duration:.2f}s{extra}")
+            what = "reverted the partial upgrade of" if s.note == "reverted" else f"{s.direction}d"
+            lines.append(f"{what} {s.revision} in {s.duration:.2f}s{extra}")
     if result.steps and not result.dry_run:
         lines.append(f"now at {', '.join(result.heads_after) or 'base'}")
     if result.dry_run:

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, object] = {
     "backups_collection": "mongrate_backups",
     "lock_lease_seconds": 30.0,
     "batch_size": 1000,
+    "write_strategy": "auto",
 }
 #: Seconds a command waits for another run's lock (``--lock-timeout``).
 DEFAULT_LOCK_TIMEOUT = 60.0
@@ -54,6 +55,7 @@ class Config:
     backups_collection: str = str(DEFAULTS["backups_collection"])
     lock_lease_seconds: float = float(DEFAULTS["lock_lease_seconds"])  # type: ignore[arg-type]
     batch_size: int = int(DEFAULTS["batch_size"])  # type: ignore[call-overload]
+    write_strategy: str = str(DEFAULTS["write_strategy"])
     prepend_sys_path: tuple[Path, ...] = ()
     config_file: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
@@ -167,6 +169,8 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = True)
         file_template=values.pop("file_template", str(DEFAULTS["file_template"])),
         lock_lease_seconds=number("lock_lease_seconds", Config.lock_lease_seconds, float, 1.0),
         batch_size=int(number("batch_size", Config.batch_size, int, 1)),
+        write_strategy=_choice(path, "write_strategy", values.pop("write_strategy", None),
+                               ("auto", "in_place", "rewrite")),
         prepend_sys_path=prepend,
         config_file=path.resolve(),
         extra=values,
@@ -178,6 +182,15 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = True)
         print(f"mongrate: warning: {path}: unknown setting(s) {', '.join(sorted(values))} "
               "in [mongrate] (typo?)", file=sys.stderr)
     return config
+
+
+def _choice(path: Path, key: str, value: str | None, choices: tuple[str, ...]) -> str:
+    if value is None:
+        return str(DEFAULTS[key])
+    value = value.strip()
+    if value not in choices:
+        raise ConfigError(f"{path}: '{key}' must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 def ini_text(*, url: str, database: str, scripts: str = str(DEFAULTS["script_location"])) -> str:
@@ -207,4 +220,6 @@ backups_collection = {d["backups_collection"]}
 lock_lease_seconds = {lease}
 # Documents per batch for op helpers.
 batch_size = {d["batch_size"]}
+# How data helpers write: auto (detected once per run), in_place or rewrite.
+write_strategy = {d["write_strategy"]}
 """

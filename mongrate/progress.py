@@ -18,9 +18,10 @@ class Reporter:
     """Where a run's messages go (stderr by default). ``quiet`` drops progress only."""
 
     def __init__(self, stream: IO[str] | None = None, *, quiet: bool = False,
-                 interval: float = 5.0):
+                 verbose: bool = False, interval: float = 5.0):
         self.stream = stream or sys.stderr
         self.quiet = quiet
+        self.verbose = verbose
         self.interval = interval
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 

@@ -17,6 +17,7 @@ from app_patch.rules.linking import (
     UploadRef,
     choose_carrier,
     link_group,
+    link_session,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "choose_carrier",
     "gridfs_oid",
     "link_group",
+    "link_session",
     "message_file_changes",
     "normalise_file_ids",
     "upload_file_changes",

@@ -137,3 +137,38 @@ def link_group(uploads: Iterable[UploadRef], messages: Sequence[MessageRef],
 
 def _upload_order(u: UploadRef) -> tuple:
     return (u.uploaded_at is None, u.uploaded_at or datetime.min, str(u.id))
+
+
+def link_session(messages: list[dict[str, Any]], uploads: list[dict[str, Any]],
+                 window: timedelta = LINK_WINDOW) -> list[LinkDecision]:
+    """Decide the links of one session and user's uploads and write them into the
+    documents: an upload's ``message_id`` becomes its carrier's hex id, and the carrier
+    lists the file in ``file_ids`` with ``has_files: true``. Returns the decisions."""
+    from app_patch.rules.file_fields import normalise_file_ids
+
+    if not uploads:
+        return []
+    session = uploads[0].get("session_id")
+    by_id = {d["_id"]: d for d in messages
+             if d.get("role") == "user" and isinstance(d["_id"], ObjectId)}
+    candidates = [] if session is None else [
+        MessageRef(d["_id"], _when(d.get("created_at")),
+                   tuple(normalise_file_ids(d.get("file_ids"))))
+        for d in by_id.values()]
+    refs = [UploadRef(d["_id"], "" if d.get("file_id") is None else str(d["file_id"]),
+                      d.get("message_id"), _when(d.get("uploaded_at"))) for d in uploads]
+    links = link_group(refs, candidates, window)
+    carrier = {id(d.upload): d.message for d in links.decisions}
+    for ref, doc in zip(refs, uploads, strict=True):
+        msg = carrier.get(id(ref))
+        if msg is not None and doc.get("message_id") != str(msg.id):
+            doc["message_id"] = str(msg.id)
+    for msg_id, added in links.additions.items():
+        doc = by_id[msg_id]
+        doc["file_ids"] = normalise_file_ids(doc.get("file_ids")) + list(added)
+        doc["has_files"] = True
+    return links.decisions
+
+
+def _when(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None

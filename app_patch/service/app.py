@@ -22,6 +22,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 
 from app_patch.service.auth import READ_SCOPE, issue_token
+from app_patch.service.driver import AsyncDriver
 from app_patch.service.router import build_router
 from app_patch.service.settings import Settings
 
@@ -35,15 +36,19 @@ DEMO_TOKEN_TTL = 3600
 
 
 def create_app(
-    settings: Settings | None = None, *, client_kwargs: dict[str, Any] | None = None
+    settings: Settings | None = None,
+    *,
+    client_kwargs: dict[str, Any] | None = None,
+    driver: AsyncDriver | None = None,
 ) -> FastAPI:
-    """The API router plus the demo page; ``settings`` None reads the environment at startup."""
+    """The API router plus the demo page; ``settings`` None reads the environment at startup,
+    ``driver`` None takes :data:`app_patch.service.driver.DRIVER`."""
     app = FastAPI(
         title="flowise-proxy image rendering",
         version="1.0",
         description="Chat history with attachments, file serving and thumbnails.",
     )
-    router = build_router(settings, client_kwargs=client_kwargs)
+    router = build_router(settings, client_kwargs=client_kwargs, driver=driver)
     app.include_router(router)
     holder = router.holder  # type: ignore[attr-defined]
     app.state.chat_holder = holder  # the app's database client, for tools built on the app
@@ -100,7 +105,7 @@ async def _demo_sessions(svc: Any, user_id: str, limit: int = 50) -> list[dict[s
         {"$match": {"user_id": user_id}},
         {"$group": {"_id": "$session_id", "n": {"$sum": 1}}},
     ]
-    async for row in await store.uploads.aggregate(pipeline):
+    async for row in await store.driver.aggregate(store.uploads, pipeline):
         counts[str(row["_id"])] = int(row["n"])
     cursor = store.sessions.find({"user_id": user_id}, {"session_id": 1, "topic": 1})
     sessions = [

@@ -1,8 +1,9 @@
 """Bearer-token authentication: HS256 JWTs signed with the service's access secret.
 
 The algorithm is fixed by configuration, never read from the token, so ``alg: none`` and
-algorithm-confusion tokens fail signature checking. Tokens must carry ``exp``. The user id is
-the ``user_id`` claim, else ``sub`` (the original service's tokens use ``user_id``).
+algorithm-confusion tokens fail signature checking. As in the original service's
+``JWTHandler.verify_access_token``, a token must carry ``exp`` and ``type == "access"`` (its
+7-day refresh tokens are refused), and the user is the ``sub`` claim, else ``user_id``.
 
 A token whose ``scope`` claim is exactly ``read`` (the demo login's) may only read: the
 routes that write (upload, delete) answer 403 to it. Tokens without a ``scope`` claim, like
@@ -20,6 +21,7 @@ import jwt
 from app_patch.service.settings import JWT_ALGORITHM
 
 READ_SCOPE = "read"
+ACCESS_TYPE = "access"  # the original's TokenType.ACCESS
 
 
 class AuthError(Exception):
@@ -37,7 +39,15 @@ class Principal:
 def issue_token(user_id: str, secret: str, *, ttl_seconds: int = 3600, **claims: Any) -> str:
     """Sign an access token for ``user_id`` (used by the demo login and the tests)."""
     now = int(time.time())
-    payload = {"user_id": user_id, "sub": user_id, "iat": now, "exp": now + ttl_seconds, **claims}
+    payload = {
+        "sub": user_id,
+        "user_id": user_id,
+        "type": ACCESS_TYPE,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_seconds,
+        **claims,
+    }
     return jwt.encode(payload, secret, algorithm=JWT_ALGORITHM)
 
 
@@ -60,11 +70,12 @@ def principal_from_token(token: str, secret: str) -> Principal:
     except jwt.InvalidTokenError:
         # Covers bad signatures, alg mismatches (incl. "none"), malformed tokens, missing exp.
         raise AuthError("invalid token") from None
-    user_id = claims.get("user_id")
-    if user_id in (None, ""):
-        user_id = claims.get("sub")
+    if claims.get("type") != ACCESS_TYPE:
+        raise AuthError("not an access token (needs type=access)")
+    # The original reads `sub or user_id`: a falsy sub falls through to user_id.
+    user_id = claims.get("sub") or claims.get("user_id")
     if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
-        raise AuthError("token names no user (needs a user_id or sub claim)")
+        raise AuthError("token names no user (needs a sub or user_id claim)")
     scope = claims.get("scope")
     scopes = scope.split() if isinstance(scope, str) else scope
     read_only = scopes == [READ_SCOPE]  # space-separated (RFC 8693) or a JSON list

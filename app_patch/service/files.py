@@ -22,11 +22,12 @@ from urllib.parse import quote
 
 from fastapi import HTTPException
 from fastapi.responses import Response, StreamingResponse
-from gridfs.asynchronous.grid_file import AsyncGridOut
 from gridfs.errors import CorruptGridFile
 
 from app_patch import sniff
-from app_patch.service import thumbnails
+from app_patch.service import placeholder, thumbnails
+from app_patch.service.driver import GridOut
+from app_patch.service.history import row_is_image
 from app_patch.service.storage import ChatStore, FileRecord
 
 SNIFF_BYTES = 8192
@@ -56,25 +57,98 @@ _MAX_DIGITS = 30
 
 
 def _base_name(name: str) -> str:
-    """The last path component, with control and bidi-override characters removed."""
-    name = _CONTROL.sub("", name or "")
+    """The last path component, with control and bidi-override characters removed.
+
+    A NUL ends the name, as it does for the C code of many tools and file systems: ``con.png
+    \\0.html`` is ``con.png`` to them, and to us.
+    """
+    name = (name or "").split("\0", 1)[0]
+    name = _CONTROL.sub("", name)
     name = re.split(r"[\\/]", name)[-1]
     return name.strip().strip(".").strip()
 
 
+# The extensions a name may keep when the file is served as each type. ZIP takes the formats
+# that are ZIP archives (a .docx is one); text/plain only inert data formats, so a script
+# (.js, .bat, .py) never downloads under a name that runs it.
+_EXTENSIONS_OF = {
+    sniff.JPEG: (".jpg", ".jpeg", ".jpe", ".jfif", ".pjpeg", ".pjp"),
+    sniff.PNG: (".png",),
+    sniff.GIF: (".gif",),
+    sniff.WEBP: (".webp",),
+    sniff.TIFF: (".tif", ".tiff"),
+    sniff.BMP: (".bmp", ".dib"),
+    sniff.ICO: (".ico", ".cur"),
+    sniff.AVIF: (".avif",),
+    sniff.HEIC: (".heic", ".heics", ".hif"),
+    sniff.HEIF: (".heif", ".heifs", ".hif"),
+    sniff.PDF: (".pdf",),
+    sniff.POSTSCRIPT: (".ps", ".eps", ".ai"),
+    sniff.ZIP: (".zip", ".docx", ".xlsx", ".pptx", ".odt", ".ods", ".odp", ".epub", ".jar",
+                ".apk", ".kmz", ".whl"),
+    sniff.TEXT: (".txt", ".text", ".log", ".csv", ".tsv", ".md", ".markdown", ".json",
+                 ".yaml", ".yml", ".ini", ".cfg", ".conf", ".toml", ".rst", ".srt", ".vtt"),
+}
+# Types a browser or desktop renders or runs; the sniffer serves those bytes as octet-stream.
+_ACTIVE_EXTENSIONS = frozenset(
+    {".html", ".htm", ".xhtml", ".shtml", ".mht", ".mhtml", ".svg", ".svgz", ".xml", ".xsl",
+     ".xslt", ".js", ".mjs", ".hta"}
+)
+_KNOWN_EXTENSIONS = frozenset(e for exts in _EXTENSIONS_OF.values() for e in exts)
+_KNOWN_EXTENSIONS |= _ACTIVE_EXTENSIONS
+_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}$")
+# Windows device names: "con.png" cannot be saved there under that name.
+_DEVICE = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
+
+
+def download_name(name: str, served: str) -> tuple[str, str]:
+    """(stem, extension) of the name to send with a file served as ``served``.
+
+    The extension always agrees with the served type, since it is what a desktop uses to open
+    the saved file. An extension of a type the sniffer knows, but not the served one, is
+    *replaced*: a PNG+HTML polyglot named ``report.html`` and served as ``image/png`` saves as
+    ``report.png``, not ``report.html.png``: double extensions are the classic disguise (with
+    known extensions hidden, that one displays as ``report.html``), and the name lied about
+    the type anyway. An extension the sniffer cannot judge (``.exe``, ``.psd``, none) is kept
+    and the served type's appended, except for ``application/octet-stream``, which has no
+    extension to agree with (``.bin`` replaces a known type's there).
+    """
+    served = served.split(";", 1)[0].strip().lower()
+    base = _base_name(name)
+    match = _SUFFIX.search(base)
+    ext = match.group(0).lower() if match else ""
+    stem = base[: match.start()] if match else base
+    if ext and ext in _EXTENSIONS_OF.get(served, ()):
+        result = stem, base[len(stem):]
+    elif ext in _KNOWN_EXTENSIONS:
+        result = stem, sniff.extension_for(served)
+    elif served == sniff.OCTET:
+        result = base, ""
+    else:
+        result = base, sniff.extension_for(served)
+    return _not_a_device(result[0]), result[1]
+
+
+def _not_a_device(stem: str) -> str:
+    return "_" + stem if _DEVICE.fullmatch(stem) else stem
+
+
 def ascii_filename(name: str, mime: str) -> str:
     """A plain-ASCII, quote-free file name for the legacy ``filename=`` parameter."""
-    base = unicodedata.normalize("NFKD", _base_name(name)).encode("ascii", "ignore").decode()
-    base = _UNSAFE_ASCII.sub("_", base).strip(" ._")[:150]
-    if not base or set(base) <= {"_"}:
-        base = "file" + sniff.extension_for(mime)
-    return base
+    stem, ext = download_name(name, mime)
+    stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    stem = _UNSAFE_ASCII.sub("_", stem).strip(" ._")[:150]
+    if not stem or set(stem) <= {"_"}:
+        stem = "file"
+    return _not_a_device(stem) + ext
 
 
 def content_disposition(kind: str, name: str, mime: str) -> str:
-    """``inline``/``attachment`` with an ASCII ``filename`` and an RFC 6266 ``filename*``."""
+    """``inline``/``attachment`` with an ASCII ``filename`` and an RFC 6266 ``filename*``,
+    both with an extension that agrees with ``mime``, the type served (:func:`download_name`)."""
     fallback = ascii_filename(name, mime)
-    full = _base_name(name)[:255] or fallback
+    stem, ext = download_name(name, mime)
+    full = stem[: 255 - len(ext)] + ext if stem else fallback
     encoded = quote(full, safe="!#$&+-.^_`|~")  # RFC 5987 attr-char, everything else %XX
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
@@ -91,7 +165,7 @@ def served_type(sniffed: str) -> tuple[str, bool]:
 # -- validators ------------------------------------------------------------------------------
 
 
-def file_etag(grid_out: AsyncGridOut) -> str:
+def file_etag(grid_out: GridOut) -> str:
     """A strong ETag from the GridFS id, length and upload time (or md5 when stored)."""
     md5 = grid_out.md5
     if md5:
@@ -186,7 +260,7 @@ def _byte_pos(digits: str) -> int:
 
 
 async def _stream(
-    grid_out: AsyncGridOut, head: bytes, first: int, last: int
+    grid_out: GridOut, head: bytes, first: int, last: int
 ) -> AsyncIterator[bytes]:
     """Yield bytes ``first..last`` (inclusive), reusing the sniffed head when it covers them."""
     remaining = last - first + 1
@@ -209,7 +283,7 @@ async def _stream(
         await grid_out.close()
 
 
-def _file_headers(etag: str, grid_out: AsyncGridOut) -> dict[str, str]:
+def _file_headers(etag: str, grid_out: GridOut) -> dict[str, str]:
     headers = {"ETag": etag, "Cache-Control": FILE_CACHE_CONTROL, **SECURITY_HEADERS}
     modified = _http_date(grid_out.upload_date)
     if modified:
@@ -302,22 +376,38 @@ class ThumbnailService:
     :func:`app_patch.service.thumbnails.decode_slot`); only then is the source read. So a
     burst of requests holds no image bytes while it waits, one user's queue of huge images
     does not hold up others, and small images never wait behind large ones. ``rendered``
-    holds thumbnails made at upload until the background stores them. One instance per
-    event loop (the per-key locks are asyncio locks).
+    holds thumbnails made at upload until the background stores them (:meth:`remember`).
+    One instance per event loop (the per-key locks are asyncio locks).
     """
 
     max_pixels: int
     max_source_bytes: int
     concurrency: int = 2  # the pool's size; kept for callers, the budget lives in thumbnails
     _locks: dict[str, list[Any]] = field(default_factory=dict)
-    rendered: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    rendered: dict[str, _Made] = field(default_factory=dict)
 
     def key(self, file_id: str, size: int) -> str:
         return thumbnails.cache_key(file_id, size)
 
+    def remember(self, file_id: str, thumbs: dict[int, thumbnails.Thumbnail]) -> None:
+        """Serve these (rendered at upload) from memory until :meth:`forget`."""
+        for size, thumb in thumbs.items():
+            self.rendered[self.key(file_id, size)] = _Made(thumb.data, thumb.mime)
+
+    def forget(self, file_id: str, sizes: list[int]) -> None:
+        for size in sizes:
+            self.rendered.pop(self.key(file_id, size), None)
+
     def etag(self, file_id: str, size: int) -> str:
         # GridFS bytes never change under an id, so the key alone identifies the thumbnail.
         return f'"{self.key(file_id, size)}"'
+
+    @property
+    def stamp(self) -> str:
+        """What decides whether an image renders besides its bytes: a placeholder made under
+        other limits (or before the HEIF plugin was installed) is made again."""
+        heif = int(thumbnails.HEIF_AVAILABLE)
+        return f"{self.max_pixels}-{self.max_source_bytes}-{heif}"
 
     async def response(
         self,
@@ -329,23 +419,32 @@ class ThumbnailService:
         *,
         head_only: bool = False,
     ) -> Response:
-        """200 with the thumbnail, 304, or 404/413/415/422 with a reason (HEAD: no body)."""
+        """200 with the thumbnail (or the placeholder), 304, or 404/415/422 (HEAD: no body)."""
         etag = self.etag(record.file_id, size)
-        headers = {"ETag": etag, "Cache-Control": THUMB_CACHE_CONTROL, **SECURITY_HEADERS}
+        headers = {"Cache-Control": THUMB_CACHE_CONTROL, **SECURITY_HEADERS}
         # Our own ETag is only ever handed out for a thumbnail that was made; "*" asks whether
         # one exists at all, which is only known once it has been made (or found) below.
         if etag_matches(if_none_match, etag, star=False):
+            return Response(status_code=304, headers={"ETag": etag, **headers})
+        made = await self._get(store, record, size, user_id)
+        if made.placeholder is None:
+            headers["ETag"] = etag
+        else:
+            headers["X-Thumbnail-Placeholder"] = _header_safe(made.placeholder)
+            if made.kind == _TRANSIENT:  # may render once the bytes are back: not kept
+                headers["Cache-Control"] = "private, no-cache"
+            else:  # a tag of its own: a later real thumbnail never matches it
+                headers["ETag"] = f'"{self.key(record.file_id, size)}_placeholder_{self.stamp}"'
+        if "ETag" in headers and etag_matches(if_none_match, headers["ETag"]):
             return Response(status_code=304, headers=headers)
-        data, mime = await self._get(store, record, size, user_id)
-        if etag_matches(if_none_match, etag):
-            return Response(status_code=304, headers=headers)
+        name = "placeholder.png" if made.placeholder is not None else record.name
         headers["Content-Disposition"] = content_disposition(
-            "inline", f"thumb_{size}_{ascii_filename(record.name, mime)}", mime
+            "inline", f"thumb_{size}_{_base_name(name)}", made.mime
         )
         if head_only:
-            headers["Content-Length"] = str(len(data))
-            return Response(media_type=mime, headers=headers)
-        return Response(content=data, media_type=mime, headers=headers)
+            headers["Content-Length"] = str(len(made.data))
+            return Response(media_type=made.mime, headers=headers)
+        return Response(content=made.data, media_type=made.mime, headers=headers)
 
     async def _get(
         self,
@@ -354,7 +453,7 @@ class ThumbnailService:
         size: int,
         user_id: str,
         owner: str | None = None,
-    ) -> tuple[bytes, str]:
+    ) -> _Made:
         key = self.key(record.file_id, size)
         cached = self.rendered.get(key) or await self._cached(store, key)
         if cached is not None:
@@ -385,7 +484,9 @@ class ThumbnailService:
                 if await self._cached(store, key) is None:
                     missing.append(size)
             for size in [s for s in missing if s in rendered]:
-                await self._keep(store, record, size, user_id, rendered[size])
+                thumb = rendered[size]
+                extra = {"width": thumb.width, "height": thumb.height}
+                await self._store(store, record, size, user_id, _Made(thumb.data, thumb.mime), extra)
             if todo := [s for s in missing if s not in rendered]:
                 await self._generate(store, record, todo, user_id, thumbnails.BACKGROUND)
             return missing
@@ -407,13 +508,17 @@ class ThumbnailService:
             if entry[1] == 0:
                 self._locks.pop(key, None)
 
-    @staticmethod
-    async def _cached(store: ChatStore, key: str) -> tuple[bytes, str] | None:
+    async def _cached(self, store: ChatStore, key: str) -> _Made | None:
         grid_out = await store.open_thumbnail(key)
         if grid_out is None:
             return None
         meta = grid_out.metadata or {}
-        return await grid_out.read(), str(meta.get("mime") or "image/jpeg")
+        reason = meta.get("placeholder")
+        if reason and meta.get("stamp") != self.stamp:
+            return None  # made under other limits: try again (the newest stored copy wins)
+        mime = str(meta.get("mime") or "image/jpeg")
+        data = await grid_out.read()
+        return _Made(data, mime, str(reason), _INTRINSIC) if reason else _Made(data, mime)
 
     async def _generate(
         self,
@@ -422,62 +527,90 @@ class ThumbnailService:
         sizes: list[int],
         user_id: str,
         owner: str | None = None,
-    ) -> dict[int, tuple[bytes, str]]:
-        """Read, render and cache; the caller holds the keys' locks. The source is read only
-        once the decode budget has room for it (see the class docstring)."""
-        grid_out = await store.open_file(record.oid)
-        if grid_out is None:
-            raise HTTPException(404, "File not found")
+    ) -> dict[int, _Made]:
+        """Render (or choose the placeholder) and cache; the caller holds the keys' locks."""
+        made: dict[int, tuple[_Made, dict[str, Any]]] = {}
         try:
-            head = await grid_out.read(thumbnails.ESTIMATE_HEAD)
-            mime = sniff.sniff_mime(head[:SNIFF_BYTES])
-            if not sniff.is_image_mime(mime):
-                raise HTTPException(415, f"Not an image (the file is {mime}); no thumbnail")
-            if int(grid_out.length) > self.max_source_bytes:
-                raise HTTPException(
-                    422, f"Image file too large to thumbnail ({grid_out.length} bytes)"
-                )
-            cost = thumbnails.estimate_cost(
-                head, max(sizes), source_bytes=int(grid_out.length), max_pixels=self.max_pixels
-            )
-            async with thumbnails.decode_slot(cost, user_id if owner is None else owner) as slot:
-                data = head + await grid_out.read()
-                del head
-                try:
-                    if len(sizes) == 1:
-                        made = {sizes[0]: await slot.run(_one_thumbnail, data, sizes[0], self)}
-                    else:
-                        made = await slot.run(_thumbnails, data, sizes, self)
-                except thumbnails.ThumbnailError as exc:
-                    # The module names the status: 415 not an image, 422 corrupt or too large.
-                    raise HTTPException(exc.http_status, f"No thumbnail: {exc.reason}") from None
-                finally:
-                    del data  # not kept while the thumbnails are written
-        except CorruptGridFile:
-            raise _incomplete() from None
-        finally:
-            await grid_out.close()
-        for size, thumb in made.items():
-            await self._keep(store, record, size, user_id, thumb)
-        return {size: (thumb.data, thumb.mime) for size, thumb in made.items()}
+            rendered = await self._render(record, store, sizes, user_id if owner is None else owner)
+            for size, thumb in rendered.items():
+                extra = {"width": thumb.width, "height": thumb.height}
+                made[size] = (_Made(thumb.data, thumb.mime), extra)
+        except _NoThumbnail as exc:
+            if not thumbnail_promised(record, exc.sniffed):
+                raise HTTPException(exc.status, exc.reason) from None
+            # History advertised this thumbnail (or the stored type is image/*, which the
+            # original client asks for): a 200 with the placeholder, never the raw bytes.
+            for size in sizes:
+                picture = placeholder.placeholder_png(size)
+                it = _Made(picture, placeholder.MIME, exc.reason, exc.kind)
+                made[size] = (it, {"placeholder": exc.reason, "stamp": self.stamp})
+            if exc.kind != _INTRINSIC:
+                # limits are checked before any decode: cheap to decide again
+                return {size: it for size, (it, _) in made.items()}
+        for size, (it, extra) in made.items():
+            await self._store(store, record, size, user_id, it, extra)
+        return {size: it for size, (it, _) in made.items()}
 
-    async def _keep(
+    async def _store(
         self,
         store: ChatStore,
         record: FileRecord,
         size: int,
         user_id: str,
-        thumb: thumbnails.Thumbnail,
+        made: _Made,
+        extra: dict[str, Any],
     ) -> None:
-        """Cache one thumbnail; the caller holds its key's lock."""
-        metadata = thumbnails.cache_metadata(record.file_id, size, user_id, thumb)
-        await store.store_thumbnail(self.key(record.file_id, size), thumb.data, metadata)
+        """Cache one thumbnail (or placeholder); the caller holds its key's lock."""
+        metadata = thumbnails.cache_metadata(record.file_id, size, user_id, made.mime, **extra)
+        await store.store_thumbnail(self.key(record.file_id, size), made.data, metadata)
         # A DELETE may have run while this one rendered: it removed the bytes and the cached
         # thumbnails it could see, but not the one stored just now. Deletion removes the
         # bytes first, so checking them after the store catches every interleaving.
         if not await store.file_exists(record.oid):
             await store.delete_thumbnails(record.file_id)
             raise HTTPException(404, "File not found")
+
+    async def _render(
+        self, record: FileRecord, store: ChatStore, sizes: list[int], owner: str
+    ) -> dict[int, thumbnails.Thumbnail]:
+        """The thumbnails, or :class:`_NoThumbnail` saying why there are none. The source is
+        read only once the decode budget has room for it (see the class docstring)."""
+        grid_out = await store.open_file(record.oid)
+        if grid_out is None:
+            raise _NoThumbnail(404, "File not found", _TRANSIENT)
+        sniffed = None
+        try:
+            head = await grid_out.read(thumbnails.ESTIMATE_HEAD)
+            sniffed = sniff.sniff_mime(head[:SNIFF_BYTES])
+            if not sniff.is_image_mime(sniffed):
+                reason = f"Not an image (the file is {sniffed}); no thumbnail"
+                raise _NoThumbnail(415, reason, _INTRINSIC, sniffed)
+            if int(grid_out.length) > self.max_source_bytes:
+                reason = f"Image file too large to thumbnail ({grid_out.length} bytes)"
+                raise _NoThumbnail(422, reason, _LIMIT, sniffed)
+            length = int(grid_out.length)
+            cost = thumbnails.estimate_cost(
+                head, max(sizes), source_bytes=length, max_pixels=self.max_pixels
+            )
+            async with thumbnails.decode_slot(cost, owner) as slot:
+                data = head + await grid_out.read()
+                del head
+                try:
+                    if len(sizes) == 1:
+                        return {sizes[0]: await slot.run(_one_thumbnail, data, sizes[0], self)}
+                    return await slot.run(_thumbnails, data, sizes, self)
+                except thumbnails.ThumbnailError as exc:
+                    # The module names the status: 415 not an image, 422 corrupt or too many
+                    # pixels. Corrupt bytes stay corrupt under an id; a limit may be raised.
+                    kind = _LIMIT if isinstance(exc, thumbnails.ImageTooLarge) else _INTRINSIC
+                    reason = f"No thumbnail: {exc.reason}"
+                    raise _NoThumbnail(exc.http_status, reason, kind, sniffed) from None
+                finally:
+                    del data  # not kept while the thumbnails are written
+        except CorruptGridFile:
+            raise _NoThumbnail(422, _incomplete().detail, _TRANSIENT, sniffed) from None
+        finally:
+            await grid_out.close()
 
 
 def _one_thumbnail(data: bytes, size: int, service: ThumbnailService) -> thumbnails.Thumbnail:
@@ -489,3 +622,48 @@ def _thumbnails(
     data: bytes, sizes: list[int], service: ThumbnailService
 ) -> dict[int, thumbnails.Thumbnail]:
     return thumbnails.make_thumbnails(data, sizes, max_pixels=service.max_pixels)
+
+
+# Why an image has no thumbnail: its bytes (kept in the cache), a configured limit (decided
+# again each time, before any decode), or a state that may change (bytes or chunks missing).
+_INTRINSIC, _LIMIT, _TRANSIENT = "intrinsic", "limit", "transient"
+
+
+@dataclass
+class _Made:
+    """A thumbnail to send: bytes, type, and why it is the placeholder (None: it is real)."""
+
+    data: bytes
+    mime: str
+    placeholder: str | None = None
+    kind: str = _INTRINSIC
+
+
+class _NoThumbnail(Exception):
+    """No thumbnail: the status to answer, unless history promised one (then the placeholder)."""
+
+    def __init__(self, status: int, reason: str, kind: str, sniffed: str | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.kind, self.sniffed = status, reason, kind, sniffed
+
+
+def thumbnail_promised(record: FileRecord, sniffed: str | None) -> bool:
+    """Whether a thumbnail request for this file must answer 200.
+
+    True when history advertised the thumbnail (:func:`row_is_image`; for a GridFS file
+    without a row, the sniffed type, as history decides it), or when the stored type is
+    ``image/*``: the original client asks for a thumbnail of exactly those (its file lists'
+    ``mime_type``), and the original answered them 200. Never for a file the migration
+    flagged ``file_missing``: the file itself is a 404, and so is its thumbnail.
+    """
+    if record.row is None:
+        return sniff.is_image_mime(sniffed)
+    if record.row.get("file_missing") is True:
+        return False
+    stored = str(record.row.get("mime_type") or "")
+    return row_is_image(record.row) or stored.lower().startswith("image/")
+
+
+def _header_safe(text: str) -> str:
+    """``text`` as a one-line printable-ASCII header value."""
+    return re.sub(r"[^ -~]", "?", " ".join(text.split()))[:200]

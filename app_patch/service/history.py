@@ -7,8 +7,15 @@ message lists a file that has no ``file_uploads`` row do two more queries look f
 in GridFS (owned by metadata) and sniff their first chunks. No query per message, and no
 ``$lookup`` (FerretDB has none).
 
-Pages go backwards in time: without ``before`` the newest ``limit`` messages are returned, in
-time order; ``next_before`` is the cursor for the page before them (None on the first one).
+Without ``limit`` the whole session is returned, as the original service did (its clients
+never read ``has_more``). With ``limit``, pages go backwards in time: without ``before`` the
+newest ``limit`` messages are returned, in time order; ``next_before`` is the cursor for the
+page before them (None on the first one).
+
+Upload entries have the keys of the original service (``session_routes.py``/``chat.py``):
+only images carry ``thumbnail_url``, ``thumbnail_small`` and ``thumbnail_medium``, and
+:func:`row_is_image` is also what the thumbnail endpoint asks, so every advertised thumbnail
+answers 200 (a placeholder when the image cannot be rendered).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ class BadCursor(ValueError):
 
 
 def file_urls(file_id: str) -> dict[str, str]:
-    """The five URLs of a file in the guide's format."""
+    """The URLs of a file in the original's format (the thumbnail ones only for images)."""
     base = f"{API_PREFIX}/files/{file_id}"
     return {
         "url": base,
@@ -49,35 +56,69 @@ def file_urls(file_id: str) -> dict[str, str]:
     }
 
 
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, dt.datetime) else None
+
+
 def upload_entry(
-    file_id: str, name: str, mime: str, size: int | None, is_image: bool
+    file_id: str,
+    name: str,
+    mime: str,
+    size: int | None,
+    is_image: bool,
+    *,
+    upload_type: str = "file",
+    uploaded_at: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """One element of a message's ``uploads``, exactly the keys of the guide."""
-    return {
+    """One element of a message's ``uploads``: the original's keys, in its order.
+
+    Non-images carry no thumbnail key (a frontend tests ``if (upload.thumbnail_url)``).
+    """
+    urls = file_urls(file_id)
+    entry = {
         "file_id": file_id,
         "name": name,
         "mime": mime,
         "size": size,
+        "type": upload_type,
+        "url": urls["url"],
+        "download_url": urls["download_url"],
         "is_image": is_image,
-        **file_urls(file_id),
+        "uploaded_at": _iso(uploaded_at),
     }
+    if is_image:
+        entry["thumbnail_url"] = urls["thumbnail_url"]
+        entry["thumbnail_small"] = urls["thumbnail_small"]
+        entry["thumbnail_medium"] = urls["thumbnail_medium"]
+    return entry
+
+
+def row_is_image(row: dict[str, Any]) -> bool:
+    """Whether a ``file_uploads`` row is shown as an image, with thumbnails.
+
+    The migrated ``is_image`` (from the sniffed bytes), else the type; never a file whose bytes
+    are gone. The thumbnail endpoint asks the same, so history and the endpoint agree.
+    """
+    if row.get("file_missing") is True:
+        return False
+    is_image = row.get("is_image")
+    if isinstance(is_image, bool):
+        return is_image
+    return is_image_mime(str(row.get("mime_type") or "application/octet-stream"))
 
 
 def upload_from_row(row: dict[str, Any]) -> dict[str, Any]:
     """``upload_entry`` from a ``file_uploads`` row (post-migration fields, derived if absent)."""
-    mime = str(row.get("mime_type") or "application/octet-stream")
-    is_image = row.get("is_image")
-    if not isinstance(is_image, bool):
-        is_image = is_image_mime(mime)
-    if row.get("file_missing") is True:
-        is_image = False
     size = row.get("file_size")
+    kind = row.get("upload_type")
     return upload_entry(
         str(row["file_id"]),
         str(row.get("original_name") or ""),
-        mime,
+        str(row.get("mime_type") or "application/octet-stream"),
         size if isinstance(size, int) and not isinstance(size, bool) else None,
-        is_image,
+        row_is_image(row),
+        upload_type=kind if isinstance(kind, str) and kind else "file",
+        uploaded_at=row.get("uploaded_at"),
     )
 
 
@@ -131,9 +172,16 @@ def _listed_ids(msg: dict[str, Any]) -> list[str]:
 
 
 async def load_history(
-    store: ChatStore, user_id: str, session_id: str, *, limit: int, before: str | None = None
+    store: ChatStore,
+    user_id: str,
+    session_id: str,
+    *,
+    limit: int | None = None,
+    before: str | None = None,
 ) -> dict[str, Any]:
     """The response body of ``GET /sessions/{session_id}/history``.
+
+    ``limit=None``: every message (before ``before``, if given) in one reply batch.
 
     Raises :class:`SessionNotFound` (404) and :class:`BadCursor` (422).
     """
@@ -163,11 +211,15 @@ async def load_history(
         "has_files": 1,
         "session_id": 1,
     }
-    found = store.messages.find(query, projection)
-    found = found.sort([("created_at", -1), ("_id", -1)]).limit(limit + 1).batch_size(limit + 1)
-    newest_first = await found.to_list(None)
-    has_more = len(newest_first) > limit
-    messages = list(reversed(newest_first[:limit]))
+    found = store.messages.find(query, projection).sort([("created_at", -1), ("_id", -1)])
+    if limit is None:  # the whole session, as the original: one reply (up to 16 MiB)
+        newest_first = await found.batch_size(ONE_BATCH).to_list(None)
+        has_more = False
+    else:
+        newest_first = await found.limit(limit + 1).batch_size(limit + 1).to_list(None)
+        has_more = len(newest_first) > limit
+        newest_first = newest_first[:limit]
+    messages = list(reversed(newest_first))
 
     listed: list[str] = []
     for msg in messages:
@@ -211,18 +263,24 @@ async def load_history(
                 name = str(meta.get("original_name") or doc.get("filename") or "")
                 mime = doc["sniffed"]
                 uploads.append(
-                    upload_entry(fid, name, mime, doc.get("length"), is_image_mime(mime))
+                    upload_entry(
+                        fid,
+                        name,
+                        mime,
+                        doc.get("length"),
+                        is_image_mime(mime),
+                        uploaded_at=doc.get("uploadDate"),
+                    )
                 )
         uploads.extend(upload_from_row(r) for r in extra)
         file_ids = ids + [str(r["file_id"]) for r in extra]
-        created = msg.get("created_at")
-        history.append(
+        history.append(  # the original's keys, in its order
             {
                 "id": mid,
-                "session_id": session_id,
                 "role": msg.get("role"),
                 "content": msg.get("content"),
-                "created_at": created.isoformat() if isinstance(created, dt.datetime) else None,
+                "created_at": _iso(msg.get("created_at")),
+                "session_id": session_id,
                 "file_ids": file_ids,
                 "has_files": bool(file_ids),
                 "uploads": uploads,
@@ -234,12 +292,19 @@ async def load_history(
         else None
     )
     return {
-        "session_id": session_id,
         "history": history,
         "count": len(history),
+        "session_id": session_id,
         "has_more": has_more,
         "next_before": next_before,
     }
 
 
-__all__ = ["ONE_BATCH", "BadCursor", "SessionNotFound", "load_history", "upload_entry"]
+__all__ = [
+    "ONE_BATCH",
+    "BadCursor",
+    "SessionNotFound",
+    "load_history",
+    "row_is_image",
+    "upload_entry",
+]

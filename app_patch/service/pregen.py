@@ -56,8 +56,7 @@ class Pregenerator:
                     item.file_id,
                 )
                 continue
-            for size, thumb in item.thumbs.items():
-                self.thumbs.rendered[self.thumbs.key(item.file_id, size)] = (thumb.data, thumb.mime)
+            self.thumbs.remember(item.file_id, item.thumbs)
             self.queue.put_nowait((item.file_id, user_id, dict(item.thumbs)))
             queued += 1
         if queued and (self._worker is None or self._worker.done()):
@@ -112,5 +111,4 @@ class Pregenerator:
 
     def _forget(self, job: _Job) -> None:
         file_id, _, rendered = job
-        for size in rendered:
-            self.thumbs.rendered.pop(self.thumbs.key(file_id, size), None)
+        self.thumbs.forget(file_id, list(rendered))

@@ -7,23 +7,23 @@ An existing service adds them with one line::
 
 Settings come from the environment (:class:`app_patch.service.settings.Settings`) when the router is
 first used; :func:`build_router` takes explicit settings instead. The router's lifespan
-(merged into the including app's) owns one pymongo ``AsyncMongoClient`` per app.
+(merged into the including app's where FastAPI does that) owns one client of
+:data:`app_patch.service.driver.DRIVER` per app.
 """
 
 import asyncio
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
-from pymongo import AsyncMongoClient
+from pydantic import BaseModel, Field
 
 from app_patch.service import pregen, thumbnails
 from app_patch.service.auth import AuthError, Principal, principal_from_token
+from app_patch.service.driver import DRIVER, AsyncDriver
 from app_patch.service.fairness import FairBudget
 from app_patch.service.files import ThumbnailService, file_response
 from app_patch.service.history import (
@@ -32,15 +32,29 @@ from app_patch.service.history import (
     SessionNotFound,
     file_urls,
     load_history,
+    row_is_image,
 )
 from app_patch.service.pregen import Pregenerator
 from app_patch.service.settings import Settings
 from app_patch.service.storage import ChatStore, normal_id
 from app_patch.service.uploads import parse_request, receive_request, store_upload
-from app_patch.sniff import is_image_mime
 
-ThumbSize = IntEnum("ThumbSize", {f"px{s}": s for s in thumbnails.THUMB_SIZES})
-DEFAULT_THUMB = ThumbSize(200)
+DEFAULT_THUMB = 200  # the original's default
+#: Requests up to this many pixels are served (from the supported sizes); beyond is a 422.
+MAX_THUMB_REQUEST = 10_000
+
+
+def served_thumb_size(requested: int) -> int:
+    """The supported size served for ``size=requested``: the smallest one at least as large,
+    at most the largest (the original accepted any integer; a fixed set keeps the cache
+    bounded). Raises a 422 outside 1..MAX_THUMB_REQUEST."""
+    if not 1 <= requested <= MAX_THUMB_REQUEST:
+        raise HTTPException(
+            422,
+            f"size must be a whole number of pixels from 1 to {MAX_THUMB_REQUEST}, got "
+            f"{requested}; thumbnails are served at {', '.join(map(str, thumbnails.THUMB_SIZES))}",
+        )
+    return next((s for s in thumbnails.THUMB_SIZES if s >= requested), thumbnails.THUMB_SIZES[-1])
 
 
 @dataclass
@@ -48,7 +62,7 @@ class Services:
     """What the routes need, created once per app (and per event loop)."""
 
     settings: Settings
-    client: AsyncMongoClient
+    client: Any  # the driver's async client
     store: ChatStore
     thumbs: ThumbnailService
     loop: asyncio.AbstractEventLoop
@@ -61,11 +75,18 @@ class ServiceHolder:
     """Creates :class:`Services` lazily inside the running loop and closes them at shutdown.
 
     Lazy creation keeps the router usable by apps whose lifespan did not run (some test
-    clients); a pymongo async client belongs to one event loop, so a new loop gets a new one.
+    clients; FastAPI 0.104, which the original service pins, ignores an included router's
+    lifespan); an async client belongs to one event loop, so a new loop gets a new one.
     """
 
-    def __init__(self, settings: Settings | None, client_kwargs: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None,
+        client_kwargs: dict[str, Any] | None,
+        driver: AsyncDriver | None = None,
+    ) -> None:
         self._settings = settings
+        self._driver = driver or DRIVER
         self._client_kwargs = dict(client_kwargs or {})
         self._services: Services | None = None
 
@@ -80,10 +101,8 @@ class ServiceHolder:
         if self._services is not None and self._services.loop is loop:
             return self._services
         settings = self.settings
-        client: AsyncMongoClient = AsyncMongoClient(
-            settings.mongodb_url, tz_aware=False, **self._client_kwargs
-        )
-        store = ChatStore(client[settings.effective_database])
+        client = self._driver.connect(settings.mongodb_url, tz_aware=False, **self._client_kwargs)
+        store = ChatStore(client[settings.effective_database], self._driver)
         thumbnails.configure(
             max_concurrency=settings.thumbnail_concurrency,
             max_pixels=settings.thumbnail_max_pixels,
@@ -111,7 +130,7 @@ class ServiceHolder:
         services, self._services = self._services, None
         if services is not None and services.loop is asyncio.get_running_loop():
             await services.pregen.aclose()
-            await services.client.close()
+            await services.store.driver.close(services.client)
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI):  # noqa: ANN201 - FastAPI's lifespan protocol
@@ -127,29 +146,31 @@ class UploadOut(BaseModel):
     name: str
     mime: str
     size: int | None
-    is_image: bool
+    type: str
     url: str
     download_url: str
-    thumbnail_url: str
-    thumbnail_small: str
-    thumbnail_medium: str
+    is_image: bool
+    uploaded_at: str | None
+    thumbnail_url: str | None = Field(None, description="images only: absent otherwise")
+    thumbnail_small: str | None = Field(None, description="images only: absent otherwise")
+    thumbnail_medium: str | None = Field(None, description="images only: absent otherwise")
 
 
 class MessageOut(BaseModel):
     id: str
-    session_id: str
     role: str | None
     content: str | None
     created_at: str | None
+    session_id: str
     file_ids: list[str]
     has_files: bool
     uploads: list[UploadOut]
 
 
 class HistoryOut(BaseModel):
-    session_id: str
     history: list[MessageOut]
     count: int
+    session_id: str
     has_more: bool
     next_before: str | None
 
@@ -167,7 +188,7 @@ class FileInfoOut(BaseModel):
     metadata: dict[str, Any] | None
     url: str
     download_url: str
-    thumbnail_url: str
+    thumbnail_url: str | None = Field(None, description="images only: absent otherwise")
 
 
 class FileListOut(BaseModel):
@@ -204,19 +225,17 @@ def _plain(value: Any) -> Any:
 def file_info(row: dict[str, Any]) -> dict[str, Any]:
     """A ``file_uploads`` row in the original service's file-list format, plus URLs."""
     mime = str(row.get("mime_type") or "application/octet-stream")
-    is_image = row.get("is_image")
-    if not isinstance(is_image, bool):
-        is_image = is_image_mime(mime)
+    is_image = row_is_image(row)
     size = row.get("file_size")
     urls = file_urls(str(row["file_id"]))
     uploaded = row.get("uploaded_at")
     metadata = row.get("metadata")
-    return {
+    info = {
         "file_id": str(row["file_id"]),
         "original_name": str(row.get("original_name") or ""),
         "mime_type": mime,
         "file_size": size if isinstance(size, int) and not isinstance(size, bool) else None,
-        "is_image": is_image and row.get("file_missing") is not True,
+        "is_image": is_image,
         "upload_type": row.get("upload_type"),
         "uploaded_at": uploaded.isoformat() if hasattr(uploaded, "isoformat") else None,
         "processed": row.get("processed") if isinstance(row.get("processed"), bool) else None,
@@ -224,18 +243,24 @@ def file_info(row: dict[str, Any]) -> dict[str, Any]:
         "metadata": _plain(metadata) if isinstance(metadata, dict) else None,
         "url": urls["url"],
         "download_url": urls["download_url"],
-        "thumbnail_url": urls["thumbnail_url"],
     }
+    if is_image:  # as in history: no thumbnail is advertised for a non-image
+        info["thumbnail_url"] = urls["thumbnail_url"]
+    return info
 
 
 def build_router(
-    settings: Settings | None = None, *, client_kwargs: dict[str, Any] | None = None
+    settings: Settings | None = None,
+    *,
+    client_kwargs: dict[str, Any] | None = None,
+    driver: AsyncDriver | None = None,
 ) -> APIRouter:
     """A router with its own settings (None: read the environment on first use).
 
-    ``client_kwargs`` go to ``AsyncMongoClient`` (tests pass ``event_listeners``).
+    ``client_kwargs`` go to the driver's client (tests pass ``event_listeners``); ``driver``
+    None takes :data:`app_patch.service.driver.DRIVER` (tests pass the other one).
     """
-    holder = ServiceHolder(settings, client_kwargs)
+    holder = ServiceHolder(settings, client_kwargs, driver)
     router = APIRouter(prefix=API_PREFIX, tags=["chat files"], lifespan=holder.lifespan)
     router.holder = holder  # type: ignore[attr-defined]  # for apps that need the same client
     bearer = HTTPBearer(auto_error=False, description="HS256 access token")
@@ -262,6 +287,8 @@ def build_router(
             raise HTTPException(403, "This token may only read (scope=read): sign in to change")
         return principal.user_id
 
+    # Query and Header parameters are declared as defaults, not inside Annotated: FastAPI
+    # 0.104 (the original service's pin) fails on Annotated ones with pydantic 2.12+.
     Svc = Annotated[Services, Depends(services)]
     User = Annotated[str, Depends(current_user)]
     Writer = Annotated[str, Depends(writing_user)]
@@ -271,11 +298,15 @@ def build_router(
         session_id: str,
         svc: Svc,
         user_id: User,
-        limit: Annotated[int | None, Query(ge=1, description="page size (capped)")] = None,
-        before: Annotated[str | None, Query(description="next_before of the later page")] = None,
+        limit: int | None = Query(
+            None, ge=1, description="page size (capped); absent: every message"),
+        before: str | None = Query(None, description="next_before of the later page"),
     ) -> Response:
-        """The session's messages in time order, each with its ``uploads``."""
-        size = min(limit or svc.settings.history_default_limit, svc.settings.history_max_limit)
+        """The session's messages in time order, each with its ``uploads``.
+
+        Without ``limit`` the whole session, as the original service answered.
+        """
+        size = None if limit is None else min(limit, svc.settings.history_max_limit)
         try:
             body = await load_history(svc.store, user_id, session_id, limit=size, before=before)
         except SessionNotFound:
@@ -284,23 +315,24 @@ def build_router(
             raise HTTPException(422, str(exc)) from None
         return JSONResponse(body)  # already JSON-safe: skip re-validating thousands of rows
 
+    # The two file lists answer as the original did: 200 with the caller's files, oldest
+    # first, and an empty list for a session or message that is unknown or someone else's
+    # (the query itself is scoped to the caller, so the list reveals nothing either way).
     @router.get("/files/session/{session_id}", response_model=FileListOut, responses=ERRORS)
     async def list_session_files(session_id: str, svc: Svc, user_id: User) -> Response:
-        """The caller's files in a session, newest first."""
-        if not await svc.store.owns_session(session_id, user_id):
-            raise HTTPException(404, "Chat session not found")
+        """The caller's files in a session, oldest first (``files: []`` for none)."""
         rows = await svc.store.uploads_for_session(session_id, user_id)
         files = [file_info(r) for r in rows if r.get("file_id")]
         return JSONResponse({"session_id": session_id, "files": files, "count": len(files)})
 
     @router.get("/files/message/{message_id}", response_model=FileListOut, responses=ERRORS)
     async def list_message_files(message_id: str, svc: Svc, user_id: User) -> Response:
-        """The caller's files attached to a message."""
+        """The caller's files attached to a message, oldest first (``files: []`` for none)."""
         message = await svc.store.user_message(message_id, user_id)
-        if message is None:
-            raise HTTPException(404, "Message not found")
-        message_id = str(message["_id"])  # the stored spelling, whatever case was asked
-        ids = message.get("file_ids") if isinstance(message.get("file_ids"), list) else []
+        ids: list[str] = []
+        if message is not None:
+            message_id = str(message["_id"])  # the stored spelling, whatever case was asked
+            ids = message.get("file_ids") if isinstance(message.get("file_ids"), list) else []
         rows = await svc.store.uploads_for_message(message_id, ids, user_id)
         files = [file_info(r) for r in rows if r.get("file_id")]
         return JSONResponse({"message_id": message_id, "files": files, "count": len(files)})
@@ -312,8 +344,8 @@ def build_router(
             **ERRORS,
             200: _BINARY,
             304: {"description": "Not modified"},
-            415: {"description": "Not an image"},
-            422: {"description": "Corrupt, truncated or too large image"},
+            415: {"description": "Not an image (history advertises no thumbnail for it)"},
+            422: {"description": "size out of range"},
         },
     )
     async def get_thumbnail(
@@ -321,17 +353,23 @@ def build_router(
         request: Request,
         svc: Svc,
         user_id: User,
-        size: Annotated[ThumbSize, Query(description="longest side in px")] = DEFAULT_THUMB,
-        if_none_match: Annotated[str | None, Header()] = None,
+        size: int = Query(DEFAULT_THUMB, description="longest side in px; served as 100, 200 "
+                          "or 300 (the smallest at least as large, at most 300)"),
+        if_none_match: str | None = Header(None),
     ) -> Response:
-        """A JPEG/PNG thumbnail, generated once and cached."""
+        """A JPEG/PNG thumbnail, generated once and cached.
+
+        An image that cannot be rendered (truncated, corrupt, over the pixel limit) gets a
+        generic placeholder picture, marked by ``X-Thumbnail-Placeholder``.
+        """
+        served = served_thumb_size(size)
         record = await svc.store.find_file(file_id, user_id)
         if record is None:
             raise HTTPException(404, "File not found")
         return await svc.thumbs.response(
             svc.store,
             record,
-            int(size),
+            served,
             user_id,
             if_none_match,
             head_only=request.method == "HEAD",
@@ -363,10 +401,10 @@ def build_router(
         svc: Svc,
         user_id: User,
         download: bool = False,
-        if_none_match: Annotated[str | None, Header()] = None,
-        if_modified_since: Annotated[str | None, Header()] = None,
-        range_: Annotated[str | None, Header(alias="Range")] = None,
-        if_range: Annotated[str | None, Header()] = None,
+        if_none_match: str | None = Header(None),
+        if_modified_since: str | None = Header(None),
+        range_: str | None = Header(None, alias="Range"),
+        if_range: str | None = Header(None),
     ) -> Response:
         """The file's bytes, streamed; inline only for safe raster types."""
         record = await svc.store.find_file(file_id, user_id)

@@ -16,8 +16,9 @@ default 4; more wait), ``FILE_UPLOAD_BODY_TIMEOUT`` and ``FILE_UPLOAD_MIN_RATE``
 arrive within 20 s plus one second per 1024 bytes, else 408), ``THUMBNAIL_MAX_PIXELS``,
 ``THUMBNAIL_MAX_SOURCE_BYTES``, ``THUMBNAIL_CONCURRENCY``, ``THUMBNAIL_DECODE_BUDGET`` (bytes
 of large decodes in flight, default 128 MiB; a larger one runs alone),
-``THUMBNAIL_PREGEN_QUEUE`` (uploads queued for background thumbnails, default 64; 0 turns
-that off), ``HISTORY_DEFAULT_LIMIT`` and ``HISTORY_MAX_LIMIT``.
+``THUMBNAIL_PREGEN_QUEUE`` (images queued for background thumbnails, default 64; 0 turns
+that off), and ``HISTORY_MAX_LIMIT`` (the largest page a ``limit`` may ask for; without
+``limit`` history returns the whole session, as the original service did).
 
 ``DEMO_MODE=1`` together with ``DEMO_USER_ID`` turns on the standalone demo's login, which
 hands anyone who can reach the server a read-only token for that user. It is for a local
@@ -54,7 +55,6 @@ class Settings:
     thumbnail_max_pixels: int = DEFAULT_MAX_PIXELS  # one limit for the app and thumbnails.py
     thumbnail_max_source_bytes: int = 64 * 1024 * 1024
     thumbnail_concurrency: int = 2
-    history_default_limit: int = 100
     history_max_limit: int = 1000
     max_request_bytes: int | None = None  # None: see request_limit in app_patch.service.uploads
     upload_concurrency: int = 2
@@ -78,7 +78,6 @@ class Settings:
             "thumbnail_max_pixels",
             "thumbnail_max_source_bytes",
             "thumbnail_concurrency",
-            "history_default_limit",
             "history_max_limit",
             "upload_concurrency",
             "uploads_per_user",
@@ -96,8 +95,6 @@ class Settings:
             raise SettingsError(
                 f"thumbnail_pregen_queue must be 0 (off) or more, got {self.thumbnail_pregen_queue}"
             )
-        if self.history_default_limit > self.history_max_limit:
-            raise SettingsError("HISTORY_DEFAULT_LIMIT must not exceed HISTORY_MAX_LIMIT")
 
     @property
     def effective_database(self) -> str:
@@ -141,7 +138,6 @@ class Settings:
                 "THUMBNAIL_MAX_SOURCE_BYTES", cls.thumbnail_max_source_bytes
             ),
             thumbnail_concurrency=integer("THUMBNAIL_CONCURRENCY", cls.thumbnail_concurrency),
-            history_default_limit=integer("HISTORY_DEFAULT_LIMIT", cls.history_default_limit),
             history_max_limit=integer("HISTORY_MAX_LIMIT", cls.history_max_limit),
             max_request_bytes=integer("FILE_MAX_REQUEST_BYTES", 0) if request_bytes else None,
             upload_concurrency=integer("FILE_UPLOAD_CONCURRENCY", cls.upload_concurrency),

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
-from gridfs import AsyncGridFSBucket, NoFile
-from gridfs.asynchronous.grid_file import AsyncGridOut
-from pymongo import ASCENDING, DESCENDING
-from pymongo.asynchronous.database import AsyncDatabase
+from gridfs import NoFile
+from pymongo import ASCENDING
+
+from app_patch.service.driver import DRIVER, AsyncDriver, GridOut
 
 THUMB_BUCKET = "thumbnails"
 # Large enough that one reply carries a whole page or a whole $in answer (the server still
@@ -68,15 +68,16 @@ class FileRecord:
 class ChatStore:
     """The collections and buckets of one database, behind user-scoped operations."""
 
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: Any, driver: AsyncDriver = DRIVER) -> None:
         self.db = db
+        self.driver = driver  # the one that made ``db``
         self.sessions = db["chat_sessions"]
         self.messages = db["chat_messages"]
         self.uploads = db["file_uploads"]
         self.fs_files = db["fs.files"]
         self.thumb_files = db[f"{THUMB_BUCKET}.files"]
-        self.fs = AsyncGridFSBucket(db)
-        self.thumbs = AsyncGridFSBucket(db, bucket_name=THUMB_BUCKET)
+        self.fs = driver.bucket(db)
+        self.thumbs = driver.bucket(db, bucket_name=THUMB_BUCKET)
         self._message_locks: dict[ObjectId, list[Any]] = {}
 
     async def ensure_indexes(self) -> None:
@@ -90,15 +91,16 @@ class ChatStore:
         """True when ``session_id`` belongs to ``user_id``.
 
         Sessions without a ``chat_sessions`` row (seen in old deployments) count as owned when
-        the user has messages in them; that costs one more query only in that case.
+        the user has messages in them. Someone else's session costs that second query too,
+        so it takes as long to refuse as a session that does not exist.
         """
         row = await self.sessions.find_one({"session_id": session_id}, {"user_id": 1})
-        if row is not None:
-            return row.get("user_id") == user_id
+        if row is not None and row.get("user_id") == user_id:
+            return True
         msg = await self.messages.find_one(
             {"session_id": session_id, "user_id": user_id}, {"_id": 1}
         )
-        return msg is not None
+        return row is None and msg is not None
 
     @asynccontextmanager
     async def message_writes(self, message_ids: Iterable[ObjectId]) -> AsyncIterator[None]:
@@ -158,11 +160,12 @@ class ChatStore:
                 is_image=row.get("is_image"),
                 row=row,
             )
-        if await self.uploads.find_one({"file_id": file_id}, {"_id": 1}) is not None:
-            return None  # someone else's upload: same answer as a missing one
+        theirs = await self.uploads.find_one({"file_id": file_id}, {"_id": 1})
+        # Asked even when the row is someone else's: their file and a missing id then cost
+        # the same queries, so response times do not tell whether the file exists.
         doc = await self.fs_files.find_one({"_id": oid, "metadata.user_id": user_id})
-        if doc is None:
-            return None
+        if theirs is not None or doc is None:
+            return None  # someone else's upload: same answer as a missing one
         meta = doc.get("metadata") or {}
         return FileRecord(
             file_id=file_id,
@@ -174,7 +177,7 @@ class ChatStore:
             row=None,
         )
 
-    async def open_file(self, oid: ObjectId) -> AsyncGridOut | None:
+    async def open_file(self, oid: ObjectId) -> GridOut | None:
         """Open the GridFS file for streaming (one query for its files document)."""
         try:
             return await self.fs.open_download_stream(oid)
@@ -190,9 +193,9 @@ class ChatStore:
         return await self.db["fs.chunks"].count_documents({"files_id": oid})
 
     async def uploads_for_session(self, session_id: str, user_id: str) -> list[dict[str, Any]]:
-        """The caller's uploads in a session, newest first."""
+        """The caller's uploads in a session, oldest first (as the original listed them)."""
         cursor = self.uploads.find({"session_id": session_id, "user_id": user_id})
-        cursor = cursor.sort([("uploaded_at", DESCENDING), ("_id", DESCENDING)])
+        cursor = cursor.sort([("uploaded_at", ASCENDING), ("_id", ASCENDING)])
         return await cursor.batch_size(ONE_BATCH).to_list(None)
 
     async def uploads_for_message(
@@ -253,7 +256,7 @@ class ChatStore:
 
     # -- thumbnails cache ------------------------------------------------------------------
 
-    async def open_thumbnail(self, key: str) -> AsyncGridOut | None:
+    async def open_thumbnail(self, key: str) -> GridOut | None:
         """The cached thumbnail stored under ``key``, newest first if a race stored two."""
         try:
             return await self.thumbs.open_download_stream_by_name(key)

@@ -43,6 +43,7 @@ from typing import BinaryIO, TypeVar
 from PIL import ExifTags, Image, ImageCms
 
 from app_patch import sniff
+from app_patch.service.compat import LCMS_NOCACHE, has_transparency_data
 from app_patch.service.fairness import FairBudget, Grant
 from app_patch.service.settings import DEFAULT_MAX_PIXELS
 
@@ -391,16 +392,16 @@ def cache_key(file_id: str, size: int) -> str:
     return f"{file_id}_{size}_v{PIPELINE_VERSION}"
 
 
-def cache_metadata(file_id: str, size: int, user_id: str, thumb: Thumbnail) -> dict:
-    """The metadata stored with a cached thumbnail."""
+def cache_metadata(file_id: str, size: int, user_id: str, mime: str, **extra: object) -> dict:
+    """The metadata stored with a cached thumbnail: these, and ``width``/``height`` for a
+    thumbnail (``placeholder``/``stamp`` for the app's placeholder picture)."""
     return {
         "file_id": file_id,
         "size": size,
         "version": PIPELINE_VERSION,
         "user_id": user_id,
-        "mime": thumb.mime,
-        "width": thumb.width,
-        "height": thumb.height,
+        "mime": mime,
+        **extra,
     }
 
 
@@ -834,13 +835,6 @@ def _shrink(img: Image.Image, target: tuple[int, int]) -> Image.Image:
     return out.convert(alpha[:-1] + "A") if alpha else out
 
 
-def _has_transparency_data(img: Image.Image) -> bool:
-    """``img.has_transparency_data``, which Pillow only has from 10.1 (the service pins 10.0.1)."""
-    if hasattr(img, "has_transparency_data"):
-        return img.has_transparency_data
-    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-
-
 def _is_wide_grey(mode: str) -> bool:
     return mode.startswith("I") or mode == "F"
 
@@ -852,7 +846,7 @@ def _normalise_mode(img: Image.Image, extrema: tuple | None = None) -> Image.Ima
     is a strip of it: every strip must scale the same way.
     """
     mode = img.mode
-    transparent = _has_transparency_data(img)
+    transparent = has_transparency_data(img)
     if mode in ("RGB", "L"):
         return img.convert(mode + "A" if mode == "L" else "RGBA") if transparent else img
     if mode in ("RGBA", "LA", "CMYK"):
@@ -891,7 +885,7 @@ def _srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform:
         _SRGB,
         mode,
         "RGBA" if mode == "RGBA" else "RGB",
-        flags=ImageCms.Flags.NOCACHE,
+        flags=LCMS_NOCACHE,
     )
 
 

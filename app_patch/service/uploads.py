@@ -41,14 +41,17 @@ from fastapi import HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo import ReturnDocument
 from starlette.datastructures import FormData, UploadFile
+from starlette.requests import ClientDisconnect
 
 from app_patch import sniff
 from app_patch.service import thumbnails
-from app_patch.service.history import upload_entry
+from app_patch.service.compat import form_limits
+from app_patch.service.history import upload_from_row
 from app_patch.service.settings import Settings
 from app_patch.service.storage import ChatStore, utcnow
 
 log = logging.getLogger(__name__)
+
 ACTIVE_CONTENT = frozenset({sniff.HTML, sniff.SVG, sniff.XML})
 _FORM_OVERHEAD = 1024 * 1024  # headers, boundaries and text fields of one request
 _READ = 64 * 1024
@@ -211,6 +214,15 @@ async def receive_request(request: Request, settings: Settings, who: str = "") -
             f"{late.seconds:.0f} s); send it again on a faster connection",
             headers={"Connection": "close"},
         ) from None
+    except ClientDisconnect:
+        # Routine (a closed tab, a lost network): one line, not an ASGI traceback. The 400
+        # goes nowhere; nothing was stored.
+        client = request.client.host if request.client else "?"
+        log.warning(
+            "upload abandoned: client %s disconnected before sending the whole body "
+            "(%s bytes declared); nothing stored", client, declared or "?",
+        )
+        raise HTTPException(400, "The client disconnected during the upload") from None
     raise HTTPException(415, "Send multipart/form-data or an application/json Flowise uploads body")
 
 
@@ -230,9 +242,11 @@ async def parse_request(
 async def _receive_form(request: Request, settings: Settings) -> FormData:
     try:
         return await request.form(
-            max_files=settings.max_files_per_upload, max_fields=20, max_part_size=_FORM_OVERHEAD
+            **form_limits(
+                max_files=settings.max_files_per_upload, max_fields=20, max_part_size=_FORM_OVERHEAD
+            )
         )
-    except (_BodyTooLarge, _BodyTimeout):
+    except (_BodyTooLarge, _BodyTimeout, ClientDisconnect):
         raise
     except Exception as exc:  # noqa: BLE001 - the parser's errors are the client's fault
         raise HTTPException(400, f"Malformed multipart body: {exc}") from None
@@ -347,9 +361,10 @@ async def validate_file(
 ) -> None:
     """Sniff ``item`` and, for images, decode it; raise 413/415/422 with the reason.
 
-    With ``thumbnail_sizes``, a cheap decode (the small lane: a JPEG at 1/8 scale, an
-    image of a few megapixels) also renders the thumbnails it allows, into ``item.thumbs``;
-    a failure there is not a refusal. The decode waits for its budget in ``owner``'s turn.
+    With ``thumbnail_sizes``, a decode of at most ``thumbnails.RENDER_AT_UPLOAD`` bytes (a
+    JPEG at a thumbnail's DCT scale, a photo of up to about 16 megapixels) also renders the
+    thumbnails it allows, into ``item.thumbs``; a failure there is not a refusal. The decode
+    waits for its budget in ``owner``'s turn.
     """
     label = repr(item.name or "upload")
     if not item.data:
@@ -461,10 +476,7 @@ async def store_upload(
     except BaseException:
         await _undo(store, written, user_id)
         raise
-    uploads = [
-        upload_entry(str(oid), item.name, item.mime, len(item.data), item.is_image)
-        for oid, item in zip(written, files, strict=True)
-    ]
+    uploads = [upload_from_row(row) for row in rows]
     created = message.get("created_at")
     return {
         "id": str(message_oid),

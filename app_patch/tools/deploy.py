@@ -1,17 +1,26 @@
 """Deploy the image-rendering change into a FastAPI + MongoDB service, or roll it back.
 
-``python -m app_patch.tools.deploy --app-dir DIR [--dry-run] [--skip-backup] [--skip-install]
-[--skip-restart] [--restart-cmd CMD] [--mongrate-config FILE] [--main FILE] [--rollback]``
+``python -m app_patch.tools.deploy --app-dir DIR [--python PY] [--wheel FILE | --requirement
+SPEC] [--dry-run] [--skip-backup] [--skip-install] [--skip-restart] [--restart-cmd CMD]
+[--mongrate-config FILE] [--main FILE] [--rollback]``
 
-The guide's steps, in order: validate (Python, Pillow, the database the service uses:
-``MONGODB_URL`` / ``MONGODB_DATABASE_NAME`` from the environment, else ``DIR/.env``, a database
-in the URL path winning; the mongrate config; the ``app = FastAPI(`` line) without changing
-anything; back up the app package and requirements.txt to
-``DIR/backups/pre_image_rendering_<YYYYMMDD_HHMMSS>/`` with a manifest of the database heads
-(when something will change); add the patch's requirements once and ``pip install -r``;
-include the router right after ``app = FastAPI(...)`` (so its routes win over older ones on
-the same paths); stop the service if revisions are pending (the guide's Step 1: they rewrite
-collections); ``mongrate upgrade head``; restart the service.
+Two Python environments may take part: the service's (``--python``, default the one running
+deploy), which gets the app patch and serves the router, and the one running deploy, which
+runs the mongrate engine on the database. They can be one and the same: the engine runs on the
+service's pymongo 4.6 as well.
+
+The guide's steps, in order: validate (the service's Python and Pillow, the database the
+service uses: ``MONGODB_URL`` / ``MONGODB_DATABASE_NAME`` from the environment, else
+``DIR/.env``, a database in the URL path winning; the mongrate config; the ``app = FastAPI(``
+line; and, unless ``--skip-install``, that the service's requirements plus ``mongrate[app]``
+resolve in its environment: the set pip would install, or pip's conflict, see
+:mod:`app_patch.tools.packages`) without changing anything; back up the app package and
+requirements.txt to ``DIR/backups/pre_image_rendering_<YYYYMMDD_HHMMSS>/`` with a manifest of
+the database heads (when something will change); add the ``mongrate[app]`` line once (with its
+wheel in ``DIR/wheels/``) and ``pip install -r`` with the service's interpreter; include the
+router right after ``app = FastAPI(...)`` (so its routes win over older ones on the same
+paths) and import the patched main module there; stop the service if revisions are pending
+(the guide's Step 1: they rewrite collections); ``mongrate upgrade head``; restart the service.
 
 Validation errors exit 2 having changed nothing. A later failure puts the edited files back
 byte for byte, downgrades the database to the heads it had, drops this run's backup and
@@ -32,6 +41,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +49,16 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from app_patch.service.settings import DEFAULT_DATABASE, DEFAULT_URL
+from app_patch.tools import packages
+from app_patch.tools.packages import (
+    WHEELS,
+    Environment,
+    Package,
+    PackageError,
+    Resolution,
+    last_line,
+    requirement_name,
+)
 from mongrate.config import database_from_url, with_database
 
 MIN_PYTHON = (3, 11)
@@ -106,6 +126,7 @@ class Target:
     database: str
     restart_cmd: str | None  # None (and stop_cmd None) with --skip-restart
     stop_cmd: str | None
+    python: str = sys.executable  # the service's interpreter
 
     def mongrate(self, *args: str, as_json: bool = False) -> subprocess.CompletedProcess[str]:
         """Run the mongrate CLI of this Python on the service's config and database (a URL
@@ -128,15 +149,6 @@ class Target:
 
     def heads(self) -> list[str]:
         return sorted(self.state()["heads"])
-
-
-def last_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The last non-empty line a failed command wrote (its one-line error)."""
-    for stream in (proc.stderr, proc.stdout):
-        lines = [ln.strip() for ln in (stream or "").splitlines() if ln.strip()]
-        if lines:
-            return lines[-1]
-    return f"exit status {proc.returncode}"
 
 
 def heads_text(heads: list[str]) -> str:
@@ -174,6 +186,9 @@ def resolve_target(args: argparse.Namespace) -> Target:
             "directory or pass --mongrate-config FILE",
             EXIT_INVALID,
         )
+    python = args.python or sys.executable
+    if not (shutil.which(python) or Path(python).is_file()):
+        raise DeployError(f"--python {python}: no such interpreter", EXIT_INVALID)
     env = service_env(app_dir)
     base_url = env.get("MONGODB_URL", "").strip() or DEFAULT_URL
     database = database_from_url(base_url) or env.get("MONGODB_DATABASE_NAME", "").strip()
@@ -188,6 +203,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
         database=database,
         restart_cmd=None if args.skip_restart else args.restart_cmd,
         stop_cmd=None if args.skip_restart else args.stop_cmd,
+        python=python,
     )
 
 
@@ -285,47 +301,9 @@ def apply_router_patch(main: Path, patch: RouterPatch) -> None:
     main.write_bytes(patched.encode("utf-8"))
 
 
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def requirement_name(line: str) -> str | None:
-    """The canonical project name a requirements line installs, or None."""
-    line = line.split(" #", 1)[0].strip()
-    egg = re.search(r"#egg=([A-Za-z0-9._-]+)", line)
-    if line.startswith("-"):
-        return _canonical(egg.group(1)) if egg else None
-    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)
-    return _canonical(match.group(0)) if match else None
-
-
-def mongrate_requirement() -> str:
-    """How the service installs this package: from this checkout, or the released version."""
-    root = Path(__file__).resolve().parents[2]
-    if (root / "setup.py").is_file() and (root / "mongrate").is_dir():
-        return f"mongrate[app] @ {root.as_uri()}"
-    from importlib.metadata import version
-
-    return f"mongrate[app]=={version('mongrate')}"
-
-
-def patch_requirements() -> list[tuple[str, str]]:
-    """(canonical name, requirement line) the router needs at run time."""
-    return [
-        ("pillow", "Pillow>=10.0.0"),
-        ("pyjwt", "PyJWT>=2.8"),
-        ("python-multipart", "python-multipart>=0.0.9"),
-        ("pymongo", "pymongo>=4.13"),
-        ("fastapi", "fastapi>=0.110"),
-        ("mongrate", mongrate_requirement()),
-    ]
-
-
-def missing_requirements(text: str) -> list[str]:
-    """The patch's requirement lines whose project ``text`` does not name yet (any version:
-    an existing pin is the operator's choice)."""
-    present = {requirement_name(line) for line in text.splitlines()}
-    return [spec for name, spec in patch_requirements() if name not in present]
+def mongrate_line(text: str) -> str | None:
+    """The line of a requirements ``text`` that installs mongrate, if any."""
+    return next((ln for ln in text.splitlines() if requirement_name(ln) == "mongrate"), None)
 
 
 def add_requirements(path: Path, lines: list[str]) -> None:
@@ -397,38 +375,49 @@ class Plan:
     target: Target
     heads_before: list[str]
     pending: list[str]
-    add_requirements: list[str]
+    package: Package | None  # the mongrate[app] line to add; None: named already, or no install
     router: RouterPatch | None  # None: already installed
+    resolution: Resolution | None = None  # None with --skip-install
     stopped: bool = False  # the service was stopped by this run
+
+    @property
+    def add_requirements(self) -> list[str]:
+        return [self.package.line] if self.package else []
 
     @property
     def changes_code(self) -> bool:
         return bool(self.add_requirements) or self.router is not None
 
+    @property
+    def wheel_path(self) -> Path | None:
+        """Where the install step puts the package's wheel in the service folder."""
+        wheel = self.package.wheel if self.package else None
+        return self.target.app_dir / WHEELS / wheel.name if wheel else None
 
-def check_runtime(*, pillow_required: bool) -> str:
-    """Python new enough; Pillow importable and new enough (or about to be installed)."""
-    version = sys.version.split()[0]
-    if sys.version_info < MIN_PYTHON:
+
+def check_runtime(env: Environment, *, pillow_required: bool) -> str:
+    """The service's Python new enough; its Pillow new enough (or about to be installed)."""
+    version = ".".join(map(str, env.version))
+    if env.version[:2] < MIN_PYTHON:
         raise DeployError(
-            f"Python {version} is too old: the patch needs {'.'.join(map(str, MIN_PYTHON))}+; "
-            "run deploy with the service's (newer) Python",
+            f"the service's Python {version} ({env.python}) is too old: the patch needs "
+            f"{'.'.join(map(str, MIN_PYTHON))}+",
             EXIT_INVALID,
         )
-    try:
-        import PIL
-    except ImportError:
+    pillow = env.installed.get("pillow")
+    if pillow is None:
         if pillow_required:
             raise DeployError(
-                "Pillow is not importable: pip install 'Pillow>=10.0.0' or drop --skip-install",
+                f"Pillow is not installed for {env.python}: install 'Pillow>=10.0.1' there or "
+                "drop --skip-install",
                 EXIT_INVALID,
-            ) from None
-        return f"Python {version}; Pillow not installed yet (the install step adds it)"
-    if tuple(int(p) for p in PIL.__version__.split(".")[:2] if p.isdigit()) < MIN_PILLOW:
+            )
+        return f"Python {version} ({env.python}); Pillow not installed yet (the install adds it)"
+    if tuple(int(p) for p in re.findall(r"\d+", pillow)[:2]) < MIN_PILLOW:
         raise DeployError(
-            f"Pillow {PIL.__version__} is too old: pip install 'Pillow>=10.0.0'", EXIT_INVALID
+            f"Pillow {pillow} is too old for the patch: it needs 'Pillow>=10.0.1'", EXIT_INVALID
         )
-    return f"Python {version} ({sys.executable}), Pillow {PIL.__version__}"
+    return f"Python {version} ({env.python}), Pillow {pillow}"
 
 
 def check_database(target: Target) -> str:
@@ -449,23 +438,80 @@ def check_database(target: Target) -> str:
 
 
 def check_imports(target: Target) -> str:
-    """Import the router and its dependencies in a fresh interpreter (what the service does)."""
+    """Import the router and its dependencies with the service's interpreter (as the service
+    will), from its folder; say which async driver it uses."""
     code = (
         "import PIL, fastapi, jwt, pymongo\n"
         "try:\n import python_multipart\nexcept ImportError:\n import multipart\n"
         "import app_patch.service.router\n"
+        "from app_patch.service.driver import DRIVER\n"
+        "print(DRIVER.name)\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=target.app_dir, capture_output=True, text=True
+        [target.python, "-c", code], cwd=target.app_dir, capture_output=True, text=True
     )
     if proc.returncode != 0:
         raise DeployError(f"the router cannot be imported: {last_line(proc)}")
-    return "app_patch.service.router and its dependencies import"
+    driver = (proc.stdout.strip().splitlines() or ["?"])[-1]
+    return f"app_patch.service.router and its dependencies import (async driver: {driver})"
 
 
-def validate(target: Target, *, skip_install: bool) -> Plan:
-    """Every check that needs no change, printing one line each; raises on the first failure."""
-    say(f"runtime: {check_runtime(pillow_required=skip_install)}")
+def check_main(target: Target) -> str:
+    """Import the patched main module with the service's interpreter, as the server will
+    (module-level code such as middleware set-up runs; the lifespan does not)."""
+    module = ".".join(target.main.relative_to(target.app_dir).with_suffix("").parts)
+    code = f"import importlib, sys\nsys.path.insert(0, '.')\nimportlib.import_module({module!r}).app\n"
+    try:
+        proc = subprocess.run(
+            [target.python, "-c", code],
+            cwd=target.app_dir, env=service_env(target.app_dir), capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise DeployError(f"importing {module} took over 300 s") from None
+    if proc.returncode != 0:
+        raise DeployError(f"the patched {module} does not import: {last_line(proc)}")
+    return f"{module} imports with the router included"
+
+
+def plan_package(
+    target: Target, env: Environment, args: argparse.Namespace, workdir: Path
+) -> tuple[Package | None, Resolution | None]:
+    """The mongrate[app] line to add (None if named already) and how the requirements
+    resolve with it in the service's environment. Nothing changes."""
+    current = target.requirements.read_text("utf-8") if target.requirements.exists() else ""
+    named = mongrate_line(current)
+    try:
+        package = None if named else packages.prepare(args.wheel, args.requirement, workdir)
+        if named:
+            say(f"requirements: mongrate named already ({named.strip()}); not changed")
+        else:
+            say(f"requirements: will add {package.line}")
+        resolution = packages.resolve(
+            env,
+            target.app_dir,
+            target.requirements,
+            package.resolvable if package else None,
+            workdir,
+        )
+    except PackageError as exc:
+        raise DeployError(str(exc), EXIT_INVALID) from None
+    pip = f"{target.python} -m pip"
+    say(f"resolution: {pip} resolves requirements.txt" + (" + that line" if package else ""))
+    for line in resolution.lines():
+        print(f"    {line}")
+    return package, resolution
+
+
+def validate(target: Target, args: argparse.Namespace, workdir: Path) -> Plan:
+    """Every check that needs no change, printing one line each; raises on the first failure.
+    ``workdir`` (deleted after the run) receives a built wheel and pip's report."""
+    skip_install = args.skip_install
+    try:
+        env = packages.describe(target.python, target.app_dir)
+    except PackageError as exc:
+        raise DeployError(str(exc), EXIT_INVALID) from None
+    say(f"runtime: {check_runtime(env, pillow_required=skip_install)}")
     say(f"database: {check_database(target)}")
     try:
         state = target.state()
@@ -494,12 +540,12 @@ def validate(target: Target, *, skip_install: bool) -> Plan:
         say(f"router: already included in {rel_main}")
     else:
         say(f"router: {rel_main} line {router.app_line} creates the app; will include it after")
-    current = target.requirements.read_text("utf-8") if target.requirements.exists() else ""
-    add = missing_requirements(current)
-    say(f"requirements: {'will add ' + ', '.join(add) if add else 'complete'}")
     if skip_install:
+        say("requirements: not changed, nothing installed (--skip-install)")
         say(f"imports: {check_imports(target)}")
-    return Plan(target, heads, pending, add, router)
+        return Plan(target, heads, pending, None, router)
+    package, resolution = plan_package(target, env, args, workdir)
+    return Plan(target, heads, pending, package, router, resolution)
 
 
 # -------------------------------------------------------------------------------- backups
@@ -627,7 +673,12 @@ def move_database(target: Target, heads: list[str], now: list[str], dry_run: boo
 
 def deploy(args: argparse.Namespace) -> int:
     target = resolve_target(args)
-    plan = validate(target, skip_install=args.skip_install)
+    with tempfile.TemporaryDirectory(prefix="mongrate-deploy-") as workdir:
+        return deploy_planned(args, validate(target, args, Path(workdir)))
+
+
+def deploy_planned(args: argparse.Namespace, plan: Plan) -> int:
+    target = plan.target
     backup = None
     if args.skip_backup or not (plan.changes_code or plan.pending):
         say(f"backup: {'skipped (--skip-backup)' if args.skip_backup else 'none needed'}")
@@ -636,7 +687,7 @@ def deploy(args: argparse.Namespace) -> int:
     else:
         backup = make_backup(plan)
         say(f"backup: {backup.relative_to(target.app_dir)} (heads {heads_text(plan.heads_before)})")
-    guard = FileGuard([target.requirements, target.main])
+    guard = FileGuard([p for p in (target.requirements, target.main, plan.wheel_path) if p])
     try:
         heads = apply(plan, args)
     except (Exception, KeyboardInterrupt) as exc:
@@ -655,14 +706,20 @@ def apply(plan: Plan, args: argparse.Namespace) -> list[str]:
     """The changing steps (or, in a dry run, what they would do); returns the final heads."""
     target, dry = plan.target, args.dry_run
     rel_main = target.main.relative_to(target.app_dir)
+    wheel = plan.wheel_path
+    if wheel is not None and plan.package and plan.package.wheel:
+        if not dry:
+            wheel.parent.mkdir(exist_ok=True)
+            shutil.copy2(plan.package.wheel, wheel)
+        say(f"{'would copy' if dry else 'copied'} {wheel.name} to {WHEELS}/")
     if plan.add_requirements:
         if not dry:
             add_requirements(target.requirements, plan.add_requirements)
         added = ", ".join(plan.add_requirements)
         say(f"{'would add' if dry else 'added'} to requirements.txt: {added}")
     if not args.skip_install:
-        pip = [sys.executable, "-m", "pip", "install", "--quiet", "-r", str(target.requirements)]
-        say(f"{'would run' if dry else 'install'}: {shlex.join(pip)}")
+        pip = [target.python, "-m", "pip", "install", "--quiet", "-r", str(target.requirements)]
+        say(f"{'would run' if dry else 'install'}: {shlex.join(pip)} (in {target.app_dir})")
         if not dry:
             proc = subprocess.run(pip, cwd=target.app_dir, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -675,6 +732,8 @@ def apply(plan: Plan, args: argparse.Namespace) -> list[str]:
         else:
             apply_router_patch(target.main, plan.router)
             say(f"router: included in {rel_main}")
+    if not args.skip_install:
+        say(f"would import {rel_main} with the router" if dry else f"service: {check_main(target)}")
     if plan.pending:
         plan.stopped = stop_service(target, dry_run=dry)
     say("would run: mongrate upgrade head (its dry run:)" if dry else "database: upgrade head")
@@ -789,6 +848,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--app-dir", required=True, help="the service's folder (holds app/main.py)")
     p.add_argument("--main", help="main module relative to --app-dir (default app/main.py)")
     p.add_argument("--mongrate-config", help="mongrate.ini (default DIR/mongrate.ini)")
+    p.add_argument(
+        "--python", help="the service's Python interpreter (default: the one running deploy)"
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--wheel", help="a built mongrate wheel to install (default: build one from this checkout)"
+    )
+    source.add_argument(
+        "--requirement",
+        help="a requirement the service's pip can fetch instead, e.g. 'mongrate[app]==0.1.0' "
+        "from a private index",
+    )
     p.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
     p.add_argument("--skip-backup", action="store_true", help="take no code backup")
     p.add_argument("--skip-install", action="store_true", help="do not run pip install")

@@ -170,7 +170,9 @@ def _one(
         return skip("not renderable", exc.reason)
     bucket = GridFSBucket(db, bucket_name=THUMB_BUCKET)
     for size, thumb in made.items():
-        metadata = thumbnails.cache_metadata(file_id, size, user_id, thumb)
+        metadata = thumbnails.cache_metadata(
+            file_id, size, user_id, thumb.mime, width=thumb.width, height=thumb.height
+        )
         bucket.upload_from_stream(
             thumbnails.cache_key(file_id, size), thumb.data, metadata=metadata
         )

@@ -4,8 +4,8 @@
 [--session-id SID] [--image FILE] [--keep] [--timeout SECONDS]``
 
 Uploads an image (``POST /api/v1/chat/files``, multipart) into a session the user owns, reads
-the session's history and checks the upload's entry has exactly the guide's keys and right
-values, fetches the file inline and as a download, each thumbnail size (pixel dimensions
+the session's history and checks the upload's entry has exactly the original service's keys
+and right values, fetches the file inline and as a download, each thumbnail size (pixel dimensions
 checked with Pillow), the caching headers and the ``304`` answers to ``If-None-Match``, then
 deletes the file again (``--keep`` leaves it; the message that carried it stays either way).
 Prints ``PASS name: detail`` or ``FAIL name: detail`` per check and exits 1 on any failure.
@@ -33,10 +33,11 @@ from PIL import Image, ImageDraw
 from app_patch.service.auth import issue_token
 
 API = "/api/v1/chat"
-GUIDE_UPLOAD_KEYS = frozenset(
+#: The keys of an image's upload entry in the original service's history (chat.py).
+UPLOAD_KEYS = frozenset(
     {
-        "file_id", "name", "mime", "size", "is_image", "url", "download_url",
-        "thumbnail_url", "thumbnail_small", "thumbnail_medium",
+        "file_id", "name", "mime", "size", "type", "url", "download_url", "is_image",
+        "uploaded_at", "thumbnail_url", "thumbnail_small", "thumbnail_medium",
     }
 )
 THUMB_SIZES = (100, 200, 300)
@@ -218,16 +219,20 @@ class Verifier:
 
     def history_keys(self) -> str:
         keys = set(self.history_entry())
-        extra, missing = sorted(keys - GUIDE_UPLOAD_KEYS), sorted(GUIDE_UPLOAD_KEYS - keys)
-        expect(not extra and not missing, f"not the guide's keys: missing {missing}, extra {extra}")
-        return f"the {len(keys)} keys of the guide"
+        extra, missing = sorted(keys - UPLOAD_KEYS), sorted(UPLOAD_KEYS - keys)
+        expect(
+            not extra and not missing,
+            f"not the original service's keys: missing {missing}, extra {extra}",
+        )
+        return f"the {len(keys)} keys of the original service"
 
     def history_values(self) -> str:
         entry = self.history_entry()
         fid = self.upload["file_id"]
         base = f"{API}/files/{fid}"
         wanted = {
-            "name": self.name, "mime": self.mime, "size": len(self.data), "is_image": True,
+            "name": self.name, "mime": self.mime, "size": len(self.data), "type": "file",
+            "is_image": True,
             "url": base, "download_url": f"{base}?download=true",
             "thumbnail_url": f"{base}/thumbnail", "thumbnail_small": f"{base}/thumbnail?size=100",
             "thumbnail_medium": f"{base}/thumbnail?size=300",

@@ -91,11 +91,42 @@ def check(project: Project) -> list[str]:
             f"(started {entry['started_at']:%Y-%m-%d %H:%M:%S} UTC by {entry.get('host')} "
             f"pid {entry.get('pid')}): run 'mongrate upgrade' to resume it"
         )
+    if not unknown:
+        problems += leftovers(project, graph.applied(heads))
     if problems:
         exc = CheckFailed("; ".join(problems))
         exc.problems = problems
         raise exc
     return problems
+
+
+def leftovers(project: Project, applied: set[str]) -> list[str]:
+    """mongrate's own collections that no applied revision accounts for: recorded changes
+    of a revision that is not applied (its upgrade failed or was interrupted, or they
+    outlived it), and scratch copies of a pass that did not finish."""
+    from mongrate.operations.passes import TMP_PREFIX
+    from mongrate.operations.strategy import PROBE_PREFIX
+
+    store, graph = project.store, project.graph
+    undo = f"{project.config.undo_collection}_"
+    running = store.leases.holder() is not None and store.leases.holder().expires_at > \
+        store.leases.now()
+    out = []
+    for name in sorted(store.db.list_collection_names()):
+        if name.startswith(undo):
+            rev = next((r.revision for r in graph if name.startswith(f"{undo}{r.revision}_")),
+                       None)
+            if rev is None:
+                out.append(f"{name} holds recorded changes of a revision no file defines: "
+                           "restore the file (then 'mongrate downgrade' can use them) or drop it")
+            elif rev not in applied:
+                out.append(f"{name} holds changes {rev} recorded, but {rev} is not applied "
+                           f"(its upgrade failed or was interrupted): 'mongrate upgrade' "
+                           f"finishes it, 'mongrate downgrade' reverts them")
+        elif name.startswith((TMP_PREFIX, PROBE_PREFIX)) and not running:
+            out.append(f"{name} is a scratch copy left by a run that stopped part way (no run "
+                       "holds the lock): the next run of its revision drops it, or drop it")
+    return out
 
 
 def log_summary(entry: dict[str, Any]) -> str:

@@ -9,15 +9,22 @@ from typing import Any
 import bson
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.raw_bson import RawBSONDocument
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
 
 #: Documents as the server sent them: nothing decoded, nothing re-encoded.
-RAW = CodecOptions(document_class=RawBSONDocument)
+RAW = CodecOptions(document_class=RawBSONDocument, tz_aware=False,
+                   datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 #: Decoding for documents that are changed: every BSON value comes back as it was stored
 #: (dates outside Python's range as DatetimeMS, int64 as Int64, naive UTC datetimes).
 EXACT = CodecOptions(document_class=dict, tz_aware=False,
                      datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 
 DUPLICATE_KEY = 11000
+#: For what decides a run's next step (heads, log, lock, undo): on a replica set or a
+#: sharded cluster it is never written to, or read from, one member alone.
+MAJORITY = WriteConcern("majority")
+MAJORITY_READ = ReadConcern("majority")
 
 
 def id_key(_id: Any) -> bytes:

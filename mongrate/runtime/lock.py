@@ -23,7 +23,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from mongrate.errors import LockLostError, LockTimeoutError
-from mongrate.mongo.codec import utcnow
+from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, utcnow
 from mongrate.progress import Reporter
 
 LOCK_ID = "mongrate"
@@ -51,7 +51,8 @@ class Leases:
 
     def __init__(self, db: Database, collection: str):
         self.db = db
-        self.lock = db[collection]
+        self.lock = db.get_collection(collection, write_concern=MAJORITY,
+                                      read_concern=MAJORITY_READ)
         self.owner = uuid.uuid4().hex
         self.host = socket.gethostname()
         self.pid = os.getpid()

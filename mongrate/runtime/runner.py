@@ -13,13 +13,15 @@ from mongrate.errors import (
     LockLostError,
     RevisionFailed,
     RunInterrupted,
-    ScriptError,
 )
 from mongrate.graph.revisions import RevisionGraph
 from mongrate.graph.scripts import ScriptDirectory, checksum
 from mongrate.mongo.collections import statement_limit
 from mongrate.mongo.dryrun import RecordingDatabase
+from mongrate.operations.engine import Engine, RunDatabase
 from mongrate.operations.ops import Operations
+from mongrate.operations.passes import DeferredStepFailed
+from mongrate.operations.strategy import Strategy, choose
 from mongrate.progress import Reporter
 from mongrate.runtime.lock import Lock
 from mongrate.runtime.store import Store
@@ -34,6 +36,7 @@ class StepResult:
     duration: float
     writes: list[dict] = field(default_factory=list)  # dry run only
     results: dict[str, Any] = field(default_factory=dict)
+    note: str = ""  # e.g. "reverted": the undo of a failed or interrupted upgrade
 
 
 @dataclass
@@ -44,6 +47,7 @@ class RunResult:
     heads_after: tuple[str, ...]
     resumed: list[dict] = field(default_factory=list)
     dry_run: bool = False
+    strategy: str = ""
 
 
 def normalize_heads(graph: RevisionGraph, heads: tuple[str, ...]) -> tuple[str, ...]:
@@ -55,6 +59,17 @@ def normalize_heads(graph: RevisionGraph, heads: tuple[str, ...]) -> tuple[str, 
     return tuple(sorted(h for h in known if h not in below)) + tuple(
         sorted(h for h in heads if h not in graph)
     )
+
+
+@dataclass
+class _Held:
+    """A revision that ran, waiting for its deferred changes to be written."""
+
+    rev_id: str
+    op: Operations
+    log_id: Any
+    started_at: Any
+    started: float  # time.monotonic() when it began: its deferred pass counts too
 
 
 class Runner:
@@ -70,6 +85,7 @@ class Runner:
         self.reporter = reporter or Reporter()
         self.lock_timeout = lock_timeout
         self.command = command
+        self._strategy: Strategy | None = None
 
     def current_heads(self) -> tuple[str, ...]:
         return normalize_heads(self.graph, self.store.heads())
@@ -80,24 +96,37 @@ class Runner:
             self._statement_limit = statement_limit(self.store.db)
         return self._statement_limit
 
+    def strategy(self, *, dry_run: bool) -> Strategy:
+        """How this run's data helpers write, decided once per run."""
+        if self._strategy is None:
+            self._strategy = choose(self.store.db, self.config.write_strategy,
+                                    probe=not dry_run)
+        return self._strategy
+
     def run(self, direction: str, planner: Planner, *, dry_run: bool = False) -> RunResult:
         """Plan once without the lock (bad input fails before anything is written), then
         again under the lock, so a run that waited sees what the holder did."""
         heads = self.current_heads()
         plan = planner(heads)
         if dry_run:
-            return self._execute(direction, plan, heads, dry_run=True, lock=None, resumed=[])
+            revert = self._partials(heads) if direction == "downgrade" else []
+            return self._execute(direction, plan, heads, dry_run=True, lock=None, resumed=[],
+                                 revert=revert)
         self.store.ensure_indexes()
-        with Lock(self.store.leases, lease=self.config.lock_lease_seconds, timeout=self.lock_timeout,
-                  command=self.command, reporter=self.reporter) as lock:
+        with Lock(self.store.leases, lease=self.config.lock_lease_seconds,
+                  timeout=self.lock_timeout, command=self.command,
+                  reporter=self.reporter) as lock:
             run_id = uuid.uuid4().hex
             heads = self.current_heads()
             if heads != self.store.heads():
                 self.store.set_heads(heads)
             plan = planner(heads)
+            if direction == "upgrade":
+                self._refuse_half_downgraded(heads)
             interrupted = self._settle_interrupted(direction, plan, heads, run_id)
+            revert = self._partials(heads) if direction == "downgrade" else []
             return self._execute(direction, plan, heads, dry_run=False, lock=lock,
-                                 resumed=interrupted, run_id=run_id)
+                                 resumed=interrupted, run_id=run_id, revert=revert)
 
     def _settle_interrupted(self, direction: str, plan: list[str], heads: tuple[str, ...],
                             run_id: str) -> list[dict]:
@@ -134,15 +163,64 @@ class Runner:
         self.store.mark_interrupted(resumed + settled, by_run=run_id)
         return resumed
 
+    def _refuse_half_downgraded(self, heads: tuple[str, ...]) -> None:
+        """An applied revision whose last downgrade failed part way has some of its data
+        restored and some not: upgrading past it would build on that."""
+        applied = self.graph.applied(heads)
+        for entry in self.store.last_failures():
+            rev = entry["revision"]
+            if entry["direction"] == "downgrade" and rev in applied:
+                error = entry.get("error") or "see its log"
+                raise RunInterrupted(
+                    f"the downgrade of {rev} failed part way ({error}): its data is partly "
+                    f"restored; finish it with 'mongrate downgrade {self._below(rev)}' (after "
+                    "fixing the cause), then upgrade")
+
+    def _below(self, rev: str) -> str:
+        parents = self.graph.get(rev).down_revisions
+        return parents[0] if len(parents) == 1 else ("base" if not parents else "-1")
+
+    def _partials(self, heads: tuple[str, ...]) -> list[str]:
+        """Revisions not applied that left recorded writes (a failed or interrupted
+        upgrade), newest first: a downgrade reverses them before anything else."""
+        applied = self.graph.applied(heads)
+        recorded = set(self.store.undo.distinct("revision"))
+        prefix = f"{self.config.undo_collection}_"
+        for name in self.store.db.list_collection_names(filter={"name": {"$regex": f"^{prefix}"}}):
+            for rev in self.graph:
+                if name.startswith(f"{prefix}{rev.revision}_"):
+                    recorded.add(rev.revision)
+        partial = [r for r in recorded if r in self.graph and r not in applied]
+        return list(reversed(self.graph.topo_sort(partial)))
+
+    def _engine(self, direction: str, *, dry_run: bool, lock: Lock | None) -> Engine:
+        db = self.store.db
+        return Engine(RecordingDatabase(db) if dry_run else db,
+                      undo_collection=self.config.undo_collection,
+                      backups_collection=self.config.backups_collection,
+                      strategy=self.strategy(dry_run=dry_run),
+                      statement_limit=self.statement_limit, batch_size=self.config.batch_size,
+                      reporter=self.reporter, dry_run=dry_run,
+                      guard=lock.check if lock else None, direction=direction)
+
     def _execute(self, direction: str, plan: list[str], heads: tuple[str, ...], *,
-                 dry_run: bool, lock: Lock | None, resumed: list[dict],
-                 run_id: str = "") -> RunResult:
+                 dry_run: bool, lock: Lock | None, resumed: list[dict], run_id: str = "",
+                 revert: list[str] = ()) -> RunResult:
         resumed_ids = {e["revision"] for e in resumed}
         before = heads
         steps: list[StepResult] = []
+        if not plan and not revert:
+            return RunResult(direction, steps, before, heads, resumed, dry_run)
+        engine = self._engine(direction, dry_run=dry_run, lock=lock)
+        strategy = engine.strategy.describe()
+        if dry_run or self.reporter.verbose:
+            self.reporter.info(strategy)
+        writes: list[dict] = engine.db.writes if isinstance(engine.db, RecordingDatabase) else []
+        for rev_id in revert:
+            steps.append(self._revert(engine, rev_id, writes, run_id, dry_run=dry_run))
         arrow = "->" if direction == "upgrade" else "<-"
-        held: list[_Held] = []  # steps whose folded changes the next step writes
-        for i, rev_id in enumerate(plan):
+        held: list[_Held] = []
+        for rev_id in plan:
             if lock:
                 lock.check()
             rev = self.graph.get(rev_id)
@@ -150,110 +228,129 @@ class Runner:
             verb = "resuming" if rev_id in resumed_ids else "running"
             parents = ", ".join(rev.down_revisions) or "<base>"
             self.reporter.info(
-                f"{'would run' if dry_run else verb} {direction} {parents} {arrow} {rev_id}, {rev.message}"
-            )
-            writes: list[dict] = []
-            db = RecordingDatabase(self.store.db, writes) if dry_run else self.store.db
-            undo = db[self.config.undo_collection]
-            backups = db[self.config.backups_collection]
-            op = Operations(db, undo=undo, backups=backups, revision=rev_id, direction=direction,
-                            batch_size=self.config.batch_size, reporter=self.reporter,
-                            dry_run=dry_run, guard=lock.check if lock else None,
-                            statement_limit=self.statement_limit,
-                            next_absorbs=() if dry_run else self._absorbs(direction, plan, i),
-                            inbox=held[-1].op.outbox if held else ())
+                f"{'would run' if dry_run else verb} {direction} {parents} {arrow} {rev_id}, {rev.message}")
+            op = Operations(engine, rev_id, direction,
+                            db=engine.db if dry_run else RunDatabase(engine.db, engine))
             started = time.monotonic()
             if dry_run:
-                try:
-                    getattr(module, direction)(op)
-                finally:
-                    op.close()
-                steps.append(StepResult(rev_id, direction, time.monotonic() - started, writes))
+                mark = len(writes)
+                getattr(module, direction)(op)
+                steps.append(StepResult(rev_id, direction, time.monotonic() - started,
+                                        writes[mark:], dict(op.results)))
                 heads = self._move(direction, heads, rev_id)
                 continue
             log_id, started_at = self.store.log_start(
                 rev_id, direction, checksum=checksum(rev.path), run_id=run_id,
                 resumed=rev_id in resumed_ids)
             try:
-                try:
-                    getattr(module, direction)(op)
-                    unwritten = [f.revision for f in op.inbox
-                                 if not f.done and f not in op.outbox]
-                    if unwritten:  # its reads saw the collection without those changes
-                        raise ScriptError(
-                            f"{rev_id} declares 'absorbs' but did not write the change of "
-                            f"{', '.join(unwritten)} folded into it: rewrite the collection "
-                            "with op.rewrite(...) and read it through rw.absorb(...)")
-                finally:
-                    op.close()
+                getattr(module, direction)(op)
+                if direction == "downgrade":
+                    left = op.restore_undo()  # whatever its downgrade() left recorded
+                    if left:
+                        op.log(f"restored {left} recorded changes its downgrade left")
                 if lock:
                     lock.check()  # never move heads for a step whose lock was taken away
             except BaseException as exc:
                 self.store.log_finish(log_id, "failed", started_at=started_at, error=exc)
-                if isinstance(exc, KeyboardInterrupt | LockLostError):
-                    raise  # held steps stay "started": the next run resumes them
-                heads = self._settle_held(direction, held, heads, steps)
-                first_line = (str(exc).strip().splitlines() or [""])[0]
-                raise RevisionFailed(
-                    f"{direction} of {rev_id} ({rev.message}) failed: "
-                    f"{type(exc).__name__}: {first_line}; "
-                    f"nothing after it ran; see 'mongrate history -v -r {rev_id}:{rev_id}'"
-                ) from exc
-            this = _Held(rev_id, op, log_id, started_at, time.monotonic() - started)
-            if op.outbox:  # its heads move once the next step has written its changes
-                held.append(this)
-                continue
-            for h in [*held, this]:
-                heads = self._succeeded(direction, h, heads, steps)
-            held = []
-        return RunResult(direction, steps, before, heads, resumed, dry_run)
+                engine.discard(op)
+                raise self._failed(engine, held, heads, steps, exc, rev_id) from exc
+            held.append(_Held(rev_id, op, log_id, started_at, started))
+            try:
+                engine.flush_untouched()
+            except BaseException as exc:
+                raise self._failed(engine, held, heads, steps, exc, None) from exc
+            heads = self._release(direction, engine, held, heads, steps)
+        try:
+            engine.flush_all()
+        except BaseException as exc:
+            raise self._failed(engine, held, heads, steps, exc, None) from exc
+        heads = self._release(direction, engine, held, heads, steps)
+        return RunResult(direction, steps, before, heads, resumed, dry_run, strategy)
+
+    def _failed(self, engine: Engine, held: list[_Held], heads: tuple[str, ...],
+                steps: list[StepResult], exc: BaseException,
+                running: str | None) -> BaseException:
+        """A revision (``running``) or the pass writing deferred changes failed. Revisions
+        whose changes are all written are applied; the others are marked failed (the next
+        upgrade runs them again, a downgrade reverts what they wrote). Returns the error
+        to raise: the lock's, Ctrl-C, or one line naming the revision whose change failed."""
+        if isinstance(exc, KeyboardInterrupt | LockLostError):
+            return exc  # held steps stay "started": the next run resumes them
+        error = exc.error if isinstance(exc, DeferredStepFailed) else exc
+        culprit = exc.revision if isinstance(exc, DeferredStepFailed) else running
+        if running is not None and not isinstance(exc, DeferredStepFailed):
+            try:  # the earlier revisions' own work is sound: write what they deferred
+                engine.flush_all()
+            except Exception as flush_exc:  # noqa: BLE001 - the first error is the one raised
+                self.reporter.info(f"could not write the deferred changes: "
+                                   f"{type(flush_exc).__name__}: {flush_exc}")
+        heads = self._release(engine.direction, engine, held, heads, steps)
+        for h in held:
+            why = error if h.rev_id == culprit else RuntimeError(
+                f"its deferred change was not written: the pass also writing the change of "
+                f"{culprit or 'another revision'} failed")
+            self.store.log_finish(h.log_id, "failed", started_at=h.started_at, error=why)
+        held.clear()
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        if culprit is None:
+            return RevisionFailed(f"writing deferred changes failed: {type(error).__name__}: "
+                                  f"{first_line}; the revisions waiting for them were not "
+                                  "applied: 'mongrate upgrade' runs them again")
+        rev = self.graph.get(culprit)
+        direction = engine.direction
+        hint = ("'mongrate upgrade' resumes it, 'mongrate downgrade' reverses what it wrote"
+                if direction == "upgrade" else
+                "its data may be partly restored: fix the cause and run the downgrade again")
+        return RevisionFailed(
+            f"{direction} of {culprit} ({rev.message}) failed: {type(error).__name__}: "
+            f"{first_line}; nothing after it ran; {hint}; "
+            f"see 'mongrate history -v -r {culprit}:{culprit}'")
+
+    def _release(self, direction: str, engine: Engine, held: list[_Held],
+                 heads: tuple[str, ...], steps: list[StepResult]) -> tuple[str, ...]:
+        """Apply held revisions in order, up to the first whose change still waits."""
+        while held and not engine.waiting(held[0].op):
+            heads = self._succeeded(direction, held.pop(0), heads, steps)
+        return heads
+
+    def _revert(self, engine: Engine, rev_id: str, writes: list[dict], run_id: str, *,
+                dry_run: bool) -> StepResult:
+        """Undo what a failed or interrupted upgrade of ``rev_id`` wrote."""
+        self.reporter.info(f"{'would revert' if dry_run else 'reverting'} the partial upgrade "
+                           f"of {rev_id} (it failed or was interrupted): undoing what it wrote")
+        started = time.monotonic()
+        op = Operations(engine, rev_id, "downgrade")
+        mark = len(writes)
+        if dry_run:
+            op.restore_undo()
+            return StepResult(rev_id, "downgrade", time.monotonic() - started, writes[mark:],
+                              note="reverted")
+        rev = self.graph.get(rev_id)
+        log_id, started_at = self.store.log_start(rev_id, "downgrade",
+                                                  checksum=checksum(rev.path), run_id=run_id)
+        try:
+            op.restore_undo()
+            engine.undo.delete_many({"revision": rev_id})
+        except BaseException as exc:
+            self.store.log_finish(log_id, "failed", started_at=started_at, error=exc)
+            raise
+        self.store.log_finish(log_id, "succeeded", started_at=started_at,
+                              extra={"results": _loggable(op.results), "reverted": True})
+        self.store.mark_interrupted(self.store.log.find({"revision": rev_id,
+                                                         "status": "started"}), by_run=run_id)
+        return StepResult(rev_id, "downgrade", time.monotonic() - started,
+                          results=dict(op.results), note="reverted")
 
     def _succeeded(self, direction: str, h: _Held, heads: tuple[str, ...],
                    steps: list[StepResult]) -> tuple[str, ...]:
         new_heads = self._move(direction, heads, h.rev_id)
         self.store.move_heads(heads, new_heads)
-        results = h.op.results
+        results = _loggable(h.op.results)
         self.store.log_finish(h.log_id, "succeeded", started_at=h.started_at,
                               extra={"results": results} if results else None)
-        steps.append(StepResult(h.rev_id, direction, h.duration, results=dict(results)))
+        steps.append(StepResult(h.rev_id, direction, time.monotonic() - h.started,
+                                results=results))
         return new_heads
-
-    def _settle_held(self, direction: str, held: list[_Held], heads: tuple[str, ...],
-                     steps: list[StepResult]) -> tuple[str, ...]:
-        """The step after ``held`` failed: write their folded changes on their own and
-        apply them (their own work is done), so the run stops right after them. A change
-        already in the failed step's built copy, or one that cannot be written now, is left
-        to the next run: those steps stay "started", as after a kill."""
-        from mongrate.operations.rewrite import fold_alone
-
-        for h in held:
-            if any(f.built_into and not f.done for f in h.op.outbox):
-                self.reporter.info(f"{h.rev_id}: its change waits in the copy the failed step "
-                                   "built; run the command again to finish both")
-                break
-            try:
-                for fold in h.op.outbox:
-                    if not fold.done:
-                        fold_alone(h.op, fold)
-            except Exception as exc:  # noqa: BLE001 - the failed step's error is the one raised
-                self.reporter.info(f"{h.rev_id}: could not write its folded change on its own "
-                                   f"({type(exc).__name__}: {exc}); run the command again")
-                break
-            finally:
-                h.op.close()
-            heads = self._succeeded(direction, h, heads, steps)
-        return heads
-
-    def _absorbs(self, direction: str, plan: list[str], i: int) -> tuple[str, ...]:
-        """Collections whose changes plan[i] may fold into plan[i + 1]: only on the way up,
-        into a child of plan[i] that declares ``absorbs``."""
-        if direction != "upgrade" or i + 1 >= len(plan):
-            return ()
-        nxt = plan[i + 1]
-        if self.graph.get(nxt).down_revisions != (plan[i],):
-            return ()
-        absorbs = getattr(self.scripts.load_module(nxt), "absorbs", None) or ()
-        return (absorbs,) if isinstance(absorbs, str) else tuple(absorbs)
 
     def _move(self, direction: str, heads: tuple[str, ...], rev_id: str) -> tuple[str, ...]:
         if direction == "upgrade":
@@ -261,10 +358,8 @@ class Runner:
         return tuple(self.graph.heads_after_downgrade(heads, rev_id))
 
 
-@dataclass
-class _Held:
-    rev_id: str
-    op: Operations
-    log_id: Any
-    started_at: Any
-    duration: float
+def _loggable(results: dict[str, Any]) -> dict[str, Any]:
+    """A step's results as the log stores them: counts resolved, no dots in keys (FerretDB
+    v1 refuses them)."""
+    return {str(k).replace(".", "_"): int(v) if hasattr(v, "value") else v
+            for k, v in results.items()}

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
     ConfigurationError,
@@ -20,7 +21,7 @@ from pymongo.errors import (
 from mongrate._version import __version__
 from mongrate.config import Config
 from mongrate.errors import ConnectionFailure
-from mongrate.mongo.codec import utcnow
+from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, utcnow
 from mongrate.runtime.lock import Leases
 
 
@@ -71,11 +72,15 @@ class Store:
     def __init__(self, db: Database, config: Config):
         self.db = db
         self.config = config
-        self.versions = db[config.version_collection]
-        self.log = db[config.log_collection]
-        self.lock = db[config.lock_collection]
-        self.undo = db[config.undo_collection]
-        self.backups = db[config.backups_collection]
+        # Majority on replica sets and sharded clusters: what decides the next step (heads,
+        # log, lock, undo) is never read from, or written to, one member alone.
+        def own(name: str) -> Collection:
+            return db.get_collection(name, write_concern=MAJORITY, read_concern=MAJORITY_READ)
+
+        self.versions = own(config.version_collection)
+        self.log = own(config.log_collection)
+        self.undo = own(config.undo_collection)
+        self.backups = own(config.backups_collection)
         self.leases = Leases(db, config.lock_collection)
 
     # ---------------------------------------------------------------- heads

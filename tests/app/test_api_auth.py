@@ -24,7 +24,7 @@ def _b64(obj) -> str:
 
 
 def _claims(**extra):
-    return {"user_id": ALICE, "exp": int(time.time()) + 600, **extra}
+    return {"user_id": ALICE, "type": "access", "exp": int(time.time()) + 600, **extra}
 
 
 def unsigned() -> str:
@@ -55,9 +55,13 @@ BAD_AUTH = {
     "wrong_key": "Bearer "
     + jwt.encode(_claims(), "some-other-secret-that-is-long-enough", "HS256"),
     "hs512": "Bearer " + hs512(),
-    "no_exp": "Bearer " + jwt.encode({"user_id": ALICE}, SECRET, "HS256"),
+    "no_exp": "Bearer " + jwt.encode({"user_id": ALICE, "type": "access"}, SECRET, "HS256"),
+    # The original's 7-day refresh tokens, and tokens that say no type, are not access tokens.
+    "refresh": "Bearer " + jwt.encode(_claims(type="refresh", sub=ALICE), SECRET, "HS256"),
+    "no_type": "Bearer " + jwt.encode(_claims(type=None), SECRET, "HS256"),
+    "type_is_a_list": "Bearer " + jwt.encode(_claims(type=["access"]), SECRET, "HS256"),
     "not_yet_valid": "Bearer " + jwt.encode(_claims(nbf=int(time.time()) + 600), SECRET, "HS256"),
-    "no_user": "Bearer " + jwt.encode({"exp": int(time.time()) + 600}, SECRET, "HS256"),
+    "no_user": "Bearer " + jwt.encode(_claims(user_id=None), SECRET, "HS256"),
     "empty_user": "Bearer " + jwt.encode(_claims(user_id="", sub=""), SECRET, "HS256"),
     "user_is_a_list": "Bearer " + jwt.encode(_claims(user_id=["a"]), SECRET, "HS256"),
     "tampered": "Bearer " + tampered(),
@@ -127,35 +131,74 @@ def test_good_tokens_reach_every_route(client, world, alice):
         assert r.status_code in (200, 201), (route, r.text)
 
 
+#: The file lists answer 200 with no files, as the original did, for unknown and foreign ids.
+EMPTY_LISTS = {"session_files", "message_files"}
+
+
 def test_another_user_gets_404_on_every_route_same_as_for_nothing(client, world, bob, mongo_db):
     for route, (method, path, kw) in requests_for(world).items():
         theirs = client.request(method, path, headers=bob, **kw)
         method2, path2, kw2 = missing_equivalent(world, route)
         nothing = client.request(method2, path2, headers=bob, **kw2)
+        if route in EMPTY_LISTS:
+            assert theirs.status_code == nothing.status_code == 200, (route, theirs.text)
+            assert theirs.json()["files"] == nothing.json()["files"] == [], route
+            continue
         assert theirs.status_code == nothing.status_code == 404, (route, theirs.text)
         assert theirs.json() == nothing.json(), route
     assert mongo_db["fs.files"].count_documents({}) == 1
     assert mongo_db.file_uploads.count_documents({"user_id": BOB}) == 0
 
 
-def test_user_id_claim_wins_and_sub_is_the_fallback():
+def test_another_users_data_costs_the_same_queries_as_nothing(
+    client, world, bob, command_log
+):
+    """Timing must not tell whether a file, message or session exists: for every route the
+    foreign resource and a missing one send the same commands to the same collections."""
+    for route, (method, path, kw) in requests_for(world).items():
+        command_log.clear()
+        theirs = client.request(method, path, headers=bob, **kw)
+        theirs_sent = command_log.data_commands()
+        command_log.clear()
+        method2, path2, kw2 = missing_equivalent(world, route)
+        nothing = client.request(method2, path2, headers=bob, **kw2)
+        assert theirs.status_code == nothing.status_code, route
+        assert theirs_sent == command_log.data_commands(), route
+        assert theirs_sent, route  # the comparison measured something
+
+
+def _access(**claims) -> str:
+    return jwt.encode({"type": "access", "exp": int(time.time()) + 60, **claims}, SECRET, "HS256")
+
+
+def test_sub_claim_wins_and_user_id_is_the_fallback():
+    """The original's order (``sub or user_id``), so a token naming two users means one."""
     assert user_id_from_token(issue_token("u1", SECRET), SECRET) == "u1"
-    only_sub = jwt.encode({"sub": "u2", "exp": int(time.time()) + 60}, SECRET, "HS256")
-    assert user_id_from_token(only_sub, SECRET) == "u2"
-    both = jwt.encode({"user_id": "u3", "sub": "u4", "exp": int(time.time()) + 60}, SECRET, "HS256")
-    assert user_id_from_token(both, SECRET) == "u3"
-    numeric = jwt.encode({"user_id": 42, "exp": int(time.time()) + 60}, SECRET, "HS256")
-    assert user_id_from_token(numeric, SECRET) == "42"
+    assert user_id_from_token(_access(sub="u2"), SECRET) == "u2"
+    assert user_id_from_token(_access(user_id="u3", sub="u4"), SECRET) == "u4"
+    assert user_id_from_token(_access(user_id="u5", sub=""), SECRET) == "u5"
+    assert user_id_from_token(_access(user_id=42), SECRET) == "42"
+    with pytest.raises(AuthError, match="access token"):
+        user_id_from_token(BAD_AUTH["refresh"].split()[1], SECRET)
     with pytest.raises(AuthError, match="expired"):
         user_id_from_token(BAD_AUTH["expired"].split()[1], SECRET)
 
 
 def test_a_sub_only_token_sees_its_users_data(client, world):
-    token = jwt.encode({"sub": ALICE, "exp": int(time.time()) + 60}, SECRET, "HS256")
+    token = _access(sub=ALICE)
     r = client.get(
         f"{API}/sessions/{world['session']}/history", headers={"Authorization": f"Bearer {token}"}
     )
     assert r.status_code == 200
+
+
+def test_a_token_naming_two_users_speaks_for_its_sub(client, world):
+    """sub=Bob, user_id=Alice: Bob, as the original decides, so Alice's session is a 404."""
+    token = _access(sub=BOB, user_id=ALICE)
+    r = client.get(
+        f"{API}/sessions/{world['session']}/history", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert r.status_code == 404
 
 
 def test_demo_login_needs_demo_mode_as_well_as_a_user(mongo_url, world):

@@ -89,16 +89,16 @@ def test_active_and_unknown_content_only_ever_leaves_as_an_attachment(
     [
         ('my "best" photo.png', "my _best_ photo.png", 'my "best" photo.png'),
         ("evil\r\nContent-Type: text/html.png", "html.png", "html.png"),
-        ("../../etc/passwd", "passwd", "passwd"),
-        ("..\\..\\windows\\win.ini", "win.ini", "win.ini"),
+        ("../../etc/passwd", "passwd.png", "passwd.png"),
+        ("..\\..\\windows\\win.ini", "win.png", "win.png"),
         ("фото_1.png", "1.png", "фото_1.png"),
         ("café-menü.png", "cafe-menu.png", "café-menü.png"),
         ("😀 party.png", "party.png", "😀 party.png"),
         ("", "file.png", "file.png"),
-        ("写真", "file.png", "写真"),
+        ("写真", "file.png", "写真.png"),
         ("a;b=c,d.png", "a_b=c,d.png", "a;b=c,d.png"),
         # Bidi overrides/isolates/marks would make "...exe" display as "...png".
-        ("invoice\u202egnp.exe", "invoicegnp.exe", "invoicegnp.exe"),
+        ("invoice\u202egnp.exe", "invoicegnp.exe.png", "invoicegnp.exe.png"),
         ("\u2066a\u2069\u200e\u200fb\u202a\u202d\u061c.png", "ab.png", "ab.png"),
     ],
 )
@@ -110,6 +110,43 @@ def test_any_name_survives_content_disposition(client, mongo_db, alice, name, as
     plain, decoded = disposition_filename(header)
     assert plain == ascii_part
     assert decoded == full
+
+
+POLYGLOT = PNG + HTML  # a PNG to every sniffer, an HTML page to a browser given the name
+
+
+@pytest.mark.parametrize(
+    "data, name, sent, saved",
+    [
+        (POLYGLOT, "report.html", "image/png", "report.png"),
+        (POLYGLOT, "con.png\0.html", "image/png", "_con.png"),  # a NUL ends the name
+        (PNG, "photo.JPEG", "image/png", "photo.png"),
+        (PNG, "photo.PNG", "image/png", "photo.PNG"),
+        (PNG, "no extension", "image/png", "no extension.png"),
+        (PNG, "setup.exe", "image/png", "setup.exe.png"),
+        (sample_variant("jpeg", 0).data, "scan.jpeg", "image/jpeg", "scan.jpeg"),
+        (sample_variant("pdf", 0).data, "doc.png", "application/pdf", "doc.pdf"),
+        (b"just some notes\n", "run.js", "text/plain; charset=utf-8", "run.txt"),
+        (b"a,b\n1,2\n", "table.csv", "text/plain; charset=utf-8", "table.csv"),
+        (HTML, "page.html", "application/octet-stream", "page.bin"),
+        (SVG, "logo.png", "application/octet-stream", "logo.bin"),
+        (b"\x00\x01\x02binary junk\xff", "model.dat", "application/octet-stream", "model.dat"),
+    ],
+)
+def test_the_download_name_agrees_with_the_type_served(
+    client, mongo_db, alice, data, name, sent, saved
+):
+    fid = put_file(mongo_db, data, name=name)
+    for params in ({"download": "true"}, {}):
+        r = client.get(url(fid), headers=alice, params=params)
+        assert r.status_code == 200 and r.headers["content-type"] == sent
+        plain, full = disposition_filename(r.headers["content-disposition"])
+        assert full == plain == saved
+    if sent.startswith("image/"):  # thumbnails are JPEG or PNG whatever the file was named
+        t = client.get(url(fid, "/thumbnail"), headers=alice)
+        _, thumb_name = disposition_filename(t.headers["content-disposition"])
+        want = (".png",) if t.headers["content-type"] == "image/png" else (".jpg", ".jpeg")
+        assert thumb_name.startswith("thumb_200_") and thumb_name.lower().endswith(want)
 
 
 def test_etag_and_last_modified_answer_304(client, mongo_db, alice):
@@ -256,9 +293,10 @@ def test_session_and_message_file_lists(client, mongo_db, alice, bob):
         user_id=ALICE,
         messages=[("user", "one", at(0)), ("user", "two", at(60))],
         uploads=[
-            {"kind": "png", "message": 0, "name": "a.png"},
-            {"kind": "pdf", "message": 1, "name": "b.pdf", "mime": "image/png"},
-            {"kind": "jpeg", "message": 1, "name": "c.jpg"},
+            {"kind": "png", "message": 0, "name": "a.png", "uploaded_at": at(1)},
+            {"kind": "pdf", "message": 1, "name": "b.pdf", "mime": "image/png",
+             "uploaded_at": at(61)},
+            {"kind": "jpeg", "message": 1, "name": "c.jpg", "uploaded_at": at(62)},
         ],
     )
     r = client.get(url("session/" + s.session_id), headers=alice)
@@ -280,14 +318,23 @@ def test_session_and_message_file_lists(client, mongo_db, alice, bob):
         "url",
     ):
         assert key in first
-    stamps = [f["uploaded_at"] for f in body["files"]]
-    assert stamps == sorted(stamps, reverse=True)
+    assert [f["file_id"] for f in body["files"]] == s.file_ids  # oldest first, as the original
     m = client.get(url("message/" + s.message_ids[1]), headers=alice).json()
     assert m["message_id"] == s.message_ids[1]
-    assert sorted(f["original_name"] for f in m["files"]) == ["b.pdf", "c.jpg"]
-    assert client.get(url("session/" + s.session_id), headers=bob).status_code == 404
-    assert client.get(url("message/" + s.message_ids[1]), headers=bob).status_code == 404
-    assert client.get(url("message/nonsense"), headers=alice).status_code == 404
+    assert [f["original_name"] for f in m["files"]] == ["b.pdf", "c.jpg"]
+    # Unknown, malformed or someone else's: 200 with no files, as the original answered.
+    for path, who, echo in [
+        ("session/" + s.session_id, bob, s.session_id),
+        ("session/no-such-session", alice, "no-such-session"),
+        ("message/" + s.message_ids[1], bob, s.message_ids[1]),
+        ("message/" + str(ObjectId()), alice, None),
+        ("message/nonsense", alice, "nonsense"),
+    ]:
+        r = client.get(url(path), headers=who)
+        assert r.status_code == 200, path
+        key = "session_id" if path.startswith("session/") else "message_id"
+        assert r.json()["files"] == [] and r.json()["count"] == 0
+        assert r.json()[key] == (echo or path.split("/")[1])
 
 
 def test_delete_removes_bytes_thumbnails_row_and_message_link(client, mongo_db, alice, bob):

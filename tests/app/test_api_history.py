@@ -10,18 +10,15 @@ from app_patch.testdata.samples import sample_variant
 from app_patch.testdata.seed import add_session
 from tests.app.conftest import ALICE, BOB, apply_contract, at
 
-GUIDE_KEYS = {
-    "file_id",
-    "name",
-    "mime",
-    "size",
-    "is_image",
-    "url",
-    "download_url",
-    "thumbnail_url",
-    "thumbnail_small",
-    "thumbnail_medium",
-}
+#: An upload entry of a non-image in the original's history (session_routes.py, chat.py).
+FILE_KEYS = [
+    "file_id", "name", "mime", "size", "type", "url", "download_url", "is_image", "uploaded_at",
+]
+#: An image's: the same plus its thumbnails.
+IMAGE_KEYS = [*FILE_KEYS, "thumbnail_url", "thumbnail_small", "thumbnail_medium"]
+MESSAGE_KEYS = [
+    "id", "role", "content", "created_at", "session_id", "file_ids", "has_files", "uploads",
+]
 
 
 def history(client, session_id, headers, **params):
@@ -52,19 +49,24 @@ def test_history_lists_messages_in_time_order_with_uploads_in_the_guide_format(
     assert [m["id"] for m in body["history"]] == s.message_ids
     assert [m["role"] for m in body["history"]] == ["user", "assistant", "user"]
     assert body["count"] == 3 and body["has_more"] is False and body["next_before"] is None
+    assert list(body)[:2] == ["history", "count"]
+    assert all(list(m) == MESSAGE_KEYS for m in body["history"])
     first, second, third = body["history"]
     assert second["uploads"] == [] and second["has_files"] is False and second["file_ids"] == []
     png = first["uploads"][0]
-    assert set(png) == GUIDE_KEYS
+    assert list(png) == IMAGE_KEYS
     fid = s.file_ids[0]
+    row = mongo_db.file_uploads.find_one({"file_id": fid})
     assert png == {
         "file_id": fid,
         "name": "test_image.png",
         "mime": "image/png",  # the sniffed type, not the claimed image/jpeg
         "size": png["size"],  # checked against GridFS below
-        "is_image": True,
+        "type": "file",
         "url": f"/api/v1/chat/files/{fid}",
         "download_url": f"/api/v1/chat/files/{fid}?download=true",
+        "is_image": True,
+        "uploaded_at": row["uploaded_at"].isoformat(),
         "thumbnail_url": f"/api/v1/chat/files/{fid}/thumbnail",
         "thumbnail_small": f"/api/v1/chat/files/{fid}/thumbnail?size=100",
         "thumbnail_medium": f"/api/v1/chat/files/{fid}/thumbnail?size=300",
@@ -74,6 +76,8 @@ def test_history_lists_messages_in_time_order_with_uploads_in_the_guide_format(
         ("doc.png", "application/pdf", False),
         ("фото.jpg", "image/jpeg", True),
     ]
+    pdf = third["uploads"][0]
+    assert list(pdf) == FILE_KEYS, "a non-image advertises no thumbnail, as in the original"
     assert third["file_ids"] == s.file_ids[1:] and third["has_files"] is True
 
 
@@ -83,8 +87,9 @@ def _big_session(db, n_messages, every, user=ALICE):
     return add_session(db, user_id=user, messages=messages, uploads=uploads)
 
 
+@pytest.mark.parametrize("params", [{"limit": 1000}, {}], ids=["limit", "whole_session"])
 def test_history_costs_the_same_round_trips_for_5_or_300_messages(
-    client, mongo_db, alice, command_log
+    client, mongo_db, alice, command_log, params
 ):
     small = _big_session(mongo_db, 6, 2)
     large = _big_session(mongo_db, 300, 2)
@@ -92,7 +97,7 @@ def test_history_costs_the_same_round_trips_for_5_or_300_messages(
     counts = {}
     for s in (small, large):
         command_log.clear()
-        r = history(client, s.session_id, alice, limit=1000)
+        r = history(client, s.session_id, alice, **params)
         assert r.status_code == 200
         assert r.json()["count"] == len(s.message_ids)
         assert sum(len(m["uploads"]) for m in r.json()["history"]) == len(s.file_ids)
@@ -157,11 +162,29 @@ def test_a_cursor_we_did_not_hand_out_is_a_422(client, mongo_db, alice, before):
     assert history(client, s.session_id, alice, before=before).status_code == 422
 
 
-def test_limit_defaults_and_is_capped(client, mongo_db, alice):
-    s = add_session(mongo_db, user_id=ALICE, messages=[("user", f"{i}", at(i)) for i in range(3)])
+def test_without_limit_the_whole_session_comes_back_as_the_original_sent_it(
+    client, mongo_db, alice
+):
+    """130 messages: the original client never reads has_more, so nothing may be cut off."""
+    s = _big_session(mongo_db, 130, 13)
+    apply_contract(mongo_db)
+    body = history(client, s.session_id, alice).json()
+    assert [m["id"] for m in body["history"]] == s.message_ids
+    assert body["count"] == 130 and body["has_more"] is False and body["next_before"] is None
+    # Paging is still there for those who ask for it.
+    page = history(client, s.session_id, alice, limit=100).json()
+    assert [m["id"] for m in page["history"]] == s.message_ids[30:]
+    assert page["has_more"] is True
+    rest = history(client, s.session_id, alice, before=page["next_before"]).json()
+    assert [m["id"] for m in rest["history"]] == s.message_ids[:30]
+
+
+def test_limit_is_checked_and_capped(client, mongo_db, alice, settings):
+    n = settings.history_max_limit + 5
+    s = add_session(mongo_db, user_id=ALICE, messages=[("user", f"{i}", at(i)) for i in range(n)])
     assert history(client, s.session_id, alice, limit=0).status_code == 422
     body = history(client, s.session_id, alice, limit=10**9).json()
-    assert body["count"] == 3
+    assert body["count"] == settings.history_max_limit and body["has_more"] is True
 
 
 def test_another_users_session_is_a_404_like_a_missing_one(client, mongo_db, alice, bob):

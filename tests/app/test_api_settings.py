@@ -52,10 +52,7 @@ def test_access_secret_wins_over_the_legacy_name():
         ({}, "JWT_ACCESS_SECRET"),
         ({"JWT_ACCESS_SECRET": "k", "FILE_MAX_UPLOAD_BYTES": "ten"}, "FILE_MAX_UPLOAD_BYTES"),
         ({"JWT_ACCESS_SECRET": "k", "THUMBNAIL_CONCURRENCY": "0"}, "thumbnail_concurrency"),
-        (
-            {"JWT_ACCESS_SECRET": "k", "HISTORY_DEFAULT_LIMIT": "900", "HISTORY_MAX_LIMIT": "10"},
-            "HISTORY_DEFAULT_LIMIT",
-        ),
+        ({"JWT_ACCESS_SECRET": "k", "HISTORY_MAX_LIMIT": "0"}, "history_max_limit"),
     ],
 )
 def test_bad_configuration_is_one_clear_error(env, message):

@@ -13,15 +13,17 @@ from PIL import Image
 
 from app_patch.service import thumbnails
 from app_patch.service.app import create_app
+from app_patch.service.placeholder import placeholder_png
 from app_patch.service.settings import Settings
 from app_patch.service.storage import ChatStore
 from app_patch.testdata.hostile import hostile_corpus
 from app_patch.testdata.samples import sample_variant
-from tests.app.conftest import ALICE, SECRET, bearer, put_file
+from app_patch.testdata.seed import add_session
+from tests.app.conftest import ALICE, SECRET, at, bearer, put_file
 
 PHOTO = sample_variant("jpeg", 2).data  # 640x400
 CORPUS = hostile_corpus()
-STATUS = {"thumbnail": 200, "not_image": 415, "bad_image": 422, "too_large": 422}
+PLACEHOLDER = "x-thumbnail-placeholder"
 
 
 def thumb(client, file_id, headers, **params):
@@ -41,10 +43,27 @@ def test_thumbnail_sizes(client, mongo_db, alice, size):
         assert img.size[0] > img.size[1]  # 640x400 keeps its aspect
 
 
-@pytest.mark.parametrize("size", ["150", "0", "-100", "abc", "2000", "1e9"])
-def test_any_other_size_is_422(client, mongo_db, alice, size):
+@pytest.mark.parametrize(
+    "asked, served",
+    [(1, 100), (64, 100), (101, 200), (150, 200), (201, 300), (400, 300), (10_000, 300)],
+)
+def test_any_sane_size_is_served_from_the_supported_ones(client, mongo_db, alice, asked, served):
+    """The original accepted any integer (frontends ask for 64, 150, 400, 500)."""
     fid = put_file(mongo_db, PHOTO)
-    assert thumb(client, fid, alice, size=size).status_code == 422
+    r = thumb(client, fid, alice, size=asked)
+    assert r.status_code == 200, r.text
+    with Image.open(io.BytesIO(r.content)) as img:
+        assert max(img.size) == served
+    assert r.headers["etag"] == thumb(client, fid, alice, size=served).headers["etag"]
+    assert mongo_db["thumbnails.files"].count_documents({}) == 1  # one cached size, not two
+
+
+@pytest.mark.parametrize("size", ["0", "-100", "10001", "99999999999999999999", "abc", "1e9"])
+def test_an_absurd_size_is_a_422_that_says_so(client, mongo_db, alice, size):
+    fid = put_file(mongo_db, PHOTO)
+    r = thumb(client, fid, alice, size=size)
+    assert r.status_code == 422
+    assert "size" in str(r.json()["detail"])
 
 
 def test_generated_once_then_served_from_the_gridfs_cache(
@@ -110,30 +129,93 @@ def test_concurrent_requests_render_once(mongo_db, settings, generations):
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
-def test_hostile_corpus_gives_a_thumbnail_or_a_clean_4xx(client, mongo_db, alice, name):
+def test_hostile_corpus_gives_a_thumbnail_a_placeholder_or_a_clean_415(
+    client, mongo_db, alice, name
+):
+    """Images render; images that cannot (truncated, corrupt, bombs) get the placeholder;
+    non-images are a 415, except image/* types (SVG), which the original client asks for."""
     data, outcome = CORPUS[name]
     fid = put_file(mongo_db, data, name=f"{name}.png", claimed="image/png")
     r = thumb(client, fid, alice, size=100)
-    assert r.status_code == STATUS[outcome], r.text
-    if outcome == "thumbnail":
-        with Image.open(io.BytesIO(r.content)) as img:
-            img.load()
-            assert max(img.size) <= 100 and img.format in ("JPEG", "PNG")
-    else:
-        assert r.json()["detail"]  # a reason, not just a code
+    stored = mongo_db.file_uploads.find_one({"file_id": fid})["mime_type"]
+    if outcome == "not_image" and not stored.startswith("image/"):
+        assert r.status_code == 415 and r.json()["detail"]  # a reason, not just a code
+        return
+    assert r.status_code == 200, r.text
+    assert (PLACEHOLDER in r.headers) == (outcome != "thumbnail"), r.headers.get(PLACEHOLDER)
+    if outcome != "thumbnail":
+        assert r.content == placeholder_png(100) and r.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(r.content)) as img:
+        img.load()
+        assert max(img.size) <= 100 and img.format in ("JPEG", "PNG")
 
 
-def test_the_source_size_cap_is_a_422(mongo_db, alice, mongo_url):
+def test_history_never_advertises_a_thumbnail_that_fails(client, mongo_db, alice):
+    """Every file of the corpus in one message: each advertised thumbnail URL answers an
+    image, each file without one answers 415, and the file list agrees with history."""
+    session = add_session(mongo_db, user_id=ALICE, messages=[("user", "all of them", at(0))])
+    mid = session.message_ids[0]
+    for name, (data, _) in sorted(CORPUS.items()):
+        put_file(mongo_db, data, name=name, session_id=session.session_id, message_id=mid)
+    body = client.get(
+        f"/api/v1/chat/sessions/{session.session_id}/history", headers=alice
+    ).json()
+    uploads = body["history"][0]["uploads"]
+    assert len(uploads) == len(CORPUS)
+    advertised = set()
+    for up in uploads:
+        urls = [up[k] for k in ("thumbnail_url", "thumbnail_small", "thumbnail_medium") if k in up]
+        assert len(urls) in (0, 3) and bool(urls) == up["is_image"], up
+        for url in urls:
+            r = client.get(url, headers=alice)
+            assert r.status_code == 200 and r.headers["content-type"].startswith("image/"), url
+            advertised.add(up["file_id"])
+        if not urls:  # only an image/* type the original client asks for (SVG) gets a 200
+            want = 200 if up["mime"].startswith("image/") else 415
+            assert thumb(client, up["file_id"], alice).status_code == want, up
+    listed = client.get(f"/api/v1/chat/files/session/{session.session_id}", headers=alice).json()
+    for f in listed["files"]:
+        assert ("thumbnail_url" in f) == (f["file_id"] in advertised)
+        if f["mime_type"].startswith("image/"):  # what the original client asks a thumbnail of
+            assert thumb(client, f["file_id"], alice).status_code == 200, f
+
+
+def test_a_placeholder_is_cached_and_made_again_under_other_limits(
+    client, mongo_db, alice, generations, mongo_url
+):
     from fastapi.testclient import TestClient
 
-    from app_patch.service.settings import Settings
-    from tests.app.conftest import SECRET
+    truncated = put_file(mongo_db, CORPUS["jpeg_truncated"][0])
+    first = thumb(client, truncated, alice, size=100)
+    again = thumb(client, truncated, alice, size=100)
+    assert first.content == again.content == placeholder_png(100) and generations == [100]
+    (doc,) = mongo_db["thumbnails.files"].find()
+    assert "truncated" in doc["metadata"]["placeholder"] == first.headers[PLACEHOLDER]
+    etag = first.headers["etag"]
+    assert "placeholder" in etag and first.headers["cache-control"] == "private, max-age=86400"
+    assert thumb(client, truncated, {**alice, "If-None-Match": etag}, size=100).status_code == 304
+    other = Settings(mongodb_url=mongo_url, jwt_secret=SECRET, thumbnail_max_pixels=10**6)
+    with TestClient(create_app(other)) as c:
+        r = thumb(c, truncated, {**alice, "If-None-Match": etag}, size=100)
+    assert r.status_code == 200 and generations == [100, 100]  # other limits: tried again
+
+    bomb = put_file(mongo_db, CORPUS["png_bomb_30000x30000"][0])
+    assert PLACEHOLDER in thumb(client, bomb, alice).headers
+    assert mongo_db["thumbnails.files"].count_documents({"metadata.file_id": bomb}) == 0
+
+
+def test_the_source_size_cap_gives_the_placeholder_without_reading_the_file(
+    mongo_db, alice, mongo_url, generations
+):
+    from fastapi.testclient import TestClient
 
     small = Settings(mongodb_url=mongo_url, jwt_secret=SECRET, thumbnail_max_source_bytes=1000)
     fid = put_file(mongo_db, PHOTO)
     with TestClient(create_app(small)) as c:
         r = thumb(c, fid, alice)
-    assert r.status_code == 422 and "too large" in r.json()["detail"]
+    assert r.status_code == 200 and "too large" in r.headers[PLACEHOLDER]
+    assert r.content == placeholder_png(200) and generations == []
+    assert mongo_db["thumbnails.files"].count_documents({}) == 0  # a limit: decided each time
 
 
 def test_if_none_match_star_is_only_a_304_when_a_thumbnail_exists(client, mongo_db, alice):
@@ -143,7 +225,10 @@ def test_if_none_match_star_is_only_a_304_when_a_thumbnail_exists(client, mongo_
     mongo_db["fs.files"].delete_one({"_id": ObjectId(gone)})
     photo = put_file(mongo_db, PHOTO)
     assert thumb(client, pdf, star).status_code == 415
-    assert thumb(client, gone, star).status_code == 404
+    # An image whose bytes are gone: the placeholder, with no validator and no caching.
+    r = thumb(client, gone, star)
+    assert r.status_code == 200 and PLACEHOLDER in r.headers and "etag" not in r.headers
+    assert r.headers["cache-control"] == "private, no-cache"
     r = thumb(client, photo, star)
     assert (r.status_code, r.content) == (304, b"")
     assert r.headers["etag"] == thumb(client, photo, alice).headers["etag"]

@@ -2,8 +2,9 @@
 
 ``verify`` runs against ``uvicorn app_patch.service.app:app`` on a free 127.0.0.1 port (and, for the
 checks that must fail, in process against a deliberately broken app). ``deploy`` runs on a
-temp copy of ``fixtures_target_app`` (a small FastAPI service with an older history route on
-the same path) with a ``mongrate.ini`` pointing at the project's ``versions/`` or at a
+temp copy of ``fixtures_target_app`` with the main module and requirements of
+``fixtures_target_app_modern`` (a small FastAPI service on this environment's stack, with an
+older history route on the same path; ``test_deploy_pinned.py`` deploys into the pinned one) with a ``mongrate.ini`` pointing at the project's ``versions/`` or at a
 test-made versions folder whose revisions succeed or fail on purpose. Works whether or not
 ``versions/`` holds revisions yet.
 """
@@ -43,6 +44,7 @@ from mongrate.config import database_from_url, with_database
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 FIXTURE_APP = Path(__file__).with_name("fixtures_target_app")
+MODERN_OVERLAY = Path(__file__).with_name("fixtures_target_app_modern")
 SECRET = "operator-tools-secret-0123456789abcdef"
 USER, OTHER = "user-operator", "user-other"
 SESSION, OTHER_SESSION = "sess-operator", "sess-other"
@@ -77,12 +79,14 @@ def add_sessions(db: Database) -> None:
 
 # ------------------------------------------------------------------------------------ verify
 @contextmanager
-def uvicorn(app: str, cwd: Path, env: dict[str, str], log: Path) -> Iterator[str]:
+def uvicorn(
+    app: str, cwd: Path, env: dict[str, str], log: Path, python: str = PY
+) -> Iterator[str]:
     """``python -m uvicorn APP`` on a free 127.0.0.1 port until it answers; yields its URL."""
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+            [python, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
              "--log-level", "warning"],
             cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
@@ -333,6 +337,7 @@ def service(tmp_path: Path, mongo_url: str, mongo_db: Database) -> Service:
     """
     target = tmp_path / "svc"
     shutil.copytree(FIXTURE_APP, target, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(MODERN_OVERLAY, target, dirs_exist_ok=True)
     (target / "mongrate.ini").write_text(
         f"[mongrate]\nscript_location = {ROOT / 'versions'}\nprepend_sys_path = {ROOT}\n",
         encoding="utf-8",
@@ -383,13 +388,21 @@ def test_dry_run_changes_nothing(service: Service, mongo_db: Database) -> None:
     tree, data = service.tree(), chat_state(mongo_db)
     names = set(mongo_db.list_collection_names())
     counter = service.dir.parent / "service.log"
-    proc = service.deploy("--dry-run", "--mongrate-config", str(config), *service_cmds(counter))
+    service.env["PIP_NO_INDEX"] = "1"  # all of it is installed here: the resolution is offline
+    proc = service.deploy(
+        "--dry-run", "--mongrate-config", str(config), "--requirement", "mongrate[app]",
+        *service_cmds(counter),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert f"database: {name} reachable" in out and f"mongrate: {config} loads" in out
-    assert "would insert into app/main.py after line 10:" in out
-    assert "would add to requirements.txt: Pillow>=10.0.0, PyJWT>=2.8, python-multipart" in out
-    assert "-m pip install --quiet -r" in out and "dry run: nothing was changed" in out
+    assert "would insert into app/main.py after line 9:" in out
+    assert "requirements: will add mongrate[app]" in out
+    assert "resolves requirements.txt + that line" in out
+    assert "would install: nothing new" in out and "async driver: pymongo" in out
+    assert "would add to requirements.txt: mongrate[app]" in out
+    assert "-m pip install --quiet -r" in out and "would import app/main.py" in out
+    assert "dry run: nothing was changed" in out
     assert "would run: " in out and "-m app_patch.tools.pregen_thumbnails" in out
     assert service.tree() == tree and not (service.dir / "backups").exists()
     assert chat_state(mongo_db) == data
@@ -418,11 +431,9 @@ def test_deploy_applies_once_and_rollback_restores(service: Service, mongo_db: D
     assert main.count(deploy.ROUTER_IMPORT) == 1 and main.count(deploy.ROUTER_INCLUDE) == 1
     block = main[main.index(deploy.MARK_BEGIN) : main.index(deploy.MARK_END) + len(deploy.MARK_END)]
     assert main.replace(block + "\n\n", "") == main_src
-    reqs = (service.dir / "requirements.txt").read_text()
-    assert reqs.startswith(req_src)
-    names = [deploy.requirement_name(ln) for ln in reqs.splitlines()]
-    for needed in ("pillow", "pyjwt", "python-multipart", "pymongo", "fastapi", "mongrate"):
-        assert names.count(needed) == 1, needed
+    # --skip-install leaves requirements.txt (and the packages) to the operator.
+    assert (service.dir / "requirements.txt").read_text() == req_src
+    assert "requirements: not changed, nothing installed (--skip-install)" in proc.stdout
 
     backups = sorted((service.dir / "backups").iterdir())
     assert len(backups) == 1 and backups[0].name.startswith("pre_image_rendering_")
@@ -525,7 +536,7 @@ def test_a_failed_step_puts_code_and_database_back(
     else:
         assert "restart command" in line and "service NOT restarted" in line
         assert counter.read_text() == "srr"  # the failed restart, then one with the old code
-    assert "code put back as it was (requirements.txt, main.py)" in line
+    assert "code put back as it was (main.py)" in line
     assert "database put back to base" in line
     assert service.tree() == tree  # this run's backup is gone too
     assert chat_state(mongo_db) == data and service.heads() == []
@@ -533,25 +544,27 @@ def test_a_failed_step_puts_code_and_database_back(
 
 @pytest.mark.parametrize("installable", [True, False], ids=["satisfied", "missing-package"])
 def test_install_step_runs_pip_offline(service: Service, installable: bool) -> None:
-    # Everything but PyJWT named already (deploy adds it); all of it installed here.
+    # mongrate named already (so nothing is added); all of it installed here.
     requirements = service.dir / "requirements.txt"
-    requirements.write_text(
-        "fastapi>=0.110\npymongo>=4.13\nPillow>=10.0.0\npython-multipart>=0.0.9\nmongrate\n"
-        + ("" if installable else "no-such-package-for-deploy-test\n")
-    )
+    text = "fastapi>=0.104\npymongo>=4.6\nPillow>=10.0.1\nmongrate[app]  # ours\n"
+    requirements.write_text(text + ("" if installable else "no-such-package-for-deploy-test\n"))
     service.env["PIP_NO_INDEX"] = "1"  # pip may find it all installed, or fail: never download
     tree = service.tree()
     proc = service.deploy("--skip-restart")
     if installable:
         assert proc.returncode == 0, proc.stderr
-        assert "-m pip install --quiet -r" in proc.stdout
-        assert "imports: app_patch.service.router and its dependencies import" in proc.stdout
-        assert requirements.read_text().endswith(f"{deploy.REQUIREMENTS_MARK}\nPyJWT>=2.8\n")
+        out = proc.stdout
+        assert "requirements: mongrate named already (mongrate[app]  # ours); not changed" in out
+        assert "would install: nothing new" in out and "would change: nothing installed" in out
+        assert "-m pip install --quiet -r" in out
+        assert "imports: app_patch.service.router and its dependencies import" in out
+        assert "service: app.main imports with the router included" in out
+        assert requirements.read_text() == text
     else:
-        assert proc.returncode == 1
+        # The resolution fails in the validation: refused before anything changed.
+        assert proc.returncode == 2
         line = error_line(proc)
-        assert "pip install failed: ERROR: No matching distribution found for no-such" in line
-        assert "code put back as it was (requirements.txt)" in line
+        assert "the requirements do not resolve:" in line and "no-such-package" in line
         assert service.tree() == tree
 
 
@@ -583,3 +596,22 @@ def test_bad_setups_are_refused_before_any_change(
     assert message in error_line(proc) and "hunter2" not in proc.stdout + proc.stderr
     assert service.tree() == tree and chat_state(mongo_db) == data
     assert set(mongo_db.list_collection_names()) == names
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--python", "/nonexistent/bin/python3"], "--python /nonexistent/bin/python3: no such"),
+        (["--requirement", "fastapi>=0.104"], "--requirement 'fastapi>=0.104' does not name"),
+        (["--wheel", "/nonexistent/mongrate-0.1.0-py3-none-any.whl"], "not a mongrate-*.whl"),
+    ],
+    ids=["no-python", "not-mongrate", "no-wheel"],
+)
+def test_bad_package_options_are_refused_before_any_change(
+    service: Service, mongo_db: Database, args: list[str], message: str
+) -> None:
+    tree, data = service.tree(), chat_state(mongo_db)
+    proc = service.deploy("--skip-restart", *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in error_line(proc)
+    assert service.tree() == tree and chat_state(mongo_db) == data

@@ -7,20 +7,15 @@ import time
 
 import pytest
 
-from mongrate.config import Config
 from mongrate.errors import StepCancelled
 from mongrate.mongo.collections import copy_collection
 from mongrate.mongo.pipeline import BackgroundWriter, chunked, prefetch, read_ahead
-from mongrate.operations.ops import Operations
-from mongrate.progress import Reporter
-
-CFG = Config()
+from mongrate.testing.kit import revision_op
 
 
-def make_op(db, batch_size=2, guard=None):
-    return Operations(db, undo=db[CFG.undo_collection], backups=db[CFG.backups_collection],
-                      revision="r1", direction="upgrade", batch_size=batch_size,
-                      reporter=Reporter(quiet=True), guard=guard)
+def make_op(db, batch_size=2):
+    with revision_op(db, "r1", batch_size=batch_size) as op:
+        return op
 
 
 def test_writer_runs_calls_in_submission_order_off_the_calling_thread():
@@ -175,7 +170,7 @@ def test_parallel_failure_stops_the_other_step_and_raises_the_first_error(mongo_
     # the stop applies to that call only: the next steps run normally
     assert op.parallel(lambda: sum(1 for _ in op.progress(range(5)))) == [5]
     with pytest.raises(StepCancelled):
-        op._stop.set()
+        op.engine.stop.set()
         list(op.progress(range(3)))
 
 
@@ -204,3 +199,22 @@ def test_writer_drain_does_not_hang_on_a_write_queued_behind_close():
     w._queue.put((print, (), {}))  # what a racing submit() could leave behind
     with pytest.raises(RuntimeError, match="still queued"):
         w.drain()
+
+
+def test_dry_run_database_records_writes_from_every_path(mongo_db):
+    from mongrate.mongo.dryrun import RecordingDatabase
+    from mongrate.testing.kit import snapshot
+
+    mongo_db.chat_messages.insert_many([{"n": i} for i in range(7)])
+    rec = RecordingDatabase(mongo_db)
+    before = snapshot(mongo_db)
+    rec["chat_messages"].database["other"].insert_one({"x": 1})
+    rec.client[mongo_db.name]["other"].insert_one({"x": 2})
+    rec.create_collection("fresh").insert_one({"x": 3})
+    rec["chat_messages"].with_options().update_many({}, {"$set": {"x": 4}})
+    rec["chat_messages"].aggregate([{"$match": {}}, {"$out": "copied"}])
+    assert rec["chat_messages"].count_documents({}) == 7  # reads still reach the server
+    assert rec.command("ping")["ok"] == 1.0
+    assert snapshot(mongo_db) == before
+    assert [w["method"] for w in rec.writes] == [
+        "insert_one", "insert_one", "create_collection", "insert_one", "update_many", "aggregate"]

@@ -24,8 +24,7 @@ if str(ROOT) not in sys.path:  # what prepend_sys_path = . does for the engine
 
 from app_patch.testdata.seed import SeedReport, seed  # noqa: E402
 from mongrate.config import Config  # noqa: E402
-from mongrate.operations.ops import Operations  # noqa: E402
-from mongrate.progress import Reporter  # noqa: E402
+from mongrate.testing.kit import run_revision as kit_run_revision  # noqa: E402
 
 BACKUP, SCHEMA, LINK, INDEXES = "4c1d7e0a9b21", "7e3f05b6c8d2", "9a6b41d3e5f7", "c2d8e9f0a1b3"
 CHAIN = (BACKUP, SCHEMA, LINK, INDEXES)
@@ -48,18 +47,12 @@ def revision_module(rev: str) -> ModuleType:
     return _modules[rev]
 
 
-def make_op(db, rev: str, direction: str = "upgrade", batch_size: int = 25,
-            dry_run: bool = False) -> Operations:
-    return Operations(db, undo=db[CFG.undo_collection], backups=db[CFG.backups_collection],
-                      revision=rev, direction=direction, batch_size=batch_size,
-                      reporter=Reporter(quiet=True), dry_run=dry_run)
-
-
-def run_revision(db, rev: str, direction: str = "upgrade", **kwargs: Any) -> dict:
-    """Call one revision's upgrade/downgrade directly; return its op.results."""
-    op = make_op(db, rev, direction, **kwargs)
-    getattr(revision_module(rev), direction)(op)
-    return op.results
+def run_revision(db, rev: str, direction: str = "upgrade", batch_size: int = 25,
+                 **kwargs: Any) -> dict:
+    """Call one revision's upgrade/downgrade directly (mongrate.testing's kit); return its
+    op.results."""
+    return kit_run_revision(db, revision_module(rev), direction, batch_size=batch_size,
+                            **kwargs)
 
 
 def user_collections(db) -> list[str]:

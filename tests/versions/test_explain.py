@@ -34,7 +34,7 @@ def app_queries(db) -> list[tuple[str, dict, list | None, str]]:
          "file_id_unique"),
         ("file_uploads", {"message_id": row["message_id"], "user_id": row["user_id"]}, None,
          "message_user"),
-        ("file_uploads", {"session_id": s, "user_id": u}, [("uploaded_at", -1), ("_id", -1)],
+        ("file_uploads", {"session_id": s, "user_id": u}, [("uploaded_at", 1), ("_id", 1)],
          "session_user_uploaded"),
         ("fs.files", {"metadata.user_id": u, "metadata.session_id": s}, None,
          "metadata_user_session"),

@@ -54,7 +54,8 @@ def test_upgrade_head_then_downgrade_base_is_identical(mongo_db, cli, clean_run)
     before = dump(mongo_db)
     r = cli.run("upgrade", "head")
     assert r.code == 0, r.err
-    assert "the server sorts it" not in r.err  # the link pass read messages as stored
+    # the schema revision's message change is written by the link revision's pass
+    assert f"chat_messages: one pass writes the changes of {SCHEMA}:1, {LINK}:1" in r.err
     assert heads(mongo_db) == [INDEXES]
     for rev in CHAIN:
         assert f"upgraded {rev}" in r.out
@@ -75,52 +76,17 @@ def test_upgrade_head_then_downgrade_base_is_identical(mongo_db, cli, clean_run)
     assert DeepDiff(clean_run[1], normalised(mongo_db)) == {}
 
 
-def test_link_sorts_on_the_server_when_messages_are_not_stored_in_order(mongo_db, cli,
-                                                                         clean_run):
-    seed(mongo_db, **SMALL, seed=3)
-    before = dump(mongo_db)
-    assert cli.run("upgrade", SCHEMA).code == 0
-    # a message deleted and put back goes to the end of the stored order
-    moved = mongo_db.chat_messages.find_one({"role": "user"}, sort=[("session_id", 1)])
-    mongo_db.chat_messages.delete_one({"_id": moved["_id"]})
-    mongo_db.chat_messages.insert_one(moved)
-    r = cli.run("upgrade", "head")
-    assert r.code == 0, r.err
-    assert "the server sorts it" in r.err
-    assert DeepDiff(clean_run[1], normalised(mongo_db)) == {}  # as if nothing had moved
-    # the abandoned pass recorded prior values too: the way back is still exact
-    assert cli.run("downgrade", "base").code == 0
-    assert DeepDiff(before, dump(mongo_db)) == {}
-
-
-def test_folded_pass_falls_back_to_a_server_sort_when_messages_are_out_of_order(
-        mongo_db, cli, clean_run):
-    seed(mongo_db, **SMALL, seed=3)
-    before = dump(mongo_db)
-    assert cli.run("upgrade", BACKUP).code == 0
-    moved = mongo_db.chat_messages.find_one({"role": "user"}, sort=[("session_id", 1)])
-    mongo_db.chat_messages.delete_one({"_id": moved["_id"]})
-    mongo_db.chat_messages.insert_one(moved)  # now last in the stored order
-    r = cli.run("upgrade", "head")
-    assert r.code == 0, r.err
-    assert "changes folded into the next revision's pass" in r.err
-    assert "the server sorts it" in r.err
-    assert DeepDiff(clean_run[1], normalised(mongo_db)) == {}
-    assert cli.run("downgrade", "base").code == 0
-    assert DeepDiff(before, dump(mongo_db)) == {}
-
-
 def test_schema_change_folded_into_the_link_pass_undoes_one_revision_at_a_time(mongo_db, cli):
     seed(mongo_db, **SMALL, seed=3)
     before = dump(mongo_db)
     r = cli.run("upgrade", SCHEMA)  # the schema revision alone writes its own change
-    assert r.code == 0 and "folded" not in r.err, r.err
+    assert r.code == 0 and "one pass writes" not in r.err, r.err
     schema_alone = normalised(mongo_db)
     assert cli.run("downgrade", "base").code == 0
     r = cli.run("upgrade", "head")
     assert r.code == 0, r.err
-    assert "chat_messages: changes folded into the next revision's pass" in r.err
-    assert re.search(rf"upgraded {SCHEMA} .*'messages_changed': [1-9]", r.out)
+    assert "chat_messages: one pass writes the changes of" in r.err
+    assert re.search(rf"upgraded {SCHEMA} .*'chat_messages changed': [1-9]", r.out)
     assert cli.run("downgrade", SCHEMA).code == 0  # the link revision's own record only
     assert DeepDiff(schema_alone, normalised(mongo_db)) == {}
     assert cli.run("downgrade", "base").code == 0
@@ -146,20 +112,21 @@ Collection.insert_many, Collection.rename = insert_many, rename
 """
 
 KILL_POINTS = {
-    # revision 1: copying the first snapshot, then the GridFS id list
+    # revision 1: copying the first snapshot, between its renames, copying fs.files
     "backup-copy": (rf"mongrate_tmp_{BACKUP}_chat_messages_backup", 3, "-", BACKUP),
     "backup-between-renames": ("-", 0, rf"mongrate_tmp_{BACKUP}_chat_messages_backup", BACKUP),
-    "backup-gridfs-ids": (r"mongrate_backups_gridfs_\d+_\d+", 1, "-", BACKUP),
-    # revision 2: sniffing, between drop and rename of uploads (its message change is
-    # folded into revision 3's pass over chat_messages)
-    "schema-sniff": (rf"mongrate_tmp_{SCHEMA}_gridfs_heads", 1, "-", SCHEMA),
-    "schema-swap": ("-", 0, rf"mongrate_tmp_{SCHEMA}_file_uploads", SCHEMA),
-    # revision 3: building both new collections (messages with revision 2's change folded
-    # in), between drop and rename of the messages, then between the two swaps
-    "link-build": (rf"mongrate_tmp_{LINK}_file_uploads", 2, "-", LINK),
-    "link-build-folded": (rf"mongrate_tmp_{LINK}_chat_messages", 3, "-", LINK),
-    "link-swap-folded": ("-", 0, rf"mongrate_tmp_{LINK}_chat_messages", LINK),
-    "link-between-swaps": ("-", 0, rf"mongrate_tmp_{LINK}_file_uploads", LINK),
+    "backup-copy-gridfs-files": (r"fs\.files_backup_\d+_\d+", 1, "-", BACKUP),
+    # revision 2: building uploads (call 2: its message change, call 1, waits for
+    # revision 3's pass over chat_messages), then between drop and rename of uploads
+    "schema-build": (rf"mongrate_tmp_{SCHEMA}_2_file_uploads", 1, "-", SCHEMA),
+    "schema-swap": ("-", 0, rf"mongrate_tmp_{SCHEMA}_2_file_uploads", SCHEMA),
+    # revision 3: building both new collections (messages with revision 2's change
+    # written in the same pass), between drop and rename of the messages, then between
+    # the two swaps
+    "link-build": (rf"mongrate_tmp_{LINK}_1_file_uploads", 2, "-", LINK),
+    "link-build-folded": (rf"mongrate_tmp_{LINK}_1_chat_messages", 3, "-", LINK),
+    "link-swap-folded": ("-", 0, rf"mongrate_tmp_{LINK}_1_chat_messages", LINK),
+    "link-between-swaps": ("-", 0, rf"mongrate_tmp_{LINK}_1_file_uploads", LINK),
 }
 
 
@@ -222,7 +189,9 @@ def test_dry_run_writes_nothing_and_says_what_it_would_do(mongo_db, cli):
     r = cli.run("upgrade", "head", "--dry-run")
     assert r.code == 0, r.err
     assert "dry run: nothing was written" in r.out
-    assert re.search(r"chat_messages: would rewrite [1-9]\d* of \d+ documents", r.err)
+    assert re.search(r"chat_messages: would change_each changes [1-9]\d* of \d+ matching "
+                     r"documents \(rewrite\)", r.err)
+    assert "write strategy: rewrite" in r.err
     assert re.search(r"would rename chat_messages to chat_messages_backup_\d+_\d+ and the "
                      r"copy to chat_messages", r.err)
     assert DeepDiff(before, dump(mongo_db)) == {}

@@ -1,0 +1,181 @@
+"""Backups of whole collections (``op.backup_collection``), made the way the write
+strategy suits: a verified copy where writes are indexed (the application may keep
+running), a swap where a rewrite is the cheap way to write (FerretDB v1)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+from mongrate.errors import BackupError, OpError
+from mongrate.mongo.codec import utcnow
+from mongrate.mongo.collections import (
+    collection_checksum,
+    collection_options,
+    copy_collection,
+    copy_indexes,
+    fast_count,
+)
+from mongrate.operations.passes import TMP_PREFIX
+
+_stamp_lock = threading.Lock()
+
+
+class BackupOps:
+    """``op.backup_collection`` (mixed into :class:`mongrate.operations.ops.Operations`)."""
+
+    _stamp_lock = _stamp_lock
+
+    def backup_collection(self, *sources: str) -> list[dict]:
+        """Snapshot each of ``sources`` into ``<source>_backup_<YYYYMMDD_HHMMSS>`` (one stamp
+        for all, kept across an interrupted run), two at a time; returns the manifests.
+
+        With the ``in_place`` write strategy a snapshot is a streamed raw-BSON copy,
+        re-read to verify its count and content checksum; the source is never touched.
+        With ``rewrite`` the source is streamed into a new collection (indexes included)
+        that then takes its place: the original collection, renamed, *is* the snapshot,
+        exact by construction, at one read instead of two (reads are the expensive half on
+        FerretDB). A change in the number of documents during the copy stops it before the
+        swap; updates made meanwhile would stay in the snapshot only: stop the application,
+        as for every rewrite. Collections with options (validator, capped...) are copied.
+        A manifest (count, checksum) goes to the backups collection; ``mongrate backup
+        restore`` puts a snapshot back, ``restore_undo`` drops the snapshots.
+        """
+        if not sources:
+            raise OpError("op.backup_collection needs at least one collection name")
+        method = "swap" if self.engine.strategy.rewrite else "copy"
+        for source in sources:
+            self.engine.accessed(source)  # changes waiting for it are written first
+        manifests = self.parallel(*(lambda s=s: self._backup_one(s, method) for s in sources))
+        for m in manifests:
+            self.results[f"{m['source']} backed up"] = m.get("count")
+        if manifests:
+            self.results["backup_id"] = manifests[0].get("backup_id")
+        return manifests
+
+    def _backup_one(self, source: str, method: str, now: datetime | None = None) -> dict:
+        """Snapshot one collection (see :meth:`backup_collection`)."""
+        db = self.engine.db
+        manifest = self.engine.backups.find_one(
+            {"revision": self.revision, "source": source,
+             "status": {"$in": ["copying", "built", "complete"]}}
+        )
+        if manifest and manifest["status"] == "complete":
+            self.log(f"backup of {source} already done: {manifest['target']} ({manifest['count']} docs)")
+            return manifest
+        if manifest is None:
+            stamp = self._backup_stamp(now)
+            target = f"{source}_backup_{stamp}"
+            if target in db.list_collection_names():
+                raise BackupError(f"backup target {target} already exists; it is never "
+                                  "overwritten: drop or rename it, or choose another target")
+            # a new collection would not carry options over, and FerretDB v1 cannot rename
+            # a collection whose name holds a dot (GridFS's fs.files)
+            if method == "swap" and ("." in source or collection_options(db, source)):
+                method = "copy"  # a new collection would not carry the options over
+            manifest = {
+                "backup_id": stamp, "revision": self.revision, "source": source,
+                "target": target, "status": "copying", "method": method,
+                "created_at": utcnow(),
+            }
+            if method == "swap":
+                manifest["tmp"] = f"{TMP_PREFIX}{self.revision}_{source}_backup"
+            # the undo record first: a run killed in between leaves no snapshot undropped
+            self.engine.undo.update_one(
+                {**self._key(target), "kind": "collection_created", "doc_id": f"collection:{target}"},
+                {"$setOnInsert": {"at": utcnow()}},
+                upsert=True,
+            )
+            manifest["_id"] = self.engine.backups.insert_one(manifest).inserted_id
+        target = manifest["target"]
+        swap = manifest.get("method") == "swap"
+        if manifest["status"] == "built":  # interrupted during the swap: finish it
+            if self.dry_run:
+                self.log(f"would finish swapping the copy of {source} in")
+                return manifest
+            return self._backup_swap(manifest)
+        dest = manifest["tmp"] if swap else target
+        if not self.dry_run:
+            db.drop_collection(dest)  # a half-made copy from an interrupted run
+        total = fast_count(db, source)
+        read = copy_collection(
+            db, source, dest, self.batch_size,
+            lambda batches: self.progress(batches, total, f"backup {source}", weight=len),
+            guard=self.engine.guard)
+        if self.dry_run:
+            if swap:
+                self.log(f"would rename {source} to {target} and the copy to {source}")
+            return manifest
+        if swap:
+            count, checksum = fast_count(db, dest), read[1]
+        else:
+            count, checksum = collection_checksum(db, target, self.batch_size)
+            if (count, checksum) != read:
+                raise BackupError(
+                    f"backup {target} does not match what was read from {source}: {count} docs / "
+                    f"{checksum[:12]} stored vs {read[0]} / {read[1][:12]} read"
+                )
+        after = fast_count(db, source)
+        if after != total or count != total or read[0] != total:
+            if swap:
+                db.drop_collection(dest)
+            raise BackupError(
+                f"{source} changed while it was being backed up ({total} documents before, "
+                f"{after} after, {read[0]} copied): stop the application and run again"
+            )
+        done = {"count": count, "checksum": checksum}
+        if swap and read[0] == 0:  # nothing to swap: like a copy, the snapshot stays empty
+            db.drop_collection(dest)
+            return self._backup_done(manifest, done)
+        if swap:
+            copy_indexes(db, source, dest)
+            self.check()  # the swap cannot be taken back by this run: only under the lock
+            self.engine.backups.update_one({"_id": manifest["_id"]}, {"$set": {**done, "status": "built"}})
+            manifest.update(done, status="built")
+            return self._backup_swap(manifest)
+        return self._backup_done(manifest, done)
+
+    def _backup_swap(self, manifest: dict) -> dict:
+        """Rename source -> snapshot, then the copy -> source. Each rename is skipped if it
+        already happened, so an interrupted swap is finished by running it again."""
+        db = self.engine.db
+        source, target, tmp = manifest["source"], manifest["target"], manifest["tmp"]
+        self.check()
+        names = set(db.list_collection_names())
+        if source in names and target not in names and tmp in names:
+            db[source].rename(target)
+            names = set(db.list_collection_names())
+        if tmp in names and source not in names:
+            self.check()
+            db[tmp].rename(source)
+            names = set(db.list_collection_names())
+        if not (source in names and target in names and tmp not in names):
+            raise BackupError(
+                f"cannot finish swapping in the copy of {source}: expected {target} and "
+                f"{source} without {tmp}, found {sorted(names & {source, target, tmp})}; was "
+                "the service writing? Stop it; the original documents are in "
+                f"{target if target in names else source}"
+            )
+        return self._backup_done(manifest, {"count": manifest["count"],
+                                            "checksum": manifest["checksum"]})
+
+    def _backup_done(self, manifest: dict, done: dict) -> dict:
+        done = {**done, "status": "complete", "finished_at": utcnow()}
+        self.engine.backups.update_one({"_id": manifest["_id"]}, {"$set": done})
+        manifest.update(done)
+        self.log(f"backed up {manifest['source']} -> {manifest['target']}: {done['count']} docs, "
+                 f"checksum {done['checksum'][:12]}")
+        return manifest
+
+    def _backup_stamp(self, now: datetime | None) -> str:
+        """One id for all snapshots of this revision, kept across an interrupted run."""
+        with self._stamp_lock:  # parallel backups of one revision share it too
+            earlier = self.engine.backups.find_one({"revision": self.revision,
+                                              "status": {"$in": ["copying", "built", "complete"]}})
+            if earlier and earlier.get("backup_id"):
+                return earlier["backup_id"]
+            if self.engine.backup_stamp is None:
+                self.engine.backup_stamp = (now or utcnow()).strftime("%Y%m%d_%H%M%S")
+            return self.engine.backup_stamp
+
+    # -------------------------------------------------------------- rewrites

@@ -1,0 +1,478 @@
+"""Passes: one helper call's (or several deferred calls') reading and writing of a collection.
+
+A pass reads documents, hands each to its steps (a step is one helper call: a change
+function, an update document, or a group change made by the caller), records each step's
+prior values in that step's revision's side collection (:mod:`mongrate.operations.undo`)
+before the document is written, and writes:
+
+- :class:`InPlaceSink`: the changed documents only, as ``$set``/``$unset`` by ``_id``.
+- :class:`RewriteSink`: every document into ``mongrate_tmp_<rev>_<seq>_<collection>``,
+  which then replaces the collection (its indexes copied first). The live collection is not
+  touched until that swap, so an interrupted pass starts over; a swap cut short is finished.
+- :class:`DryRunSink`: nothing; it counts.
+
+Each step has a state record in the undo collection (``kind: "pass"``, ``doc_id:
+"pass:<seq>"``): ``deferred``, ``running`` (in place), ``building``/``built`` (rewrite) or
+``done``. A re-run skips done steps and resumes the rest: an in-place step cut short is
+first rolled back from its own records (so non-idempotent updates such as ``$inc`` are not
+applied twice), a rewrite is rebuilt, a built copy is swapped in.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bson.raw_bson import RawBSONDocument
+from pymongo import UpdateOne
+from pymongo.errors import OperationFailure
+
+from mongrate.errors import RewriteError
+from mongrate.mongo.codec import RAW, id_key
+from mongrate.mongo.collections import (
+    bulk_write,
+    collection_options,
+    copy_collection,
+    copy_indexes,
+    fast_count,
+    rename_replacing,
+)
+from mongrate.mongo.pipeline import BackgroundWriter
+from mongrate.mongo.rawdoc import Change
+from mongrate.operations.undo import SideCollection, record
+
+if TYPE_CHECKING:
+    from mongrate.operations.engine import Engine
+    from mongrate.operations.ops import Operations
+
+TMP_PREFIX = "mongrate_tmp_"
+Changer = Callable[[RawBSONDocument], "Change | None"]
+
+
+def tmp_name(revision: str, seq: int, collection: str) -> str:
+    return f"{TMP_PREFIX}{revision}_{seq}_{collection}"
+
+
+def state_key(revision: str, collection: str, seq: int | str) -> dict[str, Any]:
+    return {"revision": revision, "collection": collection, "kind": "pass",
+            "doc_id": f"pass:{seq}"}
+
+
+@dataclass(eq=False)
+class Step:
+    """One helper call's change to one collection."""
+
+    op: Operations
+    collection: str
+    seq: int
+    changer: Changer | None  # None: the caller passes each document's change to put()
+    label: str
+    filter: Mapping[str, Any] | None = None  # server-side filter (only a pass's first step)
+    changed: int = 0
+    done: bool = False
+    result: Any = None  # the LazyCount handed back for a deferred step
+    priors: list[RawBSONDocument] = field(default_factory=list)
+
+    @property
+    def key(self) -> dict[str, Any]:
+        return state_key(self.op.revision, self.collection, self.seq)
+
+    @property
+    def ident(self) -> str:
+        # a string: FerretDB v1 stores no nested arrays
+        return f"{self.op.revision}:{self.seq}"
+
+    def side(self) -> SideCollection:
+        eng = self.op.engine
+        return SideCollection(eng.db, eng.undo_name, self.op.revision, self.collection,
+                              eng.write_concern)
+
+    def apply(self, base: bytes) -> Change | None:
+        if not self.changer:
+            return None
+        try:
+            return self.changer(RawBSONDocument(base, RAW))
+        except Exception as exc:  # noqa: BLE001 - said whose change it was, then re-raised
+            if self.result is not None:  # deferred: it runs inside another call's pass
+                raise DeferredStepFailed(self.op.revision, exc) from exc
+            raise
+
+    def note(self, base: bytes, change: Change) -> None:
+        """Count ``change`` and queue its prior-value record (upgrades only)."""
+        self.changed += 1
+        if self.op.direction == "upgrade":
+            self.priors.append(record(base, self.seq, change))
+
+    def take_priors(self) -> list[RawBSONDocument]:
+        out, self.priors = self.priors, []
+        return out
+
+
+class DeferredStepFailed(Exception):
+    """A deferred change raised while a later pass was writing it: whose it was."""
+
+    def __init__(self, revision: str, error: Exception):
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.revision = revision
+        self.error = error
+
+
+class Sink:
+    """Where a pass's documents go. ``start()`` says whether there is work left."""
+
+    def __init__(self, engine: Engine, collection: str, steps: list[Step]):
+        self.engine = engine
+        self.db = engine.db
+        self.collection = collection
+        self.steps = steps
+        self.own = steps[-1]  # the pass's state record and temp names are the last step's
+        self.seen = 0
+
+    def start(self) -> bool:
+        raise NotImplementedError
+
+    def absorb(self, base: bytes) -> bytes:
+        """``base`` with the deferred steps (all but the last) applied and recorded."""
+        for step in self.steps[:-1]:
+            change = step.apply(base)
+            if change is not None:
+                step.note(base, change)
+                base = change.new
+        return base
+
+    def put(self, base: bytes, change: Change | None) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> int:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Stop writing (the pass failed); what is recorded stays for a resume."""
+
+    @property
+    def changed(self) -> int:
+        return self.own.changed
+
+
+class DryRunSink(Sink):
+    """Counts what would change; writes nothing."""
+
+    def start(self) -> bool:
+        return True
+
+    def put(self, base: bytes, change: Change | None) -> None:
+        self.seen += 1
+        if change is not None:
+            self.own.changed += 1
+
+    def finish(self) -> int:
+        return self.own.changed
+
+
+class InPlaceSink(Sink):
+    """Changed documents only: records first, then one bulk of ``$set``/``$unset``."""
+
+    def __init__(self, engine: Engine, collection: str, steps: list[Step]):
+        super().__init__(engine, collection, steps)
+        if len(steps) != 1:
+            raise RewriteError("in-place passes take no deferred steps")
+        self.coll = self.db.get_collection(collection, codec_options=RAW)
+        self._updates: list[UpdateOne] = []
+        self._writer: BackgroundWriter | None = None
+
+    def start(self) -> bool:
+        eng, step = self.engine, self.own
+        state = eng.undo.find_one(step.key) or {}
+        if state.get("state") == "done":
+            return False
+        if state.get("state") == "running":  # cut short: roll back what it wrote, then redo
+            side = step.side()
+            side.restore_in_place(batch_size=eng.batch_size, statement_limit=eng.statement_limit,
+                                  seqs=[step.seq], guard=eng.guard)
+            side.coll.delete_many({"_id.s": step.seq})
+        eng.undo.update_one(step.key, {"$set": {"state": "running", "strategy": "in_place"}},
+                            upsert=True)
+        return True
+
+    def put(self, base: bytes, change: Change | None) -> None:
+        self.seen += 1
+        if change is None:
+            return
+        self.own.note(base, change)
+        self._updates.append(UpdateOne({"_id": RawBSONDocument(base, RAW)["_id"]},
+                                       change.update_document()))
+        if len(self._updates) >= self.engine.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._writer is None:
+            self._writer = BackgroundWriter(guard=self.engine.guard)
+        priors, updates = self.own.take_priors(), self._updates
+        self._updates = []
+        if priors:
+            self._writer.submit(self.own.side().insert, priors)
+        if updates:
+            self._writer.submit(bulk_write, self.coll, updates, self.engine.statement_limit)
+
+    def finish(self) -> int:
+        self._flush()
+        if self._writer is not None:
+            self._writer.drain()
+            self._writer.close()
+        self.engine.mark_done(self.own)
+        return self.own.changed
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close(cancel=True)
+
+
+class RewriteSink(Sink):
+    """Every document into a new collection that then replaces the live one."""
+
+    def __init__(self, engine: Engine, collection: str, steps: list[Step]):
+        super().__init__(engine, collection, steps)
+        self.tmp = tmp_name(self.own.op.revision, self.own.seq, collection)
+        self._docs: list[RawBSONDocument] = []
+        self._writer: BackgroundWriter | None = None
+
+    def start(self) -> bool:
+        eng, own = self.engine, self.own
+        eng.recover_swaps(self.collection)
+        state = eng.undo.find_one(own.key) or {}
+        if state.get("state") == "done":
+            return False
+        wanted = [s.ident for s in self.steps]
+        if state.get("state") == "built" and state.get("steps") == wanted:
+            self._swap()  # interrupted during its swap: finish it
+            return False
+        if state.get("state") == "copying":  # interrupted while copying its result back
+            copy_back(eng, own.key, self.tmp, self.collection)
+            for step in self.steps:
+                eng.mark_done(step)
+            return False
+        self.db.drop_collection(self.tmp)  # half built, or built for other steps
+        eng.undo.update_one(own.key, {"$set": {"state": "building", "strategy": "rewrite",
+                                               "tmp": self.tmp, "steps": wanted}}, upsert=True)
+        if len(self.steps) > 1:
+            eng.reporter.info(f"  {self.collection}: one pass writes the changes of "
+                              f"{', '.join(wanted)}")
+        return True
+
+    def put(self, base: bytes, change: Change | None) -> None:
+        self.seen += 1
+        if change is not None:
+            self.own.note(base, change)
+            base = change.new
+        self._docs.append(RawBSONDocument(base, RAW))
+        if len(self._docs) >= self.engine.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._writer is None:
+            self._writer = BackgroundWriter(guard=self.engine.guard)
+        # one writer, in order: a document is never written before its prior values
+        for step in self.steps:
+            priors = step.take_priors()
+            if priors:
+                self._writer.submit(step.side().insert, priors)
+        if self._docs:
+            docs, self._docs = self._docs, []
+            self._writer.submit(self.db.get_collection(self.tmp, codec_options=RAW).insert_many,
+                                docs, ordered=False)
+
+    def restart(self) -> None:
+        """Throw away what was built (the live collection was not touched) and begin again."""
+        self.abort()
+        self._writer = None
+        self._docs = []
+        self.seen = 0
+        for step in self.steps:
+            step.changed, step.priors = 0, []
+        self.engine.check()
+        self.db.drop_collection(self.tmp)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            error = self._writer.close(cancel=True)
+            self._writer = None
+            if error is not None and not isinstance(error, RewriteError):
+                raise error
+
+    def finish(self) -> int:
+        self._flush()
+        if self._writer is not None:
+            self._writer.drain()
+            self._writer.close()
+            self._writer = None
+        if not any(s.changed for s in self.steps):
+            self.db.drop_collection(self.tmp)
+            for step in self.steps:
+                self.engine.mark_done(step)
+            return 0
+        live = fast_count(self.db, self.collection)
+        if self.seen != live:
+            raise RewriteError(
+                f"{self.collection}: {self.seen} documents were rewritten but the collection "
+                f"holds {live}; was the application writing to it? Stop it and run again")
+        built = fast_count(self.db, self.tmp)
+        if built != self.seen:
+            raise RewriteError(f"{self.tmp} holds {built} documents, not the {self.seen} "
+                               "written: was another run building it? Run again")
+        options = collection_options(self.db, self.collection)
+        if options:
+            raise RewriteError(
+                f"{self.collection} has collection options {sorted(options)} that a rewrite "
+                "would have to recreate; set write_strategy = in_place in the config")
+        copy_indexes(self.db, self.collection, self.tmp)
+        self.engine.check()  # the swap cannot be taken back by this run: only under the lock
+        self.engine.undo.update_one(self.own.key, {"$set": {"state": "built"}})
+        self._swap()
+        return self.own.changed
+
+    def _swap(self) -> None:
+        self.engine.check()
+        if self.tmp in self.db.list_collection_names(filter={"name": self.tmp}):
+            try:
+                rename_replacing(self.db, self.tmp, self.collection)
+            except OperationFailure as exc:
+                if exc.code != INVALID_NAMESPACE:
+                    raise
+                copy_back(self.engine, self.own.key, self.tmp, self.collection)
+        for step in self.steps:
+            self.engine.mark_done(step)
+
+
+INVALID_NAMESPACE = 73
+
+
+def copy_back(engine: Engine, key: dict[str, Any], tmp: str, collection: str) -> None:
+    """Replace ``collection`` by ``tmp`` by copying, for servers that cannot rename it
+    (FerretDB v1 and names with a dot). The state says ``copying`` from before the live
+    collection is dropped until the copy is complete, so a run cut short copies again."""
+    db = engine.db
+    engine.undo.update_one(key, {"$set": {"state": "copying"}})
+    engine.check()
+    db.drop_collection(collection)
+    copy_indexes(db, tmp, collection)
+    copy_collection(db, tmp, collection, engine.batch_size, guard=engine.guard)
+    if fast_count(db, collection) != fast_count(db, tmp):
+        raise RewriteError(f"copying {tmp} back into {collection} lost documents; run again")
+    db.drop_collection(tmp)
+
+
+class FilterMatch:
+    """Which documents of a full scan match a server-side filter, without a lookup per
+    document: the matching ``_id``s are streamed in the same (natural) order as the scan
+    and merged with it. If the two orders disagree (detected within a window, or by ids
+    left over at the end), :class:`OrderMismatch` is raised and the caller scans again
+    sorted by ``_id``."""
+
+    def __init__(self, db, collection: str, filter: Mapping[str, Any], batch_size: int,
+                 *, sorted_by_id: bool = False):
+        from mongrate.mongo.pipeline import read_ahead
+
+        cursor = db[collection].find(filter, {"_id": 1}).batch_size(batch_size)
+        if sorted_by_id:
+            cursor = cursor.sort("_id", 1)
+        self._ids = read_ahead((id_key(d["_id"]) for d in cursor), batch_size)
+        self._window: list[bytes] = []
+        self._in_window: set[bytes] = set()
+        self._size = 2 * batch_size
+        self._refill()
+        self.matched = 0
+
+    def _refill(self) -> None:
+        while len(self._window) < self._size:
+            nxt = next(self._ids, None)
+            if nxt is None:
+                return
+            self._window.append(nxt)
+            self._in_window.add(nxt)
+
+    def matches(self, raw: RawBSONDocument) -> bool:
+        key = id_key(raw["_id"])
+        if not self._window or key not in self._in_window:
+            return False
+        if self._window[0] != key:
+            raise OrderMismatch()
+        self._window.pop(0)
+        self._in_window.discard(key)
+        self._refill()
+        self.matched += 1
+        return True
+
+    def finish(self) -> None:
+        if self._window:
+            raise OrderMismatch()
+
+    def close(self) -> None:
+        close = getattr(self._ids, "close", None)
+        if close:
+            close()
+
+
+class OrderMismatch(Exception):
+    """A scan and its filter's ids came in different orders."""
+
+
+class LazyCount:
+    """The count of a deferred step: known once the pass that writes it has run. Using it
+    (printing, comparing, arithmetic) runs that pass now."""
+
+    def __init__(self, resolve: Callable[[], int]):
+        self._resolve = resolve
+        self._value: int | None = None
+        self._lock = threading.Lock()
+
+    def set(self, value: int) -> None:
+        self._value = value
+
+    def value(self) -> int:
+        with self._lock:
+            if self._value is None:
+                self._resolve()
+            return int(self._value or 0)
+
+    def __int__(self) -> int:
+        return self.value()
+
+    __index__ = __int__
+
+    def __eq__(self, other: object) -> bool:
+        return self.value() == other
+
+    def __lt__(self, other: int) -> bool:
+        return self.value() < other
+
+    def __le__(self, other: int) -> bool:
+        return self.value() <= other
+
+    def __gt__(self, other: int) -> bool:
+        return self.value() > other
+
+    def __ge__(self, other: int) -> bool:
+        return self.value() >= other
+
+    def __hash__(self) -> int:
+        return hash(self.value())
+
+    def __bool__(self) -> bool:
+        return bool(self.value())
+
+    def __add__(self, other: int) -> int:
+        return self.value() + int(other)
+
+    __radd__ = __add__
+
+    def __repr__(self) -> str:
+        return repr(self.value())
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value(), spec)
+
+

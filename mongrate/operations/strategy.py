@@ -1,0 +1,92 @@
+"""How data helpers write: in place, or by a streamed rewrite of the collection.
+
+- ``in_place``: only the documents that change are sent, as ``$set``/``$unset`` updates by
+  ``_id`` (or the revision's own update, for ``op.update_many``). Right wherever a write by
+  ``_id`` is an index lookup: MongoDB, and any server the probe shows to behave so. Safe with
+  the application's writers running.
+- ``rewrite``: the collection is streamed once into a new collection, changed documents
+  included, which then replaces it. For servers where every single-document write scans the
+  whole table (FerretDB 1.x on SQLite), where in-place changes cost O(changed x size).
+  Writes made by the application during the pass would not be carried over: stop it.
+
+``auto`` (the default) asks the server once per run: FerretDB 1.x is known to need
+``rewrite``; any other server is probed by timing writes by ``_id`` on a small and on a
+larger scratch collection. ``write_strategy`` in ``mongrate.ini`` overrides it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from dataclasses import dataclass
+
+from pymongo.database import Database
+
+from mongrate.mongo.collections import is_ferretdb_v1
+
+IN_PLACE = "in_place"
+REWRITE = "rewrite"
+CHOICES = ("auto", IN_PLACE, REWRITE)
+PROBE_PREFIX = "mongrate_probe_"
+
+#: A write by _id on PROBE_LARGE documents that takes this many times longer than on
+#: PROBE_SMALL means the server scans instead of looking the _id up.
+SCAN_RATIO = 5.0
+PROBE_SMALL, PROBE_LARGE, PROBE_WRITES = 20, 4000, 7
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """The write strategy of one run and why it was chosen."""
+
+    name: str
+    reason: str
+
+    @property
+    def rewrite(self) -> bool:
+        return self.name == REWRITE
+
+    def describe(self) -> str:
+        return f"write strategy: {self.name} ({self.reason})"
+
+
+def choose(db: Database, setting: str = "auto", *, probe: bool = True) -> Strategy:
+    """The strategy for ``db``: ``setting`` unless it is ``auto``; then detection.
+    ``probe=False`` (a dry run, which must write nothing) decides from buildInfo alone."""
+    if setting in (IN_PLACE, REWRITE):
+        return Strategy(setting, "set by write_strategy in the config")
+    if is_ferretdb_v1(db):
+        return Strategy(REWRITE, "auto: FerretDB 1.x scans the whole table for every "
+                                 "single-document write")
+    if not probe:
+        return Strategy(IN_PLACE, "auto, assumed for the dry run: the server does not say it "
+                                  "is FerretDB 1.x; a real run probes it")
+    small, large = _probe(db)
+    ratio = large / small if small > 0 else 1.0
+    timing = (f"{PROBE_WRITES} writes by _id took {large * 1000:.1f} ms on {PROBE_LARGE:,} "
+              f"documents and {small * 1000:.1f} ms on {PROBE_SMALL}")
+    if ratio >= SCAN_RATIO:
+        return Strategy(REWRITE, f"auto: single-document writes scan the table ({timing})")
+    return Strategy(IN_PLACE, f"auto: single-document writes are indexed ({timing})")
+
+
+def _probe(db: Database) -> tuple[float, float]:
+    """Median seconds of a write by ``_id`` on a small and on a larger scratch collection."""
+    names = [f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}_{n}" for n in (PROBE_SMALL, PROBE_LARGE)]
+    try:
+        timings = []
+        for name, size in zip(names, (PROBE_SMALL, PROBE_LARGE), strict=True):
+            coll = db[name]
+            coll.insert_many([{"_id": i, "v": 0, "pad": "x" * 100} for i in range(size)])
+            coll.update_one({"_id": 0}, {"$inc": {"v": 1}})  # warm up
+            samples = []
+            for i in range(PROBE_WRITES):
+                started = time.perf_counter()
+                coll.update_one({"_id": (i * 7919) % size}, {"$inc": {"v": 1}})
+                samples.append(time.perf_counter() - started)
+            timings.append(statistics.median(samples))
+        return timings[0], timings[1]
+    finally:
+        for name in names:
+            db.drop_collection(name)
