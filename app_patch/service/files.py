@@ -14,6 +14,7 @@ import datetime as dt
 import re
 import unicodedata
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
@@ -370,23 +371,32 @@ def _incomplete() -> HTTPException:
 class ThumbnailService:
     """Thumbnails generated once per (file, size, pipeline version) and cached in GridFS.
 
-    ``concurrency`` (the thumbnail pool's size) also caps how many generations read their
-    source at once: the bytes are only read once a slot is free, so a burst of requests
-    holds at most ``concurrency`` sources in memory, not one per waiting request. One
-    instance per event loop (the slots are an ``asyncio.Semaphore``).
+    A generation first estimates its decode from the source's headers and waits for those
+    bytes of the process-wide decode budget, in its user's turn (see
+    :func:`app_patch.service.thumbnails.decode_slot`); only then is the source read. So a
+    burst of requests holds no image bytes while it waits, one user's queue of huge images
+    does not hold up others, and small images never wait behind large ones. ``rendered``
+    holds thumbnails made at upload until the background stores them (:meth:`remember`).
+    One instance per event loop (the per-key locks are asyncio locks).
     """
 
     max_pixels: int
     max_source_bytes: int
-    concurrency: int = 2
+    concurrency: int = 2  # the pool's size; kept for callers, the budget lives in thumbnails
     _locks: dict[str, list[Any]] = field(default_factory=dict)
-    _slots: asyncio.Semaphore = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._slots = asyncio.Semaphore(self.concurrency)
+    rendered: dict[str, _Made] = field(default_factory=dict)
 
     def key(self, file_id: str, size: int) -> str:
-        return f"{file_id}_{size}_v{thumbnails.PIPELINE_VERSION}"
+        return thumbnails.cache_key(file_id, size)
+
+    def remember(self, file_id: str, thumbs: dict[int, thumbnails.Thumbnail]) -> None:
+        """Serve these (rendered at upload) from memory until :meth:`forget`."""
+        for size, thumb in thumbs.items():
+            self.rendered[self.key(file_id, size)] = _Made(thumb.data, thumb.mime)
+
+    def forget(self, file_id: str, sizes: list[int]) -> None:
+        for size in sizes:
+            self.rendered.pop(self.key(file_id, size), None)
 
     def etag(self, file_id: str, size: int) -> str:
         # GridFS bytes never change under an id, so the key alone identifies the thumbnail.
@@ -436,25 +446,63 @@ class ThumbnailService:
             return Response(media_type=made.mime, headers=headers)
         return Response(content=made.data, media_type=made.mime, headers=headers)
 
-    async def _get(self, store: ChatStore, record: FileRecord, size: int, user_id: str) -> _Made:
+    async def _get(
+        self,
+        store: ChatStore,
+        record: FileRecord,
+        size: int,
+        user_id: str,
+        owner: str | None = None,
+    ) -> _Made:
         key = self.key(record.file_id, size)
-        cached = await self._cached(store, key)
+        cached = self.rendered.get(key) or await self._cached(store, key)
         if cached is not None:
             return cached
-        # One generation per key at a time in this process: later askers wait, then find the
-        # cached result (or generate themselves if the first one failed).
+        async with self._exclusive(key) as contended:
+            if contended:
+                cached = await self._cached(store, key)
+                if cached is not None:
+                    return cached
+            made = await self._generate(store, record, [size], user_id, owner)
+            return made[size]
+
+    async def pregenerate(
+        self,
+        store: ChatStore,
+        record: FileRecord,
+        user_id: str,
+        sizes: list[int],
+        rendered: dict[int, thumbnails.Thumbnail],
+    ) -> list[int]:
+        """Cache ``sizes`` of ``record``: those in ``rendered`` as they are, the others from one
+        decode (the background's turn in the budget). Returns the sizes stored now."""
+        async with AsyncExitStack() as stack:
+            missing = []
+            for size in sizes:  # one fixed order: no two holders can wait on each other
+                key = self.key(record.file_id, size)
+                await stack.enter_async_context(self._exclusive(key))
+                if await self._cached(store, key) is None:
+                    missing.append(size)
+            for size in [s for s in missing if s in rendered]:
+                thumb = rendered[size]
+                extra = {"width": thumb.width, "height": thumb.height}
+                await self._store(store, record, size, user_id, _Made(thumb.data, thumb.mime), extra)
+            if todo := [s for s in missing if s not in rendered]:
+                await self._generate(store, record, todo, user_id, thumbnails.BACKGROUND)
+            return missing
+
+    @asynccontextmanager
+    async def _exclusive(self, key: str) -> AsyncIterator[bool]:
+        """One generation per key at a time in this process: later askers wait, then find the
+        cached result (or generate themselves if the first one failed). Yields whether
+        someone else held the key first."""
         entry = self._locks.setdefault(key, [asyncio.Lock(), 0])
         lock: asyncio.Lock = entry[0]
         entry[1] += 1
         try:
             contended = lock.locked()
             async with lock:
-                if contended:
-                    cached = await self._cached(store, key)
-                    if cached is not None:
-                        return cached
-                async with self._slots:
-                    return await self._generate(store, record, size, user_id, key)
+                yield contended
         finally:
             entry[1] -= 1
             if entry[1] == 0:
@@ -473,71 +521,107 @@ class ThumbnailService:
         return _Made(data, mime, str(reason), _INTRINSIC) if reason else _Made(data, mime)
 
     async def _generate(
-        self, store: ChatStore, record: FileRecord, size: int, user_id: str, key: str
-    ) -> _Made:
-        """Render (or choose the placeholder) and cache; the caller holds a slot."""
+        self,
+        store: ChatStore,
+        record: FileRecord,
+        sizes: list[int],
+        user_id: str,
+        owner: str | None = None,
+    ) -> dict[int, _Made]:
+        """Render (or choose the placeholder) and cache; the caller holds the keys' locks."""
+        made: dict[int, tuple[_Made, dict[str, Any]]] = {}
         try:
-            thumb = await self._render(record, store, size)
-            made = _Made(thumb.data, thumb.mime)
-            extra: dict[str, Any] = {"width": thumb.width, "height": thumb.height}
+            rendered = await self._render(record, store, sizes, user_id if owner is None else owner)
+            for size, thumb in rendered.items():
+                extra = {"width": thumb.width, "height": thumb.height}
+                made[size] = (_Made(thumb.data, thumb.mime), extra)
         except _NoThumbnail as exc:
             if not thumbnail_promised(record, exc.sniffed):
                 raise HTTPException(exc.status, exc.reason) from None
             # History advertised this thumbnail (or the stored type is image/*, which the
             # original client asks for): a 200 with the placeholder, never the raw bytes.
-            made = _Made(placeholder.placeholder_png(size), placeholder.MIME, exc.reason, exc.kind)
+            for size in sizes:
+                picture = placeholder.placeholder_png(size)
+                it = _Made(picture, placeholder.MIME, exc.reason, exc.kind)
+                made[size] = (it, {"placeholder": exc.reason, "stamp": self.stamp})
             if exc.kind != _INTRINSIC:
-                return made  # limits are checked before any decode: cheap to decide again
-            extra = {"placeholder": exc.reason, "stamp": self.stamp}
-        metadata: dict[str, Any] = {
-            "file_id": record.file_id,
-            "size": size,
-            "version": thumbnails.PIPELINE_VERSION,
-            "user_id": user_id,
-            "mime": made.mime,
-            **extra,
-        }
-        await store.store_thumbnail(key, made.data, metadata)
+                # limits are checked before any decode: cheap to decide again
+                return {size: it for size, (it, _) in made.items()}
+        for size, (it, extra) in made.items():
+            await self._store(store, record, size, user_id, it, extra)
+        return {size: it for size, (it, _) in made.items()}
+
+    async def _store(
+        self,
+        store: ChatStore,
+        record: FileRecord,
+        size: int,
+        user_id: str,
+        made: _Made,
+        extra: dict[str, Any],
+    ) -> None:
+        """Cache one thumbnail (or placeholder); the caller holds its key's lock."""
+        metadata = thumbnails.cache_metadata(record.file_id, size, user_id, made.mime, **extra)
+        await store.store_thumbnail(self.key(record.file_id, size), made.data, metadata)
         # A DELETE may have run while this one rendered: it removed the bytes and the cached
         # thumbnails it could see, but not the one stored just now. Deletion removes the
         # bytes first, so checking them after the store catches every interleaving.
         if not await store.file_exists(record.oid):
             await store.delete_thumbnails(record.file_id)
             raise HTTPException(404, "File not found")
-        return made
 
     async def _render(
-        self, record: FileRecord, store: ChatStore, size: int
-    ) -> thumbnails.Thumbnail:
-        """The thumbnail, or :class:`_NoThumbnail` saying why there is none."""
+        self, record: FileRecord, store: ChatStore, sizes: list[int], owner: str
+    ) -> dict[int, thumbnails.Thumbnail]:
+        """The thumbnails, or :class:`_NoThumbnail` saying why there are none. The source is
+        read only once the decode budget has room for it (see the class docstring)."""
         grid_out = await store.open_file(record.oid)
         if grid_out is None:
             raise _NoThumbnail(404, "File not found", _TRANSIENT)
         sniffed = None
         try:
-            head = await grid_out.read(SNIFF_BYTES)
-            sniffed = sniff.sniff_mime(head)
+            head = await grid_out.read(thumbnails.ESTIMATE_HEAD)
+            sniffed = sniff.sniff_mime(head[:SNIFF_BYTES])
             if not sniff.is_image_mime(sniffed):
                 reason = f"Not an image (the file is {sniffed}); no thumbnail"
                 raise _NoThumbnail(415, reason, _INTRINSIC, sniffed)
             if int(grid_out.length) > self.max_source_bytes:
                 reason = f"Image file too large to thumbnail ({grid_out.length} bytes)"
                 raise _NoThumbnail(422, reason, _LIMIT, sniffed)
-            data = head + await grid_out.read()
+            length = int(grid_out.length)
+            cost = thumbnails.estimate_cost(
+                head, max(sizes), source_bytes=length, max_pixels=self.max_pixels
+            )
+            async with thumbnails.decode_slot(cost, owner) as slot:
+                data = head + await grid_out.read()
+                del head
+                try:
+                    if len(sizes) == 1:
+                        return {sizes[0]: await slot.run(_one_thumbnail, data, sizes[0], self)}
+                    return await slot.run(_thumbnails, data, sizes, self)
+                except thumbnails.ThumbnailError as exc:
+                    # The module names the status: 415 not an image, 422 corrupt or too many
+                    # pixels. Corrupt bytes stay corrupt under an id; a limit may be raised.
+                    kind = _LIMIT if isinstance(exc, thumbnails.ImageTooLarge) else _INTRINSIC
+                    reason = f"No thumbnail: {exc.reason}"
+                    raise _NoThumbnail(exc.http_status, reason, kind, sniffed) from None
+                finally:
+                    del data  # not kept while the thumbnails are written
         except CorruptGridFile:
             raise _NoThumbnail(422, _incomplete().detail, _TRANSIENT, sniffed) from None
         finally:
             await grid_out.close()
-        try:
-            return await thumbnails.make_thumbnail_async(data, size, max_pixels=self.max_pixels)
-        except thumbnails.ThumbnailError as exc:
-            # The module names the status: 415 not an image, 422 corrupt or too many pixels.
-            # Corrupt bytes stay corrupt under an id; a limit may be raised later.
-            kind = _LIMIT if isinstance(exc, thumbnails.ImageTooLarge) else _INTRINSIC
-            reason = f"No thumbnail: {exc.reason}"
-            raise _NoThumbnail(exc.http_status, reason, kind, sniffed) from None
-        finally:
-            del data  # not kept while the thumbnail is written
+
+
+def _one_thumbnail(data: bytes, size: int, service: ThumbnailService) -> thumbnails.Thumbnail:
+    # make_thumbnail looked up at call time, so a test can observe renders with a stand-in.
+    return thumbnails.make_thumbnail(data, size, max_pixels=service.max_pixels)
+
+
+def _thumbnails(
+    data: bytes, sizes: list[int], service: ThumbnailService
+) -> dict[int, thumbnails.Thumbnail]:
+    return thumbnails.make_thumbnails(data, sizes, max_pixels=service.max_pixels)
 
 
 # Why an image has no thumbnail: its bytes (kept in the cache), a configured limit (decided

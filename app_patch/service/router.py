@@ -21,9 +21,10 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from app_patch.service import thumbnails
+from app_patch.service import pregen, thumbnails
 from app_patch.service.auth import AuthError, Principal, principal_from_token
 from app_patch.service.driver import DRIVER, AsyncDriver
+from app_patch.service.fairness import FairBudget
 from app_patch.service.files import ThumbnailService, file_response
 from app_patch.service.history import (
     API_PREFIX,
@@ -33,9 +34,10 @@ from app_patch.service.history import (
     load_history,
     row_is_image,
 )
+from app_patch.service.pregen import Pregenerator
 from app_patch.service.settings import Settings
 from app_patch.service.storage import ChatStore, normal_id
-from app_patch.service.uploads import read_request, store_upload
+from app_patch.service.uploads import parse_request, receive_request, store_upload
 
 DEFAULT_THUMB = 200  # the original's default
 #: Requests up to this many pixels are served (from the supported sizes); beyond is a 422.
@@ -64,7 +66,9 @@ class Services:
     store: ChatStore
     thumbs: ThumbnailService
     loop: asyncio.AbstractEventLoop
-    upload_slots: asyncio.Semaphore  # bounds the memory of uploads being parsed and stored
+    upload_slots: FairBudget  # uploads parsed and stored at once; one user never holds all
+    upload_users: FairBudget  # uploads in flight per user
+    pregen: Pregenerator  # thumbnails of new uploads, in the background
 
 
 class ServiceHolder:
@@ -100,15 +104,24 @@ class ServiceHolder:
         client = self._driver.connect(settings.mongodb_url, tz_aware=False, **self._client_kwargs)
         store = ChatStore(client[settings.effective_database], self._driver)
         thumbnails.configure(
-            max_concurrency=settings.thumbnail_concurrency, max_pixels=settings.thumbnail_max_pixels
+            max_concurrency=settings.thumbnail_concurrency,
+            max_pixels=settings.thumbnail_max_pixels,
+            decode_budget=settings.thumbnail_decode_budget,
         )
         thumbs = ThumbnailService(
             settings.thumbnail_max_pixels,
             settings.thumbnail_max_source_bytes,
             settings.thumbnail_concurrency,
         )
-        slots = asyncio.Semaphore(settings.upload_concurrency)
-        services = self._services = Services(settings, client, store, thumbs, loop, slots)
+        slots = FairBudget(
+            max_grants=settings.upload_concurrency,
+            per_owner=max(1, settings.upload_concurrency - 1),
+        )
+        users = FairBudget(per_owner=settings.uploads_per_user)
+        background = Pregenerator(thumbs, store, settings.thumbnail_pregen_queue)
+        services = self._services = Services(
+            settings, client, store, thumbs, loop, slots, users, background
+        )
         # Set before the first await, so concurrent first requests share one client.
         await store.ensure_indexes()
         return services
@@ -116,6 +129,7 @@ class ServiceHolder:
     async def aclose(self) -> None:
         services, self._services = self._services, None
         if services is not None and services.loop is asyncio.get_running_loop():
+            await services.pregen.aclose()
             await services.store.driver.close(services.client)
 
     @asynccontextmanager
@@ -476,11 +490,21 @@ def build_router(
     )
     async def upload_files(request: Request, svc: Svc, user_id: Writer) -> Response:
         """Store attachments and the user message that carries them."""
-        # At most upload_concurrency bodies are held, parsed and stored at a time; the rest
-        # wait here (their bytes stay in the socket buffers meanwhile).
-        async with svc.upload_slots:
-            fields, files = await read_request(request, svc.settings)
-            message = await store_upload(svc.store, svc.settings, user_id, fields, files)
+        settings = svc.settings
+        # The body arrives outside the processing slots, under a time limit (408), so a slow
+        # client holds none; a user's further uploads wait for their own earlier ones.
+        async with svc.upload_users.hold(user_id):
+            received = await receive_request(request, settings, user_id)
+            try:
+                async with svc.upload_slots.hold(user_id):
+                    fields, files = await parse_request(received, settings)
+                    sizes = pregen.ORDER if settings.thumbnail_pregen_queue else ()
+                    message = await store_upload(
+                        svc.store, settings, user_id, fields, files, thumbnail_sizes=sizes
+                    )
+            finally:
+                await received.aclose()
+        svc.pregen.submit(user_id, files)
         return JSONResponse(message, status_code=201)
 
     @router.delete("/files/{file_id}", responses=WRITE_ERRORS)

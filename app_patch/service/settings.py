@@ -10,10 +10,15 @@ into an existing deployment without new configuration:
 A few knobs are new and optional: ``FILE_MAX_UPLOAD_BYTES`` (per file),
 ``FILE_MAX_FILES_PER_UPLOAD``, ``FILE_MAX_REQUEST_BYTES`` (a whole upload request body;
 default 32 MiB, or more if one file at the per-file limit needs it as base64),
-``FILE_UPLOAD_CONCURRENCY`` (uploads parsed and stored at once per process, default 2),
-``THUMBNAIL_MAX_PIXELS``, ``THUMBNAIL_MAX_SOURCE_BYTES``, ``THUMBNAIL_CONCURRENCY``,
-and ``HISTORY_MAX_LIMIT`` (the largest page a ``limit`` may ask for; without ``limit``
-history returns the whole session, as the original service did).
+``FILE_UPLOAD_CONCURRENCY`` (uploads parsed and stored at once per process, default 2; one
+user holds at most all but one), ``FILE_UPLOADS_PER_USER`` (uploads one user has in flight,
+default 4; more wait), ``FILE_UPLOAD_BODY_TIMEOUT`` and ``FILE_UPLOAD_MIN_RATE`` (a body must
+arrive within 20 s plus one second per 1024 bytes, else 408), ``THUMBNAIL_MAX_PIXELS``,
+``THUMBNAIL_MAX_SOURCE_BYTES``, ``THUMBNAIL_CONCURRENCY``, ``THUMBNAIL_DECODE_BUDGET`` (bytes
+of large decodes in flight, default 128 MiB; a larger one runs alone),
+``THUMBNAIL_PREGEN_QUEUE`` (images queued for background thumbnails, default 64; 0 turns
+that off), and ``HISTORY_MAX_LIMIT`` (the largest page a ``limit`` may ask for; without
+``limit`` history returns the whole session, as the original service did).
 
 ``DEMO_MODE=1`` together with ``DEMO_USER_ID`` turns on the standalone demo's login, which
 hands anyone who can reach the server a read-only token for that user. It is for a local
@@ -53,6 +58,11 @@ class Settings:
     history_max_limit: int = 1000
     max_request_bytes: int | None = None  # None: see request_limit in app_patch.service.uploads
     upload_concurrency: int = 2
+    uploads_per_user: int = 4  # in flight (being received or stored) per user; more wait
+    upload_body_timeout: int = 20  # seconds for a body, plus one per upload_min_rate bytes
+    upload_min_rate: int = 1024  # bytes per second
+    thumbnail_decode_budget: int = 128 * 1024 * 1024  # bytes of large decodes in flight
+    thumbnail_pregen_queue: int = 64  # uploads waiting for background thumbnails; 0: off
     demo_user_id: str | None = None
     demo_mode: bool = False
 
@@ -70,12 +80,20 @@ class Settings:
             "thumbnail_concurrency",
             "history_max_limit",
             "upload_concurrency",
+            "uploads_per_user",
+            "upload_body_timeout",
+            "upload_min_rate",
+            "thumbnail_decode_budget",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.max_request_bytes is not None and self.max_request_bytes <= 0:
             raise SettingsError(
                 f"max_request_bytes must be a positive integer, got {self.max_request_bytes}"
+            )
+        if self.thumbnail_pregen_queue < 0:
+            raise SettingsError(
+                f"thumbnail_pregen_queue must be 0 (off) or more, got {self.thumbnail_pregen_queue}"
             )
 
     @property
@@ -123,6 +141,13 @@ class Settings:
             history_max_limit=integer("HISTORY_MAX_LIMIT", cls.history_max_limit),
             max_request_bytes=integer("FILE_MAX_REQUEST_BYTES", 0) if request_bytes else None,
             upload_concurrency=integer("FILE_UPLOAD_CONCURRENCY", cls.upload_concurrency),
+            uploads_per_user=integer("FILE_UPLOADS_PER_USER", cls.uploads_per_user),
+            upload_body_timeout=integer("FILE_UPLOAD_BODY_TIMEOUT", cls.upload_body_timeout),
+            upload_min_rate=integer("FILE_UPLOAD_MIN_RATE", cls.upload_min_rate),
+            thumbnail_decode_budget=integer(
+                "THUMBNAIL_DECODE_BUDGET", cls.thumbnail_decode_budget
+            ),
+            thumbnail_pregen_queue=integer("THUMBNAIL_PREGEN_QUEUE", cls.thumbnail_pregen_queue),
             demo_user_id=env.get("DEMO_USER_ID", "").strip() or None,
             demo_mode=flag("DEMO_MODE"),
         )

@@ -26,22 +26,28 @@ would mislead; the stored entity cannot be processed).
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import functools
 import io
 import os
+import platform
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from PIL import ExifTags, Image, ImageCms
 
 from app_patch import sniff
 from app_patch.service.compat import LCMS_NOCACHE, has_transparency_data
+from app_patch.service.fairness import FairBudget, Grant
 from app_patch.service.settings import DEFAULT_MAX_PIXELS
+
+T = TypeVar("T")
 
 try:  # HEIC/HEIF decode is optional; without it such files are BadImage("unsupported")
     import pillow_heif
@@ -52,6 +58,7 @@ except Exception:  # ImportError, or a wheel whose native library will not load
     HEIF_AVAILABLE = False
 
 THUMB_SIZES = (100, 200, 300)
+DEFAULT_SIZE = 200  # what history's thumbnail_url shows: made first
 #: Bump whenever the bytes produced for the same input change; thumbnail caches key on it.
 PIPELINE_VERSION = 1
 MAX_THUMB_SIZE = 2048
@@ -59,6 +66,9 @@ JPEG_QUALITY = 85
 # Decode/box-reduce down to >= this factor times the target, then LANCZOS the rest of the
 # way; 2.0 is indistinguishable from a full LANCZOS in practice (Pillow's own default).
 REDUCING_GAP = 2.0
+# Rows converted at a time by _shrink (counted at 4 bytes a pixel).
+_STRIP_BYTES = 4 * 1024 * 1024
+_PREMULTIPLIED = {"RGBA": "RGBa", "LA": "La"}
 
 _FORMAT_FOR_MIME = {
     sniff.JPEG: "JPEG",
@@ -124,26 +134,51 @@ class Thumbnail:
 
 # --- configuration -----------------------------------------------------------------------
 
+#: Decodes up to this many bytes (pixels decoded plus the source) take the small lane.
+SMALL_DECODE_BYTES = 16 * 1024 * 1024
+#: Uploads render their thumbnails from the verification decode when it is at most this.
+RENDER_AT_UPLOAD = 64 * 1024 * 1024
+#: Default cap on the bytes of all large decodes in flight (one larger than this runs alone).
+DEFAULT_DECODE_BUDGET = 128 * 1024 * 1024
+#: After a decode this large, freed heap goes back to the OS (glibc keeps it otherwise).
+TRIM_AFTER_BYTES = 32 * 1024 * 1024
+#: The owner of work nobody waits for (pre-generation): one turn among the users.
+BACKGROUND = "~background"
+# Bytes read to estimate a decode: JPEG markers (EXIF with its preview, ICC) come first.
+ESTIMATE_HEAD = 256 * 1024
+
 _config_lock = threading.Lock()
 _max_pixels = DEFAULT_MAX_PIXELS
 _max_concurrency = os.cpu_count() or 1
+_decode_budget = DEFAULT_DECODE_BUDGET
 _executor: ThreadPoolExecutor | None = None
+_lanes: tuple[FairBudget, FairBudget] | None = None
 
 
-def configure(max_concurrency: int | None = None, max_pixels: int | None = None) -> None:
-    """Set the worker count of :func:`make_thumbnail_async` and the default pixel limit.
+def configure(
+    max_concurrency: int | None = None,
+    max_pixels: int | None = None,
+    decode_budget: int | None = None,
+) -> None:
+    """Set the worker count, the default pixel limit and the decode budget (bytes).
 
     ``None`` leaves a setting unchanged. Work already running finishes on the old pool.
     """
-    global _max_concurrency, _max_pixels, _executor
-    for name, value in (("max_concurrency", max_concurrency), ("max_pixels", max_pixels)):
+    global _max_concurrency, _max_pixels, _decode_budget, _executor, _lanes
+    for name, value in (
+        ("max_concurrency", max_concurrency),
+        ("max_pixels", max_pixels),
+        ("decode_budget", decode_budget),
+    ):
         if value is not None and (type(value) is not int or value < 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     with _config_lock:
         if max_pixels is not None:
             _max_pixels = max_pixels
+        if decode_budget is not None and decode_budget != _decode_budget:
+            _decode_budget, _lanes = decode_budget, None
         if max_concurrency is not None and max_concurrency != _max_concurrency:
-            _max_concurrency = max_concurrency
+            _max_concurrency, _lanes = max_concurrency, None
             old, _executor = _executor, None
             if old is not None:
                 old.shutdown(wait=False)
@@ -158,8 +193,216 @@ def _pool() -> ThreadPoolExecutor:
     global _executor
     with _config_lock:
         if _executor is None:
+            _fix_mmap_threshold()
             _executor = ThreadPoolExecutor(_max_concurrency, thread_name_prefix="thumbnail")
         return _executor
+
+
+def _lane(cost: int) -> FairBudget:
+    """The small lane (any number of bytes, one grant per worker) for cheap decodes; the
+    large lane (the decode budget, one worker kept free for the small lane) for the rest.
+    Both serve their users in turn, so a queue of huge images from one user delays neither
+    another user's huge image by more than one turn nor anyone's small one at all."""
+    global _lanes
+    with _config_lock:
+        if _lanes is None:
+            _lanes = (
+                FairBudget(max_grants=_max_concurrency),
+                FairBudget(_decode_budget, max_grants=max(1, _max_concurrency - 1)),
+            )
+        return _lanes[0] if cost <= SMALL_DECODE_BYTES else _lanes[1]
+
+
+# --- memory ------------------------------------------------------------------------------
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+MMAP_THRESHOLD = 1024 * 1024
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_libc = _glibc()
+
+
+def _fix_mmap_threshold() -> None:
+    """Have glibc map every allocation of MMAP_THRESHOLD or more on its own (once).
+
+    By default glibc raises its mmap threshold to the size of the largest block freed (up
+    to 32 MB), so after the first large decode Pillow's 16 MB image blocks and libtiff's
+    strip buffers come from the heap, where freed memory stays: RSS creeps up decode after
+    decode and never comes down. A fixed threshold gives each such block back on free. An
+    operator's own MALLOC_MMAP_THRESHOLD_ wins.
+    """
+    if _libc is not None and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        _libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def give_memory_back() -> None:
+    """Return freed heap pages to the OS (glibc only; elsewhere a no-op): what smaller
+    allocations left in the arenas after a large decode. Milliseconds; called after
+    decodes of TRIM_AFTER_BYTES or more."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def bytes_per_pixel(mode: str) -> int:
+    """What Pillow stores per pixel in ``mode`` (RGB is padded to 4, 16-bit grey is 2)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def decode_cost(img: Image.Image, *, rendering: bool = True) -> int:
+    """Bytes that decoding the (opened, possibly drafted) ``img`` allocates at its peak.
+
+    The image in the mode Pillow decodes to, plus the copies some decoders go through
+    (libwebp's canvas and frame, the AVIF/HEIF codec's buffer, libtiff's strip buffer),
+    plus, when ``rendering``, _shrink's strips.
+    """
+    width, height = img.size
+    nbytes = width * height * bytes_per_pixel(img.mode)
+    extra = min(nbytes, 3 * _STRIP_BYTES) if rendering else 0
+    if img.format == "WEBP":
+        return 4 * nbytes + extra
+    if img.format in ("AVIF", "HEIF"):
+        return 2 * nbytes + extra
+    if img.format == "TIFF" and img.tile and img.tile[0][0] == "libtiff":
+        tags = getattr(img, "tag_v2", {})
+        bits = tags.get(258, (8,))
+        row_bytes = -(-width * sum(bits if isinstance(bits, tuple) else (bits,)) // 8)
+        if 322 in tags and 323 in tags:  # tiled: one tile at a time
+            extra += int(tags[323]) * row_bytes * int(tags[322]) // width
+        else:
+            extra += min(height, int(tags.get(278, height))) * row_bytes
+    return nbytes + extra
+
+
+def estimate_cost(
+    head: bytes,
+    size: int | None = None,
+    *,
+    source_bytes: int | None = None,
+    max_pixels: int | None = None,
+    rendering: bool | None = None,
+) -> int:
+    """Bytes a thumbnail of ``size`` (None: :func:`verify_image`) of these bytes will hold:
+    the source plus :func:`decode_cost`, read from the headers in ``head`` without decoding.
+    ``rendering`` (default: whether a size is given) counts the shrink's strips too.
+
+    ``head`` is the whole file or its first ESTIMATE_HEAD bytes; ``source_bytes`` the whole
+    length when ``head`` is shorter. Headers that cannot be read count as the largest image
+    allowed; what will be refused before any decode (not an image, too many pixels) as none.
+    """
+    limit = _limit(max_pixels)
+    total = len(head) if source_bytes is None else source_bytes
+    mime = sniff.sniff_mime(head[:8192])
+    try:
+        if mime == sniff.ICO:  # Pillow decodes ICO frames inside open: parse it ourselves
+            width, height = _ico_largest_frame(io.BytesIO(head))
+            return total + (width * height * 4 if 0 < width * height <= limit else 0)
+        if mime == sniff.WEBP:  # and libwebp allocates its canvas inside open
+            webp = _webp_size(head)
+            if webp is None or webp[0] * webp[1] > limit:
+                return total + (0 if webp else limit * 16)
+            return total + webp[0] * webp[1] * 16
+        with open_image(head, size, max_pixels=limit) as img:
+            if size is None and img.format in _JPEG_FORMATS:
+                img.draft(None, (1, 1))  # as verify_image decodes
+            rendering = size is not None if rendering is None else rendering
+            return total + decode_cost(img, rendering=rendering)
+    except (NotAnImage, ImageTooLarge):
+        return total
+    except Exception:  # noqa: BLE001 - headers beyond the head, or broken: assume the worst
+        if len(head) >= total:  # the whole file: it will fail to open, cheaply
+            return total
+        return total + limit * 4
+
+
+class DecodeSlot:
+    """Bytes of the decode budget held for one job; :meth:`run` it on the worker pool."""
+
+    def __init__(self, grant: Grant, cost: int) -> None:
+        self._grant, self.cost, self._handed_over = grant, cost, False
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` on the worker pool. Once only: the job then owns the grant and
+        releases it when it ends, even if this caller is cancelled meanwhile (the memory is
+        in use until the thread finishes, cancelled or not)."""
+        if self._handed_over:
+            raise RuntimeError("a DecodeSlot runs one job")
+        self._handed_over = True
+        grant = self._grant
+        try:
+            job = _pool().submit(_decode_job, self.cost, fn, *args)
+        except BaseException:
+            grant.release()
+            raise
+        job.add_done_callback(lambda _: grant.release())  # also when cancelled before start
+        return await asyncio.wrap_future(job)
+
+    def release_unused(self) -> None:
+        if not self._handed_over:
+            self._grant.release()
+
+
+@asynccontextmanager
+async def decode_slot(cost: int, owner: str = "") -> AsyncIterator[DecodeSlot]:
+    """Wait for ``cost`` bytes of the decode budget, in ``owner``'s turn.
+
+    Acquire before reading a large source, so a queue of requests holds no image bytes.
+    """
+    slot = DecodeSlot(await _lane(cost).acquire(owner, cost), cost)
+    try:
+        yield slot
+    finally:
+        slot.release_unused()
+
+
+def _decode_job(cost: int, fn: Callable[..., T], *args: object) -> T:
+    try:
+        return fn(*args)
+    finally:
+        if cost >= TRIM_AFTER_BYTES:
+            give_memory_back()  # the decoded image is gone once fn has returned
+
+
+@contextmanager
+def decode_slot_blocking(cost: int, owner: str = "") -> Iterator[None]:
+    """:func:`decode_slot` for code running on its own threads (the operator tools): block
+    for the budget, run the decode in the calling thread, give memory back after."""
+    grant = _lane(cost).acquire_blocking(owner, cost)
+    try:
+        yield
+    finally:
+        if cost >= TRIM_AFTER_BYTES:
+            give_memory_back()
+        grant.release()
+
+
+def cache_key(file_id: str, size: int) -> str:
+    """The name a thumbnail is cached under in the ``thumbnails`` GridFS bucket."""
+    return f"{file_id}_{size}_v{PIPELINE_VERSION}"
+
+
+def cache_metadata(file_id: str, size: int, user_id: str, mime: str, **extra: object) -> dict:
+    """The metadata stored with a cached thumbnail: these, and ``width``/``height`` for a
+    thumbnail (``placeholder``/``stamp`` for the app's placeholder picture)."""
+    return {
+        "file_id": file_id,
+        "size": size,
+        "version": PIPELINE_VERSION,
+        "user_id": user_id,
+        "mime": mime,
+        **extra,
+    }
 
 
 # --- public API --------------------------------------------------------------------------
@@ -185,29 +428,117 @@ def make_thumbnail(
             return _render(img, target)
 
 
+def make_thumbnails(
+    data: bytes, sizes: Iterable[int], *, max_pixels: int | None = None
+) -> dict[int, Thumbnail]:
+    """``{size: make_thumbnail(data, size)}``, decoding once per distinct decode: once for
+    all sizes of most formats, once per DCT scale for JPEG. Raises as make_thumbnail."""
+    sizes = list(dict.fromkeys(sizes))
+    for size in sizes:
+        _check_size(size)
+    limit = _limit(max_pixels)
+    decoded: dict[tuple[tuple[int, int], str], Image.Image] = {}
+    out = {}
+    try:
+        with _mapped_errors():
+            for size in sizes:
+                img, full_size = _open_checked(*_stream(data), limit)
+                target = _fit(full_size, size)
+                _draft(img, target)
+                shared = decoded.get((img.size, img.mode))
+                if shared is None:
+                    img.load()
+                    decoded[(img.size, img.mode)] = shared = img
+                else:
+                    img.close()
+                out[size] = _render(shared, target)
+    finally:
+        for img in decoded.values():
+            img.close()
+    return out
+
+
+def verify_and_render(
+    data: bytes, sizes: Iterable[int], *, max_pixels: int | None = None
+) -> tuple[str, int, int, dict[int, Thumbnail]]:
+    """:func:`verify_image`, plus the thumbnails its decode allows.
+
+    Every size for most formats. A JPEG is decoded at the DCT scale of the first size
+    (rather than verify_image's 1/8: the whole entropy stream is read either way, so
+    corruption is caught the same), and renders the sizes that share that scale. Each
+    thumbnail equals make_thumbnail's; one that fails to render is left out (it never fails
+    the verification).
+    """
+    sizes = list(sizes)
+    limit, (fp, head) = _limit(max_pixels), _stream(data)
+    with _mapped_errors():
+        img, full_size = _open_checked(fp, head, limit)
+        with img:
+            if img.format in _JPEG_FORMATS:
+                if sizes:
+                    _draft(img, _fit(full_size, sizes[0]))
+                else:
+                    img.draft(None, (1, 1))
+            img.load()
+            width, height = full_size
+            if _orientation(img) >= 5:
+                width, height = height, width
+            mime, thumbs = _mime_of(img), {}
+            for size in sizes:
+                try:
+                    if img.format in _JPEG_FORMATS:
+                        with open_image(data, size, max_pixels=limit) as alone:
+                            if (alone.size, alone.mode) != (img.size, img.mode):
+                                continue
+                    thumbs[size] = _render(img, _fit(full_size, size))
+                except Exception:  # noqa: BLE001, S112 - a thumbnail later, not a refusal now
+                    continue
+            return mime, width, height, thumbs
+
+
 async def make_thumbnail_async(
-    data: bytes | BinaryIO, size: int, *, max_pixels: int | None = None
+    data: bytes | BinaryIO, size: int, *, max_pixels: int | None = None, owner: str = ""
 ) -> Thumbnail:
     """:func:`make_thumbnail` on the thumbnail worker pool, off the event loop.
 
-    The pool has ``max_concurrency`` threads (default: CPU count), so however many requests
-    arrive at once, at most that many images are decoded at a time; the rest wait in the
-    queue, and a waiter that is cancelled never starts. A dedicated pool rather than an
-    ``asyncio.Semaphore`` around ``to_thread``: the cap then holds across event loops, and a
-    cancelled request cannot free its slot while its thread is still decoding.
+    The pool has ``max_concurrency`` threads (default: CPU count), and every job first
+    waits for its bytes of the decode budget (see :func:`_lane`) in ``owner``'s turn. A
+    waiter that is cancelled never starts; a job that started keeps its bytes until its
+    thread is done. A dedicated pool and a thread-safe budget: the caps hold across event
+    loops.
     """
-    loop = asyncio.get_running_loop()
-    job = functools.partial(_run_make_thumbnail, data, size, max_pixels)
-    return await loop.run_in_executor(_pool(), job)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        data = _stream(data)[0].read()
+    cost = estimate_cost(bytes(data[:ESTIMATE_HEAD]), size, source_bytes=len(data))
+    async with decode_slot(cost, owner) as slot:
+        return await slot.run(_run_make_thumbnail, data, size, max_pixels)
 
 
 async def verify_image_async(
-    data: bytes | BinaryIO, *, max_pixels: int | None = None
+    data: bytes | BinaryIO, *, max_pixels: int | None = None, owner: str = ""
 ) -> tuple[str, int, int]:
     """:func:`verify_image` on the thumbnail worker pool (it decodes, so it shares the cap)."""
-    loop = asyncio.get_running_loop()
-    job = functools.partial(_run_verify_image, data, max_pixels)
-    return await loop.run_in_executor(_pool(), job)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        data = _stream(data)[0].read()
+    cost = estimate_cost(bytes(data[:ESTIMATE_HEAD]), source_bytes=len(data))
+    async with decode_slot(cost, owner) as slot:
+        return await slot.run(_run_verify_image, data, max_pixels)
+
+
+async def verify_and_render_async(
+    data: bytes, sizes: Iterable[int], *, max_pixels: int | None = None, owner: str = ""
+) -> tuple[str, int, int, dict[int, Thumbnail]]:
+    """:func:`verify_and_render` on the pool when the decode is at most RENDER_AT_UPLOAD
+    bytes (a JPEG at a thumbnail's DCT scale, a photo of up to about 16 megapixels), else
+    :func:`verify_image_async` and no thumbnails: shrinking a huge image is left to the
+    background rather than added to the upload's wait."""
+    sizes = tuple(sizes)
+    head = bytes(data[:ESTIMATE_HEAD])
+    cost = estimate_cost(head, sizes[0], source_bytes=len(data)) if sizes else 0
+    if not sizes or cost > RENDER_AT_UPLOAD:
+        return (*await verify_image_async(data, max_pixels=max_pixels, owner=owner), {})
+    async with decode_slot(cost, owner) as slot:
+        return await slot.run(_run_verify_and_render, data, sizes, max_pixels)
 
 
 def verify_image(data: bytes | BinaryIO, *, max_pixels: int | None = None) -> tuple[str, int, int]:
@@ -272,6 +603,12 @@ def open_image(
 
 def _run_verify_image(data: bytes | BinaryIO, max_pixels: int | None) -> tuple[str, int, int]:
     return verify_image(data, max_pixels=max_pixels)
+
+
+def _run_verify_and_render(
+    data: bytes, sizes: tuple[int, ...], max_pixels: int | None
+) -> tuple[str, int, int, dict[int, Thumbnail]]:
+    return verify_and_render(data, sizes, max_pixels=max_pixels)
 
 
 def _run_make_thumbnail(data: bytes | BinaryIO, size: int, max_pixels: int | None) -> Thumbnail:
@@ -456,17 +793,58 @@ def _mime_of(img: Image.Image) -> str:
 def _render(img: Image.Image, target: tuple[int, int]) -> Thumbnail:
     orientation = _orientation(img)
     icc = img.info.get("icc_profile")
-    out = _normalise_mode(img)
-    if out.size != target:
-        out = out.resize(target, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+    out = _shrink(img, target)
     out = _to_srgb(out, icc)
     if orientation in _TRANSPOSE:
         out = out.transpose(_TRANSPOSE[orientation])
     return _encode(out)
 
 
-def _normalise_mode(img: Image.Image) -> Image.Image:
-    """One of L, LA, RGB, RGBA or CMYK (kept for the ICC step), transparency preserved."""
+def _shrink(img: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """``_normalise_mode(img).resize(target, LANCZOS, reducing_gap=REDUCING_GAP)``, the same
+    pixels, without ever converting the full-size image.
+
+    Pillow's reducing_gap first box-reduces by integer factors, but a mode conversion (16-bit
+    to 8-bit grey, palette to RGB) or alpha premultiplication would run on the whole image
+    before it: 4 bytes a pixel more, twice over. Here each strip of rows is converted and
+    reduced on its own (box reduction is local, so the strips join exactly), and only the
+    small result is resized. Memory: the decoded image plus one strip.
+    """
+    width, height = img.size
+    fx = int(width / target[0] / REDUCING_GAP) or 1
+    fy = int(height / target[1] / REDUCING_GAP) or 1
+    if fx == 1 and fy == 1:
+        out = _normalise_mode(img)
+        return out if out.size == target else out.resize(target, Image.Resampling.LANCZOS)
+    extrema = img.getextrema() if _is_wide_grey(img.mode) else None
+    rows = max(1, _STRIP_BYTES // (width * 4) // fy) * fy  # whole reduction boxes per strip
+    reduced = alpha = None
+    for top in range(0, height, rows):
+        strip = _normalise_mode(img.crop((0, top, width, min(height, top + rows))), extrema)
+        if alpha is None:
+            alpha = _PREMULTIPLIED.get(strip.mode)
+        if alpha:  # Pillow resamples alpha images premultiplied; so must the strips
+            strip = strip.convert(alpha)
+        part = strip.reduce((fx, fy))
+        if reduced is None:
+            reduced = Image.new(part.mode, (-(-width // fx), -(-height // fy)))
+        reduced.paste(part, (0, top // fy))
+    assert reduced is not None
+    box = (0.0, 0.0, width / fx, height / fy)
+    out = reduced.resize(target, Image.Resampling.LANCZOS, box=box)
+    return out.convert(alpha[:-1] + "A") if alpha else out
+
+
+def _is_wide_grey(mode: str) -> bool:
+    return mode.startswith("I") or mode == "F"
+
+
+def _normalise_mode(img: Image.Image, extrema: tuple | None = None) -> Image.Image:
+    """One of L, LA, RGB, RGBA or CMYK (kept for the ICC step), transparency preserved.
+
+    ``extrema`` (16/32-bit and float grey only) are those of the whole image, when ``img``
+    is a strip of it: every strip must scale the same way.
+    """
     mode = img.mode
     transparent = has_transparency_data(img)
     if mode in ("RGB", "L"):
@@ -477,16 +855,16 @@ def _normalise_mode(img: Image.Image) -> Image.Image:
         return img.convert("RGBA" if transparent else "RGB")
     if mode in ("1", "La"):
         return img.convert("LA" if transparent else "L")
-    if mode.startswith("I") or mode == "F":
-        return _to_8bit_gray(img)
+    if _is_wide_grey(mode):
+        return _to_8bit_gray(img, extrema)
     return img.convert("RGB")  # YCbCr, LAB, HSV
 
 
-def _to_8bit_gray(img: Image.Image) -> Image.Image:
+def _to_8bit_gray(img: Image.Image, extrema: tuple | None = None) -> Image.Image:
     """16-bit, 32-bit and float grey to 8 bits by scaling, not clipping (Pillow clips)."""
+    low, high = extrema or img.getextrema()
     if img.mode != "F":
         img = img.convert("I")
-    low, high = img.getextrema()
     if img.mode == "F" and 0 <= low and high <= 1.0:
         scale, offset = 255.0, 0.0  # normalised float data
     elif 0 <= low and high <= 255:

@@ -13,10 +13,13 @@ one ``file_uploads`` row per file (post-migration fields included), and the user
 them in ``file_ids`` (an atomic ``$push``, so parallel uploads to one message all stay). A
 failure half-way removes what was written (there are no transactions).
 
-Memory and the event loop: the router lets ``upload_concurrency`` requests through here at a
-time; a JSON body is parsed, base64-decoded (in 4 MiB slices, freeing the body first) and
-every file hashed in a worker thread, so a large upload holds about twice its body size and
-never stalls other requests.
+Slow clients, memory and the event loop: the router receives a body
+(:func:`receive_request`) outside the processing slots and under a time limit (408), spooled
+to disk past a megabyte, so a slow client holds nothing another user needs. Then
+``upload_concurrency`` requests at a time (fewer per user) are parsed and stored: a JSON body
+is parsed, base64-decoded (in 4 MiB slices, freeing the body first) and every file hashed in
+a worker thread, so a large upload holds about twice its body size and never stalls other
+requests.
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from tempfile import SpooledTemporaryFile
 from typing import Any
 
 from bson import ObjectId
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo import ReturnDocument
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import ClientDisconnect
 
 from app_patch import sniff
@@ -88,6 +92,8 @@ class IncomingFile:
     sha256: str | None = None
     width: int | None = None
     height: int | None = None
+    thumbs: dict[int, thumbnails.Thumbnail] = field(default_factory=dict)  # rendered at upload
+    file_id: str | None = None  # once stored
 
 
 class _BodyTooLarge(Exception):
@@ -106,14 +112,29 @@ def request_limit(settings: Settings) -> int:
     return min(every_file, cap)
 
 
-def _limited(request: Request, limit: int) -> Request:
-    """A copy of ``request`` whose body stream fails once more than ``limit`` bytes arrive."""
+class _BodyTimeout(Exception):
+    def __init__(self, received: int, seconds: float) -> None:
+        super().__init__(received, seconds)
+        self.received, self.seconds = received, seconds
+
+
+def _limited(request: Request, limit: int, settings: Settings) -> Request:
+    """A copy of ``request`` whose body stream fails once more than ``limit`` bytes arrive,
+    or once the body is late: it must arrive within ``upload_body_timeout`` seconds plus
+    one second per ``upload_min_rate`` bytes received (mod_reqtimeout's rule). So a client
+    trickling a byte every few seconds is cut off, while a slow but moving one is not."""
     received = 0
     receive = request.receive
+    loop = asyncio.get_running_loop()
+    started = loop.time()
 
     async def limited_receive() -> dict[str, Any]:
         nonlocal received
-        message = await receive()
+        deadline = started + settings.upload_body_timeout + received / settings.upload_min_rate
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            raise _BodyTimeout(received, loop.time() - started) from None
         if message.get("type") == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
@@ -127,25 +148,72 @@ def _too_large(what: str, size: int, limit: int) -> HTTPException:
     return HTTPException(413, f"{what} is {size} bytes; the limit is {limit} bytes")
 
 
+@dataclass
+class ReceivedBody:
+    """A request body off the network and not yet parsed: multipart parts as Starlette
+    spools them, a JSON body in a spooled file. Waiting for a processing slot, it holds at
+    most about a megabyte of memory per file; the rest is on disk."""
+
+    form: FormData | None = None
+    json_body: SpooledTemporaryFile | None = None
+
+    async def aclose(self) -> None:
+        if self.form is not None:
+            await self.form.close()
+        if self.json_body is not None:
+            self.json_body.close()
+
+
 async def read_request(
     request: Request, settings: Settings
 ) -> tuple[dict[str, str], list[IncomingFile]]:
     """The text fields and the files of a multipart or JSON upload request."""
+    received = await receive_request(request, settings)
+    try:
+        return await parse_request(received, settings)
+    finally:
+        await received.aclose()
+
+
+async def receive_request(request: Request, settings: Settings, who: str = "") -> ReceivedBody:
+    """Read the whole body, within the size cap (413) and the time limit (408, one log line).
+
+    Run it outside the processing slots: a slow client then holds nothing others need.
+    """
     limit = request_limit(settings)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large("The request body", int(declared), limit)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body_request = _limited(request, limit)
+    body_request = _limited(request, limit, settings)
     try:
         if ctype == "multipart/form-data":
-            return await _read_multipart(body_request, settings)
+            return ReceivedBody(form=await _receive_form(body_request, settings))
         if ctype == "application/json":
-            body = await _read_body(body_request)
-            # Parsing and decoding megabytes is CPU work: off the event loop.
-            return await asyncio.to_thread(_read_json, body, settings)
+            spool = SpooledTemporaryFile(max_size=_FORM_OVERHEAD)
+            try:
+                async for chunk in body_request.stream():
+                    spool.write(chunk)
+            except BaseException:
+                spool.close()
+                raise
+            spool.seek(0)
+            return ReceivedBody(json_body=spool)
     except _BodyTooLarge:
         raise HTTPException(413, f"The request body exceeds {limit} bytes") from None
+    except _BodyTimeout as late:
+        log.warning(
+            "upload from %s: body too slow (%d bytes in %.0f s); answered 408",
+            who or "a client",
+            late.received,
+            late.seconds,
+        )
+        raise HTTPException(
+            408,
+            f"The request body arrived too slowly ({late.received} bytes in "
+            f"{late.seconds:.0f} s); send it again on a faster connection",
+            headers={"Connection": "close"},
+        ) from None
     except ClientDisconnect:
         # Routine (a closed tab, a lost network): one line, not an ASGI traceback. The 400
         # goes nowhere; nothing was stored.
@@ -158,31 +226,44 @@ async def read_request(
     raise HTTPException(415, "Send multipart/form-data or an application/json Flowise uploads body")
 
 
-async def _read_multipart(
-    request: Request, settings: Settings
+async def parse_request(
+    received: ReceivedBody, settings: Settings
 ) -> tuple[dict[str, str], list[IncomingFile]]:
+    """The fields and files of a received body (its bytes are read into memory here)."""
+    if received.form is not None:
+        return await _read_form(received.form, settings)
+    assert received.json_body is not None
+    spool = received.json_body
+    body = bytearray(await asyncio.to_thread(spool.read))
+    # Parsing and decoding megabytes is CPU work: off the event loop.
+    return await asyncio.to_thread(_read_json, body, settings)
+
+
+async def _receive_form(request: Request, settings: Settings) -> FormData:
     try:
-        form = await request.form(
+        return await request.form(
             **form_limits(
                 max_files=settings.max_files_per_upload, max_fields=20, max_part_size=_FORM_OVERHEAD
             )
         )
-    except (_BodyTooLarge, ClientDisconnect):
+    except (_BodyTooLarge, _BodyTimeout, ClientDisconnect):
         raise
     except Exception as exc:  # noqa: BLE001 - the parser's errors are the client's fault
         raise HTTPException(400, f"Malformed multipart body: {exc}") from None
-    try:
-        fields: dict[str, str] = {}
-        files: list[IncomingFile] = []
-        for key, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                data = await _read_part(value, settings.max_upload_bytes)
-                files.append(IncomingFile(value.filename or "", value.content_type or "", data))
-            else:
-                fields[key] = value
-        return fields, files
-    finally:
-        await form.close()
+
+
+async def _read_form(
+    form: FormData, settings: Settings
+) -> tuple[dict[str, str], list[IncomingFile]]:
+    fields: dict[str, str] = {}
+    files: list[IncomingFile] = []
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            data = await _read_part(value, settings.max_upload_bytes)
+            files.append(IncomingFile(value.filename or "", value.content_type or "", data))
+        else:
+            fields[key] = value
+    return fields, files
 
 
 async def _read_part(part: UploadFile, limit: int) -> bytes:
@@ -193,14 +274,6 @@ async def _read_part(part: UploadFile, limit: int) -> bytes:
             raise _too_large(f"File {part.filename!r}", total, limit)
         pieces.append(chunk)
     return b"".join(pieces)
-
-
-async def _read_body(request: Request) -> bytearray:
-    """The whole body in one growing buffer (the caller frees it once it is parsed)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-    return body
 
 
 def _read_json(body: bytearray, settings: Settings) -> tuple[dict[str, str], list[IncomingFile]]:
@@ -279,8 +352,20 @@ def _digest_all(files: list[IncomingFile]) -> None:
         item.sha256 = hashlib.sha256(item.data).hexdigest()
 
 
-async def validate_file(item: IncomingFile, settings: Settings) -> None:
-    """Sniff ``item`` and, for images, decode it; raise 413/415/422 with the reason."""
+async def validate_file(
+    item: IncomingFile,
+    settings: Settings,
+    *,
+    owner: str = "",
+    thumbnail_sizes: tuple[int, ...] = (),
+) -> None:
+    """Sniff ``item`` and, for images, decode it; raise 413/415/422 with the reason.
+
+    With ``thumbnail_sizes``, a decode of at most ``thumbnails.RENDER_AT_UPLOAD`` bytes (a
+    JPEG at a thumbnail's DCT scale, a photo of up to about 16 megapixels) also renders the
+    thumbnails it allows, into ``item.thumbs``; a failure there is not a refusal. The decode
+    waits for its budget in ``owner``'s turn.
+    """
     label = repr(item.name or "upload")
     if not item.data:
         raise HTTPException(422, f"File {label} is empty")
@@ -292,9 +377,9 @@ async def validate_file(item: IncomingFile, settings: Settings) -> None:
     if not sniff.is_image_mime(item.mime):
         return
     try:
-        # on the thumbnail pool: verifying decodes, so it shares that concurrency cap
-        _, width, height = await thumbnails.verify_image_async(
-            item.data, max_pixels=settings.thumbnail_max_pixels
+        # on the thumbnail pool: verifying decodes, so it shares that budget
+        _, width, height, item.thumbs = await thumbnails.verify_and_render_async(
+            item.data, thumbnail_sizes, max_pixels=settings.thumbnail_max_pixels, owner=owner
         )
     except thumbnails.ThumbnailError as exc:
         # 422 for corrupt/truncated images and for pixel bombs (the byte size was fine).
@@ -319,8 +404,12 @@ async def store_upload(
     user_id: str,
     fields: dict[str, str],
     files: list[IncomingFile],
+    *,
+    thumbnail_sizes: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Validate and write ``files``; return the message in the history format.
+
+    ``thumbnail_sizes``: see :func:`validate_file`.
 
     Order matters: cheap checks of the request itself, then ownership (a foreign session or
     message is a 404 before any file is decoded), then the files, then the writes.
@@ -348,7 +437,7 @@ async def store_upload(
             raise HTTPException(422, "Files can only be attached to user messages")
 
     for item in files:
-        await validate_file(item, settings)
+        await validate_file(item, settings, owner=user_id, thumbnail_sizes=thumbnail_sizes)
     await asyncio.to_thread(_digest_all, files)
     message_oid = existing["_id"] if existing else ObjectId()
     now = utcnow()
@@ -365,6 +454,7 @@ async def store_upload(
             }
             oid = await store.fs.upload_from_stream(item.name or "upload", item.data, metadata=meta)
             written.append(oid)
+            item.file_id = str(oid)
             rows.append(_upload_row(item, oid, message_oid, session_id, user_id, chatflow_id, now))
         await store.uploads.insert_many(rows)
         new_ids = [str(oid) for oid in written]

@@ -252,3 +252,80 @@ def _bombs() -> dict[str, tuple[bytes, str]]:
         "ico_embedded_png_bomb": (ico + inner, big),
         "webp_lossless_12000x12000": (bytes(webp), big),
     }
+
+
+# --- memory worst cases --------------------------------------------------------------------
+
+#: name -> what Pillow decodes it to; each is within the default 50-million-pixel limit.
+MEMORY_WORST_CASES = {
+    "png_16bit_gray_7071x7071": "I;16",  # about 100 KB on disk, 100 MB decoded
+    "tiff_16bit_gray_7071x7071": "I;16",  # one deflate strip: libtiff adds a strip buffer
+    "png_rgba_7000x7000": "RGBA",  # 49 MP, 196 MB decoded
+}
+
+
+def memory_worst_cases() -> dict[str, bytes]:
+    """Small files that decode to hundreds of megabytes (see MEMORY_WORST_CASES).
+
+    Written row by row through a streaming compressor, so building them never holds the
+    decoded image (about a second for all three).
+    """
+    return dict(_memory_worst_cases())
+
+
+@functools.lru_cache(maxsize=1)
+def _memory_worst_cases() -> tuple[tuple[str, bytes], ...]:
+    return (
+        ("png_16bit_gray_7071x7071", flat_png(7071, 7071, bit_depth=16, color_type=0)),
+        ("tiff_16bit_gray_7071x7071", flat_tiff16(7071, 7071)),
+        ("png_rgba_7000x7000", flat_png(7000, 7000, bit_depth=8, color_type=6, fill=b"\x80")),
+    )
+
+
+def _deflated_rows(row: bytes, height: int) -> bytes:
+    packer = zlib.compressobj(9)
+    parts = [packer.compress(row) for _ in range(height)]
+    parts.append(packer.flush())
+    return b"".join(parts)
+
+
+def flat_png(
+    width: int, height: int, *, bit_depth: int, color_type: int, fill: bytes = b"\0"
+) -> bytes:
+    """A one-colour PNG of any size, compressed without ever building its pixels."""
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color_type]
+    row = b"\x00" + fill * (width * channels * bit_depth // 8)  # filter 0, then the samples
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", _deflated_rows(row, height))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def flat_tiff16(width: int, height: int) -> bytes:
+    """A black 16-bit grey TIFF in a single deflate strip (little-endian, baseline tags)."""
+    strip = _deflated_rows(b"\0" * width * 2, height)
+    tags = [  # (tag, type, value); type 3 SHORT, 4 LONG
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 16),  # bits per sample
+        (259, 3, 8),  # deflate
+        (262, 3, 1),  # black is zero
+        (273, 4, 0),  # strip offset, patched below
+        (277, 3, 1),  # samples per pixel
+        (278, 4, height),  # rows per strip: the whole image in one strip
+        (279, 4, len(strip)),
+    ]
+    ifd_size = 2 + 12 * len(tags) + 4
+    data_at = 8 + ifd_size
+    entries = b"".join(
+        struct.pack("<HHI", tag, kind, 1)
+        + (struct.pack("<I", data_at if tag == 273 else value))
+        if kind == 4
+        else struct.pack("<HHIHH", tag, kind, 1, value, 0)
+        for tag, kind, value in tags
+    )
+    ifd = struct.pack("<H", len(tags)) + entries + struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + strip

@@ -745,7 +745,27 @@ def apply(plan: Plan, args: argparse.Namespace) -> list[str]:
         say(f"would run: {target.restart_cmd}")
     else:
         run_service_cmd("restart", target.restart_cmd)
+    pregenerate_thumbnails(target, dry_run=dry)
     return heads
+
+
+def pregenerate_thumbnails(target: Target, *, dry_run: bool) -> None:
+    """Thumbnails of the images already stored, once the database is at head and the service
+    is back (it serves meanwhile). Resumable, and a cache: a failure only warns."""
+    cmd = [sys.executable, "-m", "app_patch.tools.pregen_thumbnails"]
+    env = dict(os.environ)
+    if urlsplit(target.url).password is None:
+        cmd += ["--url", target.url]
+    else:
+        env["MONGODB_URL"] = target.url  # argv is visible to all
+    if dry_run:
+        say(f"would run: {shlex.join(cmd)}")
+        return
+    proc = subprocess.run(cmd, cwd=target.app_dir, env=env, capture_output=True, text=True)
+    if proc.returncode == 0:
+        say(f"thumbnails: {last_line(proc).removeprefix('pregen: ')}")
+    else:
+        say(f"thumbnails: not pre-generated ({last_line(proc)}); run {shlex.join(cmd)} later")
 
 
 def recover(plan: Plan, guard: FileGuard, backup: Path | None, reason: str) -> str:

@@ -7,12 +7,14 @@ do not depend on ``versions/``. It is test-scale code (a query per row is fine h
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from gridfs import GridFSBucket
 from pymongo import monitoring
 from pymongo.database import Database
 
+from app_patch.service import thumbnails
 from app_patch.service.app import create_app
 from app_patch.service.auth import issue_token
 from app_patch.service.settings import Settings
@@ -82,6 +85,21 @@ def client(settings: Settings, command_log: CommandLog) -> Iterator[Any]:
     app = create_app(settings, client_kwargs={"event_listeners": [command_log]})
     with TestClient(app) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def generations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes rendered by make_thumbnail (the pool looks it up at call time; one-size
+    background renders go through it too)."""
+    calls: list[int] = []
+    real = thumbnails.make_thumbnail
+
+    def counting(data: Any, size: int, **kw: Any) -> Any:
+        calls.append(size)
+        return real(data, size, **kw)
+
+    monkeypatch.setattr(thumbnails, "make_thumbnail", counting)
+    return calls
 
 
 @pytest.fixture
@@ -234,6 +252,24 @@ def live_server(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(15)
         sock.close()
+
+
+def status_kb(field: str, pid: int | str = "self") -> int:
+    """A ``/proc/<pid>/status`` figure in KiB (VmRSS, VmHWM...)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+def rss_growth(job: Any) -> int:
+    """Peak RSS growth in bytes while ``job()`` runs (Linux: VmHWM reset via clear_refs)."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc_trim(0)  # hand freed heap back, or an earlier big decode would hide this one
+    Path("/proc/self/clear_refs").write_text("5")
+    before = status_kb("VmRSS")
+    job()
+    return (status_kb("VmHWM") - before) * 1024
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -30,20 +30,6 @@ def thumb(client, file_id, headers, **params):
     return client.get(f"/api/v1/chat/files/{file_id}/thumbnail", headers=headers, params=params)
 
 
-@pytest.fixture
-def generations(monkeypatch):
-    """Counts real thumbnail renders (the pool looks make_thumbnail up at call time)."""
-    calls = []
-    real = thumbnails.make_thumbnail
-
-    def counting(data, size, **kw):
-        calls.append(size)
-        return real(data, size, **kw)
-
-    monkeypatch.setattr(thumbnails, "make_thumbnail", counting)
-    return calls
-
-
 @pytest.mark.parametrize("size", [100, 200, 300, None])
 def test_thumbnail_sizes(client, mongo_db, alice, size):
     fid = put_file(mongo_db, PHOTO, name="photo.jpg")
@@ -298,18 +284,36 @@ def test_a_delete_during_generation_leaves_no_thumbnail(mongo_db, settings, monk
     assert mongo_db["thumbnails.chunks"].count_documents({}) == 0
 
 
-def test_sources_are_read_only_once_a_thumbnail_slot_is_free(mongo_db, mongo_url, monkeypatch):
-    """With one slot, three different images: while the first renders, no other is read."""
+def _noisy_jpeg(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise(size, 80).convert("RGB").save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_sources_are_read_only_once_their_decode_may_start(mongo_db, mongo_url, monkeypatch):
+    """With one worker, three large-file images: while the first renders, the others have
+    read their headers (to estimate the decode) and nothing more."""
     settings = Settings(mongodb_url=mongo_url, jwt_secret=SECRET, thumbnail_concurrency=1)
-    fids = [put_file(mongo_db, PHOTO, name=f"{i}.jpg") for i in range(3)]
+    photo = _noisy_jpeg((1200, 900))
+    assert len(photo) > 2 * thumbnails.ESTIMATE_HEAD
+    fids = [put_file(mongo_db, photo, name=f"{i}.jpg") for i in range(3)]
     app = create_app(settings)
     started, release = threading.Event(), threading.Event()
-    opened = []
+    read: list[int] = []
     real_open, real_make = ChatStore.open_file, thumbnails.make_thumbnail
 
     async def counting_open(self, oid):
-        opened.append(oid)
-        return await real_open(self, oid)
+        grid_out = await real_open(self, oid)
+        real_read, index = grid_out.read, len(read)
+        read.append(0)
+
+        async def counting_read(n=-1):
+            data = await real_read(n)
+            read[index] += len(data)
+            return data
+
+        grid_out.read = counting_read
+        return grid_out
 
     def held(data, size, **kw):
         started.set()
@@ -324,7 +328,7 @@ def test_sources_are_read_only_once_a_thumbnail_slot_is_free(mongo_db, mongo_url
             while not started.is_set():
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.3)  # time for the others to read theirs, were they allowed
-            seen = len(opened)
+            seen = sorted(read)
             release.set()
             return seen
 
@@ -338,5 +342,4 @@ def test_sources_are_read_only_once_a_thumbnail_slot_is_free(mongo_db, mongo_url
         release.set()
         thumbnails.configure(max_concurrency=2)  # the other tests' default pool size
     assert statuses == [200, 200, 200]
-    assert seen_while_rendering == 1
-    assert len(opened) == 3
+    assert seen_while_rendering == [thumbnails.ESTIMATE_HEAD] * 2 + [len(photo)]

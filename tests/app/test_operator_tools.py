@@ -403,6 +403,7 @@ def test_dry_run_changes_nothing(service: Service, mongo_db: Database) -> None:
     assert "would add to requirements.txt: mongrate[app]" in out
     assert "-m pip install --quiet -r" in out and "would import app/main.py" in out
     assert "dry run: nothing was changed" in out
+    assert "would run: " in out and "-m app_patch.tools.pregen_thumbnails" in out
     assert service.tree() == tree and not (service.dir / "backups").exists()
     assert chat_state(mongo_db) == data
     assert set(mongo_db.list_collection_names()) == names  # no mongrate_* written either
@@ -419,6 +420,10 @@ def test_deploy_applies_once_and_rollback_restores(service: Service, mongo_db: D
         proc = service.deploy("--skip-install", *service_cmds(counter))
         assert proc.returncode == 0, proc.stderr
     assert "backup: none needed" in proc.stdout and "router: already included" in proc.stdout
+    # The first run pre-generated the thumbnails of every renderable image; the second had
+    # nothing left to make.
+    assert "deploy: thumbnails: done in" in proc.stdout and " 0 thumbnails made" in proc.stdout
+    assert mongo_db["thumbnails.files"].count_documents({}) > 0
     # Stopped only while revisions ran, restarted by each run.
     assert counter.read_text() == ("s" if pending else "") + "rr"
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import io
 import random
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from PIL import Image, ImageCms, ImageOps, ImageStat, PngImagePlugin
@@ -29,6 +27,7 @@ from app_patch.service.thumbnails import (
     verify_image,
 )
 from app_patch.testdata.hostile import LIMIT_RANGE, hostile_corpus
+from tests.app.conftest import rss_growth
 
 # The corpus holds a JPEG with deliberately corrupt EXIF; Pillow warns about it, we ignore it.
 pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
@@ -286,27 +285,10 @@ def test_jpeg_is_decoded_at_dct_scale(jpeg_12mp):
     assert (thumb.width, thumb.height) == (200, 150)
 
 
-def _rss_growth(job) -> int:
-    """Peak RSS growth in bytes while ``job`` runs (Linux: VmHWM reset via clear_refs)."""
-    libc = ctypes.CDLL("libc.so.6")
-    libc.malloc_trim(0)  # hand freed heap back, or an earlier big decode would hide this one
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _status_kb("VmRSS")
-    job()
-    return (_status_kb("VmHWM") - before) * 1024
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise LookupError(field)
-
-
 def test_12mp_jpeg_thumbnail_never_allocates_the_full_image(jpeg_12mp):
     try:
-        ours = _rss_growth(lambda: make_thumbnail(jpeg_12mp, 200))
-        full = _rss_growth(lambda: Image.open(io.BytesIO(jpeg_12mp)).load())
+        ours = rss_growth(lambda: make_thumbnail(jpeg_12mp, 200))
+        full = rss_growth(lambda: Image.open(io.BytesIO(jpeg_12mp)).load())
     except OSError as exc:
         pytest.skip(f"peak RSS cannot be reset here: {exc}")
     assert full >= 30_000_000  # 4000x3000 x 4 bytes: the measurement sees a full decode
