@@ -1,0 +1,115 @@
+"""A hostile review of the data engine: ways a revision author (or a SIGKILL) could make a
+downgrade lie, a round trip drift, or a run see what it should not. Each test is a
+regression test for a bug found that way."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bson import Int64
+
+from mongrate.testing.kit import revision_op, snapshot
+
+ROOT = Path(__file__).resolve().parents[2]
+BIG = 2**53  # Int64 ids from here on no longer fit a float: Twitter/Discord-style ids
+
+
+def run_killed(project, prelude: str, *args: str, timeout: float = 120):
+    """The real command in a child process with ``prelude`` run first (it arranges a
+    SIGKILL); returns the exit code (-9 when the kill landed)."""
+    code = f"{prelude}\nfrom mongrate.cli import main\nmain({['-c', str(project.ini), *args]!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=project.path,
+                          timeout=timeout)
+    return proc.returncode, proc.stderr
+
+
+#: SIGKILL at a collection rename whose source matches ``pattern`` and that is not the
+#: dropTarget attempt: on FerretDB the live collection has just been dropped.
+KILL_AT_RENAME = """
+import os, re, signal
+from pymongo.collection import Collection
+_rename = Collection.rename
+def rename(self, new, **kw):
+    if re.fullmatch({pattern!r}, self.name) and not kw.get("dropTarget"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _rename(self, new, **kw)
+Collection.rename = rename
+"""
+
+#: SIGKILL when the first step of ``revision`` is marked done.
+KILL_AT_MARK_DONE = """
+import os, signal
+from mongrate.operations.engine import Engine
+_mark = Engine.mark_done
+def mark_done(self, step):
+    if step.op.revision == {revision!r}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _mark(self, step)
+Engine.mark_done = mark_done
+"""
+
+
+# --------------------------------------------------------------- ids and sort order
+@pytest.mark.parametrize("strategy", ["rewrite", "in_place"])
+def test_restore_keeps_int64_ids_that_share_a_float_apart(mongo_db, strategy):
+    """Records are grouped per document by a sort key; 2**53 and 2**53 + 1 made one group,
+    so one document got the other's prior values and the other stayed changed."""
+    mongo_db.items.insert_many([{"_id": Int64(BIG), "v": "A"}, {"_id": Int64(BIG + 1), "v": "B"},
+                                {"_id": 5, "v": "C"}])
+    before = snapshot(mongo_db)
+    with revision_op(mongo_db, "r1", write_strategy=strategy, defer=False) as op:
+        assert op.change_each("items", lambda d: d.update(v=d["v"] + "!", extra=1)) == 3
+    with revision_op(mongo_db, "r1", "downgrade", write_strategy=strategy) as op:
+        assert op.restore_undo() == 3
+    assert snapshot(mongo_db) == before
+
+
+def test_change_groups_keeps_int64_keys_that_share_a_float_apart(mongo_db):
+    mongo_db.users.insert_many([{"_id": Int64(BIG)}, {"_id": Int64(BIG + 1)}])
+    mongo_db.posts.insert_many([{"_id": i, "user": Int64(BIG + i % 2)} for i in range(4)])
+    seen = []
+    with revision_op(mongo_db, "r1", write_strategy="rewrite", defer=False) as op:
+        op.change_groups(lambda key, users, posts: seen.append((key, len(users), len(posts))),
+                         users=op.source("users", key="_id"),
+                         posts=op.source("posts", key="user", projection={"_id": 1}))
+    assert seen == [(BIG, 1, 2), (BIG + 1, 1, 2)]
+
+
+def test_subdocument_ids_sort_as_the_server_sorts_them(mongo_db):
+    """The server compares an embedded document's value types before its field names;
+    the client-side order disagreed, and a rewrite restore refused to run."""
+    mongo_db.items.insert_many([{"_id": {"b": 1}, "v": 1}, {"_id": {"a": "x"}, "v": 2},
+                                {"_id": {"a": 1, "b": 2}, "v": 3}])
+    before = snapshot(mongo_db)
+    with revision_op(mongo_db, "r1", write_strategy="rewrite", defer=False) as op:
+        op.update_many("items", {}, {"$inc": {"v": 10}})
+    with revision_op(mongo_db, "r1", "downgrade", write_strategy="rewrite") as op:
+        op.restore_undo()
+    assert snapshot(mongo_db) == before
+
+
+def test_bson_order_key_agrees_with_the_server_sort(mongo_db):
+    """Merge joins (restore, change_groups) trust this key to match the server's order."""
+    import datetime as dt
+
+    from bson import Binary, ObjectId, Timestamp
+    from bson.datetime_ms import DatetimeMS
+
+    from mongrate.mongo.codec import EXACT
+    from mongrate.mongo.order import bson_order_key
+
+    ids = [None, -1, 0.5, Int64(BIG), Int64(BIG + 1), float(BIG + 2), Int64(BIG + 3), "", "a",
+           "é", {"b": 1}, {"a": "x"}, {"a": 1, "b": 2}, {"a": {"b": 1}}, {"a": [1]},
+           Binary(b"ab", 0), Binary(b"b", 0), ObjectId(), False, True,
+           DatetimeMS(-2**62), dt.datetime(1960, 1, 1), dt.datetime(2020, 1, 1),
+           DatetimeMS(2**62), Timestamp(5, 1), Timestamp(10, 0)]
+    mongo_db.items.insert_many([{"_id": i} for i in ids])
+    served = [d["_id"] for d in mongo_db.get_collection("items", codec_options=EXACT)
+              .find().sort("_id", 1)]
+    assert sorted(served, key=bson_order_key) == served
+    assert len({bson_order_key(i) for i in served}) == len(ids)
