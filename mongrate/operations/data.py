@@ -172,6 +172,7 @@ class DataOps:
 
     def _rewrite_step(self, step: Step) -> int | LazyCount:
         eng = self.engine
+        eng.recover_swaps(step.collection)  # a swap cut short may have written this step
         state = eng.state(step)
         if state.get("state") == "done":  # an earlier run wrote it
             step.done = True

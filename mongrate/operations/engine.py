@@ -28,7 +28,7 @@ from pymongo.database import Database
 
 from mongrate.errors import LockLostError
 from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, RAW
-from mongrate.mongo.collections import fast_count, rename_replacing
+from mongrate.mongo.collections import fast_count
 from mongrate.operations.passes import (
     TMP_PREFIX,
     FilterMatch,
@@ -38,6 +38,7 @@ from mongrate.operations.passes import (
     Step,
     copy_back,
     state_key,
+    swap_in,
 )
 from mongrate.operations.strategy import Strategy
 from mongrate.progress import Reporter
@@ -105,25 +106,24 @@ class Engine:
         step.op.results.setdefault(step.label, step.changed)
 
     def recover_swaps(self, collection: str) -> None:
-        """Finish any pass over ``collection`` whose swap was cut between dropping the live
-        collection and renaming its copy (the copy is then the only one)."""
+        """Settle what an interrupted run left of a pass over ``collection`` at its swap,
+        before anything decides what is still to do or what its records describe: a copy
+        back cut short is done again, a copy whose live collection was already dropped is
+        swapped in, and a swap that happened has its steps marked done (a re-run must not
+        write them twice; a downgrade must restore them)."""
         for state in self.undo.find({"collection": collection, "kind": "pass",
-                                     "state": "copying"}):
-            copy_back(self, state_key(state["revision"], collection,
-                                      state["doc_id"].split(":", 1)[1]), state["tmp"], collection)
-            self._mark_steps_done(state, collection)
-        names = set(self.db.list_collection_names())
-        if collection in names:
-            return
-        for state in self.undo.find({"collection": collection, "kind": "pass",
-                                     "state": "built"}):
+                                     "state": {"$in": ["copying", "built"]}}):
             tmp = state.get("tmp")
-            if tmp in names:
+            names = set(self.db.list_collection_names())
+            if state["state"] == "copying":
+                copy_back(self, {"_id": state["_id"]}, tmp, collection)
+            elif tmp in names and collection not in names:
                 self.check()
-                rename_replacing(self.db, tmp, collection)
-                self._mark_steps_done(state, collection)
+                swap_in(self, {"_id": state["_id"]}, tmp, collection)
                 self.reporter.info(f"  finished the interrupted swap of {collection}")
-                return
+            elif tmp in names or collection not in names:
+                continue  # never swapped (the live collection is untouched), or unknowable
+            self._mark_steps_done(state, collection)
 
     def _mark_steps_done(self, state: dict[str, Any], collection: str) -> None:
         self.undo.update_one({"_id": state["_id"]}, {"$set": {"state": "done"}})
@@ -139,7 +139,11 @@ class Engine:
             self.touched.add(step.collection)
             if step.filter and self.pending.get(step.collection):
                 self.flush(step.collection)  # a filter must see the stored documents
-            self.undo.update_one(step.key, {"$set": {"state": "deferred"}}, upsert=True)
+            stale = self.state(step).get("tmp")
+            self.undo.update_one(step.key, {"$set": {"state": "deferred"},
+                                            "$unset": {"tmp": "", "steps": ""}}, upsert=True)
+            if stale:  # built by an interrupted run; the pass that writes the step builds anew
+                self.db.drop_collection(stale)
             step.result = LazyCount(lambda: self.flush(step.collection))
             self.pending.setdefault(step.collection, []).append(step)
             return step.result

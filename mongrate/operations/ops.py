@@ -151,6 +151,8 @@ class Operations(DataOps, SchemaOps, BackupOps):
         eng = self.engine
         side = SideCollection(eng.db, eng.undo_name, self.revision, collection,
                               eng.write_concern)
+        if not self.dry_run:
+            eng.recover_swaps(collection)  # a swap cut short: finished, its steps marked done
         # records of passes that never replaced the collection describe nothing that happened
         names = set(eng.db.list_collection_names())
         void = frozenset(

@@ -184,6 +184,7 @@ class InPlaceSink(Sink):
 
     def start(self) -> bool:
         eng, step = self.engine, self.own
+        eng.recover_swaps(self.collection)  # a rewrite cut short by a run on another strategy
         state = eng.undo.find_one(step.key) or {}
         if state.get("state") == "done":
             return False
@@ -246,16 +247,12 @@ class RewriteSink(Sink):
             return False
         wanted = [s.ident for s in self.steps]
         if state.get("state") == "built" and state.get("steps") == wanted:
-            self._swap()  # interrupted during its swap: finish it
+            self._swap()  # built, never swapped (recover_swaps settled the rest): swap it in
             return False
-        if state.get("state") == "copying":  # interrupted while copying its result back
-            copy_back(eng, own.key, self.tmp, self.collection)
-            for step in self.steps:
-                eng.mark_done(step)
-            return False
-        self.db.drop_collection(self.tmp)  # half built, or built for other steps
+        # "building" before the old copy goes: "built" with its copy gone means swapped
         eng.undo.update_one(own.key, {"$set": {"state": "building", "strategy": "rewrite",
                                                "tmp": self.tmp, "steps": wanted}}, upsert=True)
+        self.db.drop_collection(self.tmp)  # half built, or built for other steps
         if len(self.steps) > 1:
             eng.reporter.info(f"  {self.collection}: one pass writes the changes of "
                               f"{', '.join(wanted)}")
@@ -335,17 +332,24 @@ class RewriteSink(Sink):
     def _swap(self) -> None:
         self.engine.check()
         if self.tmp in self.db.list_collection_names(filter={"name": self.tmp}):
-            try:
-                rename_replacing(self.db, self.tmp, self.collection)
-            except OperationFailure as exc:
-                if exc.code != INVALID_NAMESPACE:
-                    raise
-                copy_back(self.engine, self.own.key, self.tmp, self.collection)
+            swap_in(self.engine, self.own.key, self.tmp, self.collection)
         for step in self.steps:
             self.engine.mark_done(step)
 
 
 INVALID_NAMESPACE = 73
+
+
+def swap_in(engine: Engine, key: dict[str, Any], tmp: str, collection: str) -> None:
+    """Replace ``collection`` by ``tmp``: a rename, or a copy where the server cannot
+    rename (FerretDB v1 and names with a dot; its rename attempt has dropped the live
+    collection by then, so a run cut short finds ``tmp`` alone and comes here again)."""
+    try:
+        rename_replacing(engine.db, tmp, collection)
+    except OperationFailure as exc:
+        if exc.code != INVALID_NAMESPACE:
+            raise
+        copy_back(engine, key, tmp, collection)
 
 
 def copy_back(engine: Engine, key: dict[str, Any], tmp: str, collection: str) -> None:

@@ -113,3 +113,73 @@ def test_bson_order_key_agrees_with_the_server_sort(mongo_db):
               .find().sort("_id", 1)]
     assert sorted(served, key=bson_order_key) == served
     assert len({bson_order_key(i) for i in served}) == len(ids)
+
+
+# ------------------------------------------------------------------ kills and resumes
+CHANGE = 'op.change_each({coll!r}, lambda d: d.update(n=d["n"] * 10 + 1, new=True))'
+INC = 'op.update_many({coll!r}, {{}}, {{"$inc": {{"n": 1000}}}})'
+
+
+def numbers(db, coll="items"):
+    return sorted(d["n"] for d in db[coll].find())
+
+
+@pytest.mark.parametrize("coll", ["items", "a.b"])
+def test_a_kill_mid_swap_resumes_without_losing_the_collection(project, mongo_db, coll):
+    """FerretDB has no rename with dropTarget: the live collection is dropped, then the
+    rewritten copy renamed in (or, for a name with a dot, copied back). Killed in between,
+    the resumed run re-deferred the step, which overwrote its "built" state, and then
+    dropped the only copy: the collection was gone and the step marked done."""
+    mongo_db[coll].insert_many([{"_id": i, "n": i} for i in range(30)])
+    project.add("aaaa1111", None, body_up=CHANGE.format(coll=coll))
+    before = snapshot(mongo_db)
+    code, err = run_killed(project, KILL_AT_RENAME.format(
+        pattern=f"mongrate_tmp_aaaa1111_1_{coll}".replace(".", r"\.")), "upgrade", "head")
+    assert code == -9, err
+    assert coll not in mongo_db.list_collection_names()  # the kill landed after the drop
+    r = project.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert numbers(mongo_db, coll) == [10 * i + 1 for i in range(30)]
+    assert project.run("downgrade", "base").code == 0
+    assert snapshot(mongo_db) == before
+
+
+def test_a_kill_after_a_swap_does_not_apply_the_change_twice(project, mongo_db):
+    """Killed after the swap, before the step was marked done: the resumed run must see the
+    swap happened ($inc is not idempotent), and so must a folded pass's earlier step."""
+    mongo_db.items.insert_many([{"_id": i, "n": i} for i in range(30)])
+    project.add("aaaa1111", None, body_up=INC.format(coll="items"))
+    project.add("bbbb2222", "aaaa1111", body_up=CHANGE.format(coll="items"))
+    before = snapshot(mongo_db)
+    for rev in ("aaaa1111", "bbbb2222"):  # the folded pass marks aaaa1111's step first
+        code, err = run_killed(project, KILL_AT_MARK_DONE.format(revision=rev), "upgrade", "head")
+        assert code == -9, err
+        r = project.run("upgrade", "head")
+        assert r.code == 0, r.err
+        assert numbers(mongo_db) == [(i + 1000) * 10 + 1 for i in range(30)]
+        assert project.run("downgrade", "base").code == 0
+        assert snapshot(mongo_db) == before
+
+
+def test_a_failed_resume_after_a_kill_mid_swap_is_reverted_exactly(project, mongo_db):
+    """Killed mid-swap, then the resumed run fails before reaching that pass: the
+    downgrade reverting it must finish the swap before it decides which records describe
+    real writes (it skipped them as never swapped, and the change stayed)."""
+    mongo_db.items.insert_many([{"_id": i, "n": i} for i in range(30)])
+    project.add("aaaa1111", None, body_up="""
+        if op.db.flags.find_one({"fail": True}):
+            raise RuntimeError("transient failure")
+        """ + CHANGE.format(coll="items"))
+    before = snapshot(mongo_db)
+    code, err = run_killed(project, KILL_AT_RENAME.format(pattern="mongrate_tmp_aaaa1111_1_items"),
+                           "upgrade", "head")
+    assert code == -9, err
+    mongo_db.flags.insert_one({"fail": True})
+    r = project.run("upgrade", "head")
+    assert r.code == 1 and "transient failure" in r.err
+    mongo_db.flags.drop()
+    r = project.run("downgrade", "base")
+    assert r.code == 0, r.err
+    assert snapshot(mongo_db) == before
+    assert [n for n in mongo_db.list_collection_names() if n.startswith("mongrate_tmp")] == []
+
