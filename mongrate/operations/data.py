@@ -117,9 +117,9 @@ class DataOps:
         coll = eng.db.get_collection(collection, codec_options=RAW)
         side = step.side()
         for batch in self.batches(coll.find(filter), label):
-            records = [record(raw.raw, seq, _prior(raw.raw, touched)) for raw in batch]
             eng.check()
-            side.insert(records)
+            if self.direction == "upgrade":
+                side.insert([record(raw.raw, seq, _prior(raw.raw, touched)) for raw in batch])
             ids = [raw["_id"] for raw in batch]
             query = {"$and": [filter, {"_id": {"$in": ids}}]} if filter else {"_id": {"$in": ids}}
             result = eng.db[collection].update_many(query, dict(update),

@@ -110,8 +110,11 @@ class Operations(DataOps, SchemaOps, BackupOps):
         return {"revision": self.revision, "collection": collection}
 
     def _next_seq(self) -> int:
+        """The number of the next helper call, which keys its pass state. A downgrade's
+        calls count -1, -2...: they must never find its upgrade's calls' states (and
+        record no prior values: restoring those after it would revert its own writes)."""
         self._seq += 1
-        return self._seq
+        return self._seq if self.direction == "upgrade" else -self._seq
 
     def engine_write(self, collection: str, method: str, args: str) -> None:
         """Say in a dry run's list of writes what a helper would do."""

@@ -183,3 +183,40 @@ def test_a_failed_resume_after_a_kill_mid_swap_is_reverted_exactly(project, mong
     assert snapshot(mongo_db) == before
     assert [n for n in mongo_db.list_collection_names() if n.startswith("mongrate_tmp")] == []
 
+
+# --------------------------------------------------------------- downgrades' own helpers
+@pytest.mark.parametrize("strategy", ["rewrite", "in_place"])
+def test_a_downgrade_helper_is_not_skipped_as_the_upgrade_s_pass(project, mongo_db, strategy):
+    """Pass states were keyed by revision, collection and call number only: a downgrade's
+    first helper call found the upgrade's first call "done" and wrote nothing."""
+    mongo_db.items.insert_many([{"_id": i, "n": i} for i in range(10)])
+    project.write_ini(write_strategy=strategy)
+    project.add("aaaa1111", None, body_up="""
+        op.db.items.update_many({}, {"$set": {"flag": 1}})  # not recorded: undone by hand
+        op.update_many("items", {}, {"$set": {"plan": "free"}})
+    """, body_down="""
+        op.results["unset"] = op.update_many("items", {}, {"$unset": {"flag": ""}})
+        op.restore_undo()
+    """)
+    before = snapshot(mongo_db)
+    assert project.run("upgrade", "head").code == 0
+    r = project.run("downgrade", "base")
+    assert r.code == 0, r.err
+    assert "'unset': 10" in r.out
+    assert snapshot(mongo_db) == before
+
+
+@pytest.mark.parametrize("strategy", ["rewrite", "in_place"])
+def test_a_downgrade_s_own_writes_are_not_undone_after_it(project, mongo_db, strategy):
+    """In place, op.update_many recorded prior values in a downgrade too, and the engine's
+    restore after the downgrade put them back: the downgrade's own change was reverted."""
+    mongo_db.items.insert_many([{"_id": i, "n": i} for i in range(10)])
+    project.write_ini(write_strategy=strategy)
+    project.add("aaaa1111", None, body_up='op.db.items.update_many({}, {"$set": {"flag": True}})',
+                body_down='op.update_many("items", {"flag": True}, {"$unset": {"flag": ""}})')
+    before = snapshot(mongo_db)
+    assert project.run("upgrade", "head").code == 0
+    r = project.run("downgrade", "base")
+    assert r.code == 0, r.err
+    assert snapshot(mongo_db) == before
+    assert [n for n in mongo_db.list_collection_names() if n.startswith("mongrate_undo_")] == []
