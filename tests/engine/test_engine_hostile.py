@@ -220,3 +220,26 @@ def test_a_downgrade_s_own_writes_are_not_undone_after_it(project, mongo_db, str
     assert r.code == 0, r.err
     assert snapshot(mongo_db) == before
     assert [n for n in mongo_db.list_collection_names() if n.startswith("mongrate_undo_")] == []
+
+
+# ------------------------------------------------------------------------ leftovers
+def test_reverting_a_failed_rewrite_pass_drops_its_scratch_copy(project, mongo_db):
+    """The copy a failed pass had built was left behind by the revert, and check then
+    reported it for good."""
+    mongo_db.items.insert_many([{"_id": i, "n": i} for i in range(100)])
+    project.write_ini(write_strategy="rewrite", batch_size="10")
+    project.add("aaaa1111", None, body_up="""
+        def change(doc):
+            if doc["n"] == 99:
+                raise ValueError("bad 99")
+            doc["x"] = 1
+        op.change_each("items", change)
+    """)
+    before = snapshot(mongo_db)
+    assert project.run("upgrade", "head").code == 1
+    assert "mongrate_tmp_aaaa1111_1_items" in mongo_db.list_collection_names()
+    r = project.run("downgrade", "base")
+    assert r.code == 0, r.err
+    assert snapshot(mongo_db) == before
+    assert "mongrate_tmp" not in project.run("check").err
+    assert [n for n in mongo_db.list_collection_names() if n.startswith("mongrate_tmp")] == []
