@@ -329,6 +329,51 @@ def restore_rewrite(op: Operations, collection: str, side, void: frozenset[int])
     return restored
 
 
+#: Collection methods that read or write what a waiting change would alter.
+_DATA_METHODS = (
+    "aggregate", "aggregate_raw_batches", "bulk_write", "count_documents", "create_index",
+    "create_indexes", "delete_many", "delete_one", "distinct", "drop", "drop_index",
+    "drop_indexes", "estimated_document_count", "find", "find_one", "find_one_and_delete",
+    "find_one_and_replace", "find_one_and_update", "find_raw_batches", "index_information",
+    "insert_many", "insert_one", "list_indexes", "options", "rename", "replace_one",
+    "update_many", "update_one", "watch",
+)
+
+
+class RunCollection(Collection):
+    """A collection of ``op.db``: every read or write first writes the changes still
+    waiting for it, however long ago the revision took the collection object."""
+
+    def __init__(self, database: Database, name: str, engine: Engine, **options: Any):
+        super().__init__(database, name, **options)
+        self._mongrate_engine = engine
+
+    @classmethod
+    def of(cls, coll: Collection, engine: Engine) -> RunCollection:
+        return cls(coll.database, coll.name, engine, codec_options=coll.codec_options,
+                   read_preference=coll.read_preference, write_concern=coll.write_concern,
+                   read_concern=coll.read_concern)
+
+    def __getitem__(self, name: str) -> RunCollection:
+        return RunCollection.of(super().__getitem__(name), self._mongrate_engine)
+
+    def with_options(self, *args: Any, **kwargs: Any) -> RunCollection:
+        return RunCollection.of(super().with_options(*args, **kwargs), self._mongrate_engine)
+
+
+def _flushing(method: Callable[..., Any]) -> Callable[..., Any]:
+    def call(self: RunCollection, *args: Any, **kwargs: Any) -> Any:
+        self._mongrate_engine.accessed(self.name)
+        return method(self, *args, **kwargs)
+
+    call.__name__, call.__doc__ = method.__name__, method.__doc__
+    return call
+
+
+for _name in _DATA_METHODS:
+    setattr(RunCollection, _name, _flushing(getattr(Collection, _name)))
+
+
 class RunDatabase(Database):
     """``op.db`` in a real run: the pymongo ``Database``, except that touching a collection
     first writes the changes still waiting for it, so a revision reading or writing through
@@ -340,17 +385,19 @@ class RunDatabase(Database):
                          db.write_concern, db.read_concern)
         self._mongrate_engine = engine
 
-    def __getitem__(self, name: str):
+    def __getitem__(self, name: str) -> RunCollection:
         self._mongrate_engine.accessed(name)
-        return super().__getitem__(name)
+        return RunCollection.of(super().__getitem__(name), self._mongrate_engine)
 
-    def get_collection(self, name: str, *args: Any, **kwargs: Any):
+    def get_collection(self, name: str, *args: Any, **kwargs: Any) -> RunCollection:
         self._mongrate_engine.accessed(name)
-        return super().get_collection(name, *args, **kwargs)
+        return RunCollection.of(super().get_collection(name, *args, **kwargs),
+                                self._mongrate_engine)
 
-    def create_collection(self, name: str, *args: Any, **kwargs: Any):
+    def create_collection(self, name: str, *args: Any, **kwargs: Any) -> RunCollection:
         self._mongrate_engine.accessed(name)
-        return super().create_collection(name, *args, **kwargs)
+        return RunCollection.of(super().create_collection(name, *args, **kwargs),
+                                self._mongrate_engine)
 
     def drop_collection(self, name_or_collection: Any, *args: Any, **kwargs: Any):
         self._mongrate_engine.accessed(getattr(name_or_collection, "name", name_or_collection))

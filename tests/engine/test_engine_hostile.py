@@ -243,3 +243,27 @@ def test_reverting_a_failed_rewrite_pass_drops_its_scratch_copy(project, mongo_d
     assert snapshot(mongo_db) == before
     assert "mongrate_tmp" not in project.run("check").err
     assert [n for n in mongo_db.list_collection_names() if n.startswith("mongrate_tmp")] == []
+
+
+# --------------------------------------------------------------------------- deferral
+@pytest.mark.parametrize("strategy", ["rewrite", "in_place"])
+def test_a_collection_taken_from_op_db_early_sees_later_changes(project, mongo_db, strategy):
+    """Only taking a collection from op.db wrote the changes waiting for it: one taken at
+    the top of upgrade() read the data without a later op.update_many (rewrite strategy),
+    and its own write was then overwritten by that waiting change."""
+    mongo_db.items.insert_many([{"_id": i, "n": i} for i in range(10)])
+    project.write_ini(write_strategy=strategy)
+    project.add("aaaa1111", None, body_up="""
+        items = op.db.items
+        fs_files = op.db.fs.files.with_options()
+        op.update_many("items", {}, {"$set": {"x": 1}})
+        op.update_many("fs.files", {}, {"$set": {"x": 1}})
+        op.results["seen"] = items.count_documents({"x": 1})
+        op.results["files"] = fs_files.count_documents({"x": 1})
+        items.update_many({}, {"$set": {"x": 2}})
+    """)
+    mongo_db["fs.files"].insert_many([{"_id": i} for i in range(3)])
+    r = project.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert "'seen': 10" in r.out and "'files': 3" in r.out
+    assert mongo_db.items.count_documents({"x": 2}) == 10
