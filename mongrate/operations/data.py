@@ -248,7 +248,7 @@ class DataOps:
         for src in sources.values():
             if not src.writable:
                 eng.accessed(src.collection)  # read what is stored, changes included
-        for _attempt in range(2):
+        for _attempt in range(len(writable) + 1):  # each retry writes one waiting change
             sinks: dict[str, Sink] = {}
             taken: dict[str, list[Step]] = {}
             try:
