@@ -40,6 +40,7 @@ from mongrate.operations.passes import (
     RewriteSink,
     Sink,
     Step,
+    roll_back_in_place,
 )
 from mongrate.operations.undo import record
 
@@ -177,6 +178,7 @@ class DataOps:
         if state.get("state") == "done":  # an earlier run wrote it
             step.done = True
             return self._done_before(step.collection, step.seq, step.label)
+        roll_back_in_place(eng, step, state)  # cut short by a run on the in-place strategy
         if eng.can_defer:
             return eng.defer(step)
         if step.filter:

@@ -171,6 +171,18 @@ class DryRunSink(Sink):
         return self.own.changed
 
 
+def roll_back_in_place(engine: Engine, step: Step, state: Mapping[str, Any]) -> None:
+    """An in-place pass of ``step`` cut short (``state`` says ``running``, whatever this run's
+    strategy is): put back what it wrote from its own records, so that running it again
+    does not apply a change such as ``$inc`` twice."""
+    if state.get("state") != "running":
+        return
+    side = step.side()
+    side.restore_in_place(batch_size=engine.batch_size, statement_limit=engine.statement_limit,
+                          seqs=[step.seq], guard=engine.guard)
+    side.coll.delete_many({"_id.s": step.seq})
+
+
 class InPlaceSink(Sink):
     """Changed documents only: records first, then one bulk of ``$set``/``$unset``."""
 
@@ -188,13 +200,11 @@ class InPlaceSink(Sink):
         state = eng.undo.find_one(step.key) or {}
         if state.get("state") == "done":
             return False
-        if state.get("state") == "running":  # cut short: roll back what it wrote, then redo
-            side = step.side()
-            side.restore_in_place(batch_size=eng.batch_size, statement_limit=eng.statement_limit,
-                                  seqs=[step.seq], guard=eng.guard)
-            side.coll.delete_many({"_id.s": step.seq})
-        eng.undo.update_one(step.key, {"$set": {"state": "running", "strategy": "in_place"}},
-                            upsert=True)
+        roll_back_in_place(eng, step, state)
+        eng.undo.update_one(step.key, {"$set": {"state": "running", "strategy": "in_place"},
+                                       "$unset": {"tmp": "", "steps": ""}}, upsert=True)
+        if state.get("tmp"):  # a rewrite's copy, never swapped in (swaps are settled)
+            self.db.drop_collection(state["tmp"])
         return True
 
     def put(self, base: bytes, change: Change | None) -> None:
@@ -245,6 +255,7 @@ class RewriteSink(Sink):
         state = eng.undo.find_one(own.key) or {}
         if state.get("state") == "done":
             return False
+        roll_back_in_place(eng, own, state)
         wanted = [s.ident for s in self.steps]
         if state.get("state") == "built" and state.get("steps") == wanted:
             self._swap()  # built, never swapped (recover_swaps settled the rest): swap it in

@@ -184,6 +184,52 @@ def test_a_failed_resume_after_a_kill_mid_swap_is_reverted_exactly(project, mong
     assert [n for n in mongo_db.list_collection_names() if n.startswith("mongrate_tmp")] == []
 
 
+
+#: SIGKILL after the ``n``-th bulk_write or insert_many into the collection ``coll``.
+KILL_AT_WRITE = """
+import os, signal
+from pymongo.collection import Collection
+_bulk, _insert, _seen = Collection.bulk_write, Collection.insert_many, [0]
+def seen(self):
+    if self.name == {coll!r}:
+        _seen[0] += 1
+        if _seen[0] >= {n}:
+            os.kill(os.getpid(), signal.SIGKILL)
+def bulk_write(self, *a, **kw):
+    result = _bulk(self, *a, **kw)
+    seen(self)
+    return result
+def insert_many(self, *a, **kw):
+    result = _insert(self, *a, **kw)
+    seen(self)
+    return result
+Collection.bulk_write, Collection.insert_many = bulk_write, insert_many
+"""
+
+
+@pytest.mark.parametrize(("first", "then", "written"), [
+    ("in_place", "rewrite", "items"), ("rewrite", "in_place", "mongrate_tmp_aaaa1111_1_items")])
+def test_a_run_killed_on_one_strategy_resumes_on_the_other(project, mongo_db, first, then,
+                                                           written):
+    """The strategy is chosen per run (the config, or the probe). An in-place pass cut
+    short was rolled back only by another in-place run: resumed by a rewrite, the documents
+    it had written got the change twice. A rewrite's copy was left behind by an in-place
+    resume."""
+    mongo_db.items.insert_many([{"_id": i, "n": i} for i in range(100)])
+    project.write_ini(write_strategy=first, batch_size="10")
+    project.add("aaaa1111", None,
+                body_up='op.change_each("items", lambda d: d.update(n=d["n"] + 1000))')
+    before = snapshot(mongo_db)
+    code, err = run_killed(project, KILL_AT_WRITE.format(coll=written, n=3), "upgrade", "head")
+    assert code == -9, err
+    project.write_ini(write_strategy=then, batch_size="10")
+    r = project.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert numbers(mongo_db) == [i + 1000 for i in range(100)]
+    assert "mongrate_tmp" not in project.run("check").err
+    assert project.run("downgrade", "base").code == 0
+    assert snapshot(mongo_db) == before
+
 # --------------------------------------------------------------- downgrades' own helpers
 @pytest.mark.parametrize("strategy", ["rewrite", "in_place"])
 def test_a_downgrade_helper_is_not_skipped_as_the_upgrade_s_pass(project, mongo_db, strategy):
