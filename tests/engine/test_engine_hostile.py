@@ -115,6 +115,7 @@ def test_bson_order_key_agrees_with_the_server_sort(mongo_db):
     assert len({bson_order_key(i) for i in served}) == len(ids)
 
 
+
 # ------------------------------------------------------------------ kills and resumes
 CHANGE = 'op.change_each({coll!r}, lambda d: d.update(n=d["n"] * 10 + 1, new=True))'
 INC = 'op.update_many({coll!r}, {{}}, {{"$inc": {{"n": 1000}}}})'
@@ -229,6 +230,34 @@ def test_a_run_killed_on_one_strategy_resumes_on_the_other(project, mongo_db, fi
     assert "mongrate_tmp" not in project.run("check").err
     assert project.run("downgrade", "base").code == 0
     assert snapshot(mongo_db) == before
+
+
+RESTORE_KILLS = {  # (strategy, collection, prelude): inside a downgrade's restore
+    "rewrite-build": ("rewrite", "items", KILL_AT_WRITE.format(
+        coll="mongrate_tmp_aaaa1111_restore_items", n=2)),
+    "rewrite-swap": ("rewrite", "items", KILL_AT_RENAME.format(
+        pattern="mongrate_tmp_aaaa1111_restore_items")),
+    "rewrite-copy-back": ("rewrite", "a.b", KILL_AT_WRITE.format(coll="a.b", n=2)),
+    "in-place": ("in_place", "items", KILL_AT_WRITE.format(coll="items", n=2)),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", sorted(RESTORE_KILLS))
+def test_a_downgrade_killed_inside_its_restore_resumes_exactly(project, mongo_db, point):
+    strategy, coll, prelude = RESTORE_KILLS[point]
+    mongo_db[coll].insert_many([{"_id": i, "n": i} for i in range(100)])
+    project.write_ini(write_strategy=strategy, batch_size="10")
+    project.add("aaaa1111", None, body_up=CHANGE.format(coll=coll))
+    before = snapshot(mongo_db)
+    assert project.run("upgrade", "head").code == 0
+    code, err = run_killed(project, prelude, "downgrade", "base")
+    assert code == -9, err
+    r = project.run("downgrade", "base")
+    assert r.code == 0, r.err
+    assert snapshot(mongo_db) == before
+    assert [n for n in mongo_db.list_collection_names()
+            if n.startswith(("mongrate_tmp", "mongrate_undo_"))] == []
 
 # --------------------------------------------------------------- downgrades' own helpers
 @pytest.mark.parametrize("strategy", ["rewrite", "in_place"])
