@@ -116,6 +116,22 @@ def test_bson_order_key_agrees_with_the_server_sort(mongo_db):
 
 
 
+@pytest.mark.parametrize("strategy", ["rewrite", "in_place"])
+def test_a_removed_field_comes_back_in_place_beside_a_date_past_9999(mongo_db, strategy):
+    """A field removed from the middle goes back by replacing the document; in place, the
+    replacement was built as a RawBSONDocument that pymongo decodes to validate, and a date
+    past year 9999 made the downgrade impossible (InvalidBSON)."""
+    from bson.datetime_ms import DatetimeMS
+
+    mongo_db.items.insert_many([{"_id": 1, "a": 1, "mid": "x", "far": DatetimeMS(2**62)},
+                                {"_id": 2, "mid": {"when": DatetimeMS(-2**62)}, "z": 0}])
+    before = snapshot(mongo_db)
+    with revision_op(mongo_db, "r1", write_strategy=strategy, defer=False) as op:
+        op.update_many("items", {}, {"$unset": {"mid": ""}})
+    with revision_op(mongo_db, "r1", "downgrade", write_strategy=strategy) as op:
+        op.restore_undo()
+    assert snapshot(mongo_db) == before
+
 # ------------------------------------------------------------------ kills and resumes
 CHANGE = 'op.change_each({coll!r}, lambda d: d.update(n=d["n"] * 10 + 1, new=True))'
 INC = 'op.update_many({coll!r}, {{}}, {{"$inc": {{"n": 1000}}}})'
