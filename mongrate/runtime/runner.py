@@ -285,10 +285,17 @@ class Runner:
                 self.reporter.info(f"could not write the deferred changes: "
                                    f"{type(flush_exc).__name__}: {flush_exc}")
         heads = self._release(engine.direction, engine, held, heads, steps)
+        later: list[str] = []  # ran after the culprit, their own changes all written
         for h in held:
-            why = error if h.rev_id == culprit else RuntimeError(
-                f"its deferred change was not written: the pass also writing the change of "
-                f"{culprit or 'another revision'} failed")
+            if h.rev_id == culprit:
+                why = error
+            elif engine.waiting(h.op):
+                why = RuntimeError(f"its deferred change was not written: the pass also "
+                                   f"writing the change of {culprit or 'another revision'} failed")
+            else:
+                later.append(h.rev_id)
+                why = RuntimeError(f"not applied: it ran after {culprit or 'a revision'}, whose "
+                                   "deferred change then failed; 'mongrate upgrade' runs it again")
             self.store.log_finish(h.log_id, "failed", started_at=h.started_at, error=why)
         held.clear()
         first_line = (str(error).strip().splitlines() or [""])[0]
@@ -298,12 +305,14 @@ class Runner:
                                   "applied: 'mongrate upgrade' runs them again")
         rev = self.graph.get(culprit)
         direction = engine.direction
+        after = (f"{', '.join(later)} ran after it and {'was' if len(later) == 1 else 'were'} "
+                 "not applied" if later else "nothing after it ran")
         hint = ("'mongrate upgrade' resumes it, 'mongrate downgrade' reverses what it wrote"
                 if direction == "upgrade" else
                 "its data may be partly restored: fix the cause and run the downgrade again")
         return RevisionFailed(
             f"{direction} of {culprit} ({rev.message}) failed: {type(error).__name__}: "
-            f"{first_line}; nothing after it ran; {hint}; "
+            f"{first_line}; {after}; {hint}; "
             f"see 'mongrate history -v -r {culprit}:{culprit}'")
 
     def _release(self, direction: str, engine: Engine, held: list[_Held],

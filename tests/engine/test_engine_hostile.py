@@ -385,3 +385,32 @@ def test_change_groups_settles_key_changes_waiting_for_two_sources(project, mong
     assert mongo_db.users.count_documents({"orders": {"$exists": True}}) == 0
     assert project.run("downgrade", "base").code == 0
     assert snapshot(mongo_db) == before
+
+
+def test_a_failing_deferred_change_is_blamed_and_nothing_is_applied(project, mongo_db):
+    """A change waits for the end of the next revision; when it fails there, its revision
+    is named, neither revision is applied, and the message does not claim that nothing
+    ran after it (the next revision did: its index is reverted by the downgrade)."""
+    mongo_db.items.insert_many([{"_id": i, "n": i} for i in range(20)])
+    mongo_db.other.insert_one({"_id": 1})
+    project.add("aaaa1111", None, body_up="""
+        def change(doc):
+            if doc["n"] == 7:
+                raise ValueError("bad 7")
+            doc["x"] = 1
+        op.change_each("items", change)
+    """)
+    project.add("bbbb2222", "aaaa1111", body_up='op.create_index("other", [("k", 1)], name="k")')
+    before = snapshot(mongo_db)
+    r = project.run("upgrade", "head")
+    assert r.code == 1
+    assert "upgrade of aaaa1111 (revision aaaa1111) failed: ValueError: bad 7" in r.err
+    assert "bbbb2222 ran after it and was not applied" in r.err
+    assert mongo_db.mongrate_version.distinct("_id") == []
+    log = {e["revision"]: e for e in mongo_db.mongrate_log.find()}
+    assert log["aaaa1111"]["status"] == log["bbbb2222"]["status"] == "failed"
+    assert "ran after aaaa1111" in log["bbbb2222"]["error"]
+    assert "k" in mongo_db.other.index_information()
+    r = project.run("downgrade", "base")
+    assert r.code == 0, r.err
+    assert snapshot(mongo_db) == before
