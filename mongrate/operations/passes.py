@@ -29,7 +29,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import UpdateOne
 from pymongo.errors import OperationFailure
 
-from mongrate.errors import RewriteError
+from mongrate.errors import OpError, RewriteError
 from mongrate.mongo.codec import RAW, id_key
 from mongrate.mongo.collections import (
     bulk_write,
@@ -449,7 +449,11 @@ class LazyCount:
         with self._lock:
             if self._value is None:
                 self._resolve()
-            return int(self._value or 0)
+            if self._value is None:  # its step is in a pass that is running now
+                raise OpError("a helper's count was used while the pass writing its change "
+                              "was still running (inside an op.change_groups function?): "
+                              "use it after that helper returns")
+            return self._value
 
     def __int__(self) -> int:
         return self.value()

@@ -414,3 +414,25 @@ def test_a_failing_deferred_change_is_blamed_and_nothing_is_applied(project, mon
     r = project.run("downgrade", "base")
     assert r.code == 0, r.err
     assert snapshot(mongo_db) == before
+
+
+def test_a_count_used_while_its_pass_runs_is_an_error_not_zero(project, mongo_db):
+    """A deferred helper's count is resolved by writing its change; inside the function of
+    the change_groups pass that is writing it, it read 0."""
+    mongo_db.items.insert_many([{"_id": i, "n": i} for i in range(20)])
+    project.add("aaaa1111", None, body_up="""
+        n = op.change_each("items", lambda d: d.update(x=1))
+        def group(key, items):
+            op.results["inside"] = int(n)
+        op.change_groups(group, items=op.source("items", key="n"))
+    """)
+    r = project.run("upgrade", "head")
+    assert r.code == 1 and "count was used while the pass writing its change" in r.err
+    project.add("aaaa1111", None, body_up="""
+        n = op.change_each("items", lambda d: d.update(x=1))
+        op.change_groups(lambda key, items: None, items=op.source("items", key="n"))
+        op.results["after"] = int(n)
+    """)
+    r = project.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert "'after': 20" in r.out
