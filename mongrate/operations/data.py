@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bson.errors import InvalidDocument
 from bson.raw_bson import RawBSONDocument
 
 from mongrate.errors import OpError, OrderError
@@ -32,7 +33,7 @@ from mongrate.mongo.order import bson_order_key
 from mongrate.mongo.pipeline import chunked, prefetch, read_ahead
 from mongrate.mongo.rawdoc import Change, diff, elements
 from mongrate.mongo.update import UnsupportedUpdate, UpdateError, compile_update
-from mongrate.operations.engine import doc_changer, rewrite_pass
+from mongrate.operations.engine import rewrite_pass
 from mongrate.operations.passes import (
     DryRunSink,
     InPlaceSink,
@@ -145,7 +146,7 @@ class DataOps:
         """
         label = label or f"{collection} changed"
         seq = self._next_seq()
-        changer = _named(doc_changer(change), collection)
+        changer = _doc_changer(change, collection)
         filter = dict(filter or {})
         if self.dry_run:
             return self._dry_run_pass(collection, filter, changer, label, "change_each")
@@ -500,14 +501,21 @@ def _top_level_fields(update: Mapping[str, Any]) -> set[str]:
     return fields
 
 
-def _named(changer: Callable[[RawBSONDocument], Change | None], collection: str):
+def _doc_changer(fn: Callable[[dict[str, Any]], Mapping[str, Any] | None], collection: str
+                 ) -> Callable[[RawBSONDocument], Change | None]:
+    """The changer of ``op.change_each``: ``fn`` edits a decoded document in place, or
+    returns a new one."""
     def change(raw: RawBSONDocument) -> Change | None:
+        doc = decode(raw.raw)
+        out = fn(doc)
+        if out is not None and not isinstance(out, Mapping):
+            raise OpError(f"{collection}: the change function returned {out!r:.60}, not a "
+                          "document: edit the document it is given and return None, or "
+                          "return the new document")
         try:
-            return changer(raw)
-        except ValueError as exc:
-            if "_id" in str(exc):
-                raise OpError(f"{collection}: document {raw['_id']!r}: {exc}") from None
-            raise
+            return diff(raw.raw, doc if out is None else out)
+        except (ValueError, InvalidDocument) as exc:  # _id changed, or a value BSON lacks
+            raise OpError(f"{collection}: document {raw['_id']!r}: {exc}") from None
 
     return change
 

@@ -20,7 +20,7 @@ if the run dies first, the next run runs it again (its finished passes are skipp
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pymongo.collection import Collection
@@ -269,21 +269,7 @@ def rewrite_pass(engine: Engine, collection: str, steps: list[Step],
         raise
 
 
-def doc_changer(fn: Callable[[dict[str, Any]], Mapping[str, Any] | None]):
-    """A step's changer from a function that edits a decoded document (in place, or by
-    returning a new one)."""
-    from mongrate.mongo.codec import decode
-    from mongrate.mongo.rawdoc import diff
-
-    def change(raw):
-        doc = decode(raw.raw)
-        out = fn(doc)
-        return diff(raw.raw, doc if out is None else out)
-
-    return change
-
-
-__all__ = ["Engine", "TMP_PREFIX", "doc_changer", "rewrite_pass"]
+__all__ = ["Engine", "TMP_PREFIX", "rewrite_pass"]
 
 
 def restore_rewrite(op: Operations, collection: str, side, void: frozenset[int]) -> int:

@@ -436,3 +436,20 @@ def test_a_count_used_while_its_pass_runs_is_an_error_not_zero(project, mongo_db
     r = project.run("upgrade", "head")
     assert r.code == 0, r.err
     assert "'after': 20" in r.out
+
+
+def test_change_functions_that_return_something_else_get_one_clear_line(mongo_db):
+    """``lambda d: d.pop("legacy", None)`` returns the popped value: it failed with
+    'TypeError: encoder expected a mapping type but got: 0', naming neither the collection
+    nor the mistake; a value BSON cannot hold named no document."""
+    from mongrate.errors import OpError
+
+    mongo_db.items.insert_many([{"_id": i, "legacy": i} for i in range(3)])
+    before = snapshot(mongo_db)
+    for fn, message in ((lambda d: d.pop("legacy", None), "items: the change function "
+                         "returned 0, not a document: edit the document it is given"),
+                        (lambda d: d.update(tags={"a"}), r"items: document 0: .*cannot encode")):
+        with pytest.raises(OpError, match=message), \
+                revision_op(mongo_db, "r1", write_strategy="rewrite", defer=False) as op:
+            op.change_each("items", fn)
+    assert snapshot(mongo_db) == before
