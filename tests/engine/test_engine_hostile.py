@@ -453,3 +453,19 @@ def test_change_functions_that_return_something_else_get_one_clear_line(mongo_db
                 revision_op(mongo_db, "r1", write_strategy="rewrite", defer=False) as op:
             op.change_each("items", fn)
     assert snapshot(mongo_db) == before
+
+
+def test_the_kit_runs_a_downgrade_as_the_command_does(mongo_db, tmp_path):
+    """The command restores what a downgrade left recorded; the kit's run_revision did not,
+    so an author's test and the real downgrade disagreed."""
+    from mongrate.testing.kit import run_revision
+
+    path = tmp_path / "aaaa1111_r.py"
+    path.write_text('revision = "aaaa1111"\n\n\ndef upgrade(op):\n'
+                    '    op.update_many("items", {}, {"$set": {"x": 1}})\n\n\n'
+                    'def downgrade(op):\n    pass\n')
+    mongo_db.items.insert_many([{"_id": i} for i in range(3)])
+    before = snapshot(mongo_db)
+    run_revision(mongo_db, path)
+    run_revision(mongo_db, path, "downgrade")
+    assert snapshot(mongo_db) == before
