@@ -469,3 +469,80 @@ def test_the_kit_runs_a_downgrade_as_the_command_does(mongo_db, tmp_path):
     run_revision(mongo_db, path)
     run_revision(mongo_db, path, "downgrade")
     assert snapshot(mongo_db) == before
+
+
+# --------------------------------------------------------------------------- dry runs
+def everything(db) -> dict:
+    """Every collection, mongrate's own included: raw documents and index names."""
+    from mongrate.mongo.codec import RAW
+
+    return {name: (sorted(bytes(d.raw) for d in db.get_collection(name, codec_options=RAW).find()),
+                   sorted(db[name].index_information()))
+            for name in sorted(db.list_collection_names())}
+
+
+@pytest.mark.parametrize("strategy", ["rewrite", "in_place"])
+def test_dry_runs_write_nothing_anywhere(project, mongo_db, strategy):
+    """Every helper in a dry upgrade, and a dry downgrade that would revert a failed
+    upgrade and restore an applied one: not one byte changes, mongrate's own collections
+    included (and no collection is created by listing the indexes of a missing one)."""
+    mongo_db.items.insert_many([{"_id": i, "n": i} for i in range(10)])
+    mongo_db["dotted.name"].insert_many([{"_id": i} for i in range(3)])
+    mongo_db.items.create_index([("m", 1)], name="old_idx")
+    project.write_ini(write_strategy=strategy)
+    project.add("aaaa1111", None, body_up="""
+        op.update_many("items", {"n": {"$lt": 5}}, {"$set": {"x": 1}})
+        op.change_each("items", lambda d: d.update(y=2))
+        def tally(key, items, others):
+            for i in items:
+                i["z"] = len(others)
+        op.change_groups(tally, items=op.source("items", key="n"),
+                         others=op.source("others", key="n"))
+        op.create_index("items", [("n", 1)], name="by_n")
+        op.create_index("newcoll", [("n", 1)], name="by_n")
+        op.drop_index("ghost", "nope")
+        op.drop_index("items", "old_idx")
+        op.backup_collection("items", "dotted.name")
+    """)
+    project.add("bbbb2222", "aaaa1111",
+                body_up='op.change_each("items", lambda d: 1 / 0 if d["n"] == 7 else None)')
+    before = everything(mongo_db)
+    assert project.run("upgrade", "aaaa1111", "--dry-run").code == 0
+    assert everything(mongo_db) == before
+    assert project.run("upgrade", "aaaa1111").code == 0
+    assert project.run("upgrade", "head").code == 1  # a partial upgrade to revert
+    before = everything(mongo_db)
+    r = project.run("downgrade", "base", "--dry-run")
+    assert r.code == 0, r.err
+    assert "would revert the partial upgrade of bbbb2222" in r.err
+    assert everything(mongo_db) == before
+
+
+def test_a_rewrite_that_lost_its_lock_never_swaps(project, mongo_db):
+    """The in-place case is tested in test_authoring; a rewrite must not swap its copy in
+    (nor write another batch of it) once the lease is gone, and a later run finishes it."""
+    mongo_db.items.insert_many([{"_id": i, "n": i} for i in range(200)])
+    project.write_ini(write_strategy="rewrite", batch_size="10", lock_lease_seconds="1")
+    project.add("aaaa1111", None, body_up="""
+        def slow(doc):
+            if doc["_id"] == 150 and not op.db.flags.find_one():
+                op.db.flags.insert_one({"_id": 1})
+                op.db.client[op.db.name]["mongrate_lock"].insert_one(
+                    {"_id": "mongrate:999999999999", "owner": "other", "host": "h", "pid": 1,
+                     "command": "takeover", "expires_at": __import__("datetime").datetime.now()
+                     + __import__("datetime").timedelta(seconds=2), "released": False,
+                     "acquired_at": __import__("datetime").datetime.now()})
+                time.sleep(1.5)  # the heartbeat sees the later lease
+            doc["n"] = -1
+        op.change_each("items", slow)
+    """)
+    before = snapshot(mongo_db)
+    r = project.run("upgrade", "head")
+    assert r.code == 3 and "lost the lock" in r.err
+    assert {k: v for k, v in snapshot(mongo_db).items() if k != "flags"} == before
+    built = mongo_db["mongrate_tmp_aaaa1111_1_items"].count_documents({})
+    assert built <= 170  # no batch written after the loss but those already handed over
+    mongo_db.mongrate_lock.delete_many({"owner": "other"})
+    r = project.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert mongo_db.items.count_documents({"n": -1}) == 200
