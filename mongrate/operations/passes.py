@@ -297,9 +297,12 @@ class RewriteSink(Sink):
         self._writer = None
         self._docs = []
         self.seen = 0
+        self.engine.check()
         for step in self.steps:
             step.changed, step.priors = 0, []
-        self.engine.check()
+            # records the first scan wrote may be wrong (a filtered step it misapplied):
+            # 'the first record stands' must not keep them
+            step.side().coll.delete_many({"_id.s": step.seq})
         self.db.drop_collection(self.tmp)
 
     def abort(self) -> None:

@@ -546,3 +546,38 @@ def test_a_rewrite_that_lost_its_lock_never_swaps(project, mongo_db):
     r = project.run("upgrade", "head")
     assert r.code == 0, r.err
     assert mongo_db.items.count_documents({"n": -1}) == 200
+
+
+def test_a_pass_scanned_again_in_id_order_keeps_no_record_of_the_first_scan(project, mongo_db,
+                                                                           monkeypatch):
+    """A filtered change folded with a later one: when the filter's matches come in another
+    order than the scan (MongoDB may answer the filter from an index), the pass starts
+    over sorted by _id. Records the first scan had written stood ('the first record
+    stands'), though computed without the filtered change: downgrading the later revision
+    alone then wiped the earlier revision's change."""
+    from mongrate.operations import passes
+
+    real = passes.FilterMatch.__init__
+
+    def index_order(self, db, collection, filter, batch_size, *, sorted_by_id=False):
+        real(self, db, collection, filter, batch_size, sorted_by_id=sorted_by_id)
+        if not sorted_by_id:  # as if answered from an index on k: reversed _id order
+            ids = db[collection].find(filter, {"_id": 1}).sort("k", 1)
+            self._ids = (passes.id_key(d["_id"]) for d in ids)
+            self._window, self._in_window = [], set()
+            self._refill()
+
+    monkeypatch.setattr(passes.FilterMatch, "__init__", index_order)
+    mongo_db.items.insert_many([{"_id": i, "k": 29 - i} for i in range(30)])
+    project.write_ini(batch_size="3")
+    project.add("aaaa1111", None,
+                body_up='op.update_many("items", {"k": {"$gte": 10}}, {"$set": {"v": "A"}})')
+    project.add("bbbb2222", "aaaa1111",
+                body_up='op.change_each("items", lambda d: d.update(v=d.get("v", "") + "B"))')
+    r = project.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert "scanning again sorted by _id" in r.err
+    assert mongo_db.items.count_documents({"v": "AB"}) == 20
+    after_a = [{"_id": i, "k": 29 - i, **({"v": "A"} if i < 20 else {})} for i in range(30)]
+    assert project.run("downgrade", "aaaa1111").code == 0
+    assert list(mongo_db.items.find().sort("_id", 1)) == after_a
