@@ -19,9 +19,12 @@ _SIGNIFICANT = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpressi
 class SchemaOps:
     """Index helpers (mixed into :class:`mongrate.operations.ops.Operations`)."""
 
-    def _index_record(self, collection: str, name: str) -> dict | None:
+    def _index_record(self, collection: str, name: str, kind: str) -> dict | None:
+        """This revision's record that it created (or dropped) the index ``name``: each
+        is written once, and restored newest first, so a drop then a create of one name
+        (an index redefined) comes back as it was."""
         return self.engine.undo.find_one({**self._key(collection), "doc_id": f"index:{name}",
-                                          "kind": {"$in": ["index_created", "index_dropped"]}})
+                                          "kind": kind})
 
     def create_index(self, collection: str, keys: list[tuple[str, int]] | str, *, name: str,
                      **options: Any) -> bool:
@@ -52,7 +55,8 @@ class SchemaOps:
         if match is not None:
             if match != name:
                 self.log(f"{collection}: index {match} already serves as {name}; kept as is")
-            if self._index_record(collection, name) is None and not self.dry_run:
+            if self._index_record(collection, name, "index_created") is None \
+                    and not self.dry_run:
                 undo.insert_one({**self._key(collection), "doc_id": f"index:{name}",
                                  "kind": "index_created", "created": False, "at": utcnow()})
             return False
@@ -63,7 +67,7 @@ class SchemaOps:
             undo.update_one({**self._key(collection), "kind": "collection_created",
                              "doc_id": f"collection:{collection}"},
                             {"$setOnInsert": {"at": utcnow(), "if_empty": True}}, upsert=True)
-        if self._index_record(collection, name) is None:
+        if self._index_record(collection, name, "index_created") is None:
             undo.insert_one({**self._key(collection), "doc_id": f"index:{name}",
                              "kind": "index_created", "created": True, "at": utcnow()})
         try:
@@ -85,7 +89,7 @@ class SchemaOps:
         if self.dry_run:
             self.engine_write(collection, "drop_index", name)
             return True
-        if self._index_record(collection, name) is None:
+        if self._index_record(collection, name, "index_dropped") is None:
             info = dict(existing[name])
             info.pop("v", None)
             info.pop("ns", None)
@@ -105,9 +109,10 @@ def restore_schema(op, query: dict[str, Any]) -> int:
     db, undo, undone = op.engine.db, op.engine.undo, 0
     records = list(undo.find({**query, "kind": {"$in": [
         "index_created", "index_dropped", "collection_created"]}}))
-    # indexes before the collections they live in, newest first (ids come from two
-    # generators, the client's and the server's upserts, so they do not order them)
-    records.sort(key=lambda r: (r["kind"] == "collection_created", -r["at"].timestamp()))
+    # indexes before the collections they live in, newest first: by time, then (records
+    # of one millisecond) by the client's ObjectId, which counts up in a process
+    records.sort(key=lambda r: (r["kind"] != "collection_created", r["at"], r["_id"]),
+                 reverse=True)
     for rec in records:
         coll = db[rec["collection"]]
         kind = rec["kind"]

@@ -581,3 +581,24 @@ def test_a_pass_scanned_again_in_id_order_keeps_no_record_of_the_first_scan(proj
     after_a = [{"_id": i, "k": 29 - i, **({"v": "A"} if i < 20 else {})} for i in range(30)]
     assert project.run("downgrade", "aaaa1111").code == 0
     assert list(mongo_db.items.find().sort("_id", 1)) == after_a
+
+
+# ---------------------------------------------------------------------------- indexes
+def test_an_index_redefined_under_its_name_comes_back_as_it_was(mongo_db):
+    """Dropping an index and creating one of the same name on other keys is how a
+    revision changes an index. The creation went unrecorded (a record of either kind for
+    that name counted), so the downgrade kept the new keys; and records written within
+    one millisecond were restored in no particular order."""
+    mongo_db.items.insert_many([{"_id": i, "a": i, "b": -i, "c": i} for i in range(5)])
+    mongo_db.items.create_index([("a", 1)], name="x")
+    mongo_db.items.create_index([("b", 1)], name="y", unique=True)
+    before = snapshot(mongo_db)
+    with revision_op(mongo_db, "r1", write_strategy="rewrite") as op:
+        op.drop_index("items", "x")
+        op.create_index("items", [("c", 1)], name="x")
+        op.drop_index("items", "y")
+        op.create_index("items", [("a", 1), ("b", 1)], name="y")
+    assert mongo_db.items.index_information()["x"]["key"] == [("c", 1)]
+    with revision_op(mongo_db, "r1", "downgrade", write_strategy="rewrite") as op:
+        op.restore_undo()
+    assert snapshot(mongo_db) == before
