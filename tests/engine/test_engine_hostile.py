@@ -471,6 +471,61 @@ def test_the_kit_runs_a_downgrade_as_the_command_does(mongo_db, tmp_path):
     assert snapshot(mongo_db) == before
 
 
+FOLDED_REVS = [
+    ("aaaa1111", 'op.update_many("items", {"k": {"$gte": 5}}, {"$inc": {"n": 1}})'),
+    ("bbbb2222", 'op.change_each("items", lambda d: d.update(n=d["n"] * 2))'),
+    ("cccc3333", """
+        def total(grp, users, items):
+            for u in users:
+                u["total"] = sum(i["n"] for i in items)
+            for r, i in enumerate(items):
+                i["rank"] = r
+        op.change_groups(total, users=op.source("users", key="_id"),
+                         items=op.source("items", key="grp", order="n"))
+    """),
+    ("dddd4444", """
+        op.update_many("items", {}, {"$set": {"done": True}, "$unset": {"k": ""}})
+        op.change_each("users", lambda d: d.update(total=d.get("total", 0) + 1))
+        op.results["seen"] = op.db.items.count_documents({"done": True})
+        op.update_many("users", {"total": {"$gt": 20}}, {"$set": {"big": True}})
+    """),
+]
+
+
+def seed_items_and_users(db):
+    db.items.insert_many([{"_id": i, "k": i % 10, "n": i, "grp": i % 4, "k2": "x"} for i in range(40)])
+    db.users.insert_many([{"_id": g, "name": f"u{g}"} for g in range(5)])
+
+
+def test_folded_filtered_and_grouped_changes_equal_one_revision_at_a_time(project, mongo_db):
+    """Deferral end to end: a filtered change folded with the next revision's, a
+    change_groups that must write them first, op.db reading a waiting change. Upgrading to
+    head in one run, then downgrading one revision at a time, passes through exactly the
+    states that upgrading one revision at a time (nothing folded) goes through."""
+    seed_items_and_users(mongo_db)
+    project.write_ini(write_strategy="rewrite", batch_size="7")
+    down = None
+    for rev, body in FOLDED_REVS:
+        project.add(rev, down, body_up=body)
+        down = rev
+    # one at a time, in place: the reference
+    snaps = [snapshot(mongo_db)]
+    for rev, _ in FOLDED_REVS:
+        assert project.run("upgrade", rev).code == 0
+        snaps.append(snapshot(mongo_db))
+    assert project.run("downgrade", "base").code == 0
+    assert snapshot(mongo_db) == snaps[0]
+    r = project.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert "items: one pass writes the changes of aaaa1111:1, bbbb2222:1" in r.err
+    assert "'seen': 40" in r.out
+    assert snapshot(mongo_db) == snaps[-1]
+    for k in range(len(FOLDED_REVS) - 1, -1, -1):
+        target = FOLDED_REVS[k - 1][0] if k else "base"
+        assert project.run("downgrade", target).code == 0
+        assert snapshot(mongo_db) == snaps[k], target
+
+
 # --------------------------------------------------------------------------- dry runs
 def everything(db) -> dict:
     """Every collection, mongrate's own included: raw documents and index names."""
