@@ -126,11 +126,15 @@ class Engine:
             self._mark_steps_done(state, collection)
 
     def _mark_steps_done(self, state: dict[str, Any], collection: str) -> None:
+        """The steps of a pass an interrupted run swapped in are done, with the counts it
+        recorded when the copy was built."""
         self.undo.update_one({"_id": state["_id"]}, {"$set": {"state": "done"}})
-        for ident in state.get("steps", ()):
+        steps = state.get("steps", ())
+        counts = state.get("counts") or [0] * len(steps)
+        for ident, n in zip(steps, counts, strict=False):
             rev, _, seq = str(ident).rpartition(":")
             self.undo.update_one(state_key(rev, collection, seq),
-                                 {"$set": {"state": "done"}}, upsert=True)
+                                 {"$set": {"state": "done", "result": n}}, upsert=True)
 
     # ----------------------------------------------------------------- deferring
     def defer(self, step: Step) -> LazyCount:

@@ -258,6 +258,8 @@ class RewriteSink(Sink):
         roll_back_in_place(eng, own, state)
         wanted = [s.ident for s in self.steps]
         if state.get("state") == "built" and state.get("steps") == wanted:
+            for step, n in zip(self.steps, state.get("counts") or (), strict=False):
+                step.changed = n
             self._swap()  # built, never swapped (recover_swaps settled the rest): swap it in
             return False
         # "building" before the old copy goes: "built" with its copy gone means swapped
@@ -339,7 +341,8 @@ class RewriteSink(Sink):
                 "would have to recreate; set write_strategy = in_place in the config")
         copy_indexes(self.db, self.collection, self.tmp)
         self.engine.check()  # the swap cannot be taken back by this run: only under the lock
-        self.engine.undo.update_one(self.own.key, {"$set": {"state": "built"}})
+        self.engine.undo.update_one(self.own.key, {"$set": {
+            "state": "built", "counts": [s.changed for s in self.steps]}})
         self._swap()
         return self.own.changed
 

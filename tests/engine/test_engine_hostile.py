@@ -174,6 +174,7 @@ def test_a_kill_after_a_swap_does_not_apply_the_change_twice(project, mongo_db):
         r = project.run("upgrade", "head")
         assert r.code == 0, r.err
         assert numbers(mongo_db) == [(i + 1000) * 10 + 1 for i in range(30)]
+        assert "'items updated': 30" in r.out and "'items changed': 30" in r.out
         assert project.run("downgrade", "base").code == 0
         assert snapshot(mongo_db) == before
 
