@@ -137,6 +137,16 @@ CHANGE = 'op.change_each({coll!r}, lambda d: d.update(n=d["n"] * 10 + 1, new=Tru
 INC = 'op.update_many({coll!r}, {{}}, {{"$inc": {{"n": 1000}}}})'
 
 
+#: A change_each that fails at the document whose n is {n}.
+FAILING_CHANGE = """
+def change(doc):
+    if doc["n"] == {n}:
+        raise ValueError("bad {n}")
+    doc["x"] = 1
+op.change_each("items", change)
+"""
+
+
 def numbers(db, coll="items"):
     return sorted(d["n"] for d in db[coll].find())
 
@@ -320,13 +330,7 @@ def test_reverting_a_failed_rewrite_pass_drops_its_scratch_copy(project, mongo_d
     reported it for good."""
     mongo_db.items.insert_many([{"_id": i, "n": i} for i in range(100)])
     project.write_ini(write_strategy="rewrite", batch_size="10")
-    project.add("aaaa1111", None, body_up="""
-        def change(doc):
-            if doc["n"] == 99:
-                raise ValueError("bad 99")
-            doc["x"] = 1
-        op.change_each("items", change)
-    """)
+    project.add("aaaa1111", None, body_up=FAILING_CHANGE.format(n=99))
     before = snapshot(mongo_db)
     assert project.run("upgrade", "head").code == 1
     assert "mongrate_tmp_aaaa1111_1_items" in mongo_db.list_collection_names()
@@ -394,13 +398,7 @@ def test_a_failing_deferred_change_is_blamed_and_nothing_is_applied(project, mon
     ran after it (the next revision did: its index is reverted by the downgrade)."""
     mongo_db.items.insert_many([{"_id": i, "n": i} for i in range(20)])
     mongo_db.other.insert_one({"_id": 1})
-    project.add("aaaa1111", None, body_up="""
-        def change(doc):
-            if doc["n"] == 7:
-                raise ValueError("bad 7")
-            doc["x"] = 1
-        op.change_each("items", change)
-    """)
+    project.add("aaaa1111", None, body_up=FAILING_CHANGE.format(n=7))
     project.add("bbbb2222", "aaaa1111", body_up='op.create_index("other", [("k", 1)], name="k")')
     before = snapshot(mongo_db)
     r = project.run("upgrade", "head")
