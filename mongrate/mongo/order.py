@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bson import ObjectId
+from bson import ObjectId, Timestamp
 from bson.datetime_ms import DatetimeMS
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
@@ -19,7 +19,8 @@ _EPOCH = datetime(1970, 1, 1)
 
 def bson_order_key(value: Any) -> tuple:
     """A key that orders values the way the server sorts them (MongoDB's BSON type order:
-    null < numbers < strings < objects < arrays < binary < ObjectId < bool < date).
+    null < numbers < strings < objects < arrays < binary < ObjectId < bool < date <
+    timestamp), values of one type compared exactly as the server compares them.
 
     Types outside that list sort after dates by their repr; a merge only needs a consistent
     total order for them.
@@ -29,16 +30,24 @@ def bson_order_key(value: Any) -> tuple:
     if isinstance(value, bool):
         return (8, value)
     if isinstance(value, _NUMBER):
-        number = value.to_decimal() if isinstance(value, Decimal128) else value
-        return (2, float(number))
+        # compared as they are (Python compares int, float and Decimal exactly: a float
+        # would merge Int64 values past 2**53); NaN sorts below every number
+        if isinstance(value, Decimal128):
+            number = value.to_decimal()
+            nan = number.is_nan()
+        else:
+            number, nan = value, value != value
+        return (2, 0) if nan else (2, 1, number)
     if isinstance(value, str):
         return (3, value.encode("utf-8"))
     if isinstance(value, Mapping):
-        return (4, tuple((k, bson_order_key(v)) for k, v in value.items()))
+        # element by element: the value's type first, then the field name, then the value
+        elems = ((k, bson_order_key(v)) for k, v in value.items())
+        return (4, tuple((key[0], k, key) for k, key in elems))
     if isinstance(value, list | tuple):
         return (5, tuple(bson_order_key(v) for v in value))
     if isinstance(value, bytes):
-        return (6, len(value), value)
+        return (6, len(value), getattr(value, "subtype", 0), value)
     if isinstance(value, ObjectId):
         return (7, value.binary)
     if isinstance(value, datetime):
@@ -46,6 +55,8 @@ def bson_order_key(value: Any) -> tuple:
         return (9, (naive - _EPOCH) // timedelta(milliseconds=1))
     if isinstance(value, DatetimeMS):
         return (9, int(value))
+    if isinstance(value, Timestamp):
+        return (10, value.time, value.inc)
     return (20, type(value).__name__, repr(value))
 
 

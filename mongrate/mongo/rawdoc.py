@@ -17,7 +17,7 @@ from typing import Any
 import bson
 from bson.raw_bson import RawBSONDocument
 
-from mongrate.mongo.codec import EXACT
+from mongrate.mongo.codec import EXACT, RAW
 
 _INT32 = struct.Struct("<i")
 #: value sizes of fixed-size BSON types
@@ -100,7 +100,7 @@ class Change:
         """The ``$set``/``$unset`` update that makes the change in place (exact bytes)."""
         update: dict[str, Any] = {}
         if self.set:
-            update["$set"] = RawBSONDocument(document(self.set.values()))
+            update["$set"] = RawBSONDocument(document(self.set.values()), RAW)
         if self.removed:
             update["$unset"] = {f: "" for f in self.removed}
         return update

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bson.errors import InvalidDocument
 from bson.raw_bson import RawBSONDocument
 
 from mongrate.errors import OpError, OrderError
@@ -32,7 +33,7 @@ from mongrate.mongo.order import bson_order_key
 from mongrate.mongo.pipeline import chunked, prefetch, read_ahead
 from mongrate.mongo.rawdoc import Change, diff, elements
 from mongrate.mongo.update import UnsupportedUpdate, UpdateError, compile_update
-from mongrate.operations.engine import doc_changer, rewrite_pass
+from mongrate.operations.engine import rewrite_pass
 from mongrate.operations.passes import (
     DryRunSink,
     InPlaceSink,
@@ -40,6 +41,7 @@ from mongrate.operations.passes import (
     RewriteSink,
     Sink,
     Step,
+    roll_back_in_place,
 )
 from mongrate.operations.undo import record
 
@@ -117,9 +119,9 @@ class DataOps:
         coll = eng.db.get_collection(collection, codec_options=RAW)
         side = step.side()
         for batch in self.batches(coll.find(filter), label):
-            records = [record(raw.raw, seq, _prior(raw.raw, touched)) for raw in batch]
             eng.check()
-            side.insert(records)
+            if self.direction == "upgrade":
+                side.insert([record(raw.raw, seq, _prior(raw.raw, touched)) for raw in batch])
             ids = [raw["_id"] for raw in batch]
             query = {"$and": [filter, {"_id": {"$in": ids}}]} if filter else {"_id": {"$in": ids}}
             result = eng.db[collection].update_many(query, dict(update),
@@ -144,7 +146,7 @@ class DataOps:
         """
         label = label or f"{collection} changed"
         seq = self._next_seq()
-        changer = _named(doc_changer(change), collection)
+        changer = _doc_changer(change, collection)
         filter = dict(filter or {})
         if self.dry_run:
             return self._dry_run_pass(collection, filter, changer, label, "change_each")
@@ -172,10 +174,12 @@ class DataOps:
 
     def _rewrite_step(self, step: Step) -> int | LazyCount:
         eng = self.engine
+        eng.recover_swaps(step.collection)  # a swap cut short may have written this step
         state = eng.state(step)
         if state.get("state") == "done":  # an earlier run wrote it
             step.done = True
             return self._done_before(step.collection, step.seq, step.label)
+        roll_back_in_place(eng, step, state)  # cut short by a run on the in-place strategy
         if eng.can_defer:
             return eng.defer(step)
         if step.filter:
@@ -247,7 +251,7 @@ class DataOps:
         for src in sources.values():
             if not src.writable:
                 eng.accessed(src.collection)  # read what is stored, changes included
-        for _attempt in range(2):
+        for _attempt in range(len(writable) + 1):  # each retry writes one waiting change
             sinks: dict[str, Sink] = {}
             taken: dict[str, list[Step]] = {}
             try:
@@ -497,14 +501,21 @@ def _top_level_fields(update: Mapping[str, Any]) -> set[str]:
     return fields
 
 
-def _named(changer: Callable[[RawBSONDocument], Change | None], collection: str):
+def _doc_changer(fn: Callable[[dict[str, Any]], Mapping[str, Any] | None], collection: str
+                 ) -> Callable[[RawBSONDocument], Change | None]:
+    """The changer of ``op.change_each``: ``fn`` edits a decoded document in place, or
+    returns a new one."""
     def change(raw: RawBSONDocument) -> Change | None:
+        doc = decode(raw.raw)
+        out = fn(doc)
+        if out is not None and not isinstance(out, Mapping):
+            raise OpError(f"{collection}: the change function returned {out!r:.60}, not a "
+                          "document: edit the document it is given and return None, or "
+                          "return the new document")
         try:
-            return changer(raw)
-        except ValueError as exc:
-            if "_id" in str(exc):
-                raise OpError(f"{collection}: document {raw['_id']!r}: {exc}") from None
-            raise
+            return diff(raw.raw, doc if out is None else out)
+        except (ValueError, InvalidDocument) as exc:  # _id changed, or a value BSON lacks
+            raise OpError(f"{collection}: document {raw['_id']!r}: {exc}") from None
 
     return change
 

@@ -20,7 +20,7 @@ if the run dies first, the next run runs it again (its finished passes are skipp
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pymongo.collection import Collection
@@ -28,7 +28,7 @@ from pymongo.database import Database
 
 from mongrate.errors import LockLostError
 from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, RAW
-from mongrate.mongo.collections import fast_count, rename_replacing
+from mongrate.mongo.collections import fast_count
 from mongrate.operations.passes import (
     TMP_PREFIX,
     FilterMatch,
@@ -38,6 +38,7 @@ from mongrate.operations.passes import (
     Step,
     copy_back,
     state_key,
+    swap_in,
 )
 from mongrate.operations.strategy import Strategy
 from mongrate.progress import Reporter
@@ -107,32 +108,35 @@ class Engine:
         step.op.results.setdefault(step.label, step.changed)
 
     def recover_swaps(self, collection: str) -> None:
-        """Finish any pass over ``collection`` whose swap was cut between dropping the live
-        collection and renaming its copy (the copy is then the only one)."""
+        """Settle what an interrupted run left of a pass over ``collection`` at its swap,
+        before anything decides what is still to do or what its records describe: a copy
+        back cut short is done again, a copy whose live collection was already dropped is
+        swapped in, and a swap that happened has its steps marked done (a re-run must not
+        write them twice; a downgrade must restore them)."""
         for state in self.undo.find({"collection": collection, "kind": "pass",
-                                     "state": "copying"}):
-            copy_back(self, state_key(state["revision"], collection,
-                                      state["doc_id"].split(":", 1)[1]), state["tmp"], collection)
-            self._mark_steps_done(state, collection)
-        names = set(self.db.list_collection_names())
-        if collection in names:
-            return
-        for state in self.undo.find({"collection": collection, "kind": "pass",
-                                     "state": "built"}):
+                                     "state": {"$in": ["copying", "built"]}}):
             tmp = state.get("tmp")
-            if tmp in names:
+            names = set(self.db.list_collection_names())
+            if state["state"] == "copying":
+                copy_back(self, {"_id": state["_id"]}, tmp, collection)
+            elif tmp in names and collection not in names:
                 self.check()
-                rename_replacing(self.db, tmp, collection)
-                self._mark_steps_done(state, collection)
+                swap_in(self, {"_id": state["_id"]}, tmp, collection)
                 self.reporter.info(f"  finished the interrupted swap of {collection}")
-                return
+            elif tmp in names or collection not in names:
+                continue  # never swapped (the live collection is untouched), or unknowable
+            self._mark_steps_done(state, collection)
 
     def _mark_steps_done(self, state: dict[str, Any], collection: str) -> None:
+        """The steps of a pass an interrupted run swapped in are done, with the counts it
+        recorded when the copy was built."""
         self.undo.update_one({"_id": state["_id"]}, {"$set": {"state": "done"}})
-        for ident in state.get("steps", ()):
+        steps = state.get("steps", ())
+        counts = state.get("counts") or [0] * len(steps)
+        for ident, n in zip(steps, counts, strict=False):
             rev, _, seq = str(ident).rpartition(":")
             self.undo.update_one(state_key(rev, collection, seq),
-                                 {"$set": {"state": "done"}}, upsert=True)
+                                 {"$set": {"state": "done", "result": n}}, upsert=True)
 
     # ----------------------------------------------------------------- deferring
     def defer(self, step: Step) -> LazyCount:
@@ -141,7 +145,11 @@ class Engine:
             self.touched.add(step.collection)
             if step.filter and self.pending.get(step.collection):
                 self.flush(step.collection)  # a filter must see the stored documents
-            self.undo.update_one(step.key, {"$set": {"state": "deferred"}}, upsert=True)
+            stale = self.state(step).get("tmp")
+            self.undo.update_one(step.key, {"$set": {"state": "deferred"},
+                                            "$unset": {"tmp": "", "steps": ""}}, upsert=True)
+            if stale:  # built by an interrupted run; the pass that writes the step builds anew
+                self.db.drop_collection(stale)
             step.result = LazyCount(lambda: self.flush(step.collection))
             self.pending.setdefault(step.collection, []).append(step)
             return step.result
@@ -269,21 +277,7 @@ def rewrite_pass(engine: Engine, collection: str, steps: list[Step],
         raise
 
 
-def doc_changer(fn: Callable[[dict[str, Any]], Mapping[str, Any] | None]):
-    """A step's changer from a function that edits a decoded document (in place, or by
-    returning a new one)."""
-    from mongrate.mongo.codec import decode
-    from mongrate.mongo.rawdoc import diff
-
-    def change(raw):
-        doc = decode(raw.raw)
-        out = fn(doc)
-        return diff(raw.raw, doc if out is None else out)
-
-    return change
-
-
-__all__ = ["Engine", "TMP_PREFIX", "doc_changer", "rewrite_pass"]
+__all__ = ["Engine", "TMP_PREFIX", "rewrite_pass"]
 
 
 def restore_rewrite(op: Operations, collection: str, side, void: frozenset[int]) -> int:
@@ -329,6 +323,51 @@ def restore_rewrite(op: Operations, collection: str, side, void: frozenset[int])
     return restored
 
 
+#: Collection methods that read or write what a waiting change would alter.
+_DATA_METHODS = (
+    "aggregate", "aggregate_raw_batches", "bulk_write", "count_documents", "create_index",
+    "create_indexes", "delete_many", "delete_one", "distinct", "drop", "drop_index",
+    "drop_indexes", "estimated_document_count", "find", "find_one", "find_one_and_delete",
+    "find_one_and_replace", "find_one_and_update", "find_raw_batches", "index_information",
+    "insert_many", "insert_one", "list_indexes", "options", "rename", "replace_one",
+    "update_many", "update_one", "watch",
+)
+
+
+class RunCollection(Collection):
+    """A collection of ``op.db``: every read or write first writes the changes still
+    waiting for it, however long ago the revision took the collection object."""
+
+    def __init__(self, database: Database, name: str, engine: Engine, **options: Any):
+        super().__init__(database, name, **options)
+        self._mongrate_engine = engine
+
+    @classmethod
+    def of(cls, coll: Collection, engine: Engine) -> RunCollection:
+        return cls(coll.database, coll.name, engine, codec_options=coll.codec_options,
+                   read_preference=coll.read_preference, write_concern=coll.write_concern,
+                   read_concern=coll.read_concern)
+
+    def __getitem__(self, name: str) -> RunCollection:
+        return RunCollection.of(super().__getitem__(name), self._mongrate_engine)
+
+    def with_options(self, *args: Any, **kwargs: Any) -> RunCollection:
+        return RunCollection.of(super().with_options(*args, **kwargs), self._mongrate_engine)
+
+
+def _flushing(method: Callable[..., Any]) -> Callable[..., Any]:
+    def call(self: RunCollection, *args: Any, **kwargs: Any) -> Any:
+        self._mongrate_engine.accessed(self.name)
+        return method(self, *args, **kwargs)
+
+    call.__name__, call.__doc__ = method.__name__, method.__doc__
+    return call
+
+
+for _name in _DATA_METHODS:
+    setattr(RunCollection, _name, _flushing(getattr(Collection, _name)))
+
+
 class RunDatabase(Database):
     """``op.db`` in a real run: the pymongo ``Database``, except that touching a collection
     first writes the changes still waiting for it, so a revision reading or writing through
@@ -340,17 +379,19 @@ class RunDatabase(Database):
                          db.write_concern, db.read_concern)
         self._mongrate_engine = engine
 
-    def __getitem__(self, name: str):
+    def __getitem__(self, name: str) -> RunCollection:
         self._mongrate_engine.accessed(name)
-        return super().__getitem__(name)
+        return RunCollection.of(super().__getitem__(name), self._mongrate_engine)
 
-    def get_collection(self, name: str, *args: Any, **kwargs: Any):
+    def get_collection(self, name: str, *args: Any, **kwargs: Any) -> RunCollection:
         self._mongrate_engine.accessed(name)
-        return super().get_collection(name, *args, **kwargs)
+        return RunCollection.of(super().get_collection(name, *args, **kwargs),
+                                self._mongrate_engine)
 
-    def create_collection(self, name: str, *args: Any, **kwargs: Any):
+    def create_collection(self, name: str, *args: Any, **kwargs: Any) -> RunCollection:
         self._mongrate_engine.accessed(name)
-        return super().create_collection(name, *args, **kwargs)
+        return RunCollection.of(super().create_collection(name, *args, **kwargs),
+                                self._mongrate_engine)
 
     def drop_collection(self, name_or_collection: Any, *args: Any, **kwargs: Any):
         self._mongrate_engine.accessed(getattr(name_or_collection, "name", name_or_collection))

@@ -110,8 +110,11 @@ class Operations(DataOps, SchemaOps, BackupOps):
         return {"revision": self.revision, "collection": collection}
 
     def _next_seq(self) -> int:
+        """The number of the next helper call, which keys its pass state. A downgrade's
+        calls count -1, -2...: they must never find its upgrade's calls' states (and
+        record no prior values: restoring those after it would revert its own writes)."""
         self._seq += 1
-        return self._seq
+        return self._seq if self.direction == "upgrade" else -self._seq
 
     def engine_write(self, collection: str, method: str, args: str) -> None:
         """Say in a dry run's list of writes what a helper would do."""
@@ -135,30 +138,44 @@ class Operations(DataOps, SchemaOps, BackupOps):
         Returns the number of documents and records restored."""
         eng = self.engine
         undone = 0
+        query: dict[str, Any] = {"revision": self.revision}
+        if collection is not None:
+            query["collection"] = collection
+        if not self.dry_run:
+            self._settle_passes(query)
         for coll in self.side_collections():
             if collection is not None and coll != collection:
                 continue
             undone += self._restore_collection(coll)
-        query: dict[str, Any] = {"revision": self.revision}
-        if collection is not None:
-            query["collection"] = collection
         undone += restore_schema(self, query)
         if not self.dry_run:
             eng.undo.delete_many({**query, "kind": "pass"})
         return undone
 
+    def _settle_passes(self, query: dict[str, Any]) -> None:
+        """Before restoring: swaps an interrupted run cut short are finished (their records
+        then count), and copies of passes that never swapped in (a failed or interrupted
+        pass) are dropped."""
+        eng = self.engine
+        states = list(eng.undo.find({**query, "kind": "pass"}))
+        for coll in sorted({s["collection"] for s in states}):
+            eng.recover_swaps(coll)
+        names = set(eng.db.list_collection_names())
+        for s in eng.undo.find({**query, "kind": "pass", "state": {"$in": ["building", "built"]}}):
+            if s.get("tmp") in names and s["collection"] in names:
+                eng.db.drop_collection(s["tmp"])
+
     def _restore_collection(self, collection: str) -> int:
         eng = self.engine
         side = SideCollection(eng.db, eng.undo_name, self.revision, collection,
                               eng.write_concern)
-        # records of passes that never replaced the collection describe nothing that happened
-        names = set(eng.db.list_collection_names())
+        # records of passes that never replaced the collection describe nothing that
+        # happened (swaps cut short are settled by now: those left "built" never began)
         void = frozenset(
             int(s["doc_id"].split(":", 1)[1])
             for s in eng.undo.find({**self._key(collection), "kind": "pass",
                                     "state": {"$in": ["building", "built", "deferred"]}})
-            if s["doc_id"].split(":", 1)[1].isdigit()
-            and not (s.get("state") == "built" and s.get("tmp") not in names))
+            if s["doc_id"].split(":", 1)[1].isdigit())
         if self.dry_run:
             n = fast_count(eng.db, side.name)
             self.engine_write(collection, "restore", f"recorded values of up to {n} documents")

@@ -29,7 +29,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import UpdateOne
 from pymongo.errors import OperationFailure
 
-from mongrate.errors import RewriteError
+from mongrate.errors import OpError, RewriteError
 from mongrate.mongo.codec import RAW, id_key
 from mongrate.mongo.collections import (
     bulk_write,
@@ -171,6 +171,18 @@ class DryRunSink(Sink):
         return self.own.changed
 
 
+def roll_back_in_place(engine: Engine, step: Step, state: Mapping[str, Any]) -> None:
+    """An in-place pass of ``step`` cut short (``state`` says ``running``, whatever this run's
+    strategy is): put back what it wrote from its own records, so that running it again
+    does not apply a change such as ``$inc`` twice."""
+    if state.get("state") != "running":
+        return
+    side = step.side()
+    side.restore_in_place(batch_size=engine.batch_size, statement_limit=engine.statement_limit,
+                          seqs=[step.seq], guard=engine.guard)
+    side.coll.delete_many({"_id.s": step.seq})
+
+
 class InPlaceSink(Sink):
     """Changed documents only: records first, then one bulk of ``$set``/``$unset``."""
 
@@ -184,16 +196,15 @@ class InPlaceSink(Sink):
 
     def start(self) -> bool:
         eng, step = self.engine, self.own
+        eng.recover_swaps(self.collection)  # a rewrite cut short by a run on another strategy
         state = eng.undo.find_one(step.key) or {}
         if state.get("state") == "done":
             return False
-        if state.get("state") == "running":  # cut short: roll back what it wrote, then redo
-            side = step.side()
-            side.restore_in_place(batch_size=eng.batch_size, statement_limit=eng.statement_limit,
-                                  seqs=[step.seq], guard=eng.guard)
-            side.coll.delete_many({"_id.s": step.seq})
-        eng.undo.update_one(step.key, {"$set": {"state": "running", "strategy": "in_place"}},
-                            upsert=True)
+        roll_back_in_place(eng, step, state)
+        eng.undo.update_one(step.key, {"$set": {"state": "running", "strategy": "in_place"},
+                                       "$unset": {"tmp": "", "steps": ""}}, upsert=True)
+        if state.get("tmp"):  # a rewrite's copy, never swapped in (swaps are settled)
+            self.db.drop_collection(state["tmp"])
         return True
 
     def put(self, base: bytes, change: Change | None) -> None:
@@ -244,18 +255,17 @@ class RewriteSink(Sink):
         state = eng.undo.find_one(own.key) or {}
         if state.get("state") == "done":
             return False
+        roll_back_in_place(eng, own, state)
         wanted = [s.ident for s in self.steps]
         if state.get("state") == "built" and state.get("steps") == wanted:
-            self._swap()  # interrupted during its swap: finish it
+            for step, n in zip(self.steps, state.get("counts") or (), strict=False):
+                step.changed = n
+            self._swap()  # built, never swapped (recover_swaps settled the rest): swap it in
             return False
-        if state.get("state") == "copying":  # interrupted while copying its result back
-            copy_back(eng, own.key, self.tmp, self.collection)
-            for step in self.steps:
-                eng.mark_done(step)
-            return False
-        self.db.drop_collection(self.tmp)  # half built, or built for other steps
+        # "building" before the old copy goes: "built" with its copy gone means swapped
         eng.undo.update_one(own.key, {"$set": {"state": "building", "strategy": "rewrite",
                                                "tmp": self.tmp, "steps": wanted}}, upsert=True)
+        self.db.drop_collection(self.tmp)  # half built, or built for other steps
         if len(self.steps) > 1:
             eng.reporter.info(f"  {self.collection}: one pass writes the changes of "
                               f"{', '.join(wanted)}")
@@ -289,9 +299,12 @@ class RewriteSink(Sink):
         self._writer = None
         self._docs = []
         self.seen = 0
+        self.engine.check()
         for step in self.steps:
             step.changed, step.priors = 0, []
-        self.engine.check()
+            # records the first scan wrote may be wrong (a filtered step it misapplied):
+            # 'the first record stands' must not keep them
+            step.side().coll.delete_many({"_id.s": step.seq})
         self.db.drop_collection(self.tmp)
 
     def abort(self) -> None:
@@ -328,24 +341,32 @@ class RewriteSink(Sink):
                 "would have to recreate; set write_strategy = in_place in the config")
         copy_indexes(self.db, self.collection, self.tmp)
         self.engine.check()  # the swap cannot be taken back by this run: only under the lock
-        self.engine.undo.update_one(self.own.key, {"$set": {"state": "built"}})
+        self.engine.undo.update_one(self.own.key, {"$set": {
+            "state": "built", "counts": [s.changed for s in self.steps]}})
         self._swap()
         return self.own.changed
 
     def _swap(self) -> None:
         self.engine.check()
         if self.tmp in self.db.list_collection_names(filter={"name": self.tmp}):
-            try:
-                rename_replacing(self.db, self.tmp, self.collection)
-            except OperationFailure as exc:
-                if exc.code != INVALID_NAMESPACE:
-                    raise
-                copy_back(self.engine, self.own.key, self.tmp, self.collection)
+            swap_in(self.engine, self.own.key, self.tmp, self.collection)
         for step in self.steps:
             self.engine.mark_done(step)
 
 
 INVALID_NAMESPACE = 73
+
+
+def swap_in(engine: Engine, key: dict[str, Any], tmp: str, collection: str) -> None:
+    """Replace ``collection`` by ``tmp``: a rename, or a copy where the server cannot
+    rename (FerretDB v1 and names with a dot; its rename attempt has dropped the live
+    collection by then, so a run cut short finds ``tmp`` alone and comes here again)."""
+    try:
+        rename_replacing(engine.db, tmp, collection)
+    except OperationFailure as exc:
+        if exc.code != INVALID_NAMESPACE:
+            raise
+        copy_back(engine, key, tmp, collection)
 
 
 def copy_back(engine: Engine, key: dict[str, Any], tmp: str, collection: str) -> None:
@@ -434,7 +455,11 @@ class LazyCount:
         with self._lock:
             if self._value is None:
                 self._resolve()
-            return int(self._value or 0)
+            if self._value is None:  # its step is in a pass that is running now
+                raise OpError("a helper's count was used while the pass writing its change "
+                              "was still running (inside an op.change_groups function?): "
+                              "use it after that helper returns")
+            return self._value
 
     def __int__(self) -> int:
         return self.value()

@@ -251,11 +251,10 @@ def restore_schema(op, query: dict[str, Any]) -> int:
     """Reverse ``op``'s schema records matching ``query``, newest first; returns how many."""
     db, undo, undone = op.engine.db, op.engine.undo, 0
     records = list(undo.find({**query, "kind": {"$in": list(_RESTORE)}}))
-    # newest first by time (ids come from two generators, the client's and the server's
-    # upserts, so alone they do not order records), then by id: records a millisecond
-    # apart (an index dropped and built again under its name) are the client's, in order
-    records.sort(key=lambda r: (r["at"], r["_id"]), reverse=True)
-    records.sort(key=lambda r: r["kind"] == "collection_created")  # indexes before their collections
+    # indexes before the collections they live in, newest first: by time, then (records
+    # of one millisecond) by the client's ObjectId, which counts up in a process
+    records.sort(key=lambda r: (r["kind"] != "collection_created", r["at"], r["_id"]),
+                 reverse=True)
     for rec in records:
         _RESTORE[rec["kind"]](op, db, rec)
         undo.delete_one({"_id": rec["_id"]})

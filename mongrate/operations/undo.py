@@ -180,8 +180,8 @@ def _replace_unchanged(live, items: list[tuple[Any, bytes, list[Prior]]], limit:
     def request(doc_id, cur: bytes, priors: list[Prior], guarded: bool) -> ReplaceOne:
         query: dict[str, Any] = {"_id": doc_id}
         if guarded:
-            query["$expr"] = {"$eq": ["$$ROOT", {"$literal": RawBSONDocument(cur)}]}
-        return ReplaceOne(query, RawBSONDocument(apply_priors(cur, priors)))
+            query["$expr"] = {"$eq": ["$$ROOT", {"$literal": RawBSONDocument(cur, RAW)}]}
+        return ReplaceOne(query, RawBSONDocument(apply_priors(cur, priors), RAW))
 
     try:
         for _attempt in range(5):

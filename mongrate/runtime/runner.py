@@ -303,10 +303,17 @@ class Runner:
                 self.reporter.info(f"could not write the deferred changes: "
                                    f"{type(flush_exc).__name__}: {flush_exc}")
         run.release()
+        later: list[str] = []  # ran after the culprit, their own changes all written
         for h in run.held:
-            why = error if h.rev_id == culprit else RuntimeError(
-                f"its deferred change was not written: the pass also writing the change of "
-                f"{culprit or 'another revision'} failed")
+            if h.rev_id == culprit:
+                why = error
+            elif engine.waiting(h.op):
+                why = RuntimeError(f"its deferred change was not written: the pass also "
+                                   f"writing the change of {culprit or 'another revision'} failed")
+            else:
+                later.append(h.rev_id)
+                why = RuntimeError(f"not applied: it ran after {culprit or 'a revision'}, whose "
+                                   "deferred change then failed; 'mongrate upgrade' runs it again")
             self.store.log_finish(h.log_id, "failed", started_at=h.started_at, error=why)
         run.held.clear()
         first_line = (str(error).strip().splitlines() or [""])[0]
@@ -315,12 +322,14 @@ class Runner:
                                   f"{first_line}; the revisions waiting for them were not "
                                   "applied: 'mongrate upgrade' runs them again")
         rev = self.graph.get(culprit)
+        after = (f"{', '.join(later)} ran after it and {'was' if len(later) == 1 else 'were'} "
+                 "not applied" if later else "nothing after it ran")
         hint = ("'mongrate upgrade' resumes it, 'mongrate downgrade' reverses what it wrote"
                 if engine.direction == "upgrade" else
                 "its data may be partly restored: fix the cause and run the downgrade again")
         return RevisionFailed(
             f"{engine.direction} of {culprit} ({rev.message}) failed: {type(error).__name__}: "
-            f"{first_line}; nothing after it ran; {hint}; "
+            f"{first_line}; {after}; {hint}; "
             f"see 'mongrate history -v -r {culprit}:{culprit}'")
 
     def _revert(self, engine: Engine, rev_id: str, writes: list[dict], run_id: str, *,

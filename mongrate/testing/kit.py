@@ -76,10 +76,13 @@ def load_revision(path: str | Path) -> ModuleType:
 
 def run_revision(db: Database, revision: ModuleType | str | Path, direction: str = "upgrade",
                  **options: Any) -> dict[str, Any]:
-    """Run one direction of one revision (a module or a file) on ``db``; its results."""
+    """Run one direction of one revision (a module or a file) on ``db``; its results. As in
+    a real run, a downgrade is followed by the restore of what it left recorded."""
     module = revision if isinstance(revision, ModuleType) else load_revision(revision)
     with revision_op(db, getattr(module, "revision", "test"), direction, **options) as op:
         getattr(module, direction)(op)
+        if direction == "downgrade":
+            op.restore_undo()
     return {k: int(v) if hasattr(v, "value") else v for k, v in op.results.items()}
 
 
