@@ -153,16 +153,16 @@ def leftovers(project: Project, applied: set[str]) -> list[str]:
     outlived it), and scratch copies of a pass that did not finish."""
     from mongrate.operations.passes import TMP_PREFIX
     from mongrate.operations.strategy import PROBE_PREFIX
+    from mongrate.operations.undo import side_owner
 
     store, graph = project.store, project.graph
-    undo = f"{project.config.undo_collection}_"
     running = holder_alive(store, store.leases.holder())
     out = []
     for name in sorted(store.db.list_collection_names()):
-        if name.startswith(undo):
-            rev = next((r.revision for r in graph if name.startswith(f"{undo}{r.revision}_")),
-                       None)
-            if rev is None:
+        owner = side_owner(project.config.undo_collection, name)
+        if owner:
+            rev = owner[0]
+            if rev not in graph:
                 out.append(f"{name} holds recorded changes of a revision no file defines: "
                            "restore the file (then 'mongrate downgrade' can use them) or drop it")
             elif rev not in applied:

@@ -26,7 +26,7 @@ from mongrate.operations.data import DataOps
 from mongrate.operations.engine import Engine, restore_rewrite
 from mongrate.operations.passes import state_key
 from mongrate.operations.schema import SchemaOps, restore_schema
-from mongrate.operations.undo import SideCollection, side_name
+from mongrate.operations.undo import SideCollection, side_owner
 
 T = TypeVar("T")
 
@@ -126,9 +126,10 @@ class Operations(DataOps, SchemaOps, BackupOps):
     # ------------------------------------------------------------------ undo
     def side_collections(self) -> list[str]:
         """The collections this revision's data helpers changed (with records kept)."""
-        prefix = side_name(self.engine.undo_name, self.revision, "")
-        names = self.engine.db.list_collection_names(filter={"name": {"$regex": f"^{prefix}"}})
-        return sorted(n[len(prefix):] for n in names)
+        undo = self.engine.undo_name
+        owners = (side_owner(undo, n) for n in self.engine.db.list_collection_names())
+        return sorted(coll for owner in owners if owner and owner[0] == self.revision
+                      for coll in [owner[1]])
 
     def restore_undo(self, collection: str | None = None) -> int:
         """Reverse everything this revision's helpers recorded (optionally for one

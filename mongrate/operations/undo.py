@@ -1,6 +1,6 @@
 """Prior values: what a revision's data helpers changed, recorded before they write.
 
-Each (revision, collection) has a side collection ``<undo>_<revision>_<collection>`` with
+Each (revision, collection) has a side collection ``<undo>_<revision>-<collection>`` with
 one record per document and helper call (``seq``, the call's number within the revision):
 
     {_id: {d: <document _id>, s: <seq>}, p: {<original elements of changed and removed
@@ -34,8 +34,18 @@ _NOT_IMPLEMENTED = 238
 
 
 def side_name(undo: str, revision: str, collection: str) -> str:
-    """The side collection of prior values of ``revision``'s changes to ``collection``."""
-    return f"{undo}_{revision}_{collection}"
+    """The side collection of prior values of ``revision``'s changes to ``collection``.
+    '-' cannot occur in a revision id, so no two (revision, collection) pairs share one."""
+    return f"{undo}_{revision}-{collection}"
+
+
+def side_owner(undo: str, name: str) -> tuple[str, str] | None:
+    """(revision, collection) of a side collection's ``name``; None for other names."""
+    prefix = f"{undo}_"
+    if not name.startswith(prefix) or "-" not in name[len(prefix):]:
+        return None
+    revision, _, collection = name[len(prefix):].partition("-")
+    return revision, collection
 
 
 def _embedded(name: str, raw: bytes, kind: int = 0x03) -> bytes:

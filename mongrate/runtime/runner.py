@@ -23,6 +23,7 @@ from mongrate.operations.engine import Engine, RunDatabase
 from mongrate.operations.ops import Operations
 from mongrate.operations.passes import DeferredStepFailed
 from mongrate.operations.strategy import Strategy, choose
+from mongrate.operations.undo import side_owner
 from mongrate.progress import Reporter
 from mongrate.runtime.lock import Lock
 from mongrate.runtime.store import Store
@@ -204,11 +205,10 @@ class Runner:
         upgrade), newest first: a downgrade reverses them before anything else."""
         applied = self.graph.applied(heads)
         recorded = set(self.store.undo.distinct("revision"))
-        prefix = f"{self.config.undo_collection}_"
-        for name in self.store.db.list_collection_names(filter={"name": {"$regex": f"^{prefix}"}}):
-            for rev in self.graph:
-                if name.startswith(f"{prefix}{rev.revision}_"):
-                    recorded.add(rev.revision)
+        for name in self.store.db.list_collection_names():
+            owner = side_owner(self.config.undo_collection, name)
+            if owner:
+                recorded.add(owner[0])
         partial = [r for r in recorded if r in self.graph and r not in applied]
         return list(reversed(self.graph.topo_sort(partial)))
 

@@ -83,11 +83,11 @@ def test_check_reports_leftover_undo_and_scratch_collections(project, mongo_db, 
     assert project.run("upgrade", "head").code == 0
     assert project.run("check").code == 0
     mongo_db["mongrate_tmp_aaaa1111_9_items"].insert_one({"_id": 1})
-    mongo_db[f"{UNDO}_zzzz9999_items"].insert_one({"_id": 1})
+    mongo_db[f"{UNDO}_zzzz9999-items"].insert_one({"_id": 1})
     r = project.run("check")
     assert r.code == 1
     assert "mongrate_tmp_aaaa1111_9_items is a scratch copy left by a run" in r.err
-    assert f"{UNDO}_zzzz9999_items holds recorded changes of a revision no file defines" in r.err
+    assert f"{UNDO}_zzzz9999-items holds recorded changes of a revision no file defines" in r.err
 
 
 def test_two_revisions_changing_every_document_are_written_in_one_pass(project, mongo_db,

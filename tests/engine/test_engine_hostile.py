@@ -659,9 +659,6 @@ def test_an_index_redefined_under_its_name_comes_back_as_it_was(mongo_db):
 
 
 # ------------------------------------------------------------------- side collections
-@pytest.mark.xfail(strict=True, reason="side collections are named <undo>_<revision>_<coll> "
-                   "and revision ids may hold '_': 'add'+'tags_x' and 'add_tags'+'x' share "
-                   "one; fixing the scheme touches runtime/ and commands/inspect.py")
 def test_revision_ids_with_underscores_keep_their_records_apart(project, mongo_db):
     """Revision ids may contain '_'. Revision 'add' changing 'tags_x' and revision
     'add_tags' changing 'x' record into the same side collection: the second one's records
