@@ -158,7 +158,8 @@ def leftovers(project: Project, applied: set[str]) -> list[str]:
     store, graph = project.store, project.graph
     running = holder_alive(store, store.leases.holder())
     out = []
-    for name in sorted(store.db.list_collection_names()):
+    live = set(store.db.list_collection_names())
+    for name in sorted(live):
         owner = side_owner(project.config.undo_collection, name)
         if owner:
             rev = owner[0]
@@ -169,9 +170,16 @@ def leftovers(project: Project, applied: set[str]) -> list[str]:
                 out.append(f"{name} holds changes {rev} recorded, but {rev} is not applied "
                            f"(its upgrade failed or was interrupted): 'mongrate upgrade' "
                            f"finishes it, 'mongrate downgrade' reverts them")
-        elif name.startswith((TMP_PREFIX, PROBE_PREFIX)) and not running:
-            out.append(f"{name} is a scratch copy left by a run that stopped part way (no run "
-                       "holds the lock): the next run of its revision drops it, or drop it")
+        elif name.startswith(PROBE_PREFIX) and not running:
+            out.append(f"{name} is a write-strategy probe left by a run that stopped: drop it")
+        elif name.startswith(TMP_PREFIX) and not running:
+            state = store.undo.find_one({"tmp": name, "state": {"$in": ["built", "copying"]}})
+            if state and state["collection"] not in live:
+                out.append(f"{name} may be the only copy of {state['collection']} (a swap was "
+                           "cut short): do not drop it; 'mongrate upgrade' finishes the swap")
+            else:
+                out.append(f"{name} is a scratch copy left by a run that stopped part way (no "
+                           "run holds the lock): the next run of its revision replaces it")
     return out
 
 

@@ -20,7 +20,10 @@ RAW = CodecOptions(document_class=RawBSONDocument, tz_aware=False,
 EXACT = CodecOptions(document_class=dict, tz_aware=False,
                      datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 
+#: Server error codes mongrate tells apart.
 DUPLICATE_KEY = 11000
+INVALID_NAMESPACE = 73  # FerretDB v1 cannot rename a collection whose name holds a dot
+NOT_IMPLEMENTED = 238  # FerretDB v1: dropTarget, $expr...
 #: For what decides a run's next step (heads, log, lock, undo): on a replica set or a
 #: sharded cluster it is never written to, or read from, one member alone.
 MAJORITY = WriteConcern("majority")

@@ -10,7 +10,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, OperationFailure
 
-from mongrate.mongo.codec import RAW, only_duplicate_key_errors
+from mongrate.mongo.codec import NOT_IMPLEMENTED, RAW, only_duplicate_key_errors
 from mongrate.mongo.pipeline import BackgroundWriter, chunked, prefetch
 
 
@@ -162,7 +162,7 @@ def rename_replacing(db: Database, source: str, target: str) -> None:
     try:
         db[source].rename(target, dropTarget=True)
     except OperationFailure as exc:
-        if exc.code != 238:  # NotImplemented: FerretDB v1 has no dropTarget
+        if exc.code != NOT_IMPLEMENTED:  # FerretDB v1 has no dropTarget
             raise
         db.drop_collection(target)
         db[source].rename(target)

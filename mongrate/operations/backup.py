@@ -16,7 +16,7 @@ from mongrate.mongo.collections import (
     copy_indexes,
     fast_count,
 )
-from mongrate.operations.passes import TMP_PREFIX
+from mongrate.operations.passes import tmp_name
 
 _stamp_lock = threading.Lock()
 
@@ -79,7 +79,7 @@ class BackupOps:
                 "created_at": utcnow(),
             }
             if method == "swap":
-                manifest["tmp"] = f"{TMP_PREFIX}{self.revision}_{source}_backup"
+                manifest["tmp"] = tmp_name(self.revision, "backup", source)
             # the undo record first: a run killed in between leaves no snapshot undropped
             self.engine.undo.update_one(
                 {**self._key(target), "kind": "collection_created", "doc_id": f"collection:{target}"},

@@ -158,7 +158,7 @@ class DataOps:
             return self._done_before(collection, seq, label)
         coll = self.engine.db.get_collection(collection, codec_options=RAW)
         try:
-            for batch in self.batches(coll.find(filter), label, None):
+            for batch in self.batches(_by_id(coll.find(filter)), label, None):
                 for raw in batch:
                     sink.put(raw.raw, changer(raw))
             return sink.finish()
@@ -397,6 +397,13 @@ class _KeyChanged(Exception):
     def __init__(self, collection: str):
         super().__init__(collection)
         self.collection = collection
+
+
+def _by_id(cursor):
+    """An in-place pass's cursor walks the ``_id`` index: a filter answered from another
+    index could meet a document again after the pass moved it in that index (and apply a
+    change such as ``$inc`` twice)."""
+    return cursor.hint([("_id", 1)])
 
 
 def _field(doc: Mapping[str, Any], path: str) -> Any:

@@ -30,10 +30,9 @@ from pymongo import UpdateOne
 from pymongo.errors import OperationFailure
 
 from mongrate.errors import OpError, RewriteError
-from mongrate.mongo.codec import RAW, id_key
+from mongrate.mongo.codec import INVALID_NAMESPACE, RAW, id_key
 from mongrate.mongo.collections import (
     bulk_write,
-    collection_options,
     copy_collection,
     copy_indexes,
     fast_count,
@@ -51,7 +50,8 @@ TMP_PREFIX = "mongrate_tmp_"
 Changer = Callable[[RawBSONDocument], "Change | None"]
 
 
-def tmp_name(revision: str, seq: int, collection: str) -> str:
+def tmp_name(revision: str, seq: int | str, collection: str) -> str:
+    """The scratch copy of a pass (or, seq "backup", of a swap backup)."""
     return f"{TMP_PREFIX}{revision}_{seq}_{collection}"
 
 
@@ -148,8 +148,9 @@ class Sink:
     def finish(self) -> int:
         raise NotImplementedError
 
-    def abort(self) -> None:
+    def abort(self) -> BaseException | None:
         """Stop writing (the pass failed); what is recorded stays for a resume."""
+        return None
 
     @property
     def changed(self) -> int:
@@ -235,9 +236,11 @@ class InPlaceSink(Sink):
         self.engine.mark_done(self.own)
         return self.own.changed
 
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close(cancel=True)
+    def abort(self) -> BaseException | None:
+        if self._writer is None:
+            return None
+        error, self._writer = self._writer.close(cancel=True), None
+        return error
 
 
 class RewriteSink(Sink):
@@ -295,8 +298,9 @@ class RewriteSink(Sink):
 
     def restart(self) -> None:
         """Throw away what was built (the live collection was not touched) and begin again."""
-        self.abort()
-        self._writer = None
+        error = self.abort()
+        if error is not None and not isinstance(error, RewriteError):
+            raise error  # e.g. the lock was lost: not a reason to start over
         self._docs = []
         self.seen = 0
         self.engine.check()
@@ -307,12 +311,14 @@ class RewriteSink(Sink):
             step.side().coll.delete_many({"_id.s": step.seq})
         self.db.drop_collection(self.tmp)
 
-    def abort(self) -> None:
-        if self._writer is not None:
-            error = self._writer.close(cancel=True)
-            self._writer = None
-            if error is not None and not isinstance(error, RewriteError):
-                raise error
+    def abort(self) -> BaseException | None:
+        """Stop writing; never raises (the error being handled stays the one raised), but
+        returns the writer's own error, if any."""
+        if self._writer is None:
+            return None
+        error = self._writer.close(cancel=True)
+        self._writer = None
+        return error
 
     def finish(self) -> int:
         self._flush()
@@ -334,11 +340,6 @@ class RewriteSink(Sink):
         if built != self.seen:
             raise RewriteError(f"{self.tmp} holds {built} documents, not the {self.seen} "
                                "written: was another run building it? Run again")
-        options = collection_options(self.db, self.collection)
-        if options:
-            raise RewriteError(
-                f"{self.collection} has collection options {sorted(options)} that a rewrite "
-                "would have to recreate; set write_strategy = in_place in the config")
         copy_indexes(self.db, self.collection, self.tmp)
         self.engine.check()  # the swap cannot be taken back by this run: only under the lock
         self.engine.undo.update_one(self.own.key, {"$set": {
@@ -352,9 +353,6 @@ class RewriteSink(Sink):
             swap_in(self.engine, self.own.key, self.tmp, self.collection)
         for step in self.steps:
             self.engine.mark_done(step)
-
-
-INVALID_NAMESPACE = 73
 
 
 def swap_in(engine: Engine, key: dict[str, Any], tmp: str, collection: str) -> None:
@@ -491,6 +489,29 @@ class LazyCount:
         return self.value() + int(other)
 
     __radd__ = __add__
+
+    def __sub__(self, other: int) -> int:
+        return self.value() - int(other)
+
+    def __rsub__(self, other: int) -> int:
+        return int(other) - self.value()
+
+    def __mul__(self, other: int) -> int:
+        return self.value() * int(other)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: float) -> float:
+        return self.value() / other
+
+    def __rtruediv__(self, other: float) -> float:
+        return other / self.value()
+
+    def __floordiv__(self, other: int) -> int:
+        return self.value() // int(other)
+
+    def __neg__(self) -> int:
+        return -self.value()
 
     def __repr__(self) -> str:
         return repr(self.value())

@@ -25,12 +25,11 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.errors import OperationFailure
 
-from mongrate.mongo.codec import EXACT, RAW, decode
+from mongrate.errors import RewriteError
+from mongrate.mongo.codec import EXACT, NOT_IMPLEMENTED, RAW, decode
 from mongrate.mongo.collections import bulk_write, insert_new
 from mongrate.mongo.order import bson_order_key
 from mongrate.mongo.rawdoc import Change, diff, document, elements, renamed, restored
-
-_NOT_IMPLEMENTED = 238
 
 
 def side_name(undo: str, revision: str, collection: str) -> str:
@@ -206,9 +205,9 @@ def _replace_unchanged(live, items: list[tuple[Any, bytes, list[Prior]]], limit:
             items = pending
             if not items:
                 return
-        raise RuntimeError(f"{live.name}: {len(items)} documents kept changing while they "
+        raise RewriteError(f"{live.name}: {len(items)} documents kept changing while they "
                            "were being restored; stop the application's writers and run again")
     except OperationFailure as exc:
-        if exc.code != _NOT_IMPLEMENTED and "not implemented" not in str(exc):
+        if exc.code != NOT_IMPLEMENTED and "not implemented" not in str(exc):
             raise
         bulk_write(live, [request(*item, False) for item in items], limit)

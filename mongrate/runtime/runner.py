@@ -12,6 +12,7 @@ from typing import Any
 from mongrate.config import Config
 from mongrate.errors import (
     LockLostError,
+    MongrateError,
     RevisionFailed,
     RunInterrupted,
 )
@@ -253,7 +254,15 @@ class Runner:
             started = time.monotonic()
             if dry_run:
                 mark = len(writes)
-                getattr(module, direction)(op)
+                try:
+                    getattr(module, direction)(op)
+                except MongrateError:
+                    raise
+                except Exception as exc:  # said with the revision's name, as a real run does
+                    first_line = (str(exc).strip().splitlines() or [""])[0]
+                    raise RevisionFailed(
+                        f"dry run: {direction} of {rev_id} ({rev.message}) failed: "
+                        f"{type(exc).__name__}: {first_line}; nothing was written") from exc
                 run.steps.append(StepResult(rev_id, direction, time.monotonic() - started,
                                             writes[mark:], dict(op.results)))
                 run.heads = self._move(direction, run.heads, rev_id)

@@ -113,8 +113,8 @@ Collection.insert_many, Collection.rename = insert_many, rename
 
 KILL_POINTS = {
     # revision 1: copying the first snapshot, between its renames, copying fs.files
-    "backup-copy": (rf"mongrate_tmp_{BACKUP}_chat_messages_backup", 3, "-", BACKUP),
-    "backup-between-renames": ("-", 0, rf"mongrate_tmp_{BACKUP}_chat_messages_backup", BACKUP),
+    "backup-copy": (rf"mongrate_tmp_{BACKUP}_backup_chat_messages", 3, "-", BACKUP),
+    "backup-between-renames": ("-", 0, rf"mongrate_tmp_{BACKUP}_backup_chat_messages", BACKUP),
     "backup-copy-gridfs-files": (r"fs\.files_backup_\d+_\d+", 1, "-", BACKUP),
     # revision 2: building uploads (call 2: its message change, call 1, waits for
     # revision 3's pass over chat_messages), then between drop and rename of uploads
