@@ -44,6 +44,7 @@ bench: $(STAMP) ferretdb
 	-$(PY) bench/history.py
 	-$(PY) bench/thumbs_http.py
 	-$(PY) bench/migrate.py
+	-$(PY) bench/authoring.py
 	-$(PY) bench/schema_check.py
 	-$(PY) bench/fleet.py
 
