@@ -38,9 +38,9 @@ from migrate import (  # noqa: E402
     TARGET_VS_FLOOR,
     fingerprint,
     floor_copy,
+    on_server,
     run_mongrate,
 )
-from pymongo import MongoClient  # noqa: E402
 
 from mongrate.config import with_database  # noqa: E402
 
@@ -163,22 +163,13 @@ def main() -> int:
     top = 8_000 if args.quick else args.messages
     sizes = [top // 4, top // 2, top]
 
-    def run(url: str) -> int:
-        client = MongoClient(url, tz_aware=False, socketTimeoutMS=3_600_000)
-        try:
-            started = time.perf_counter()
-            results = [run_size(client, url, n) for n in sizes]
-            print(f"\n(total {time.perf_counter() - started:.0f}s)")
-        finally:
-            client.close()
+    def run(client, url: str) -> int:
+        started = time.perf_counter()
+        results = [run_size(client, url, n) for n in sizes]
+        print(f"\n(total {time.perf_counter() - started:.0f}s)")
         return 0 if report(results) else 1
 
-    if args.url:
-        return run(args.url)
-    from mongrate.testing.server import FerretDBServer
-
-    with FerretDBServer() as server:
-        return run(server.url)
+    return on_server(args.url, run)
 
 
 if __name__ == "__main__":

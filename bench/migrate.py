@@ -266,20 +266,28 @@ def main() -> int:
         parser.error("--messages must be at least 400")
     sizes = [top // 4, top // 2, top]
 
-    def run(url: str) -> int:
-        client = MongoClient(url, tz_aware=False, socketTimeoutMS=3_600_000)
-        try:
-            results = [run_size(client, url, n, args.sample_seconds, args.keep) for n in sizes]
-        finally:
-            client.close()
+    def run(client, url: str) -> int:
+        results = [run_size(client, url, n, args.sample_seconds, args.keep) for n in sizes]
         return 0 if report(results) else 1
 
-    if args.url:
-        return run(args.url)
+    return on_server(args.url, run)
+
+
+def on_server(url: str | None, run) -> int:
+    """``run(client, url)`` against ``url``, or a throwaway FerretDB when none is given."""
+    def with_client(server_url: str) -> int:
+        client = MongoClient(server_url, tz_aware=False, socketTimeoutMS=3_600_000)
+        try:
+            return run(client, server_url)
+        finally:
+            client.close()
+
+    if url:
+        return with_client(url)
     from mongrate.testing.server import FerretDBServer
 
     with FerretDBServer() as server:
-        return run(server.url)
+        return with_client(server.url)
 
 
 if __name__ == "__main__":

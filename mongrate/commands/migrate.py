@@ -35,26 +35,24 @@ def server_guard(project: Project, command: str) -> Iterator[None]:
 
 def upgrade(project: Project, target: str = "head", *, dry_run: bool = False,
             lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> RunResult:
-    graph = project.graph
-
-    def plan(heads: tuple[str, ...]) -> list[str]:
-        return graph.plan_upgrade(target, heads)
-
-    command = f"upgrade {target}"
-    with server_guard(project, command):
-        return project.runner(lock_timeout, command).run("upgrade", plan, dry_run=dry_run)
+    """Apply revisions up to ``target`` (Alembic's meaning of it)."""
+    return _migrate(project, "upgrade", target, dry_run, lock_timeout)
 
 
 def downgrade(project: Project, target: str, *, dry_run: bool = False,
               lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> RunResult:
+    """Reverse revisions down to ``target``."""
+    return _migrate(project, "downgrade", target, dry_run, lock_timeout)
+
+
+def _migrate(project: Project, direction: str, target: str, dry_run: bool,
+             lock_timeout: float) -> RunResult:
     graph = project.graph
-
-    def plan(heads: tuple[str, ...]) -> list[str]:
-        return graph.plan_downgrade(target, heads)
-
-    command = f"downgrade {target}"
+    planner = graph.plan_upgrade if direction == "upgrade" else graph.plan_downgrade
+    command = f"{direction} {target}"
     with server_guard(project, command):
-        return project.runner(lock_timeout, command).run("downgrade", plan, dry_run=dry_run)
+        return project.runner(lock_timeout, command).run(
+            direction, lambda heads: planner(target, heads), dry_run=dry_run)
 
 
 def stamp(project: Project, revisions: Sequence[str], *, purge: bool = False,
