@@ -123,3 +123,12 @@ class FleetFailed(MongrateError):
     """A command run on several databases did not succeed on all of them."""
 
     exit_code = 1
+
+
+class SchemaError(ConfigError):
+    """schema.yaml is unreadable or invalid; the message names file, line and key."""
+
+
+class DatabaseBehind(MongrateError):
+    """Autogenerate needs the database at the revisions' head (as Alembic's "Target
+    database is not up to date")."""

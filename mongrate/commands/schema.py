@@ -10,7 +10,7 @@ from pathlib import Path
 from mongrate.commands.project import Project
 from mongrate.commands.scaffold import render_revision
 from mongrate.config import COLLECTION_KEYS, Config
-from mongrate.errors import ConfigError, MongrateError
+from mongrate.errors import ConfigError, DatabaseBehind
 from mongrate.mongo.capabilities import FEATURES, probe
 from mongrate.schema.diff import Diff, compare
 from mongrate.schema.introspect import read_collections, read_schema
@@ -20,11 +20,6 @@ from mongrate.schema.render import render
 
 #: undeclared collections looked at for a rename hint, at most
 _RENAME_CANDIDATES = 50
-
-
-class DatabaseBehind(MongrateError):
-    """Autogenerate needs the database at the revisions' head (as Alembic's "Target
-    database is not up to date")."""
 
 
 def declared_schema(config: Config) -> Schema:

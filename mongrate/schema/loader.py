@@ -35,7 +35,7 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from mongrate.errors import ConfigError
+from mongrate.errors import ConfigError, SchemaError
 from mongrate.schema.model import (
     SPECIAL_DIRECTIONS,
     VALIDATION_ACTIONS,
@@ -62,10 +62,6 @@ _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
     "capped": bool, "size": int, "max": int, "collation": dict, "timeseries": dict,
     "expireAfterSeconds": int, "clusteredIndex": dict, "changeStreamPreAndPostImages": dict,
 }
-
-
-class SchemaError(ConfigError):
-    """schema.yaml is unreadable or invalid; the message names file, line and key."""
 
 
 class _Reader:

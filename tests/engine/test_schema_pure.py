@@ -15,9 +15,10 @@ from dataclasses import replace
 
 import pytest
 
+from mongrate.errors import SchemaError
 from mongrate.schema.diff import compare
 from mongrate.schema.introspect import collection_from_server, index_from_server
-from mongrate.schema.loader import SchemaError, parse_schema
+from mongrate.schema.loader import parse_schema
 from mongrate.schema.model import Collection, Index, Schema, Validator
 from mongrate.schema.render import render
 
