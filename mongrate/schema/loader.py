@@ -35,7 +35,7 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from mongrate.errors import ConfigError, SchemaError
+from mongrate.errors import SchemaError
 from mongrate.schema.model import (
     SPECIAL_DIRECTIONS,
     VALIDATION_ACTIONS,
