@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from migrate import (  # noqa: E402
     BATCH,
-    TARGET_MEMORY_GROWTH,
-    TARGET_MEMORY_MB,
     TARGET_VS_FLOOR,
     fingerprint,
     floor_copy,
+    memory_checks,
     on_server,
+    print_checks,
     run_mongrate,
 )
 
@@ -141,16 +141,7 @@ def report(results: list[dict]) -> bool:
             checks.append((f"{r['messages']:,} {rev}: downgrade restored the collection exactly",
                            exact))
             peaks.append(max(up.peak_mb, down.peak_mb))
-    checks.append((f"peak memory < {TARGET_MEMORY_MB:g} MB ({max(peaks):.0f} MB)",
-                   max(peaks) < TARGET_MEMORY_MB))
-    growth = max(peaks) / min(peaks)
-    checks.append((f"peak memory flat across sizes (largest / smallest = {growth:.2f}, "
-                   f"<= {TARGET_MEMORY_GROWTH:g})", growth <= TARGET_MEMORY_GROWTH))
-    ok = True
-    for text, passed in checks:
-        print(f"{'PASS' if passed else 'FAIL'}  {text}")
-        ok &= passed
-    return ok
+    return print_checks(checks + memory_checks(peaks))
 
 
 def main() -> int:

@@ -221,7 +221,6 @@ def run_size(client, url: str, messages: int, sample_seconds: float, keep: bool)
 def report(results: list[SizeResult]) -> bool:
     print("\nsize      docs   upgrade  docs/s  peak MB  downgrade  docs/s  peak MB   floor"
           "  per-doc  vs per-doc  vs floor")
-    ok = True
     for r in results:
         up, down = r.upgrade, r.downgrade
         print(f"{r.messages:>7,} {r.documents:>8,} {up.seconds:>8.1f}s {r.documents / up.seconds:>7,.0f}"
@@ -238,16 +237,8 @@ def report(results: list[SizeResult]) -> bool:
                        r.upgrade.seconds <= TARGET_VS_FLOOR * r.floor))
         checks.append((f"{r.messages:,}: downgrade base restored the database exactly",
                        r.identical))
-    peaks = [max(r.upgrade.peak_mb, r.downgrade.peak_mb) for r in results]
-    checks.append((f"peak memory < {TARGET_MEMORY_MB:g} MB ({max(peaks):.0f} MB)",
-                   max(peaks) < TARGET_MEMORY_MB))
-    growth = max(peaks) / min(peaks)
-    checks.append((f"peak memory flat across sizes (largest / smallest = {growth:.2f}, "
-                   f"<= {TARGET_MEMORY_GROWTH:g})", growth <= TARGET_MEMORY_GROWTH))
-    for text, passed in checks:
-        print(f"{'PASS' if passed else 'FAIL'}  {text}")
-        ok &= passed
-    return ok
+    checks += memory_checks([max(r.upgrade.peak_mb, r.downgrade.peak_mb) for r in results])
+    return print_checks(checks)
 
 
 def main() -> int:
@@ -274,20 +265,34 @@ def main() -> int:
 
 
 def on_server(url: str | None, run) -> int:
-    """``run(client, url)`` against ``url``, or a throwaway FerretDB when none is given."""
-    def with_client(server_url: str) -> int:
-        client = MongoClient(server_url, tz_aware=False, socketTimeoutMS=3_600_000)
+    """``run(client, url)`` against ``url``, else $MONGRATE_TEST_URL, else a throwaway
+    FerretDB."""
+    from contextlib import nullcontext
+
+    from mongrate.testing.server import server_url
+
+    with nullcontext(url) if url else server_url() as where:
+        client = MongoClient(where, tz_aware=False, socketTimeoutMS=3_600_000)
         try:
-            return run(client, server_url)
+            return run(client, where)
         finally:
             client.close()
 
-    if url:
-        return with_client(url)
-    from mongrate.testing.server import FerretDBServer
 
-    with FerretDBServer() as server:
-        return with_client(server.url)
+def memory_checks(peaks: list[float]) -> list[tuple[str, bool]]:
+    """Peak RSS under the cap and flat across sizes."""
+    growth = max(peaks) / min(peaks)
+    return [(f"peak memory < {TARGET_MEMORY_MB:g} MB ({max(peaks):.0f} MB)",
+             max(peaks) < TARGET_MEMORY_MB),
+            (f"peak memory flat across sizes (largest / smallest = {growth:.2f}, "
+             f"<= {TARGET_MEMORY_GROWTH:g})", growth <= TARGET_MEMORY_GROWTH)]
+
+
+def print_checks(checks: list[tuple[str, bool]]) -> bool:
+    """PASS/FAIL a line; True if all passed."""
+    for text, passed in checks:
+        print(f"{'PASS' if passed else 'FAIL'}  {text}")
+    return all(passed for _, passed in checks)
 
 
 if __name__ == "__main__":
