@@ -1,4 +1,4 @@
-"""The server's sort order on the client: merge joins of streams the server sorted."""
+"""The server's sort order on the client, to check streams the server sorted."""
 
 from __future__ import annotations
 
@@ -72,43 +72,3 @@ def in_server_order(docs: Iterable[Mapping[str, Any]], field: str,
                              "mongrate's; stopped before anything was swapped", collection=label)
         last = key
         yield doc
-
-
-class SortedLookup:
-    """Documents the server sorted by ``field``, looked up with non-decreasing values
-    (one side of a merge join: memory holds one document, not the collection)."""
-
-    def __init__(self, docs: Iterable[Mapping[str, Any]], field: str, label: str):
-        self.field = field
-        self._it = in_server_order(docs, field, label)
-        self._head: Mapping[str, Any] | None = next(self._it, None)
-        self._last: tuple | None = None
-        self.skipped = 0
-        self.label = label
-
-    def get(self, value: Any) -> Mapping[str, Any] | None:
-        """The document whose ``field`` equals ``value`` (left in place for repeats)."""
-        key = bson_order_key(value)
-        if self._last is not None and key < self._last:
-            raise OrderError(f"{self.label}: lookups must come in ascending order",
-                             collection=self.label)
-        self._last = key
-        while self._head is not None and bson_order_key(self._head.get(self.field)) < key:
-            self.skipped += 1
-            self._head = next(self._it, None)
-        if self._head is not None and bson_order_key(self._head.get(self.field)) == key:
-            return self._head
-        return None
-
-    def pop(self, value: Any) -> Mapping[str, Any] | None:
-        """Like :meth:`get`, but the document found is consumed."""
-        found = self.get(value)
-        if found is not None:
-            self._head = next(self._it, None)
-        return found
-
-    def remaining(self) -> int:
-        """Documents never returned (skipped or not reached); drains the stream."""
-        rest = sum(1 for _ in self._it) + (self._head is not None)
-        self._head = None
-        return self.skipped + rest

@@ -72,12 +72,6 @@ def renamed(element: bytes, name: str) -> bytes:
     return element[:1] + name.encode("utf-8", "surrogateescape") + b"\x00" + element[old_end + 1:]
 
 
-def value_of(element: bytes) -> Any:
-    """The decoded value of one element."""
-    name = element[1:element.index(b"\x00", 1)].decode("utf-8", "surrogateescape")
-    return bson.decode(document([element]), EXACT)[name]
-
-
 def _new_field_order(name: str) -> tuple:
     # MongoDB 5.0+ applies an update operator's fields in lexicographic order, numeric
     # names in numeric order: new fields are appended that way.
