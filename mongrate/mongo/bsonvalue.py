@@ -211,6 +211,19 @@ def identical(a: object, b: object) -> bool:
     return a == b
 
 
+def same_number(a: object, b: object) -> bool:
+    """The server's ``SafeNum::isIdentical``, by which ``$inc``, ``$mul`` and ``$bit``
+    decide a no-op: the same numeric type and an equal value (doubles by ``==``, so -0.0
+    is 0.0 and NaN is never identical; Decimal128 by value, so 1.0 is 1.00)."""
+    ka, kb = kind(a), kind(b)
+    if ka != kb:
+        return False
+    if ka == "decimal":
+        x, y = a.to_decimal(), b.to_decimal()  # type: ignore[attr-defined]
+        return not (x.is_nan() or y.is_nan()) and x == y
+    return a == b  # int, long, double: == is the server's comparison
+
+
 def clone(v: object, depth: int = 0) -> tuple[object, int]:
     """A private copy of an update value (containers copied) and its nesting depth.
 

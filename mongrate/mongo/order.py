@@ -60,6 +60,23 @@ def bson_order_key(value: Any) -> tuple:
     return (20, type(value).__name__, repr(value))
 
 
+def update_field_key(name: str) -> tuple:
+    """A sort key ordering field names the way MongoDB 5.0+ applies an update's fields and
+    appends the new ones (``pathsupport::cmpPathsAndArrayIndexes``): plain numbers (ASCII
+    digits, no leading zero) by length, then digit by digit; anything else bytewise. That
+    comparator is a total order: names below ``"0"`` bytewise, then ``"0"``, then
+    zero-padded names, then the other numbers, then names above ``"9"``.
+    """
+    raw = name.encode("utf-8", "surrogateescape")
+    if not raw or raw[:1] < b"0":
+        return (0, 0, raw)
+    if raw[:1] > b"9":
+        return (2, 0, raw)
+    if raw[:1] == b"0":  # "0" itself, or a zero-padded name: bytewise just above "0"
+        return (1, 1, raw)
+    return (1, len(raw), raw)
+
+
 def in_server_order(docs: Iterable[Mapping[str, Any]], field: str,
                     label: str) -> Iterator[Mapping[str, Any]]:
     """Pass documents through, failing if the server's order of ``field`` disagrees with

@@ -18,6 +18,7 @@ import bson
 from bson.raw_bson import RawBSONDocument
 
 from mongrate.mongo.codec import EXACT, RAW
+from mongrate.mongo.order import update_field_key
 
 _INT32 = struct.Struct("<i")
 #: value sizes of fixed-size BSON types
@@ -70,12 +71,6 @@ def renamed(element: bytes, name: str) -> bytes:
     """``element`` under another field name (same type and value bytes)."""
     old_end = element.index(b"\x00", 1)
     return element[:1] + name.encode("utf-8", "surrogateescape") + b"\x00" + element[old_end + 1:]
-
-
-def _new_field_order(name: str) -> tuple:
-    # MongoDB 5.0+ applies an update operator's fields in lexicographic order, numeric
-    # names in numeric order: new fields are appended that way.
-    return (0, int(name), "") if name.isdigit() else (1, 0, name)
 
 
 @dataclass
@@ -132,7 +127,7 @@ def diff(before: bytes, after: Mapping[str, Any]) -> Change | None:
         raise ValueError("a change cannot alter or remove _id")
     unchanged = set(changed)
     out = [old[n] if n not in unchanged else new[n] for n in old if n in new]
-    added = sorted((n for n in changed if n not in old), key=_new_field_order)
+    added = sorted((n for n in changed if n not in old), key=update_field_key)  # as $set appends them
     out += [new[n] for n in added]
     return Change(
         new=document(out),

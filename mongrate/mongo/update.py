@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
-from functools import cmp_to_key
 
 import bson
 from bson.dbref import DBRef
 
 from mongrate.mongo import bsonvalue as bv
+from mongrate.mongo.order import update_field_key
 from mongrate.mongo.update_apply import (
     MAX_DEPTH,
     NOOP,
@@ -38,26 +38,6 @@ from mongrate.mongo.update_apply import (
 
 __all__ = ["CompiledUpdate", "UnsupportedUpdate", "UpdateError", "apply_update",
            "compile_update", "validate_update"]
-
-
-def _name_lt(a: bytes, b: bytes) -> bool:
-    # pathsupport::cmpPathsAndArrayIndexes: numbers (no zero padding) by length, then digits.
-    if (not a or not b or not 48 <= a[0] <= 57 or not 48 <= b[0] <= 57
-            or (a[0] == 48 and len(a) > 1) or (b[0] == 48 and len(b) > 1)):
-        return a < b
-    if len(a) != len(b):
-        return len(a) < len(b)
-    for x, y in zip(a, b, strict=False):
-        if not (48 <= x <= 57 and 48 <= y <= 57):
-            break
-        if x != y:
-            return x < y
-    return a < b
-
-
-def _name_cmp(a: tuple, b: tuple) -> int:
-    x, y = a[0].encode(), b[0].encode()
-    return -1 if _name_lt(x, y) else 1 if _name_lt(y, x) else 0
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -108,7 +88,7 @@ def _insert(root: Node, parts: list[str], leaf: Leaf) -> None:
 
 
 def _order(node: Node) -> None:
-    node.ordered = sorted(node.children.items(), key=cmp_to_key(_name_cmp))
+    node.ordered = sorted(node.children.items(), key=lambda item: update_field_key(item[0]))
     for child in node.children.values():
         if isinstance(child, Node):
             _order(child)

@@ -121,12 +121,10 @@ def resolve_source(doc: Mapping, parts: list[str]) -> object:
 
 
 def _index(name: str) -> int | None:
-    """The array index a path part names (parseUnsignedBase10Integer), or None."""
-    if not _digits(name):
-        return None
-    if (len(name) > 1 and name[0] == "0") or len(name) > 9:
-        raise UnsupportedUpdate(f"the array index '{name}' is not modelled")
-    return int(name)
+    """The array index a path part names, or None (``str::parseUnsignedBase10Integer``:
+    ASCII digits only, leading zeros allowed, so "01" is index 1). Past 2**32 - 1 the
+    server finds no element and pads up to it, which fails as any huge index does."""
+    return int(name) if _digits(name) else None
 
 
 def _apply(node: Node | Leaf, cur: object, ctx: Context, arr: bool, uid: bool) -> object:
@@ -171,6 +169,7 @@ def apply_object(node: Node, cur: object, ctx: Context, arr: bool, uid: bool,
         return NOOP if new is None else new
     if isinstance(cur, list):
         new_list = None
+        _same_index_twice(node, ctx)
         for name, child in node.ordered:
             src_list = cur if new_list is None else new_list
             idx = _index(name)
@@ -201,6 +200,15 @@ def apply_object(node: Node, cur: object, ctx: Context, arr: bool, uid: bool,
                                f"{{{path[-2]}: {show(cur)}}}"), ctx, arr, uid)
         path.pop()
     return NOOP
+
+
+def _same_index_twice(node: Node, ctx: Context) -> None:
+    # "a.1" and "a.01" are two children of one node but one element of an array: which
+    # the server applies to what it created is not modelled
+    indexes = [_index(name) for name, _ in node.ordered]
+    numbers = [i for i in indexes if i is not None]
+    if len(set(numbers)) != len(numbers):
+        raise UnsupportedUpdate(f"two paths name one element of the array at '{ctx.where()}'")
 
 
 def _apply_all(node: Node, cur: object, ctx: Context, uid: bool) -> object:
@@ -283,7 +291,8 @@ def _arith(leaf: Leaf, cur: object, ctx: Context, arr: bool, uid: bool) -> objec
     except bv.NumericOverflow:
         raise UpdateError(f"Failed to apply {leaf.op} operations to current value "
                           f"({show(cur)}) for document {{{ctx.doc_id()}}}") from None
-    return NOOP if bv.identical(result, cur) else _changed(ctx, uid, result)
+    # ArithmeticNode: a result identical to the old value as a number is a no-op
+    return NOOP if bv.same_number(result, cur) else _changed(ctx, uid, result)
 
 
 def _minmax(leaf: Leaf, cur: object, ctx: Context, arr: bool, uid: bool) -> object:
@@ -456,7 +465,7 @@ def _bit(leaf: Leaf, cur: object, ctx: Context, arr: bool, uid: bool) -> object:
         value = bv.bitop(op, value, operand)
     if isinstance(cur, Missing):
         return _create(cur, ctx, uid, value)
-    return NOOP if bv.identical(value, cur) else _changed(ctx, uid, value)
+    return NOOP if bv.same_number(value, cur) else _changed(ctx, uid, value)  # BitNode
 
 
 def _rename_from(leaf: Leaf, cur: object, ctx: Context, arr: bool, uid: bool) -> object:
