@@ -38,7 +38,9 @@ from mongrate.operations.passes import (
     DryRunSink,
     InPlaceSink,
     LazyCount,
+    PendingNeedsServer,
     RewriteSink,
+    ServerUpdate,
     Sink,
     Step,
     roll_back_in_place,
@@ -83,16 +85,14 @@ class DataOps:
         seq = self._next_seq()
         now = utcnow()
 
-        def changer(raw: RawBSONDocument) -> Change | None:
+        def changer(raw: RawBSONDocument) -> Change | ServerUpdate | None:
             try:
                 return diff(raw.raw, dict(compiled.apply(decode(raw.raw), now=now)))
             except UpdateError as exc:
                 raise OpError(f"{collection}: cannot apply {dict(update)!r} to document "
                               f"{raw['_id']!r}: {exc}") from None
-            except UnsupportedUpdate as exc:
-                raise OpError(f"{collection}: document {raw['_id']!r} holds a value this "
-                              f"update cannot be applied to here ({exc}); use op.change_each "
-                              "for it") from None
+            except UnsupportedUpdate:  # decided by these values: the server applies it
+                return ServerUpdate(update, _prior(raw.raw, touched))
 
         if self.dry_run:
             return self._dry_run_pass(collection, filter, changer if supported else None, label,
@@ -289,13 +289,15 @@ class DataOps:
                 for coll, pending in taken.items():
                     eng.give_back(coll, pending)  # those not written (none, normally)
                 return counts
-            except _KeyChanged as exc:
+            except (_KeyChanged, PendingNeedsServer) as exc:
                 for sink in sinks.values():
                     sink.abort()
                 for coll, pending in taken.items():
                     eng.give_back(coll, pending)
-                self.log(f"{exc.collection}: a change waiting for it alters its grouping "
-                         "key; writing that change first")
+                why = ("alters its grouping key" if isinstance(exc, _KeyChanged)
+                       else "needs the server for some documents")
+                self.log(f"{exc.collection}: a change waiting for it {why}; writing that "
+                         "change first")
                 eng.flush(exc.collection)
             except BaseException:
                 for sink in sinks.values():

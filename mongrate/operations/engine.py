@@ -35,6 +35,7 @@ from mongrate.operations.passes import (
     LazyCount,
     OrderMismatch,
     RewriteSink,
+    ServerUpdate,
     Step,
     copy_back,
     state_key,
@@ -240,10 +241,14 @@ def rewrite_pass(engine: Engine, collection: str, steps: list[Step],
             for batch in op.batches(cursor, label or own.label, total):
                 for raw in batch:
                     base = raw.raw
-                    for step in steps:
+                    for index, step in enumerate(steps):
                         if step is first and match is not None and not match.matches(raw):
                             continue
                         change = step.apply(base)
+                        if isinstance(change, ServerUpdate):  # the copy-side update
+                            sink.hold(base, index, change)
+                            base = None
+                            break
                         if change is not None:
                             if step is own:
                                 sink.put(base, change)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bson.raw_bson import RawBSONDocument
-from pymongo import UpdateOne
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.errors import OperationFailure
 
 from mongrate.errors import OpError, RewriteError
@@ -47,7 +47,27 @@ if TYPE_CHECKING:
     from mongrate.operations.ops import Operations
 
 TMP_PREFIX = "mongrate_tmp_"
-Changer = Callable[[RawBSONDocument], "Change | None"]
+Changer = Callable[[RawBSONDocument], "Change | ServerUpdate | None"]
+
+
+@dataclass
+class ServerUpdate:
+    """What a changer returns for a document whose result it cannot compute exactly (an
+    update the evaluator cannot decide on for these values): the server applies ``update``
+    to it (to its copy, in a rewrite), once ``prior`` (the fields it may change) is
+    recorded."""
+
+    update: Mapping[str, Any]
+    prior: Change
+
+
+class PendingNeedsServer(Exception):
+    """A deferred step needs the server for a document a group pass was absorbing it
+    into: write the deferred steps in a pass of their own first."""
+
+    def __init__(self, collection: str):
+        super().__init__(collection)
+        self.collection = collection
 
 
 def tmp_name(revision: str, seq: int | str, collection: str) -> str:
@@ -89,7 +109,7 @@ class Step:
         return SideCollection(eng.db, eng.undo_name, self.op.revision, self.collection,
                               eng.write_concern)
 
-    def apply(self, base: bytes) -> Change | None:
+    def apply(self, base: bytes) -> Change | ServerUpdate | None:
         if not self.changer:
             return None
         try:
@@ -99,8 +119,10 @@ class Step:
                 raise DeferredStepFailed(self.op.revision, exc) from exc
             raise
 
-    def note(self, base: bytes, change: Change) -> None:
+    def note(self, base: bytes, change: Change | ServerUpdate) -> None:
         """Count ``change`` and queue its prior-value record (upgrades only)."""
+        if isinstance(change, ServerUpdate):
+            change = change.prior
         self.changed += 1
         if self.op.direction == "upgrade":
             self.priors.append(record(base, self.seq, change))
@@ -137,6 +159,8 @@ class Sink:
         """``base`` with the deferred steps (all but the last) applied and recorded."""
         for step in self.steps[:-1]:
             change = step.apply(base)
+            if isinstance(change, ServerUpdate):
+                raise PendingNeedsServer(self.collection)
             if change is not None:
                 step.note(base, change)
                 base = change.new
@@ -144,6 +168,10 @@ class Sink:
 
     def put(self, base: bytes, change: Change | None) -> None:
         raise NotImplementedError
+
+    def hold(self, base: bytes, index: int, update: ServerUpdate) -> None:
+        """``base`` goes on with ``steps[index]`` applied by the server (then the rest)."""
+        raise RewriteError(f"{self.collection}: this pass cannot hand a document to the server")
 
     def finish(self) -> int:
         raise NotImplementedError
@@ -167,6 +195,10 @@ class DryRunSink(Sink):
         self.seen += 1
         if change is not None:
             self.own.changed += 1
+
+    def hold(self, base: bytes, index: int, update: ServerUpdate) -> None:
+        self.seen += 1
+        self.own.changed += 1  # may change: only the server can tell
 
     def finish(self) -> int:
         return self.own.changed
@@ -250,6 +282,7 @@ class RewriteSink(Sink):
         super().__init__(engine, collection, steps)
         self.tmp = tmp_name(self.own.op.revision, self.own.seq, collection)
         self._docs: list[RawBSONDocument] = []
+        self._held: list[tuple[bytes, int, ServerUpdate]] = []
         self._writer: BackgroundWriter | None = None
 
     def start(self) -> bool:
@@ -283,6 +316,63 @@ class RewriteSink(Sink):
         if len(self._docs) >= self.engine.batch_size:
             self._flush()
 
+    def hold(self, base: bytes, index: int, update: ServerUpdate) -> None:
+        """The copy-side update: ``base`` is written to the copy as it is, then the server
+        applies ``steps[index]``'s update to it there (one command per step and batch),
+        and the steps after it go on from what the server stored."""
+        self.seen += 1
+        self.steps[index].note(base, update)
+        self._docs.append(RawBSONDocument(base, RAW))
+        self._held.append((base, index, update))
+        if len(self._docs) >= self.engine.batch_size:
+            self._flush()
+
+    def _settle(self, held: list[tuple[bytes, int, ServerUpdate]]) -> None:
+        """Apply the held documents' updates on the copy (they are written), then the later
+        steps to what the server made of them; repeat while a later step needs it too."""
+        tmp = self.db.get_collection(self.tmp, codec_options=RAW)
+        while held:
+            groups: dict[int, tuple[ServerUpdate, list[Any]]] = {}
+            for base, index, update in held:
+                groups.setdefault(index, (update, []))[1].append(
+                    RawBSONDocument(base, RAW)["_id"])
+            for _index, (update, ids) in sorted(groups.items()):
+                self.engine.check()
+                try:
+                    tmp.update_many({"_id": {"$in": ids}}, dict(update.update))
+                except OperationFailure as exc:
+                    raise OpError(f"{self.collection}: the server refused {dict(update.update)!r} "
+                                  f"on one of the documents {ids[:5]!r}: "
+                                  f"{str(exc).split(', full error')[0]}") from None
+            ids = [RawBSONDocument(base, RAW)["_id"] for base, _, _ in held]
+            stored = {id_key(d["_id"]): bytes(d.raw) for d in tmp.find({"_id": {"$in": ids}})}
+            again: list[tuple[bytes, int, ServerUpdate]] = []
+            replace = []
+            for (base, index, _update), _id in zip(held, ids, strict=True):
+                after = stored[id_key(_id)]
+                if after == bytes(base):
+                    self.steps[index].changed -= 1  # the server left it as it was
+                doc = after
+                for later in range(index + 1, len(self.steps)):
+                    change = self.steps[later].apply(doc)
+                    if isinstance(change, ServerUpdate):
+                        self.steps[later].note(doc, change)
+                        again.append((doc, later, change))
+                        break
+                    if change is not None:
+                        self.steps[later].note(doc, change)
+                        doc = change.new
+                if doc != after:
+                    replace.append(ReplaceOne({"_id": _id}, RawBSONDocument(doc, RAW)))
+            for step in self.steps:  # records first, then what they protect
+                priors = step.take_priors()
+                if priors:
+                    step.side().insert(priors)
+            if replace:
+                self.engine.check()
+                bulk_write(tmp, replace, self.engine.statement_limit, ordered=True)
+            held = again
+
     def _flush(self) -> None:
         if self._writer is None:
             self._writer = BackgroundWriter(guard=self.engine.guard)
@@ -295,6 +385,10 @@ class RewriteSink(Sink):
             docs, self._docs = self._docs, []
             self._writer.submit(self.db.get_collection(self.tmp, codec_options=RAW).insert_many,
                                 docs, ordered=False)
+        if self._held:  # the server's part needs those documents written
+            held, self._held = self._held, []
+            self._writer.drain()
+            self._settle(held)
 
     def restart(self) -> None:
         """Throw away what was built (the live collection was not touched) and begin again."""
@@ -302,6 +396,7 @@ class RewriteSink(Sink):
         if error is not None and not isinstance(error, RewriteError):
             raise error  # e.g. the lock was lost: not a reason to start over
         self._docs = []
+        self._held = []
         self.seen = 0
         self.engine.check()
         for step in self.steps:
