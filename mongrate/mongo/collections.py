@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from pymongo.collection import Collection
@@ -134,6 +134,34 @@ def collection_options(db: Database, name: str) -> dict[str, Any]:
     """The options ``name`` was created with (validator, capped, collation...); {} if none."""
     info = next(iter(db.list_collections(filter={"name": name})), None)
     return dict(info.get("options") or {}) if info else {}
+
+
+#: creation options a collection copied by a rewrite cannot have: why, and what to do
+NOT_REWRITABLE = {
+    "viewOn": "it is a view (it has no documents of its own)",
+    "timeseries": "it is a time-series collection, whose documents cannot be inserted as "
+                  "they are stored",
+    "encryptedFields": "it uses Queryable Encryption, whose documents cannot be copied",
+}
+
+
+def copy_options(db: Database, name: str) -> dict[str, Any]:
+    """The creation options a copy of ``name`` must be created with so that it can replace
+    it (capped size and max, validator, validation level and action, collation, storage
+    engine, clustered index...): everything listCollections reports. ValueError (its
+    message names the option) for a collection no copy can replace."""
+    options = collection_options(db, name)
+    for option, why in NOT_REWRITABLE.items():
+        if option in options:
+            raise ValueError(f"{name} has the creation option {option!r}: {why}")
+    return options
+
+
+def create_like(db: Database, name: str, options: Mapping[str, Any]) -> None:
+    """Create ``name`` with ``options`` (from :func:`copy_options`); nothing if there are
+    none (a write creates it as the original was)."""
+    if options:
+        db.create_collection(name, **dict(options))
 
 
 def index_specs(db: Database, name: str) -> dict[str, tuple[list, dict[str, Any]]]:

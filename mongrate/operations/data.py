@@ -28,7 +28,7 @@ from bson.raw_bson import RawBSONDocument
 
 from mongrate.errors import OpError, OrderError
 from mongrate.mongo.codec import RAW, decode, utcnow
-from mongrate.mongo.collections import fast_count
+from mongrate.mongo.collections import collection_options, fast_count
 from mongrate.mongo.order import bson_order_key
 from mongrate.mongo.pipeline import chunked, prefetch, read_ahead
 from mongrate.mongo.rawdoc import Change, diff, elements
@@ -43,6 +43,7 @@ from mongrate.operations.passes import (
     ServerUpdate,
     Sink,
     Step,
+    rewrite_options,
     roll_back_in_place,
 )
 from mongrate.operations.undo import record
@@ -80,6 +81,8 @@ class DataOps:
             touched, supported = _top_level_fields(update), False
         if "_id" in touched:
             raise OpError(f"{collection}: op.update_many cannot change _id")
+        if supported and collection_options(self.engine.db, collection).get("collation"):
+            supported = False  # the server compares strings by it; the evaluator cannot
         filter = dict(filter or {})
         label = label or f"{collection} updated"
         seq = self._next_seq()
@@ -179,6 +182,7 @@ class DataOps:
         if state.get("state") == "done":  # an earlier run wrote it
             step.done = True
             return self._done_before(step.collection, step.seq, step.label)
+        rewrite_options(eng, step.collection)  # refused before anything is written
         roll_back_in_place(eng, step, state)  # cut short by a run on the in-place strategy
         if eng.can_defer:
             return eng.defer(step)
@@ -261,6 +265,7 @@ class DataOps:
                         sinks[name] = DryRunSink(eng, src.collection, [step])
                         continue
                     if eng.strategy.rewrite:
+                        rewrite_options(eng, src.collection)  # refused before any write
                         pending = eng.take_pending(src.collection)
                         if pending and pending[0].filter:  # absorbed only in stored order
                             eng.give_back(src.collection, pending)

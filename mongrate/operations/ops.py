@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pymongo.database import Database
 
 from mongrate.errors import StepCancelled
-from mongrate.mongo.collections import fast_count
+from mongrate.mongo.collections import collection_options, fast_count
 from mongrate.mongo.dryrun import RecordingDatabase
 from mongrate.mongo.pipeline import chunked, prefetch
 from mongrate.operations.backup import BackupOps
@@ -181,7 +181,9 @@ class Operations(DataOps, SchemaOps, BackupOps):
             n = fast_count(eng.db, side.name)
             self.engine_write(collection, "restore", f"recorded values of up to {n} documents")
             return n
-        if eng.strategy.rewrite:
+        # a capped collection's natural order is its insertion order, which a restore by
+        # rewrite (merged in _id order) would not keep: it is restored in place
+        if eng.strategy.rewrite and not collection_options(eng.db, collection).get("capped"):
             restored = restore_rewrite(self, collection, side, void)
         else:
             restored, gone = side.restore_in_place(

@@ -33,8 +33,11 @@ from mongrate.errors import OpError, RewriteError
 from mongrate.mongo.codec import INVALID_NAMESPACE, RAW, id_key
 from mongrate.mongo.collections import (
     bulk_write,
+    collection_options,
     copy_collection,
     copy_indexes,
+    copy_options,
+    create_like,
     fast_count,
     rename_replacing,
 )
@@ -68,6 +71,16 @@ class PendingNeedsServer(Exception):
     def __init__(self, collection: str):
         super().__init__(collection)
         self.collection = collection
+
+
+def rewrite_options(engine: Engine, collection: str) -> dict[str, Any]:
+    """The creation options the copy of ``collection`` gets; refused (before anything is
+    written) for a collection that no copy can replace."""
+    try:
+        return copy_options(engine.db, collection)
+    except ValueError as exc:
+        raise RewriteError(f"{exc}; the rewrite strategy cannot change it: set "
+                           "write_strategy = in_place in mongrate.ini") from None
 
 
 def tmp_name(revision: str, seq: int | str, collection: str) -> str:
@@ -284,6 +297,8 @@ class RewriteSink(Sink):
         self._docs: list[RawBSONDocument] = []
         self._held: list[tuple[bytes, int, ServerUpdate]] = []
         self._writer: BackgroundWriter | None = None
+        self.options: dict[str, Any] = {}
+        self._bytes = 0
 
     def start(self) -> bool:
         eng, own = self.engine, self.own
@@ -298,10 +313,12 @@ class RewriteSink(Sink):
                 step.changed = n
             self._swap()  # built, never swapped (recover_swaps settled the rest): swap it in
             return False
+        self.options = rewrite_options(eng, self.collection)
         # "building" before the old copy goes: "built" with its copy gone means swapped
         eng.undo.update_one(own.key, {"$set": {"state": "building", "strategy": "rewrite",
                                                "tmp": self.tmp, "steps": wanted}}, upsert=True)
         self.db.drop_collection(self.tmp)  # half built, or built for other steps
+        create_like(self.db, self.tmp, self.options)  # capped, validator, collation...
         if len(self.steps) > 1:
             eng.reporter.info(f"  {self.collection}: one pass writes the changes of "
                               f"{', '.join(wanted)}")
@@ -312,6 +329,7 @@ class RewriteSink(Sink):
         if change is not None:
             self.own.note(base, change)
             base = change.new
+        self._bytes += len(base)
         self._docs.append(RawBSONDocument(base, RAW))
         if len(self._docs) >= self.engine.batch_size:
             self._flush()
@@ -322,6 +340,7 @@ class RewriteSink(Sink):
         and the steps after it go on from what the server stored."""
         self.seen += 1
         self.steps[index].note(base, update)
+        self._bytes += len(base)
         self._docs.append(RawBSONDocument(base, RAW))
         self._held.append((base, index, update))
         if len(self._docs) >= self.engine.batch_size:
@@ -383,8 +402,10 @@ class RewriteSink(Sink):
                 self._writer.submit(step.side().insert, priors)
         if self._docs:
             docs, self._docs = self._docs, []
+            # stored documents are carried as they are, valid or not (as in place)
+            bypass = {"bypass_document_validation": True} if self.options.get("validator") else {}
             self._writer.submit(self.db.get_collection(self.tmp, codec_options=RAW).insert_many,
-                                docs, ordered=False)
+                                docs, ordered=False, **bypass)
         if self._held:  # the server's part needs those documents written
             held, self._held = self._held, []
             self._writer.drain()
@@ -397,7 +418,7 @@ class RewriteSink(Sink):
             raise error  # e.g. the lock was lost: not a reason to start over
         self._docs = []
         self._held = []
-        self.seen = 0
+        self.seen = self._bytes = 0
         self.engine.check()
         for step in self.steps:
             step.changed, step.priors = 0, []
@@ -432,6 +453,13 @@ class RewriteSink(Sink):
                 f"{self.collection}: {self.seen} documents were rewritten but the collection "
                 f"holds {live}; was the application writing to it? Stop it and run again")
         built = fast_count(self.db, self.tmp)
+        if built != self.seen and self.options.get("capped"):
+            cap = f"size {self.options.get('size')} bytes" + (
+                f", max {self.options['max']} documents" if self.options.get("max") else "")
+            raise RewriteError(
+                f"{self.collection} is capped ({cap}): its {self.seen} rewritten documents "
+                f"({self._bytes} bytes) do not fit, so the copy dropped the oldest; nothing was "
+                "swapped. Raise the cap first (collMod cappedSize), or change less")
         if built != self.seen:
             raise RewriteError(f"{self.tmp} holds {built} documents, not the {self.seen} "
                                "written: was another run building it? Run again")
@@ -469,7 +497,9 @@ def copy_back(engine: Engine, key: dict[str, Any], tmp: str, collection: str) ->
     db = engine.db
     engine.undo.update_one(key, {"$set": {"state": "copying"}})
     engine.check()
+    options = collection_options(db, tmp)
     db.drop_collection(collection)
+    create_like(db, collection, options)  # the copy's options (capped...), as a rename keeps
     copy_indexes(db, tmp, collection)
     copy_collection(db, tmp, collection, engine.batch_size, guard=engine.guard)
     if fast_count(db, collection) != fast_count(db, tmp):
