@@ -60,6 +60,7 @@ from app_patch.tools.packages import (
     requirement_name,
 )
 from mongrate.config import database_from_url, with_database
+from mongrate.text import counts
 
 MIN_PYTHON = (3, 11)
 MIN_PILLOW = (10, 0)
@@ -653,8 +654,9 @@ def migrate(target: Target, *args: str, dry_run: bool = False) -> list[str]:
         return []
     run = json.loads(proc.stdout)
     for step in run["steps"]:
-        results = f" {step['results']}" if step.get("results") else ""
-        print(f"    {run['direction']}d {step['revision']} in {step['duration']:.2f}s{results}")
+        print(f"    {run['direction']}d {step['revision']} in {step['duration']:.2f}s")
+        for line in counts(step.get("results") or {}, indent="        "):
+            print(line)
     heads = sorted(run["heads_after"])
     print(f"    database at {heads_text(heads)}")
     return heads

@@ -29,6 +29,7 @@ from bson.raw_bson import RawBSONDocument
 from mongrate.errors import OpError, OrderError
 from mongrate.mongo.codec import RAW, decode, utcnow
 from mongrate.mongo.collections import fast_count
+from mongrate.mongo.dryrun import summarise
 from mongrate.mongo.order import bson_order_key
 from mongrate.mongo.pipeline import chunked, prefetch, read_ahead
 from mongrate.mongo.rawdoc import Change, diff, elements
@@ -96,7 +97,7 @@ class DataOps:
 
         if self.dry_run:
             return self._dry_run_pass(collection, filter, changer if supported else None, label,
-                                      "update_many", f"{dict(update)!r}: ")
+                                      "update_many", f"{summarise(dict(update))}: ")
         if self.engine.strategy.rewrite and supported:
             return self._rewrite_step(Step(self, collection, seq, changer, label, filter or None))
         if self.engine.strategy.rewrite:

@@ -35,6 +35,7 @@ from mongrate.mongo.capabilities import (
 )
 from mongrate.mongo.codec import DUPLICATE_KEY, utcnow
 from mongrate.mongo.collections import collection_options, fast_count, index_specs
+from mongrate.mongo.dryrun import summarise
 from mongrate.schema.model import VALIDATION_ACTIONS, VALIDATION_LEVELS, option_differences
 
 _SIGNIFICANT = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpression")
@@ -110,7 +111,7 @@ class SchemaOps:
                                  "kind": "index_created", "created": False, "at": utcnow()})
             return False
         if self.dry_run:
-            self.engine_write(collection, "create_index", f"{name} on {wanted_key}")
+            self.engine_write(collection, "create_index", f"{name} on {summarise(dict(wanted_key))}")
             return True
         if absent:
             undo.update_one({**self._key(collection), "kind": "collection_created",
@@ -177,7 +178,7 @@ class SchemaOps:
                 self.engine.undo.insert_one({**key, "created": False, "at": utcnow()})
             return False
         if self.dry_run:
-            self.engine_write(name, "create_collection", repr(options) if options else "")
+            self.engine_write(name, "create_collection", summarise(options) if options else "")
             return True
         if self.engine.undo.find_one(key) is None:
             self.engine.undo.insert_one({**key, "created": True, "at": utcnow()})
@@ -234,7 +235,7 @@ class SchemaOps:
         if before == after or not (before["validator"] or after["validator"]):
             return False
         if self.dry_run:
-            self.engine_write(collection, "collMod", repr(after))
+            self.engine_write(collection, "collMod", summarise(after))
             return True
         if self._schema_record(collection, "validator_set", f"validator:{collection}") is None:
             # as BSON: a validator's $-prefixed keys are not storable as fields everywhere
