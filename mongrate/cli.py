@@ -582,7 +582,7 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        if isinstance(exc, CheckFailed) and getattr(exc, "problems", None):
+        if isinstance(exc, CheckFailed) and exc.problems:
             for problem in exc.problems:
                 click.echo(f"mongrate: check: {problem}", err=True)
             sys.exit(exc.exit_code)

@@ -156,7 +156,7 @@ def _check(project: Project) -> Outcome:
     try:
         check(project)
     except CheckFailed as exc:
-        problems = getattr(exc, "problems", [str(exc)])
+        problems = exc.problems or [str(exc)]
         return heads, heads, f"{len(problems)} problem(s)", "; ".join(problems), False
     return heads, heads, "ok", "", True
 

@@ -117,7 +117,7 @@ def check(project: Project) -> list[str]:
                 )
         if project.config.schema is not None and not pending:
             # behind the head, the pending revisions are the difference to act on first
-            from mongrate.commands.schema import drift_lines
+            from mongrate.commands.drift import drift_lines
 
             problems.extend(drift_lines(project))
     for entry in store.last_failures():
@@ -141,9 +141,7 @@ def check(project: Project) -> list[str]:
     if not unknown:
         problems += leftovers(project, graph.applied(heads))
     if problems:
-        exc = CheckFailed("; ".join(problems))
-        exc.problems = problems
-        raise exc
+        raise CheckFailed("; ".join(problems), problems)
     return problems
 
 

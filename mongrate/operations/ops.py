@@ -2,8 +2,8 @@
 surface. A revision needs nothing else from mongrate.
 
 Data helpers (:mod:`mongrate.operations.data`): ``update_many``, ``change_each``,
-``change_groups`` with ``source``. Schema helpers (:mod:`mongrate.operations.schema`):
-``create_index``, ``drop_index``. Backups (:mod:`mongrate.operations.backup`):
+``change_groups`` with ``source``. Schema helpers (:mod:`mongrate.operations.schema_ops`):
+``create_index``, ``drop_index``. Backups (:mod:`mongrate.operations.backup_ops`):
 ``backup_collection``. Each records what it is about to change before it writes, so
 ``restore_undo()`` puts everything back exactly, whatever the write strategy was. In a dry
 run they read, count and say what they would write, and write nothing.
@@ -21,11 +21,11 @@ from mongrate.errors import StepCancelled
 from mongrate.mongo.collections import fast_count
 from mongrate.mongo.dryrun import RecordingDatabase
 from mongrate.mongo.pipeline import chunked, prefetch
-from mongrate.operations.backup import BackupOps
+from mongrate.operations.backup_ops import BackupOps
 from mongrate.operations.data import DataOps
 from mongrate.operations.engine import Engine, restore_rewrite
 from mongrate.operations.passes import state_key
-from mongrate.operations.schema import SchemaOps, restore_schema
+from mongrate.operations.schema_ops import SchemaOps, restore_schema
 from mongrate.operations.undo import SideCollection, side_owner
 
 T = TypeVar("T")

@@ -20,20 +20,10 @@ from pymongo.errors import (
 )
 
 from mongrate._version import __version__
-from mongrate.config import Config
+from mongrate.config import Config, redact
 from mongrate.errors import ConnectionFailure
 from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, utcnow
 from mongrate.runtime.lock import Leases
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    cred, _, host = rest.rpartition("@")
-    user = cred.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 def url_options(url: str) -> dict[str, str]:

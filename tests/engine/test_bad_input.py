@@ -285,3 +285,17 @@ def test_verbose_after_the_command(project, mongo_db):
     assert r.code == 1 and "Traceback" in r.err and "boom" in r.err
     for args in (("stamp", "aaaa1111", "-v"), ("current", "-v"), ("check", "-v"), ("heads", "-v")):
         assert "No such option" not in project.run(*args).err
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("mongodb://u:secret@h:1,h2:2/db?authSource=admin", "mongodb://u:***@h:1,h2:2/db?authSource=admin"),
+    ("mongodb+srv://u:p%2Fq@cluster.example/", "mongodb+srv://u:***@cluster.example/"),
+    ("mongodb://u@h/db", "mongodb://u@h/db"),
+    ("mongodb://h:27017", "mongodb://h:27017"),
+])
+def test_one_redact_hides_only_the_password(url, shown):
+    from app_patch.tools import deploy
+    from mongrate.config import redact
+
+    assert redact(url) == shown
+    assert deploy.redact is redact  # the deploy tool says URLs the same way
