@@ -16,7 +16,7 @@ from mongrate.mongo.collections import (
     copy_indexes,
     fast_count,
 )
-from mongrate.operations.passes import tmp_name
+from mongrate.names import snapshot_name, tmp_name
 
 _stamp_lock = threading.Lock()
 
@@ -65,7 +65,7 @@ class BackupOps:
             return manifest
         if manifest is None:
             stamp = self._backup_stamp(now)
-            target = f"{source}_backup_{stamp}"
+            target = snapshot_name(source, stamp)
             if target in db.list_collection_names():
                 raise BackupError(f"backup target {target} already exists; it is never "
                                   "overwritten: drop or rename it, or choose another target")

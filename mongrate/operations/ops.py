@@ -21,12 +21,13 @@ from mongrate.errors import StepCancelled
 from mongrate.mongo.collections import fast_count
 from mongrate.mongo.dryrun import RecordingDatabase
 from mongrate.mongo.pipeline import chunked, prefetch
+from mongrate.names import OwnNames
 from mongrate.operations.backup_ops import BackupOps
 from mongrate.operations.data import DataOps
 from mongrate.operations.engine import Engine, restore_rewrite
 from mongrate.operations.passes import state_key
 from mongrate.operations.schema_ops import SchemaOps, restore_schema
-from mongrate.operations.undo import SideCollection, side_owner
+from mongrate.operations.undo import SideCollection
 
 T = TypeVar("T")
 
@@ -126,10 +127,9 @@ class Operations(DataOps, SchemaOps, BackupOps):
     # ------------------------------------------------------------------ undo
     def side_collections(self) -> list[str]:
         """The collections this revision's data helpers changed (with records kept)."""
-        undo = self.engine.undo_name
-        owners = (side_owner(undo, n) for n in self.engine.db.list_collection_names())
-        return sorted(coll for owner in owners if owner and owner[0] == self.revision
-                      for coll in [owner[1]])
+        own = OwnNames(undo=self.engine.undo_name)
+        return [coll for _, coll in own.side_collections(self.engine.db.list_collection_names(),
+                                                          self.revision)]
 
     def restore_undo(self, collection: str | None = None) -> int:
         """Reverse everything this revision's helpers recorded (optionally for one

@@ -40,19 +40,14 @@ from mongrate.mongo.collections import (
 )
 from mongrate.mongo.pipeline import BackgroundWriter
 from mongrate.mongo.rawdoc import Change
+from mongrate.names import TMP_PREFIX, tmp_name  # noqa: F401 - the names live there
 from mongrate.operations.undo import SideCollection, record
 
 if TYPE_CHECKING:
     from mongrate.operations.engine import Engine
     from mongrate.operations.ops import Operations
 
-TMP_PREFIX = "mongrate_tmp_"
 Changer = Callable[[RawBSONDocument], "Change | None"]
-
-
-def tmp_name(revision: str, seq: int | str, collection: str) -> str:
-    """The scratch copy of a pass (or, seq "backup", of a swap backup)."""
-    return f"{TMP_PREFIX}{revision}_{seq}_{collection}"
 
 
 def state_key(revision: str, collection: str, seq: int | str) -> dict[str, Any]:

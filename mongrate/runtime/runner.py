@@ -20,11 +20,11 @@ from mongrate.graph.revisions import RevisionGraph
 from mongrate.graph.scripts import ScriptDirectory, checksum
 from mongrate.mongo.collections import statement_limit
 from mongrate.mongo.dryrun import RecordingDatabase
+from mongrate.names import OwnNames
 from mongrate.operations.engine import Engine, RunDatabase
 from mongrate.operations.ops import Operations
 from mongrate.operations.passes import DeferredStepFailed
 from mongrate.operations.strategy import Strategy, choose
-from mongrate.operations.undo import side_owner
 from mongrate.progress import Reporter
 from mongrate.runtime.lock import Lock
 from mongrate.runtime.store import Store
@@ -206,10 +206,8 @@ class Runner:
         upgrade), newest first: a downgrade reverses them before anything else."""
         applied = self.graph.applied(heads)
         recorded = set(self.store.undo.distinct("revision"))
-        for name in self.store.db.list_collection_names():
-            owner = side_owner(self.config.undo_collection, name)
-            if owner:
-                recorded.add(owner[0])
+        own = OwnNames.of(self.config)
+        recorded.update(rev for rev, _ in own.side_collections(self.store.db.list_collection_names()))
         partial = [r for r in recorded if r in self.graph and r not in applied]
         return list(reversed(self.graph.topo_sort(partial)))
 

@@ -5,6 +5,7 @@ regression test for a bug found that way."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -184,7 +185,7 @@ def test_a_kill_after_a_swap_does_not_apply_the_change_twice(project, mongo_db):
         r = project.run("upgrade", "head")
         assert r.code == 0, r.err
         assert numbers(mongo_db) == [(i + 1000) * 10 + 1 for i in range(30)]
-        assert "'items updated': 30" in r.out and "'items changed': 30" in r.out
+        assert re.search(r"^ +items updated: +30$", r.out, re.M) and re.search(r"^ +items changed: +30$", r.out, re.M)
         assert project.run("downgrade", "base").code == 0
         assert snapshot(mongo_db) == before
 
@@ -304,7 +305,7 @@ def test_a_downgrade_helper_is_not_skipped_as_the_upgrade_s_pass(project, mongo_
     assert project.run("upgrade", "head").code == 0
     r = project.run("downgrade", "base")
     assert r.code == 0, r.err
-    assert "'unset': 10" in r.out
+    assert re.search(r"^ +unset: +10$", r.out, re.M)
     assert snapshot(mongo_db) == before
 
 
@@ -361,7 +362,7 @@ def test_a_collection_taken_from_op_db_early_sees_later_changes(project, mongo_d
     mongo_db["fs.files"].insert_many([{"_id": i} for i in range(3)])
     r = project.run("upgrade", "head")
     assert r.code == 0, r.err
-    assert "'seen': 10" in r.out and "'files': 3" in r.out
+    assert re.search(r"^ +seen: +10$", r.out, re.M) and re.search(r"^ +files: +3$", r.out, re.M)
     assert mongo_db.items.count_documents({"x": 2}) == 10
 
 
@@ -434,7 +435,7 @@ def test_a_count_used_while_its_pass_runs_is_an_error_not_zero(project, mongo_db
     """)
     r = project.run("upgrade", "head")
     assert r.code == 0, r.err
-    assert "'after': 20" in r.out
+    assert re.search(r"^ +after: +20$", r.out, re.M)
 
 
 def test_change_functions_that_return_something_else_get_one_clear_line(mongo_db):
@@ -517,7 +518,7 @@ def test_folded_filtered_and_grouped_changes_equal_one_revision_at_a_time(projec
     r = project.run("upgrade", "head")
     assert r.code == 0, r.err
     assert "items: one pass writes the changes of aaaa1111:1, bbbb2222:1" in r.err
-    assert "'seen': 40" in r.out
+    assert re.search(r"^ +seen: +40$", r.out, re.M)
     assert snapshot(mongo_db) == snaps[-1]
     for k in range(len(FOLDED_REVS) - 1, -1, -1):
         target = FOLDED_REVS[k - 1][0] if k else "base"
