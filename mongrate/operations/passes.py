@@ -80,7 +80,7 @@ class Step:
         return f"{self.op.revision}:{self.seq}"
 
     def side(self) -> SideCollection:
-        eng = self.op.engine
+        eng = self.op._engine
         return SideCollection(eng.db, eng.undo_name, self.op.revision, self.collection,
                               eng.write_concern)
 

@@ -32,7 +32,7 @@ from mongrate.mongo.codec import RAW
 from mongrate.mongo.collections import statement_limit
 from mongrate.mongo.dryrun import RecordingDatabase
 from mongrate.operations.engine import Engine, RunDatabase
-from mongrate.operations.ops import Operations
+from mongrate.operations.ops import Operations, reported
 from mongrate.operations.strategy import choose
 from mongrate.progress import Reporter
 
@@ -83,7 +83,7 @@ def run_revision(db: Database, revision: ModuleType | str | Path, direction: str
         getattr(module, direction)(op)
         if direction == "downgrade":
             op.restore_undo()
-    return {k: int(v) if hasattr(v, "value") else v for k, v in op.results.items()}
+    return {k: int(v) if hasattr(v, "value") else v for k, v in reported(op).items()}
 
 
 def snapshot(db: Database) -> dict[str, Any]:

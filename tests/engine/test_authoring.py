@@ -112,7 +112,7 @@ def test_reading_through_op_db_sees_changes_made_before(project, mongo_db, items
     project.add("aaaa1111", None, body_up='op.update_many("items", {}, {"$set": {"x": 1}})')
     project.add("bbbb2222", "aaaa1111", body_up="""
         n = op.db.items.count_documents({"x": 1})
-        op.results["seen"] = n
+        op.report(seen=n)
         assert n == 100
     """)
     r = project.run("upgrade", "head")

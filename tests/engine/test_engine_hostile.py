@@ -298,7 +298,7 @@ def test_a_downgrade_helper_is_not_skipped_as_the_upgrade_s_pass(project, mongo_
         op.db.items.update_many({}, {"$set": {"flag": 1}})  # not recorded: undone by hand
         op.update_many("items", {}, {"$set": {"plan": "free"}})
     """, body_down="""
-        op.results["unset"] = op.update_many("items", {}, {"$unset": {"flag": ""}})
+        op.report(unset=op.update_many("items", {}, {"$unset": {"flag": ""}}))
         op.restore_undo()
     """)
     before = snapshot(mongo_db)
@@ -355,8 +355,8 @@ def test_a_collection_taken_from_op_db_early_sees_later_changes(project, mongo_d
         fs_files = op.db.fs.files.with_options()
         op.update_many("items", {}, {"$set": {"x": 1}})
         op.update_many("fs.files", {}, {"$set": {"x": 1}})
-        op.results["seen"] = items.count_documents({"x": 1})
-        op.results["files"] = fs_files.count_documents({"x": 1})
+        op.report(seen=items.count_documents({"x": 1}))
+        op.report(files=fs_files.count_documents({"x": 1}))
         items.update_many({}, {"$set": {"x": 2}})
     """)
     mongo_db["fs.files"].insert_many([{"_id": i} for i in range(3)])
@@ -423,7 +423,7 @@ def test_a_count_used_while_its_pass_runs_is_an_error_not_zero(project, mongo_db
     project.add("aaaa1111", None, body_up="""
         n = op.change_each("items", lambda d: d.update(x=1))
         def group(key, items):
-            op.results["inside"] = int(n)
+            op.report(inside=int(n))
         op.change_groups(group, items=op.source("items", key="n"))
     """)
     r = project.run("upgrade", "head")
@@ -431,7 +431,7 @@ def test_a_count_used_while_its_pass_runs_is_an_error_not_zero(project, mongo_db
     project.add("aaaa1111", None, body_up="""
         n = op.change_each("items", lambda d: d.update(x=1))
         op.change_groups(lambda key, items: None, items=op.source("items", key="n"))
-        op.results["after"] = int(n)
+        op.report(after=int(n))
     """)
     r = project.run("upgrade", "head")
     assert r.code == 0, r.err
@@ -486,7 +486,7 @@ FOLDED_REVS = [
     ("dddd4444", """
         op.update_many("items", {}, {"$set": {"done": True}, "$unset": {"k": ""}})
         op.change_each("users", lambda d: d.update(total=d.get("total", 0) + 1))
-        op.results["seen"] = op.db.items.count_documents({"done": True})
+        op.report(seen=op.db.items.count_documents({"done": True}))
         op.update_many("users", {"total": {"$gt": 20}}, {"$set": {"big": True}})
     """),
 ]

@@ -11,9 +11,7 @@ import pytest
 UP_ITEMS = """
 op.backup_collection("items")
 op.update_many("items", {}, {"$set": {"a": 1}})
-op.results["seen"] = 12
-op.results["skipped"] = 0
-op.results["kind"] = "plain"
+op.report(seen=12, skipped=0, kind="plain")
 """
 
 
