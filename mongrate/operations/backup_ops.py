@@ -170,7 +170,7 @@ class BackupOps:
         """One id for all snapshots of this revision, kept across an interrupted run."""
         with self._stamp_lock:  # parallel backups of one revision share it too
             earlier = self._engine.backups.find_one({"revision": self.revision,
-                                              "status": {"$in": ["copying", "built", "complete"]}})
+                                               "status": {"$in": ["copying", "built", "complete"]}})
             if earlier and earlier.get("backup_id"):
                 return earlier["backup_id"]
             if self._engine.backup_stamp is None:

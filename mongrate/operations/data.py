@@ -205,7 +205,7 @@ class DataOps:
                     changed += 1
         how = self._engine.strategy.name.replace("_", "-")
         self._engine_write(collection, what, f"{detail}changes {changed} of {matched} matching "
-                                            f"documents ({how})")
+                                             f"documents ({how})")
         return changed
 
     # ---------------------------------------------------------- change_groups
@@ -285,8 +285,8 @@ class DataOps:
                     how = eng.strategy.name.replace("_", "-")
                     for sink in sinks.values():
                         self._engine_write(sink.collection, "change_groups",
-                                          f"changes {sink.changed} of {sink.seen} documents "
-                                          f"({how})")
+                                           f"changes {sink.changed} of {sink.seen} documents "
+                                           f"({how})")
                 for coll, pending in taken.items():
                     eng.give_back(coll, pending)  # those not written (none, normally)
                 return counts

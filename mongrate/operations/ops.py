@@ -127,15 +127,15 @@ class Operations(DataOps, SchemaOps, BackupOps):
         """Say in a dry run's list of writes what a helper would do."""
         if isinstance(self._engine.db, RecordingDatabase):
             self._engine.db.writes.append({"collection": collection, "method": method,
-                                          "args": args})
+                                           "args": args})
         self.log(f"{collection}: would {method} {args}")
 
     # ------------------------------------------------------------------ undo
     def _side_collections(self) -> list[str]:
         """The collections this revision's data helpers changed (with records kept)."""
         own = OwnNames(undo=self._engine.undo_name)
-        return [coll for _, coll in own.side_collections(self._engine.db.list_collection_names(),
-                                                          self.revision)]
+        names = self._engine.db.list_collection_names()
+        return [coll for _, coll in own.side_collections(names, self.revision)]
 
     def restore_undo(self, collection: str | None = None) -> int:
         """Reverse everything this revision's helpers recorded (optionally for one

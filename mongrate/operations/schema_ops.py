@@ -73,7 +73,7 @@ class SchemaOps:
 
     def _schema_record(self, collection: str, kind: str, doc_id: str) -> dict | None:
         return self._engine.undo.find_one({**self._key(collection), "kind": kind,
-                                          "doc_id": doc_id})
+                                           "doc_id": doc_id})
 
     def create_index(self, collection: str, keys: list[tuple[str, int]] | str, *, name: str,
                      **options: Any) -> bool:
@@ -291,7 +291,7 @@ def _restore_collection_created(op, db, rec: dict) -> None:
         db.drop_collection(coll.name)
     if "created" not in rec and not rec.get("if_empty"):  # a backup snapshot's record
         op._engine.backups.update_many({"target": coll.name},
-                                      {"$set": {"status": "dropped", "dropped_at": utcnow()}})
+                                       {"$set": {"status": "dropped", "dropped_at": utcnow()}})
 
 
 def _restore_collection_dropped(op, db, rec: dict) -> None:
