@@ -40,6 +40,7 @@ demo: $(STAMP) ferretdb
 
 bench: $(STAMP) ferretdb
 	-$(PY) bench/graph.py
+	-$(PY) bench/graph_scale.py
 	-$(PY) bench/thumbs.py
 	-$(PY) bench/history.py
 	-$(PY) bench/thumbs_http.py

@@ -204,8 +204,9 @@ def run_size(client, url: str, messages: int, sample_seconds: float, keep: bool)
         for line in upgrade.out.splitlines():
             step = re.match(r"upgraded (\w+) in ([\d.]+)s", line)
             if step:
-                print(f"    {step[1]} {float(step[2]):6.1f}s = {float(step[2]) / floor:4.2f} floors"
-                      f"  {line[step.end():][:110]}")
+                print(f"    {step[1]} {float(step[2]):6.1f}s = {float(step[2]) / floor:4.2f} floors")
+            elif line.startswith("    "):  # the step's counts, one "name: count" a line
+                print(f"    {line}")
         downgrade = run_mongrate(ini, "downgrade", "base")
         print(f"downgrade base: {downgrade.seconds:.1f}s, peak {downgrade.peak_mb:.0f} MB",
               flush=True)

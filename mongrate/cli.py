@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from mongrate.config import DEFAULT_LOCK_TIMEOUT
+from mongrate.text import columns, counts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCK, EXIT_SERVER_LOST = 0, 1, 2, 3, 4
 
@@ -274,9 +275,9 @@ def _render_run(opts: Options, result) -> None:
             lines.append(f"{s.revision}: {len(s.writes)} write(s) would be sent")
             lines.extend(f"    {w['method']} {w['collection']} {w['args']}" for w in s.writes)
         else:
-            extra = f" {s.results}" if s.results else ""
             what = "reverted the partial upgrade of" if s.note == "reverted" else f"{s.direction}d"
-            lines.append(f"{what} {s.revision} in {s.duration:.2f}s{extra}")
+            lines.append(f"{what} {s.revision} in {s.duration:.2f}s")
+            lines.extend(counts(s.results))
     if result.steps and not result.dry_run:
         lines.append(f"now at {', '.join(result.heads_after) or 'base'}")
     if result.dry_run:
@@ -386,7 +387,9 @@ def current(opts: Options) -> None:
 
         for head, entries in state.log.items():
             lines.append(f"log of {head}:")
-            lines.extend("  " + log_summary(e) for e in entries)
+            for e in entries:
+                lines.append("  " + log_summary(e))
+                lines.extend(counts(e.get("results") or {}, indent="      "))
     emit(opts, {
         "heads": list(state.heads), "unknown": state.unknown, "pending": state.pending,
         "interrupted": [{k: v for k, v in e.items() if k != "traceback"} for e in state.interrupted],
@@ -425,7 +428,9 @@ def history(opts: Options, rev_range: str | None, indicate_current: bool) -> Non
     for rev_id in ids:
         lines.append(_rev_line(project.graph, rev_id, current_heads, opts.verbose))
         if show_log:
-            lines.extend("    log: " + commands.log_summary(e) for e in logs.get(rev_id, []))
+            for e in logs.get(rev_id, []):
+                lines.append("    log: " + commands.log_summary(e))
+                lines.extend(counts(e.get("results") or {}, indent="        "))
         if opts.verbose:
             lines.append("")
     emit(opts, [_rev_data(project.graph.get(r)) for r in ids], "\n".join(lines))
@@ -506,9 +511,12 @@ def backup_list(opts: Options) -> None:
     from mongrate import commands
 
     items = commands.list_backups(opts.project())
-    lines = [f"{b.get('backup_id', '-'):<16} {b['target']}  {b['status']:<8} {b.get('count', '-'):>8} docs  from {b['source']}  "
-             f"revision {b['revision']}  {b['created_at']:%Y-%m-%d %H:%M:%S}" for b in items]
-    emit(opts, items, "\n".join(lines) or "no backups")
+    lines = columns(("backup", "source", "snapshot", "status", "documents", "revision",
+                     "created (UTC)"),
+                    ((b.get("backup_id"), b.get("source"), b.get("target"), b.get("status"),
+                      b.get("count"), b.get("revision"), b.get("created_at")) for b in items),
+                    right=(4,))
+    emit(opts, items, "\n".join(lines) if items else "no backups")
 
 
 @backup.command("restore")
@@ -574,7 +582,7 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        if isinstance(exc, CheckFailed) and getattr(exc, "problems", None):
+        if isinstance(exc, CheckFailed) and exc.problems:
             for problem in exc.problems:
                 click.echo(f"mongrate: check: {problem}", err=True)
             sys.exit(exc.exit_code)

@@ -136,6 +136,17 @@ def database_from_url(url: str) -> str | None:
     return path or None
 
 
+def redact(url: str) -> str:
+    """``url`` without its password, for messages (the user name stays). Works on
+    MongoDB's several-host URLs too, which ``urlsplit`` cannot take apart."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    cred, at, hosts = netloc.rpartition("@")
+    if not at or ":" not in cred:
+        return url
+    return f"{scheme}{sep}{cred.split(':', 1)[0]}:***@{hosts}{slash}{tail}"
+
+
 def with_database(url: str, name: str) -> str:
     """``url`` with its path set to ``name`` (query string and credentials kept)."""
     parts = urlsplit(url)

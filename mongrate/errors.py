@@ -60,9 +60,14 @@ class RevisionFailed(MongrateError):
 
 
 class CheckFailed(MongrateError):
-    """``mongrate check`` found something to act on."""
+    """``mongrate check`` found something to act on, ``problems`` one line each (none when
+    the message is all there is, e.g. ``unlock`` refusing a live lease)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems: list[str] = list(problems or ())
 
 
 class ServerLost(MongrateError):

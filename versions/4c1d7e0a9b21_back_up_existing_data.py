@@ -14,6 +14,8 @@ later revision changes them. `mongrate backup list` shows the snapshots and
 Downgrade drops the snapshots.
 """
 
+from mongrate import Operations
+
 revision = "4c1d7e0a9b21"
 down_revision = None
 branch_labels = None
@@ -22,9 +24,9 @@ depends_on = None
 COLLECTIONS = ("chat_messages", "file_uploads", "chat_sessions", "fs.files")
 
 
-def upgrade(op):
+def upgrade(op: Operations) -> None:
     op.backup_collection(*COLLECTIONS)
 
 
-def downgrade(op):
+def downgrade(op: Operations) -> None:
     op.restore_undo()

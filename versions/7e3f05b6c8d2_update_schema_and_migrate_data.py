@@ -21,6 +21,7 @@ by file id. Downgrade: changed fields get their old values back, new fields go a
 
 from app_patch.rules import SNIFF_BYTES, gridfs_oid, message_file_changes, upload_file_changes
 from app_patch.sniff import sniff_mime
+from mongrate import Operations
 
 revision = "7e3f05b6c8d2"
 down_revision = "4c1d7e0a9b21"
@@ -28,7 +29,7 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade(op):
+def upgrade(op: Operations) -> None:
     op.change_each("chat_messages", set_message_file_fields)
     facts = {"files_missing": 0, "mime_corrected": 0, "images": 0, "sizes_corrected": 0}
     op.change_groups(
@@ -38,10 +39,10 @@ def upgrade(op):
         heads=op.source("fs.chunks", key="files_id", convert=str, filter={"n": 0},
                         map=first_bytes),
     )
-    op.results.update(facts)
+    op.report(**facts)
 
 
-def downgrade(op):
+def downgrade(op: Operations) -> None:
     op.restore_undo()
 
 
@@ -55,7 +56,7 @@ def first_bytes(chunk):
     return {"mime": sniff_mime(data[:SNIFF_BYTES]), "head": len(data)}
 
 
-def set_upload_facts(op, uploads, files, heads, facts):
+def set_upload_facts(op: Operations, uploads, files, heads, facts):
     for upload in uploads:
         length, mime = file_facts(op, upload.get("file_id"), files, heads)
         changes = upload_file_changes(upload, length, mime)
@@ -66,7 +67,7 @@ def set_upload_facts(op, uploads, files, heads, facts):
         facts["sizes_corrected"] += "file_size" in changes
 
 
-def file_facts(op, file_id, files, heads):
+def file_facts(op: Operations, file_id, files, heads):
     """(GridFS length, sniffed type) of an upload's file; (None, None) if it is gone."""
     if not _canonical(file_id):  # rare legacy shapes (upper case, ObjectId): looked up
         oid = gridfs_oid(file_id)
@@ -84,7 +85,7 @@ def file_facts(op, file_id, files, heads):
     return length, sniff_mime(read_head(op, files[0]["_id"]))
 
 
-def read_head(op, oid):
+def read_head(op: Operations, oid):
     head = b""
     for chunk in op.db["fs.chunks"].find({"files_id": oid}).sort("n", 1):
         head += bytes(chunk["data"])

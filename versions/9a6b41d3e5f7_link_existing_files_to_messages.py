@@ -22,6 +22,7 @@ back the `message_id`, `file_ids` and `has_files` values this revision changed.
 from collections import Counter
 
 from app_patch.rules import Outcome, link_session
+from mongrate import Operations
 
 revision = "9a6b41d3e5f7"
 down_revision = "7e3f05b6c8d2"
@@ -31,7 +32,7 @@ depends_on = None
 SAMPLES = 10  # orphaned and ambiguous upload file ids named in the log
 
 
-def upgrade(op):
+def upgrade(op: Operations) -> None:
     tally = Counter({o.value: 0 for o in Outcome})
     samples = {Outcome.ORPHANED: [], Outcome.AMBIGUOUS: []}
 
@@ -47,11 +48,11 @@ def upgrade(op):
         messages=op.source("chat_messages", key=("session_id", "user_id"), order="created_at"),
         uploads=op.source("file_uploads", key=("session_id", "user_id"), order="uploaded_at"),
     )
-    op.results.update(tally)
+    op.report(**tally)
     for outcome, ids in samples.items():
         if ids:
             op.log(f"{tally[outcome.value]} {outcome.value} uploads, e.g. file ids {', '.join(ids)}")
 
 
-def downgrade(op):
+def downgrade(op: Operations) -> None:
     op.restore_undo()

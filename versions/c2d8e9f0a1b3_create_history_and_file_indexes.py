@@ -11,6 +11,8 @@ creating an index brought it into being (thumbnails.files, which the app fills l
 it is still empty.
 """
 
+from mongrate import Operations
+
 revision = "c2d8e9f0a1b3"
 down_revision = "9a6b41d3e5f7"
 branch_labels = None
@@ -33,12 +35,11 @@ INDEXES = (
 )
 
 
-def upgrade(op):
+def upgrade(op: Operations) -> None:
     created = [name for collection, keys, name, options in INDEXES
                if op.create_index(collection, keys, name=name, **options)]
-    op.results.update({"indexes_created": len(created),
-                       "indexes_present": len(INDEXES) - len(created)})
+    op.report(indexes_created=len(created), indexes_present=len(INDEXES) - len(created))
 
 
-def downgrade(op):
+def downgrade(op: Operations) -> None:
     op.restore_undo()

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from app_patch.service.settings import DEFAULT_DATABASE, DEFAULT_URL
 from app_patch.tools import packages
@@ -59,7 +59,8 @@ from app_patch.tools.packages import (
     last_line,
     requirement_name,
 )
-from mongrate.config import database_from_url, with_database
+from mongrate.config import database_from_url, redact, with_database
+from mongrate.text import counts
 
 MIN_PYTHON = (3, 11)
 MIN_PILLOW = (10, 0)
@@ -102,15 +103,6 @@ def service_env(app_dir: Path, environ: dict[str, str] | None = None) -> dict[st
             values[key.strip()] = value
     values.update(os.environ if environ is None else environ)
     return values
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 @dataclass
@@ -653,8 +645,9 @@ def migrate(target: Target, *args: str, dry_run: bool = False) -> list[str]:
         return []
     run = json.loads(proc.stdout)
     for step in run["steps"]:
-        results = f" {step['results']}" if step.get("results") else ""
-        print(f"    {run['direction']}d {step['revision']} in {step['duration']:.2f}s{results}")
+        print(f"    {run['direction']}d {step['revision']} in {step['duration']:.2f}s")
+        for line in counts(step.get("results") or {}, indent="        "):
+            print(line)
     heads = sorted(run["heads_after"])
     print(f"    database at {heads_text(heads)}")
     return heads

@@ -25,6 +25,7 @@ from mongrate.mongo.collections import (
     statement_limit,
 )
 from mongrate.mongo.pipeline import chunked
+from mongrate.names import prerestore_name
 from mongrate.runtime.lock import Lock
 
 
@@ -143,7 +144,7 @@ def restore_backup(project: Project, backup_id: str, *, collections: Sequence[st
             report = RestoreReport(backup_id, m["source"], m["target"], changed, missing, added,
                                    restored=False)
             if report.differing:
-                safety = f"{m['source']}_prerestore_{stamp}"
+                safety = prerestore_name(m["source"], stamp)
                 db.drop_collection(safety)
                 count, checksum = copy_collection(db, m["source"], safety, size)
                 project.store.backups.insert_one({

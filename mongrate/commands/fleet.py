@@ -27,6 +27,7 @@ from mongrate.errors import CheckFailed, ConfigError, LockTimeoutError, Mongrate
 from mongrate.graph.scripts import ScriptDirectory
 from mongrate.progress import Reporter
 from mongrate.runtime.store import connect_client
+from mongrate.text import columns
 
 VERBS = ("upgrade", "downgrade", "current", "check", "stamp")
 #: never matched by a glob (name them exactly to include them)
@@ -155,7 +156,7 @@ def _check(project: Project) -> Outcome:
     try:
         check(project)
     except CheckFailed as exc:
-        problems = getattr(exc, "problems", [str(exc)])
+        problems = exc.problems or [str(exc)]
         return heads, heads, f"{len(problems)} problem(s)", "; ".join(problems), False
     return heads, heads, "ok", "", True
 
@@ -242,12 +243,9 @@ def _finished_line(verb: str, row: FleetRow) -> str:
 
 def table(result: FleetResult) -> str:
     """The closing table, a total line, and one line per failure."""
-    header = ("database", "from", "to", "status", "duration")
-    cells = [(r.database, heads_text(r.before), heads_text(r.after), r.status,
-              f"{r.duration:.2f}s") for r in result.rows]
-    widths = [max(len(str(c[i])) for c in [header, *cells]) for i in range(len(header))]
-    lines = ["  ".join(str(c[i]).ljust(widths[i]) for i in range(len(header))).rstrip()
-             for c in [header, *cells]]
+    lines = columns(("database", "from", "to", "status", "duration"),
+                    ((r.database, heads_text(r.before), heads_text(r.after), r.status,
+                      f"{r.duration:.2f}s") for r in result.rows))
     failed = result.failed
     lines.append(f"{len(result.rows)} database(s): {len(result.rows) - len(failed)} succeeded, "
                  f"{len(failed)} did not ({result.verb}, --jobs {result.jobs}, "

@@ -11,6 +11,7 @@ from mongrate.config import Config
 from mongrate.errors import CheckFailed
 from mongrate.graph.revisions import Revision
 from mongrate.graph.scripts import ScriptDirectory, checksum
+from mongrate.names import PROBE, SCRATCH, UNDO_SIDE, OwnNames
 from mongrate.runtime.lock import LockHolder
 from mongrate.runtime.runner import normalize_heads
 from mongrate.runtime.store import Store
@@ -117,7 +118,7 @@ def check(project: Project) -> list[str]:
                 )
         if project.config.schema is not None and not pending:
             # behind the head, the pending revisions are the difference to act on first
-            from mongrate.commands.schema import drift_lines
+            from mongrate.commands.drift import drift_lines
 
             problems.extend(drift_lines(project))
     for entry in store.last_failures():
@@ -141,9 +142,7 @@ def check(project: Project) -> list[str]:
     if not unknown:
         problems += leftovers(project, graph.applied(heads))
     if problems:
-        exc = CheckFailed("; ".join(problems))
-        exc.problems = problems
-        raise exc
+        raise CheckFailed("; ".join(problems), problems)
     return problems
 
 
@@ -151,18 +150,17 @@ def leftovers(project: Project, applied: set[str]) -> list[str]:
     """mongrate's own collections that no applied revision accounts for: recorded changes
     of a revision that is not applied (its upgrade failed or was interrupted, or they
     outlived it), and scratch copies of a pass that did not finish."""
-    from mongrate.operations.passes import TMP_PREFIX
-    from mongrate.operations.strategy import PROBE_PREFIX
-    from mongrate.operations.undo import side_owner
-
     store, graph = project.store, project.graph
     running = holder_alive(store, store.leases.holder())
     out = []
     live = set(store.db.list_collection_names())
+    own = OwnNames.of(project.config)
     for name in sorted(live):
-        owner = side_owner(project.config.undo_collection, name)
-        if owner:
-            rev = owner[0]
+        owned = own.classify(name)
+        if owned is None:
+            continue
+        if owned.kind == UNDO_SIDE:
+            rev = owned.revision
             if rev not in graph:
                 out.append(f"{name} holds recorded changes of a revision no file defines: "
                            "restore the file (then 'mongrate downgrade' can use them) or drop it")
@@ -170,9 +168,9 @@ def leftovers(project: Project, applied: set[str]) -> list[str]:
                 out.append(f"{name} holds changes {rev} recorded, but {rev} is not applied "
                            f"(its upgrade failed or was interrupted): 'mongrate upgrade' "
                            f"finishes it, 'mongrate downgrade' reverts them")
-        elif name.startswith(PROBE_PREFIX) and not running:
+        elif owned.kind == PROBE and not running:
             out.append(f"{name} is a write-strategy probe left by a run that stopped: drop it")
-        elif name.startswith(TMP_PREFIX) and not running:
+        elif owned.kind == SCRATCH and not running:
             state = store.undo.find_one({"tmp": name, "state": {"$in": ["built", "copying"]}})
             if state and state["collection"] not in live:
                 out.append(f"{name} may be the only copy of {state['collection']} (a swap was "

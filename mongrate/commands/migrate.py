@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from mongrate.commands.project import Project
-from mongrate.config import DEFAULT_LOCK_TIMEOUT
+from mongrate.config import DEFAULT_LOCK_TIMEOUT, redact
 from mongrate.errors import CheckFailed, ServerLost
 from mongrate.runtime.lock import Lock, LockHolder
 from mongrate.runtime.runner import RunResult, normalize_heads
@@ -17,8 +17,6 @@ def server_guard(project: Project, command: str) -> Iterator[None]:
     """The server going away mid-run becomes one line: which server, what state the run was
     left in, how the next run resumes it (pymongo's own error is a topology dump)."""
     from pymongo.errors import ConnectionFailure as Lost
-
-    from mongrate.runtime.store import redact
 
     try:
         yield
@@ -48,11 +46,11 @@ def downgrade(project: Project, target: str, *, dry_run: bool = False,
 def _migrate(project: Project, direction: str, target: str, dry_run: bool,
              lock_timeout: float) -> RunResult:
     graph = project.graph
-    planner = graph.plan_upgrade if direction == "upgrade" else graph.plan_downgrade
+    planner = graph.upgrade_plan if direction == "upgrade" else graph.downgrade_plan
     command = f"{direction} {target}"
     with server_guard(project, command):
         return project.runner(lock_timeout, command).run(
-            direction, lambda heads: planner(target, heads), dry_run=dry_run)
+            direction, lambda heads: planner(heads, target), dry_run=dry_run)
 
 
 def stamp(project: Project, revisions: Sequence[str], *, purge: bool = False,

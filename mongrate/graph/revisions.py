@@ -609,41 +609,44 @@ class RevisionGraph:
                          self._parse(spec, self._current(current_heads)))
 
     # ------------------------------------------------------------ plans
-    def upgrade_plan(self, current_heads: Iterable[str], target_heads: Iterable[str]) -> list[str]:
-        """Revisions to apply, dependencies and parents first; never a downgrade."""
-        todo = self.ancestors(self._check(target_heads)) - self.applied(self._check(current_heads))
+    # One plan per direction, both (current heads, target). The target is either a target as
+    # the command line names it (a ``str``: head, +2, label@head, REV-1...) or the revision
+    # ids to reach (any other iterable).
+    def upgrade_plan(self, current_heads: Iterable[str],
+                     target: str | Iterable[str]) -> list[str]:
+        """What ``upgrade target`` applies from ``current_heads``, parents and dependencies
+        first; never a downgrade (revision ids below the current ones give nothing)."""
+        current = self._current(current_heads)
+        if isinstance(target, str):
+            move = self._parse(target, current)
+            if move.step == "-":
+                raise RangeError(f"'upgrade {target.strip()}' would go down: use "
+                                 f"'downgrade {target.strip()}'")
+            target = move.revs
+        todo = self.ancestors(self._check(target)) - self.applied(current)
         return sorted(todo, key=self._index.__getitem__)
 
     def downgrade_plan(self, current_heads: Iterable[str],
-                       target_heads: Iterable[str]) -> list[str]:
-        """Revisions to un-apply, dependents and children first, to reach ``target_heads``."""
-        applied = self.applied(self._check(current_heads))
-        target = self._check(target_heads)
-        missing = [t for t in target if t not in applied]
-        if missing:
-            raise RangeError(
-                f"target {', '.join(missing)} is not applied; did you mean upgrade?"
-            )
-        # ancestors() follows dependencies, so whatever depends on a removed revision is
-        # outside the kept set and is removed too (before the revision it depends on).
-        remove = applied - self.ancestors(target)
-        return sorted(remove, key=self._index.__getitem__, reverse=True)
-
-    def plan_upgrade(self, spec: str, current_heads: Iterable[str]) -> list[str]:
-        """What ``upgrade spec`` applies from ``current_heads``, in order."""
+                       target: str | Iterable[str]) -> list[str]:
+        """What ``downgrade target`` un-applies from ``current_heads``, dependents and
+        children first. A named target un-applies whatever is applied above it (Alembic's
+        rule), so a branch it is not on stays; ``-N``/``label@-N`` step along one head,
+        ``label@base`` is that branch from its root. Revision ids are the heads to reach:
+        everything applied that is not below them goes."""
         current = self._current(current_heads)
-        move = self._parse(spec, current)
-        if move.step == "-":
-            raise RangeError(f"'upgrade {spec.strip()}' would go down: use 'downgrade {spec.strip()}'")
-        return self.upgrade_plan(current, move.revs)
-
-    def plan_downgrade(self, spec: str, current_heads: Iterable[str]) -> list[str]:
-        """What ``downgrade spec`` un-applies from ``current_heads``, in order: whatever is
-        applied above the target (Alembic's rule), so a branch the target is not on stays.
-        ``-N``/``label@-N`` step along one head, ``label@base`` is that branch from its root."""
-        current = self._current(current_heads)
-        s = spec.strip() if isinstance(spec, str) else spec
-        move = self._parse(spec, current)
+        if not isinstance(target, str):
+            applied = self.applied(current)
+            heads = self._check(target)
+            missing = [t for t in heads if t not in applied]
+            if missing:
+                raise RangeError(
+                    f"target {', '.join(missing)} is not applied; did you mean upgrade?")
+            # ancestors() follows dependencies, so whatever depends on a removed revision is
+            # outside the kept set and is removed too (before the revision it depends on).
+            remove = applied - self.ancestors(heads)
+            return sorted(remove, key=self._index.__getitem__, reverse=True)
+        s = target.strip()
+        move = self._parse(target, current)
         if move.step == "+":
             raise RangeError(f"'downgrade {s}' would go up: use 'upgrade {s}'")
         if not move.step and len(self.maximal(move.revs)) > 1:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import bson
+from bson import json_util
 from pymongo.collection import Collection
 from pymongo.database import Database
 
@@ -19,8 +21,14 @@ WRITE_METHODS = frozenset({
 })
 
 
-def _summarise(value: Any, limit: int = 160) -> str:
-    text = repr(value)
+def summarise(value: Any, limit: int = 160) -> str:
+    """A value as a person reads it in a dry run: documents and lists as MongoDB's relaxed
+    extended JSON (what the shell shows), not as a Python repr; cut to ``limit``."""
+    try:
+        text = value if isinstance(value, str) else json_util.dumps(
+            value, json_options=json_util.RELAXED_JSON_OPTIONS)
+    except (TypeError, ValueError, bson.errors.BSONError):  # not a BSON value (e.g. a request)
+        text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -59,7 +67,7 @@ class RecordingCollection:
 
     def aggregate(self, pipeline: list, *args: Any, **kwargs: Any) -> Any:
         if pipeline and any(k in pipeline[-1] for k in ("$out", "$merge")):
-            self._record("aggregate", _summarise(pipeline[-1]))
+            self._record("aggregate", summarise(pipeline[-1]))
             return iter(())
         return self._collection.aggregate(pipeline, *args, **kwargs)
 
@@ -67,8 +75,8 @@ class RecordingCollection:
         if attr in WRITE_METHODS:
             def record(*args: Any, **kwargs: Any) -> Any:
                 args_text = ", ".join(
-                    [_summarise(a) for a in args]
-                    + [f"{k}={_summarise(v)}" for k, v in kwargs.items()]
+                    [summarise(a) for a in args]
+                    + [f"{k}={summarise(v)}" for k, v in kwargs.items()]
                 )
                 if attr == "bulk_write" and args:
                     args_text = f"{len(args[0])} operations"
@@ -103,7 +111,7 @@ class RecordingClient:
         if attr in ("drop_database",):
             def record(*args: Any, **kwargs: Any) -> None:
                 self._writes.append({"collection": "", "method": attr,
-                                     "args": ", ".join(_summarise(a) for a in args)})
+                                     "args": ", ".join(summarise(a) for a in args)})
             return record
         value = getattr(self._client, attr)
         if isinstance(value, Database):
@@ -130,7 +138,7 @@ class RecordingDatabase:
 
     def _record(self, method: str, args: tuple) -> None:
         self.writes.append({"collection": "", "method": method,
-                            "args": ", ".join(_summarise(a) for a in args)})
+                            "args": ", ".join(summarise(a) for a in args)})
 
     def create_collection(self, name: str, *args: Any, **kwargs: Any) -> RecordingCollection:
         self._record("create_collection", (name,))

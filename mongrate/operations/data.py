@@ -29,6 +29,7 @@ from bson.raw_bson import RawBSONDocument
 from mongrate.errors import OpError, OrderError
 from mongrate.mongo.codec import RAW, decode, utcnow
 from mongrate.mongo.collections import collection_options, fast_count
+from mongrate.mongo.dryrun import summarise
 from mongrate.mongo.order import bson_order_key
 from mongrate.mongo.pipeline import chunked, prefetch, read_ahead
 from mongrate.mongo.rawdoc import Change, diff, elements
@@ -99,13 +100,13 @@ class DataOps:
 
         if self.dry_run:
             return self._dry_run_pass(collection, filter, changer if supported else None, label,
-                                      "update_many", f"{dict(update)!r}: ")
-        if self.engine.strategy.rewrite and supported:
+                                      "update_many", f"{summarise(dict(update))}: ")
+        if self._engine.strategy.rewrite and supported:
             return self._rewrite_step(Step(self, collection, seq, changer, label, filter or None))
-        if self.engine.strategy.rewrite:
+        if self._engine.strategy.rewrite:
             self.log(f"{collection}: this update form is applied by the server document by "
                      "document; on this server that costs a scan per document")
-        self.engine.flush(collection)
+        self._engine.flush(collection)
         return self._server_update(collection, filter, update, touched, seq, label,
                                    array_filters)
 
@@ -114,7 +115,7 @@ class DataOps:
                        array_filters: Sequence[Mapping] | None) -> int:
         """The server applies ``update`` in place, a batch of matched ``_id``s at a time,
         each batch's prior values recorded first."""
-        eng = self.engine
+        eng = self._engine
         step = Step(self, collection, seq, None, label)
         sink = InPlaceSink(eng, collection, [step])
         if not sink.start():
@@ -153,13 +154,13 @@ class DataOps:
         filter = dict(filter or {})
         if self.dry_run:
             return self._dry_run_pass(collection, filter, changer, label, "change_each")
-        if self.engine.strategy.rewrite:
+        if self._engine.strategy.rewrite:
             return self._rewrite_step(Step(self, collection, seq, changer, label, filter or None))
         step = Step(self, collection, seq, changer, label)
-        sink = InPlaceSink(self.engine, collection, [step])
+        sink = InPlaceSink(self._engine, collection, [step])
         if not sink.start():
             return self._done_before(collection, seq, label)
-        coll = self.engine.db.get_collection(collection, codec_options=RAW)
+        coll = self._engine.db.get_collection(collection, codec_options=RAW)
         try:
             for batch in self.batches(_by_id(coll.find(filter)), label, None):
                 for raw in batch:
@@ -171,12 +172,12 @@ class DataOps:
 
     def _done_before(self, collection: str, seq: int, label: str) -> int:
         """What a pass an earlier run finished changed (it is not run again)."""
-        n = int(self.pass_state(collection, seq).get("result") or 0)
-        self.results.setdefault(label, n)
+        n = int(self._pass_state(collection, seq).get("result") or 0)
+        self._results.setdefault(label, n)
         return n
 
     def _rewrite_step(self, step: Step) -> int | LazyCount:
-        eng = self.engine
+        eng = self._engine
         eng.recover_swaps(step.collection)  # a swap cut short may have written this step
         state = eng.state(step)
         if state.get("state") == "done":  # an earlier run wrote it
@@ -199,16 +200,16 @@ class DataOps:
                       changer: Callable[[RawBSONDocument], Change | None] | None, label: str,
                       what: str, detail: str = "") -> int:
         """Read what a real run would read and count what it would change."""
-        coll = self.engine.db.get_collection(collection, codec_options=RAW)
+        coll = self._engine.db.get_collection(collection, codec_options=RAW)
         matched = changed = 0
         for batch in self.batches(coll.find(filter), label):
             for raw in batch:
                 matched += 1
                 if changer is None or changer(raw) is not None:
                     changed += 1
-        how = self.engine.strategy.name.replace("_", "-")
-        self.engine_write(collection, what, f"{detail}changes {changed} of {matched} matching "
-                                            f"documents ({how})")
+        how = self._engine.strategy.name.replace("_", "-")
+        self._engine_write(collection, what, f"{detail}changes {changed} of {matched} matching "
+                                             f"documents ({how})")
         return changed
 
     # ---------------------------------------------------------- change_groups
@@ -251,7 +252,7 @@ class DataOps:
             raise OpError("op.change_groups: a collection can be written by one source only")
         seq = self._next_seq()
         label = ", ".join(colls) or ", ".join(s.collection for s in sources.values())
-        eng = self.engine
+        eng = self._engine
         for src in sources.values():
             if not src.writable:
                 eng.accessed(src.collection)  # read what is stored, changes included
@@ -288,9 +289,9 @@ class DataOps:
                 if self.dry_run:
                     how = eng.strategy.name.replace("_", "-")
                     for sink in sinks.values():
-                        self.engine_write(sink.collection, "change_groups",
-                                          f"changes {sink.changed} of {sink.seen} documents "
-                                          f"({how})")
+                        self._engine_write(sink.collection, "change_groups",
+                                           f"changes {sink.changed} of {sink.seen} documents "
+                                           f"({how})")
                 for coll, pending in taken.items():
                     eng.give_back(coll, pending)  # those not written (none, normally)
                 return counts
@@ -314,7 +315,7 @@ class DataOps:
 
     def _group_pass(self, change: Callable[..., Any], sources: Mapping[str, Source],
                     sinks: Mapping[str, Sink], label: str) -> dict[str, int]:
-        eng = self.engine
+        eng = self._engine
         streams = {}
         first = next(iter(sources))
         for name, src in sources.items():
@@ -366,7 +367,7 @@ class Source:
     def stream(self, op, absorb: Callable[[bytes], bytes] | None = None
                ) -> Iterator[tuple[tuple, tuple, bytes]]:
         """(order key, key, document bytes) in key order, checked as they come."""
-        db = op.engine.db
+        db = op._engine.db
         if self.map is not None:
             return _sorted_maps(self, op)
         sort = [(k, 1) for k in self.keys] + ([(self.order, 1)] if self.order else [])
@@ -429,7 +430,7 @@ def _sorted_maps(src: Source, op) -> Iterator[tuple[tuple, tuple, bytes]]:
 
     from mongrate.mongo.codec import EXACT
 
-    coll = op.engine.db.get_collection(src.collection, codec_options=RAW)
+    coll = op._engine.db.get_collection(src.collection, codec_options=RAW)
     # a map source is for large documents (GridFS chunks hold up to 255 KiB): small batches
     # keep the read-ahead's memory bounded whatever the batch_size
     size = min(op.batch_size, MAP_BATCH)

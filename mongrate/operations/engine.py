@@ -106,7 +106,7 @@ class Engine:
         step.done = True
         if isinstance(step.result, LazyCount):
             step.result.set(step.changed)
-        step.op.results.setdefault(step.label, step.changed)
+        step.op._results.setdefault(step.label, step.changed)
 
     def recover_swaps(self, collection: str) -> None:
         """Settle what an interrupted run left of a pass over ``collection`` at its swap,
@@ -292,7 +292,7 @@ def restore_rewrite(op: Operations, collection: str, side, void: frozenset[int])
     from mongrate.mongo.rawdoc import Change
     from mongrate.operations.undo import apply_priors, grouped
 
-    eng = op.engine
+    eng = op._engine
     if not side.exists():
         return 0
     step = Step(op, collection, "restore", None, f"{collection} restored")  # type: ignore[arg-type]

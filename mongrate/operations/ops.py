@@ -2,8 +2,8 @@
 surface. A revision needs nothing else from mongrate.
 
 Data helpers (:mod:`mongrate.operations.data`): ``update_many``, ``change_each``,
-``change_groups`` with ``source``. Schema helpers (:mod:`mongrate.operations.schema`):
-``create_index``, ``drop_index``. Backups (:mod:`mongrate.operations.backup`):
+``change_groups`` with ``source``. Schema helpers (:mod:`mongrate.operations.schema_ops`):
+``create_index``, ``drop_index``. Backups (:mod:`mongrate.operations.backup_ops`):
 ``backup_collection``. Each records what it is about to change before it writes, so
 ``restore_undo()`` puts everything back exactly, whatever the write strategy was. In a dry
 run they read, count and say what they would write, and write nothing.
@@ -21,12 +21,13 @@ from mongrate.errors import StepCancelled
 from mongrate.mongo.collections import collection_options, fast_count
 from mongrate.mongo.dryrun import RecordingDatabase
 from mongrate.mongo.pipeline import chunked, prefetch
-from mongrate.operations.backup import BackupOps
+from mongrate.names import OwnNames
+from mongrate.operations.backup_ops import BackupOps
 from mongrate.operations.data import DataOps
 from mongrate.operations.engine import Engine, restore_rewrite
 from mongrate.operations.passes import state_key
-from mongrate.operations.schema import SchemaOps, restore_schema
-from mongrate.operations.undo import SideCollection, side_owner
+from mongrate.operations.schema_ops import SchemaOps, restore_schema
+from mongrate.operations.undo import SideCollection
 
 T = TypeVar("T")
 
@@ -36,7 +37,7 @@ class Operations(DataOps, SchemaOps, BackupOps):
 
     def __init__(self, engine: Engine, revision: str, direction: str,
                  db: Database | None = None):
-        self.engine = engine
+        self._engine = engine
         #: the database; reading or writing a collection through it first writes any
         #: change still waiting for that collection (so it sees everything done before)
         self.db = db if db is not None else engine.db
@@ -44,20 +45,26 @@ class Operations(DataOps, SchemaOps, BackupOps):
         self.direction = direction
         self.batch_size = engine.batch_size
         self.dry_run = engine.dry_run
-        #: counts a revision (or a helper) reports; they are logged with the step
-        self.results: dict[str, Any] = {}
+        # counts reported (op.report, and each helper's own); logged with the step
+        self._results: dict[str, Any] = {}
         self._seq = 0
 
     # ------------------------------------------------------------- reporting
+    def report(self, **counts: Any) -> None:
+        """Counts to log with this step and print after it, one ``name: count`` a line
+        (``op.report(linked=5, orphaned=2)``, or ``op.report(**tally)`` for names with
+        spaces). A name reported again takes the new value; helpers report their own."""
+        self._results.update(counts)
+
     def log(self, message: str) -> None:
         """A line in the run's output, tagged with this revision."""
-        self.engine.reporter.info(f"  [{self.revision}] {message}")
+        self._engine.reporter.info(f"  [{self.revision}] {message}")
 
     def progress(self, iterable: Iterable[T], total: int | None = None, label: str = "",
                  *, weight: Callable[[T], int] | None = None) -> Iterator[T]:
         """Report progress; between items, stop at once if the run has lost its lock."""
-        for item in self.engine.reporter.progress(iterable, total, label or self.revision,
-                                                  weight=weight):
+        for item in self._engine.reporter.progress(iterable, total, label or self.revision,
+                                                   weight=weight):
             yield item
             self.check()
 
@@ -70,7 +77,7 @@ class Operations(DataOps, SchemaOps, BackupOps):
     def check(self) -> None:
         """Raise if this run lost its lock (or a parallel step failed): call it before
         anything that cannot be taken back, in loops of your own."""
-        self.engine.check()
+        self._engine.check()
 
     def parallel(self, *steps: Callable[[], T], workers: int = 2) -> list[T]:
         """Run independent steps (work on different collections) at the same time and
@@ -78,7 +85,7 @@ class Operations(DataOps, SchemaOps, BackupOps):
         and the first error is raised."""
         if not steps:
             return []
-        stop = self.engine.stop
+        stop = self._engine.stop
         first: BaseException | None = None
         with ThreadPoolExecutor(max_workers=max(1, workers),
                                 thread_name_prefix="mongrate-step") as pool:
@@ -116,20 +123,19 @@ class Operations(DataOps, SchemaOps, BackupOps):
         self._seq += 1
         return self._seq if self.direction == "upgrade" else -self._seq
 
-    def engine_write(self, collection: str, method: str, args: str) -> None:
+    def _engine_write(self, collection: str, method: str, args: str) -> None:
         """Say in a dry run's list of writes what a helper would do."""
-        if isinstance(self.engine.db, RecordingDatabase):
-            self.engine.db.writes.append({"collection": collection, "method": method,
-                                          "args": args})
+        if isinstance(self._engine.db, RecordingDatabase):
+            self._engine.db.writes.append({"collection": collection, "method": method,
+                                           "args": args})
         self.log(f"{collection}: would {method} {args}")
 
     # ------------------------------------------------------------------ undo
-    def side_collections(self) -> list[str]:
+    def _side_collections(self) -> list[str]:
         """The collections this revision's data helpers changed (with records kept)."""
-        undo = self.engine.undo_name
-        owners = (side_owner(undo, n) for n in self.engine.db.list_collection_names())
-        return sorted(coll for owner in owners if owner and owner[0] == self.revision
-                      for coll in [owner[1]])
+        own = OwnNames(undo=self._engine.undo_name)
+        names = self._engine.db.list_collection_names()
+        return [coll for _, coll in own.side_collections(names, self.revision)]
 
     def restore_undo(self, collection: str | None = None) -> int:
         """Reverse everything this revision's helpers recorded (optionally for one
@@ -137,14 +143,14 @@ class Operations(DataOps, SchemaOps, BackupOps):
         added fields go again, indexes it created are dropped and ones it dropped come
         back, snapshots it made are dropped. Fields nobody recorded are left alone.
         Returns the number of documents and records restored."""
-        eng = self.engine
+        eng = self._engine
         undone = 0
         query: dict[str, Any] = {"revision": self.revision}
         if collection is not None:
             query["collection"] = collection
         if not self.dry_run:
             self._settle_passes(query)
-        for coll in self.side_collections():
+        for coll in self._side_collections():
             if collection is not None and coll != collection:
                 continue
             undone += self._restore_collection(coll)
@@ -157,7 +163,7 @@ class Operations(DataOps, SchemaOps, BackupOps):
         """Before restoring: swaps an interrupted run cut short are finished (their records
         then count), and copies of passes that never swapped in (a failed or interrupted
         pass) are dropped."""
-        eng = self.engine
+        eng = self._engine
         states = list(eng.undo.find({**query, "kind": "pass"}))
         for coll in sorted({s["collection"] for s in states}):
             eng.recover_swaps(coll)
@@ -167,7 +173,7 @@ class Operations(DataOps, SchemaOps, BackupOps):
                 eng.db.drop_collection(s["tmp"])
 
     def _restore_collection(self, collection: str) -> int:
-        eng = self.engine
+        eng = self._engine
         side = SideCollection(eng.db, eng.undo_name, self.revision, collection,
                               eng.write_concern)
         # records of passes that never replaced the collection describe nothing that
@@ -179,7 +185,7 @@ class Operations(DataOps, SchemaOps, BackupOps):
             if s["doc_id"].split(":", 1)[1].isdigit())
         if self.dry_run:
             n = fast_count(eng.db, side.name)
-            self.engine_write(collection, "restore", f"recorded values of up to {n} documents")
+            self._engine_write(collection, "restore", f"recorded values of up to {n} documents")
             return n
         # a capped collection's natural order is its insertion order, which a restore by
         # rewrite (merged in _id order) would not keep: it is restored in place
@@ -193,8 +199,13 @@ class Operations(DataOps, SchemaOps, BackupOps):
                 self.log(f"{collection}: {gone} recorded documents no longer exist")
         eng.db.drop_collection(side.name)
         eng.undo.delete_many({**self._key(collection), "kind": "pass"})
-        self.results.setdefault(f"{collection} restored", restored)
+        self._results.setdefault(f"{collection} restored", restored)
         return restored
 
-    def pass_state(self, collection: str, seq: int) -> dict[str, Any]:
-        return self.engine.undo.find_one(state_key(self.revision, collection, seq)) or {}
+    def _pass_state(self, collection: str, seq: int) -> dict[str, Any]:
+        return self._engine.undo.find_one(state_key(self.revision, collection, seq)) or {}
+
+
+def reported(op: Operations) -> dict[str, Any]:
+    """The counts ``op`` reported (its revision's and its helpers'), in order."""
+    return dict(op._results)

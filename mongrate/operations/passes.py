@@ -43,13 +43,13 @@ from mongrate.mongo.collections import (
 )
 from mongrate.mongo.pipeline import BackgroundWriter
 from mongrate.mongo.rawdoc import Change
+from mongrate.names import TMP_PREFIX, tmp_name  # noqa: F401 - the names live there
 from mongrate.operations.undo import SideCollection, record
 
 if TYPE_CHECKING:
     from mongrate.operations.engine import Engine
     from mongrate.operations.ops import Operations
 
-TMP_PREFIX = "mongrate_tmp_"
 Changer = Callable[[RawBSONDocument], "Change | ServerUpdate | None"]
 
 
@@ -83,11 +83,6 @@ def rewrite_options(engine: Engine, collection: str) -> dict[str, Any]:
                            "write_strategy = in_place in mongrate.ini") from None
 
 
-def tmp_name(revision: str, seq: int | str, collection: str) -> str:
-    """The scratch copy of a pass (or, seq "backup", of a swap backup)."""
-    return f"{TMP_PREFIX}{revision}_{seq}_{collection}"
-
-
 def state_key(revision: str, collection: str, seq: int | str) -> dict[str, Any]:
     return {"revision": revision, "collection": collection, "kind": "pass",
             "doc_id": f"pass:{seq}"}
@@ -118,7 +113,7 @@ class Step:
         return f"{self.op.revision}:{self.seq}"
 
     def side(self) -> SideCollection:
-        eng = self.op.engine
+        eng = self.op._engine
         return SideCollection(eng.db, eng.undo_name, self.op.revision, self.collection,
                               eng.write_concern)
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pymongo.database import Database
 
 from mongrate.mongo.collections import is_ferretdb_v1
+from mongrate.names import probe_name
 
 IN_PLACE = "in_place"
 REWRITE = "rewrite"
 CHOICES = ("auto", IN_PLACE, REWRITE)
-PROBE_PREFIX = "mongrate_probe_"
 
 #: A write by _id on PROBE_LARGE documents that takes this many times longer than on
 #: PROBE_SMALL means the server scans instead of looking the _id up.
@@ -73,7 +73,8 @@ def choose(db: Database, setting: str = "auto", *, probe: bool = True) -> Strate
 
 def _probe(db: Database) -> tuple[float, float]:
     """Median seconds of a write by ``_id`` on a small and on a larger scratch collection."""
-    names = [f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}_{n}" for n in (PROBE_SMALL, PROBE_LARGE)]
+    token = uuid.uuid4().hex[:12]
+    names = [probe_name(token, n) for n in (PROBE_SMALL, PROBE_LARGE)]
     try:
         timings = []
         for name, size in zip(names, (PROBE_SMALL, PROBE_LARGE), strict=True):

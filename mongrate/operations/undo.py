@@ -30,21 +30,7 @@ from mongrate.mongo.codec import EXACT, NOT_IMPLEMENTED, RAW, decode
 from mongrate.mongo.collections import bulk_write, insert_new
 from mongrate.mongo.order import bson_order_key
 from mongrate.mongo.rawdoc import Change, diff, document, elements, renamed, restored
-
-
-def side_name(undo: str, revision: str, collection: str) -> str:
-    """The side collection of prior values of ``revision``'s changes to ``collection``.
-    '-' cannot occur in a revision id, so no two (revision, collection) pairs share one."""
-    return f"{undo}_{revision}-{collection}"
-
-
-def side_owner(undo: str, name: str) -> tuple[str, str] | None:
-    """(revision, collection) of a side collection's ``name``; None for other names."""
-    prefix = f"{undo}_"
-    if not name.startswith(prefix) or "-" not in name[len(prefix):]:
-        return None
-    revision, _, collection = name[len(prefix):].partition("-")
-    return revision, collection
+from mongrate.names import side_name, side_owner  # noqa: F401 - the names live there
 
 
 def _embedded(name: str, raw: bytes, kind: int = 0x03) -> bytes:

@@ -20,11 +20,11 @@ from mongrate.graph.revisions import RevisionGraph
 from mongrate.graph.scripts import ScriptDirectory, checksum
 from mongrate.mongo.collections import statement_limit
 from mongrate.mongo.dryrun import RecordingDatabase
+from mongrate.names import OwnNames
 from mongrate.operations.engine import Engine, RunDatabase
-from mongrate.operations.ops import Operations
+from mongrate.operations.ops import Operations, reported
 from mongrate.operations.passes import DeferredStepFailed
 from mongrate.operations.strategy import Strategy, choose
-from mongrate.operations.undo import side_owner
 from mongrate.progress import Reporter
 from mongrate.runtime.lock import Lock
 from mongrate.runtime.store import Store
@@ -206,10 +206,8 @@ class Runner:
         upgrade), newest first: a downgrade reverses them before anything else."""
         applied = self.graph.applied(heads)
         recorded = set(self.store.undo.distinct("revision"))
-        for name in self.store.db.list_collection_names():
-            owner = side_owner(self.config.undo_collection, name)
-            if owner:
-                recorded.add(owner[0])
+        own = OwnNames.of(self.config)
+        recorded.update(rev for rev, _ in own.side_collections(self.store.db.list_collection_names()))
         partial = [r for r in recorded if r in self.graph and r not in applied]
         return list(reversed(self.graph.topo_sort(partial)))
 
@@ -264,7 +262,7 @@ class Runner:
                         f"dry run: {direction} of {rev_id} ({rev.message}) failed: "
                         f"{type(exc).__name__}: {first_line}; nothing was written") from exc
                 run.steps.append(StepResult(rev_id, direction, time.monotonic() - started,
-                                            writes[mark:], dict(op.results)))
+                                            writes[mark:], reported(op)))
                 run.heads = self._move(direction, run.heads, rev_id)
                 continue
             log_id, started_at = self.store.log_start(
@@ -363,17 +361,17 @@ class Runner:
             self.store.log_finish(log_id, "failed", started_at=started_at, error=exc)
             raise
         self.store.log_finish(log_id, "succeeded", started_at=started_at,
-                              extra={"results": _loggable(op.results), "reverted": True})
+                              extra={"results": _loggable(reported(op)), "reverted": True})
         self.store.mark_interrupted(self.store.log.find({"revision": rev_id,
                                                          "status": "started"}), by_run=run_id)
         return StepResult(rev_id, "downgrade", time.monotonic() - started,
-                          results=dict(op.results), note="reverted")
+                          results=reported(op), note="reverted")
 
     def _succeeded(self, direction: str, h: _Held, heads: tuple[str, ...],
                    steps: list[StepResult]) -> tuple[str, ...]:
         new_heads = self._move(direction, heads, h.rev_id)
         self.store.move_heads(heads, new_heads)
-        results = _loggable(h.op.results)
+        results = _loggable(reported(h.op))
         self.store.log_finish(h.log_id, "succeeded", started_at=h.started_at,
                               extra={"results": results} if results else None)
         steps.append(StepResult(h.rev_id, direction, time.monotonic() - h.started,

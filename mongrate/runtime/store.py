@@ -20,20 +20,10 @@ from pymongo.errors import (
 )
 
 from mongrate._version import __version__
-from mongrate.config import Config
+from mongrate.config import Config, redact
 from mongrate.errors import ConnectionFailure
 from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, utcnow
 from mongrate.runtime.lock import Leases
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    cred, _, host = rest.rpartition("@")
-    user = cred.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 def url_options(url: str) -> dict[str, str]:
@@ -49,10 +39,9 @@ def connect(config: Config, *, timeout_ms: int = 5000) -> tuple[MongoClient, Dat
     return client, client[name]
 
 
-def connect_client(config: Config, *, timeout_ms: int = 5000) -> MongoClient:
-    """A pinged client for the server of ``config`` (no database needed). Options in the
-    URL win: ours only fill in what it does not set."""
-    url = config.require_url()
+def client_options(url: str, *, timeout_ms: int = 5000) -> tuple[dict[str, Any], float]:
+    """The options mongrate adds to ``url`` (those it does not set itself) and the seconds
+    server selection then waits."""
     given = url_options(url)
     ours = {"serverSelectionTimeoutMS": timeout_ms, "connectTimeoutMS": timeout_ms,
             "socketTimeoutMS": None, "appname": f"mongrate {__version__}"}
@@ -63,6 +52,14 @@ def connect_client(config: Config, *, timeout_ms: int = 5000) -> MongoClient:
         raise ConnectionFailure(
             f"bad server URL {redact(url)}: serverSelectionTimeoutMS must be a number of "
             "milliseconds") from None
+    return options, waited
+
+
+def connect_client(config: Config, *, timeout_ms: int = 5000) -> MongoClient:
+    """A pinged client for the server of ``config`` (no database needed). Options in the
+    URL win: ours only fill in what it does not set."""
+    url = config.require_url()
+    options, waited = client_options(url, timeout_ms=timeout_ms)
     try:
         client: MongoClient = MongoClient(url, **options)
         client.admin.command("ping")

@@ -31,13 +31,13 @@ from mongrate.config import Config, database_from_url, load_config
 from mongrate.mongo.codec import RAW
 from mongrate.mongo.collections import statement_limit
 from mongrate.mongo.dryrun import RecordingDatabase
+from mongrate.names import OwnNames
 from mongrate.operations.engine import Engine, RunDatabase
-from mongrate.operations.ops import Operations
+from mongrate.operations.ops import Operations, reported
 from mongrate.operations.strategy import choose
 from mongrate.progress import Reporter
 
 #: Collections a snapshot leaves out: mongrate's own, and the write-strategy probe's.
-OWN_PREFIXES = ("mongrate_",)
 
 
 @contextmanager
@@ -83,16 +83,18 @@ def run_revision(db: Database, revision: ModuleType | str | Path, direction: str
         getattr(module, direction)(op)
         if direction == "downgrade":
             op.restore_undo()
-    return {k: int(v) if hasattr(v, "value") else v for k, v in op.results.items()}
+    return {k: int(v) if hasattr(v, "value") else v for k, v in reported(op).items()}
 
 
-def snapshot(db: Database) -> dict[str, Any]:
-    """Every collection but mongrate's own: documents as raw BSON bytes (sorted) and
-    index specs. Two snapshots are equal only if every byte is. An empty collection with
-    no index but ``_id``'s counts as absent (a write creates one implicitly)."""
+def snapshot(db: Database, own: OwnNames | None = None) -> dict[str, Any]:
+    """Every collection but mongrate's own bookkeeping (``own``: the config's names, by
+    default the defaults): documents as raw BSON bytes (sorted) and index specs. Two
+    snapshots are equal only if every byte is. An empty collection with no index but
+    ``_id``'s counts as absent (a write creates one implicitly)."""
+    ours = set((own or OwnNames()).ours(names := db.list_collection_names()))
     out: dict[str, Any] = {}
-    for name in sorted(db.list_collection_names()):
-        if name.startswith(OWN_PREFIXES):
+    for name in sorted(names):
+        if name in ours:
             continue
         docs = sorted(bytes(d.raw) for d in db.get_collection(name, codec_options=RAW).find())
         indexes = {k: {kk: vv for kk, vv in v.items() if kk not in ("v", "ns")}
@@ -135,7 +137,7 @@ class Harness:
         return commands.downgrade(self.project, target, **kwargs)
 
     def snapshot(self) -> dict[str, Any]:
-        return snapshot(self.db)
+        return snapshot(self.db, OwnNames.of(self.config))
 
     def _step(self, direction: str, rev: str):
         """Exactly one revision, whatever the branches around it."""

@@ -8,7 +8,7 @@ Layers. Alembic runs for real: its command API (``upgrade``/``downgrade``/``stam
 SQLite database in ``tmp_path``, with a generated ``env.py`` and revision files whose
 ``upgrade()``/``downgrade()`` append to a ``trace`` table that is read back after each command.
 mongrate runs, in ``test_matches_alembic``, the pure layer the runner executes:
-``RevisionGraph.plan_upgrade``/``plan_downgrade``/``stamp_heads`` (exactly what
+``RevisionGraph.upgrade_plan``/``downgrade_plan``/``stamp_heads`` (exactly what
 ``mongrate.commands`` hands the runner) and, per step, ``heads_after_upgrade``/
 ``heads_after_downgrade`` (exactly how the runner moves the version collection). The lock, the
 log and the Mongo writes are not on that path, so ``test_matches_alembic_through_ferretdb``
@@ -231,11 +231,11 @@ class PureSide:
         g, heads, ran = self.graph, self.heads, []
         try:
             if verb == "upgrade":
-                for rid in g.plan_upgrade(targets[0], heads):
+                for rid in g.upgrade_plan(heads, targets[0]):
                     heads = g.heads_after_upgrade(heads, rid)
                     ran.append((rid, "up"))
             elif verb == "downgrade":
-                for rid in g.plan_downgrade(targets[0], heads):
+                for rid in g.downgrade_plan(heads, targets[0]):
                     heads = g.heads_after_downgrade(heads, rid)
                     ran.append((rid, "down"))
             else:

@@ -21,7 +21,7 @@ def op_for(db, strategy=COPY, direction="upgrade", batch_size=3):
 
 def backup(db, strategy, *names, guard=None):
     with op_for(db, strategy, batch_size=2) as op:
-        op.engine.guard = guard
+        op._engine.guard = guard
         return op.backup_collection(*names)
 
 

@@ -216,7 +216,7 @@ def test_dry_run_reads_counts_and_writes_nothing(mongo_db, messages, strategy):
     with op_for(mongo_db, strategy, dry_run=True) as op:
         assert op.change_each("chat_messages", lambda d: d.update(x=1)) == 7
         assert op.update_many("chat_messages", {"n": {"$lt": 2}}, {"$set": {"y": 1}}) == 2
-        writes = op.engine.db.writes
+        writes = op._engine.db.writes
     assert snapshot(mongo_db) == before
     assert [w["method"] for w in writes] == ["change_each", "update_many"]
     assert "changes 7 of 7" in writes[0]["args"]

@@ -170,7 +170,7 @@ def test_parallel_failure_stops_the_other_step_and_raises_the_first_error(mongo_
     # the stop applies to that call only: the next steps run normally
     assert op.parallel(lambda: sum(1 for _ in op.progress(range(5)))) == [5]
     with pytest.raises(StepCancelled):
-        op.engine.stop.set()
+        op._engine.stop.set()
         list(op.progress(range(3)))
 
 

@@ -50,7 +50,7 @@ def revision_module(rev: str) -> ModuleType:
 def run_revision(db, rev: str, direction: str = "upgrade", batch_size: int = 25,
                  **kwargs: Any) -> dict:
     """Call one revision's upgrade/downgrade directly (mongrate.testing's kit); return its
-    op.results."""
+    reported counts."""
     return kit_run_revision(db, revision_module(rev), direction, batch_size=batch_size,
                             **kwargs)
 

@@ -35,6 +35,7 @@ from mongrate.mongo.capabilities import (
 )
 from mongrate.mongo.codec import DUPLICATE_KEY, utcnow
 from mongrate.mongo.collections import collection_options, fast_count, index_specs
+from mongrate.mongo.dryrun import summarise
 from mongrate.schema.model import VALIDATION_ACTIONS, VALIDATION_LEVELS, option_differences
 
 _SIGNIFICANT = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpression")
@@ -49,7 +50,7 @@ class SchemaOps:
         """What this server can do (asked once per op, with read-only commands)."""
         caps = getattr(self, "_capabilities", None)
         if caps is None:
-            caps = self._capabilities = probe(self.engine.db)
+            caps = self._capabilities = probe(self._engine.db)
         return caps
 
     def require(self, *features: str) -> None:
@@ -71,8 +72,8 @@ class SchemaOps:
                 "a server that has them, or leave them out")
 
     def _schema_record(self, collection: str, kind: str, doc_id: str) -> dict | None:
-        return self.engine.undo.find_one({**self._key(collection), "kind": kind,
-                                          "doc_id": doc_id})
+        return self._engine.undo.find_one({**self._key(collection), "kind": kind,
+                                           "doc_id": doc_id})
 
     def create_index(self, collection: str, keys: list[tuple[str, int]] | str, *, name: str,
                      **options: Any) -> bool:
@@ -84,7 +85,7 @@ class SchemaOps:
         self._require(f"{collection}: index {name}", index_needs(wanted_key, options))
         db = self.db  # through op.db: changes still waiting for this collection are written
         coll = db[collection]
-        undo = self.engine.undo
+        undo = self._engine.undo
         # asked before anything else: listing indexes may create the collection (FerretDB)
         absent = collection not in db.list_collection_names(filter={"name": collection})
         existing = coll.index_information() if not absent else {}
@@ -110,7 +111,7 @@ class SchemaOps:
                                  "kind": "index_created", "created": False, "at": utcnow()})
             return False
         if self.dry_run:
-            self.engine_write(collection, "create_index", f"{name} on {wanted_key}")
+            self._engine_write(collection, "create_index", f"{name} on {summarise(dict(wanted_key))}")
             return True
         if absent:
             undo.update_one({**self._key(collection), "kind": "collection_created",
@@ -136,13 +137,13 @@ class SchemaOps:
         if name not in existing:
             return False
         if self.dry_run:
-            self.engine_write(collection, "drop_index", name)
+            self._engine_write(collection, "drop_index", name)
             return True
         if self._schema_record(collection, "index_dropped", f"index:{name}") is None:
             info = dict(existing[name])
             info.pop("v", None)
             info.pop("ns", None)
-            self.engine.undo.insert_one({
+            self._engine.undo.insert_one({
                 **self._key(collection), "doc_id": f"index:{name}", "kind": "index_dropped",
                 # parallel lists: FerretDB stores no nested arrays, and field names may hold dots
                 "key_fields": [k[0] for k in info["key"]],
@@ -155,7 +156,7 @@ class SchemaOps:
 
     # ----------------------------------------------------------- collections
     def _exists(self, name: str) -> bool:
-        return bool(self.engine.db.list_collection_names(filter={"name": name}))
+        return bool(self._engine.db.list_collection_names(filter={"name": name}))
 
     def create_collection(self, name: str, **options: Any) -> bool:
         """Create ``name`` with creation options (``capped``, ``size``, ``collation``,
@@ -165,7 +166,7 @@ class SchemaOps:
         self._require(f"collection {name}", collection_needs(options))
         key = {**self._key(name), "kind": "collection_created", "doc_id": f"collection:{name}"}
         if self._exists(name):
-            live = collection_options(self.engine.db, name)
+            live = collection_options(self._engine.db, name)
             differing = option_differences(options, live, declared_in="the call")
             if any(options[k] != live.get(k) for k in ("validator", "validationLevel",
                                                         "validationAction") if k in options):
@@ -173,14 +174,14 @@ class SchemaOps:
             if differing:
                 raise OpError(f"collection {name} exists with other options "
                               f"({'; '.join(differing)}); change it by hand or drop it first")
-            if not self.dry_run and self.engine.undo.find_one(key) is None:
-                self.engine.undo.insert_one({**key, "created": False, "at": utcnow()})
+            if not self.dry_run and self._engine.undo.find_one(key) is None:
+                self._engine.undo.insert_one({**key, "created": False, "at": utcnow()})
             return False
         if self.dry_run:
-            self.engine_write(name, "create_collection", repr(options) if options else "")
+            self._engine_write(name, "create_collection", summarise(options) if options else "")
             return True
-        if self.engine.undo.find_one(key) is None:
-            self.engine.undo.insert_one({**key, "created": True, "at": utcnow()})
+        if self._engine.undo.find_one(key) is None:
+            self._engine.undo.insert_one({**key, "created": True, "at": utcnow()})
         self.db.create_collection(name, **options)
         return True
 
@@ -191,19 +192,19 @@ class SchemaOps:
         there was no such collection."""
         if not self._exists(name):
             return False
-        db = self.engine.db
+        db = self._engine.db
         if self.db[name].find_one({}, {"_id": 1}) is not None:
             raise OpError(f"{name} holds {fast_count(db, name)} documents: op.drop_collection "
                           "drops only empty collections (so restore_undo can make them again); "
                           "back it up with op.backup_collection, then op.db.drop_collection")
         if self.dry_run:
-            self.engine_write(name, "drop_collection", "")
+            self._engine_write(name, "drop_collection", "")
             return True
         if self._schema_record(name, "collection_dropped", f"collection:{name}") is None:
             indexes = [{"name": n, "key_fields": [k[0] for k in keys],
                         "key_directions": [k[1] for k in keys], "options": opts}
                        for n, (keys, opts) in index_specs(db, name).items()]
-            self.engine.undo.insert_one({
+            self._engine.undo.insert_one({
                 **self._key(name), "kind": "collection_dropped", "doc_id": f"collection:{name}",
                 "options": Binary(bson.encode(collection_options(db, name))),
                 "indexes": indexes, "at": utcnow(),
@@ -225,7 +226,7 @@ class SchemaOps:
         if not self._exists(collection):
             raise OpError(f"{collection} does not exist: create it first "
                           f"(op.create_collection({collection!r}, validator=...))")
-        current = collection_options(self.engine.db, collection)
+        current = collection_options(self._engine.db, collection)
         before = {"validator": dict(current.get("validator") or {}),
                   "validationLevel": current.get("validationLevel", "strict"),
                   "validationAction": current.get("validationAction", "error")}
@@ -234,11 +235,11 @@ class SchemaOps:
         if before == after or not (before["validator"] or after["validator"]):
             return False
         if self.dry_run:
-            self.engine_write(collection, "collMod", repr(after))
+            self._engine_write(collection, "collMod", summarise(after))
             return True
         if self._schema_record(collection, "validator_set", f"validator:{collection}") is None:
             # as BSON: a validator's $-prefixed keys are not storable as fields everywhere
-            self.engine.undo.insert_one({
+            self._engine.undo.insert_one({
                 **self._key(collection), "kind": "validator_set",
                 "doc_id": f"validator:{collection}", "before": Binary(bson.encode(before)),
                 "at": utcnow(),
@@ -249,7 +250,7 @@ class SchemaOps:
 
 def restore_schema(op, query: dict[str, Any]) -> int:
     """Reverse ``op``'s schema records matching ``query``, newest first; returns how many."""
-    db, undo, undone = op.engine.db, op.engine.undo, 0
+    db, undo, undone = op._engine.db, op._engine.undo, 0
     records = list(undo.find({**query, "kind": {"$in": list(_RESTORE)}}))
     # indexes before the collections they live in, newest first: by time, then (records
     # of one millisecond) by the client's ObjectId, which counts up in a process
@@ -289,8 +290,8 @@ def _restore_collection_created(op, db, rec: dict) -> None:
             or set(coll.index_information()) - {"_id_"})):
         db.drop_collection(coll.name)
     if "created" not in rec and not rec.get("if_empty"):  # a backup snapshot's record
-        op.engine.backups.update_many({"target": coll.name},
-                                      {"$set": {"status": "dropped", "dropped_at": utcnow()}})
+        op._engine.backups.update_many({"target": coll.name},
+                                       {"$set": {"status": "dropped", "dropped_at": utcnow()}})
 
 
 def _restore_collection_dropped(op, db, rec: dict) -> None:

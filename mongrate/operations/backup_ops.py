@@ -16,7 +16,7 @@ from mongrate.mongo.collections import (
     copy_indexes,
     fast_count,
 )
-from mongrate.operations.passes import tmp_name
+from mongrate.names import snapshot_name, tmp_name
 
 _stamp_lock = threading.Lock()
 
@@ -43,20 +43,19 @@ class BackupOps:
         """
         if not sources:
             raise OpError("op.backup_collection needs at least one collection name")
-        method = "swap" if self.engine.strategy.rewrite else "copy"
+        method = "swap" if self._engine.strategy.rewrite else "copy"
         for source in sources:
-            self.engine.accessed(source)  # changes waiting for it are written first
+            self._engine.accessed(source)  # changes waiting for it are written first
         manifests = self.parallel(*(lambda s=s: self._backup_one(s, method) for s in sources))
-        for m in manifests:
-            self.results[f"{m['source']} backed up"] = m.get("count")
+        self.report(**{f"{m['source']} backed up": m.get("count") for m in manifests})
         if manifests:
-            self.results["backup_id"] = manifests[0].get("backup_id")
+            self.report(backup_id=manifests[0].get("backup_id"))
         return manifests
 
     def _backup_one(self, source: str, method: str, now: datetime | None = None) -> dict:
         """Snapshot one collection (see :meth:`backup_collection`)."""
-        db = self.engine.db
-        manifest = self.engine.backups.find_one(
+        db = self._engine.db
+        manifest = self._engine.backups.find_one(
             {"revision": self.revision, "source": source,
              "status": {"$in": ["copying", "built", "complete"]}}
         )
@@ -65,7 +64,7 @@ class BackupOps:
             return manifest
         if manifest is None:
             stamp = self._backup_stamp(now)
-            target = f"{source}_backup_{stamp}"
+            target = snapshot_name(source, stamp)
             if target in db.list_collection_names():
                 raise BackupError(f"backup target {target} already exists; it is never "
                                   "overwritten: drop or rename it, or choose another target")
@@ -81,12 +80,12 @@ class BackupOps:
             if method == "swap":
                 manifest["tmp"] = tmp_name(self.revision, "backup", source)
             # the undo record first: a run killed in between leaves no snapshot undropped
-            self.engine.undo.update_one(
+            self._engine.undo.update_one(
                 {**self._key(target), "kind": "collection_created", "doc_id": f"collection:{target}"},
                 {"$setOnInsert": {"at": utcnow()}},
                 upsert=True,
             )
-            manifest["_id"] = self.engine.backups.insert_one(manifest).inserted_id
+            manifest["_id"] = self._engine.backups.insert_one(manifest).inserted_id
         target = manifest["target"]
         swap = manifest.get("method") == "swap"
         if manifest["status"] == "built":  # interrupted during the swap: finish it
@@ -101,7 +100,7 @@ class BackupOps:
         read = copy_collection(
             db, source, dest, self.batch_size,
             lambda batches: self.progress(batches, total, f"backup {source}", weight=len),
-            guard=self.engine.guard)
+            guard=self._engine.guard)
         if self.dry_run:
             if swap:
                 self.log(f"would rename {source} to {target} and the copy to {source}")
@@ -130,7 +129,7 @@ class BackupOps:
         if swap:
             copy_indexes(db, source, dest)
             self.check()  # the swap cannot be taken back by this run: only under the lock
-            self.engine.backups.update_one({"_id": manifest["_id"]}, {"$set": {**done, "status": "built"}})
+            self._engine.backups.update_one({"_id": manifest["_id"]}, {"$set": {**done, "status": "built"}})
             manifest.update(done, status="built")
             return self._backup_swap(manifest)
         return self._backup_done(manifest, done)
@@ -138,7 +137,7 @@ class BackupOps:
     def _backup_swap(self, manifest: dict) -> dict:
         """Rename source -> snapshot, then the copy -> source. Each rename is skipped if it
         already happened, so an interrupted swap is finished by running it again."""
-        db = self.engine.db
+        db = self._engine.db
         source, target, tmp = manifest["source"], manifest["target"], manifest["tmp"]
         self.check()
         names = set(db.list_collection_names())
@@ -161,7 +160,7 @@ class BackupOps:
 
     def _backup_done(self, manifest: dict, done: dict) -> dict:
         done = {**done, "status": "complete", "finished_at": utcnow()}
-        self.engine.backups.update_one({"_id": manifest["_id"]}, {"$set": done})
+        self._engine.backups.update_one({"_id": manifest["_id"]}, {"$set": done})
         manifest.update(done)
         self.log(f"backed up {manifest['source']} -> {manifest['target']}: {done['count']} docs, "
                  f"checksum {done['checksum'][:12]}")
@@ -170,12 +169,12 @@ class BackupOps:
     def _backup_stamp(self, now: datetime | None) -> str:
         """One id for all snapshots of this revision, kept across an interrupted run."""
         with self._stamp_lock:  # parallel backups of one revision share it too
-            earlier = self.engine.backups.find_one({"revision": self.revision,
-                                              "status": {"$in": ["copying", "built", "complete"]}})
+            earlier = self._engine.backups.find_one({"revision": self.revision,
+                                               "status": {"$in": ["copying", "built", "complete"]}})
             if earlier and earlier.get("backup_id"):
                 return earlier["backup_id"]
-            if self.engine.backup_stamp is None:
-                self.engine.backup_stamp = (now or utcnow()).strftime("%Y%m%d_%H%M%S")
-            return self.engine.backup_stamp
+            if self._engine.backup_stamp is None:
+                self._engine.backup_stamp = (now or utcnow()).strftime("%Y%m%d_%H%M%S")
+            return self._engine.backup_stamp
 
     # -------------------------------------------------------------- rewrites

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from mongrate.commands.project import Project
 from mongrate.commands.scaffold import render_revision
-from mongrate.config import COLLECTION_KEYS, Config
+from mongrate.config import Config
 from mongrate.errors import ConfigError, DatabaseBehind
 from mongrate.mongo.capabilities import FEATURES, probe
+from mongrate.names import OwnNames
 from mongrate.schema.diff import Diff, compare
 from mongrate.schema.introspect import read_collections, read_schema
 from mongrate.schema.loader import load_schema
@@ -30,9 +31,8 @@ def declared_schema(config: Config) -> Schema:
 
 
 def _owned(config: Config, name: str) -> bool:
-    """Collections never offered as rename sources: ours, the server's, backups."""
-    ours = {getattr(config, k) for k in COLLECTION_KEYS}
-    return (name in ours or name.startswith(("system.", "mongrate_")) or "_backup_" in name)
+    """Collections never offered as rename sources: ours, snapshots, the server's."""
+    return name.startswith("system.") or OwnNames.of(config).classify(name) is not None
 
 
 def schema_diff(project: Project, declared: Schema | None = None) -> Diff:
