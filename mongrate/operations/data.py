@@ -82,7 +82,7 @@ class DataOps:
             touched, supported = _top_level_fields(update), False
         if "_id" in touched:
             raise OpError(f"{collection}: op.update_many cannot change _id")
-        if supported and collection_options(self.engine.db, collection).get("collation"):
+        if supported and collection_options(self._engine.db, collection).get("collation"):
             supported = False  # the server compares strings by it; the evaluator cannot
         filter = dict(filter or {})
         label = label or f"{collection} updated"
