@@ -27,7 +27,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from mongrate.errors import LockLostError
-from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, RAW
+from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, RAW, raw_bytes
 from mongrate.mongo.collections import fast_count
 from mongrate.operations.passes import (
     TMP_PREFIX,
@@ -239,7 +239,7 @@ def rewrite_pass(engine: Engine, collection: str, steps: list[Step],
         try:
             for batch in op.batches(cursor, label or own.label, total):
                 for raw in batch:
-                    base = raw.raw
+                    base = raw_bytes(raw)
                     for step in steps:
                         if step is first and match is not None and not match.matches(raw):
                             continue
@@ -306,13 +306,14 @@ def restore_rewrite(op: Operations, collection: str, side, void: frozenset[int])
                 while head is not None and bson_order_key(head[0]) < key:
                     gone += 1
                     head = next(records, None)
+                cur = raw_bytes(raw)
                 if head is not None and bson_order_key(head[0]) == key:
-                    target = apply_priors(raw.raw, head[1])
+                    target = apply_priors(cur, head[1])
                     head = next(records, None)
-                    if target != raw.raw:
-                        sink.put(raw.raw, Change(target, {}, [], {}, [], None))
+                    if target != cur:
+                        sink.put(cur, Change(target, {}, [], {}, [], None))
                         continue
-                sink.put(raw.raw, None)
+                sink.put(cur, None)
         gone += sum(1 for _ in records) + (head is not None)
         restored = sink.finish()
     except BaseException:
