@@ -27,7 +27,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from mongrate.errors import LockLostError
-from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, RAW, raw_bytes
+from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, RAW, exact_dates, raw_bytes
 from mongrate.mongo.collections import fast_count
 from mongrate.operations.passes import (
     TMP_PREFIX,
@@ -55,6 +55,8 @@ class Engine:
                  strategy: Strategy, statement_limit: int, batch_size: int,
                  reporter: Reporter | None = None, dry_run: bool = False,
                  guard: Callable[[], None] | None = None, direction: str = "upgrade"):
+        # every read of a pass (filters, _id lists) must decode any valid BSON date
+        db = exact_dates(db) if isinstance(db, Database) else db
         self.db = db
         self.undo_name = undo_collection
         self.write_concern = MAJORITY

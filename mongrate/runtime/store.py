@@ -22,7 +22,7 @@ from pymongo.errors import (
 from mongrate._version import __version__
 from mongrate.config import Config
 from mongrate.errors import ConnectionFailure
-from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, utcnow
+from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, exact_dates, utcnow
 from mongrate.runtime.lock import Leases
 
 
@@ -46,7 +46,7 @@ def connect(config: Config, *, timeout_ms: int = 5000) -> tuple[MongoClient, Dat
     """Connect and ping, turning every failure into one clear line within ~timeout."""
     name = config.database_name  # no database named: say so before trying the server
     client = connect_client(config, timeout_ms=timeout_ms)
-    return client, client[name]
+    return client, exact_dates(client[name])
 
 
 def connect_client(config: Config, *, timeout_ms: int = 5000) -> MongoClient:

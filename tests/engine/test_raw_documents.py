@@ -11,6 +11,7 @@ import bson
 import pytest
 from bson.datetime_ms import DatetimeMS
 from bson.raw_bson import RawBSONDocument
+from pymongo import MongoClient
 
 from mongrate.mongo.codec import RAW, decode
 from mongrate.mongo.rawdoc import diff, elements, renamed, restored
@@ -127,6 +128,60 @@ def test_a_revision_growing_documents_downgrades_through_the_cli(project, mongo_
     r = project.run("upgrade", "head")
     assert r.code == 0, r.err
     assert len(raw_of(mongo_db, "notes", 0)) > BIG
+    r = project.run("downgrade", "base")
+    assert r.code == 0, r.err
+    assert snapshot(mongo_db) == before
+
+
+# --- dates outside Python's range -------------------------------------------------------
+
+
+@pytest.fixture
+def plain_db(mongo_server_url, mongo_db):
+    """The test database through a client with pymongo's default codec options (which
+    cannot decode a date outside Python's range)."""
+    client = MongoClient(mongo_server_url)
+    yield client[mongo_db.name]
+    client.close()
+
+
+@pytest.fixture
+def far_dates(mongo_db):
+    mongo_db.events.insert_many([
+        {"_id": FAR_PAST, "n": 1, "at": FAR_PAST},
+        {"_id": DatetimeMS(2**62), "n": 2},
+        {"_id": 3, "n": 3, "when": FAR_PAST},
+        {"_id": 4, "n": 4},
+    ])
+
+
+@pytest.mark.parametrize("helper", ["update_many", "change_each"])
+def test_filtered_helpers_take_dates_python_cannot_hold(plain_db, far_dates, strategy, helper):
+    before = snapshot(plain_db)
+    with op_for(plain_db, strategy) as op:
+        if helper == "update_many":
+            n = op.update_many("events", {"n": {"$lte": 3}}, {"$set": {"seen": True}})
+        else:
+            n = op.change_each("events", lambda d: d.update(seen=True),
+                               filter={"n": {"$lte": 3}})
+        assert n == 3
+    assert plain_db.events.count_documents({"seen": True}) == 3
+    with op_for(plain_db, strategy, "downgrade") as down:
+        down.restore_undo()
+    assert snapshot(plain_db) == before
+
+
+def test_cli_run_takes_dates_python_cannot_hold(project, mongo_db, far_dates, strategy):
+    project.write_ini(write_strategy=strategy)
+    before = snapshot(mongo_db)
+    project.add("aaaa1111", None, body_up="""
+        op.update_many("events", {"n": {"$gte": 2}}, {"$set": {"seen": True}})
+        op.change_each("events", lambda d: d.update(k=1), filter={"n": {"$lte": 3}})
+        assert type(op.db.events.find_one({"n": 1})["at"]).__name__ == "DatetimeMS"
+    """)
+    r = project.run("upgrade", "head")
+    assert r.code == 0, r.err
+    assert mongo_db.events.count_documents({"seen": True}) == 3
     r = project.run("downgrade", "base")
     assert r.code == 0, r.err
     assert snapshot(mongo_db) == before
