@@ -88,6 +88,7 @@ class Store:
     """Heads, log and lock of one database."""
 
     def __init__(self, db: Database, config: Config):
+        db = exact_dates(db)  # a fleet's db comes from its own client
         self.db = db
         self.config = config
         # Majority on replica sets and sharded clusters: what decides the next step (heads,

@@ -171,6 +171,25 @@ def test_filtered_helpers_take_dates_python_cannot_hold(plain_db, far_dates, str
     assert snapshot(plain_db) == before
 
 
+def test_fleet_run_takes_dates_python_cannot_hold(project, mongo_client):
+    """The fleet commands hand each run a database of their own client."""
+    prefix = project.url.rsplit("/", 1)[1]
+    names = [f"{prefix}_far_{i}" for i in range(2)]
+    try:
+        for name in names:
+            mongo_client[name].events.insert_many([{"_id": FAR_PAST, "n": 1}, {"_id": 2, "n": 2}])
+        project.add("aaaa1111", None, body_up="""
+            op.update_many("events", {"n": 1}, {"$set": {"seen": True}})
+            assert type(op.db.events.find_one({"n": 1})["_id"]).__name__ == "DatetimeMS"
+        """)
+        r = project.run("upgrade", "head", "--databases", f"{prefix}_far_*")
+        assert r.code == 0, r.out + r.err
+        assert [mongo_client[n].events.count_documents({"seen": True}) for n in names] == [1, 1]
+    finally:
+        for name in names:
+            mongo_client.drop_database(name)
+
+
 def test_cli_run_takes_dates_python_cannot_hold(project, mongo_db, far_dates, strategy):
     project.write_ini(write_strategy=strategy)
     before = snapshot(mongo_db)
