@@ -3,8 +3,16 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The engine's tests also run on the lowest pymongo setup.py allows (the original
+# service's pin), in a venv of their own: pymongo 4.18+ and older ones differ (raw
+# documents as memoryview or bytes).
+LOW_PYMONGO := 4.6.1
+LOWVENV     := .venv-lowpymongo
+LOWPY       := $(LOWVENV)/bin/python
+LOWSTAMP    := $(LOWVENV)/.installed-$(LOW_PYMONGO)
 
-.PHONY: demo test test-fast test-slow lint bench install ferretdb chromium clean
+.PHONY: demo test test-fast test-slow test-lowpymongo lint bench install install-lowpymongo \
+	ferretdb chromium clean
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +20,16 @@ $(STAMP): setup.py pyproject.toml
 	$(PY) -m pip install --quiet -e '.[app,test]'
 	touch $(STAMP)
 
+$(LOWSTAMP): setup.py pyproject.toml
+	$(PYTHON) -m venv $(LOWVENV)
+	$(LOWPY) -m pip install --quiet --upgrade pip
+	$(LOWPY) -m pip install --quiet -e '.[app,test]' 'pymongo==$(LOW_PYMONGO)'
+	$(LOWPY) -c 'import pymongo; assert pymongo.version == "$(LOW_PYMONGO)", pymongo.version'
+	touch $(LOWSTAMP)
+
 install: $(STAMP)
+
+install-lowpymongo: $(LOWSTAMP)
 
 ferretdb: $(STAMP)
 	$(PY) -m mongrate.testing build-ferretdb
@@ -26,8 +43,14 @@ chromium:
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: $(STAMP) ferretdb chromium lint
+test: $(STAMP) $(LOWSTAMP) ferretdb chromium lint
 	$(PY) -m pytest -q -ra
+	$(MAKE) --no-print-directory test-lowpymongo
+
+# tests/engine and tests/versions (not the app's) on pymongo $(LOW_PYMONGO).
+test-lowpymongo: $(LOWSTAMP) ferretdb
+	@echo "== tests/engine and tests/versions on pymongo $(LOW_PYMONGO) =="
+	$(LOWPY) -m pytest -q -ra tests/engine tests/versions
 
 test-fast: $(STAMP) ferretdb
 	$(PY) -m pytest -q -ra -m "not slow"
@@ -50,4 +73,4 @@ bench: $(STAMP) ferretdb
 	-$(PY) bench/fleet.py
 
 clean:
-	rm -rf $(VENV) .mongrate build *.egg-info
+	rm -rf $(VENV) $(LOWVENV) .mongrate build *.egg-info

@@ -18,8 +18,8 @@ setup(
         "mongrate.testing": ["ferretdb/go.mod", "ferretdb/go.sum", "ferretdb/main.go"],
         "app_patch.service": ["static/*"],
     },
-    # The engine's whole suite passes on pymongo 4.6.1, the original service's pin.
-    install_requires=["pymongo>=4.6,<5", "click>=8.1", "PyYAML>=6"],
+    # 4.6.1: the original service's pin; make test runs the engine's tests on it too.
+    install_requires=["pymongo>=4.6.1,<5", "click>=8.1", "PyYAML>=6"],
     extras_require={
         # Lower bounds: the original service's pins (FastAPI 0.104.1, Pillow 10.0.1, ...).
         "app": [

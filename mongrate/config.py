@@ -76,14 +76,20 @@ class Config:
 
     @property
     def database_name(self) -> str:
-        """The database to migrate: the URL's path wins over ``database``."""
-        name = database_from_url(self.url) if self.url else None
-        name = name or self.database
+        """The database to migrate: the URL's path wins over ``database``. ConfigError if
+        there is none, or if MongoDB would refuse it (before anything connects)."""
+        from_url = database_from_url(self.url) if self.url else None
+        name = from_url or self.database
         if not name:
             raise ConfigError(
                 "no database named: put one in the URL path (mongodb://host/NAME) "
                 "or set 'database' in [mongrate]"
             )
+        problem = database_name_problem(name)
+        if problem:
+            where = ("in the URL's path" if from_url else
+                     f"('database' in [mongrate] of {self.config_file or 'the config'})")
+            raise ConfigError(f"database name {name!r} {where} {problem}: {DATABASE_NAME_RULE}")
         return name
 
     def require_url(self) -> str:
@@ -112,6 +118,26 @@ def collection_name_problem(name: object) -> str | None:
         return "starts or ends with '.'"
     if name.startswith("system."):
         return "starts with 'system.', which MongoDB reserves"
+    return None
+
+
+#: What to do about a database name MongoDB refuses.
+DATABASE_NAME_RULE = ("a database name is 1 to 63 bytes without / \\ . \" $, spaces or NUL "
+                      "(a URL's path names only the database); rename it")
+_DATABASE_NAME_BAD = {"/": "'/'", "\\": "'\\\\'", ".": "'.'", " ": "a space", '"': "'\"'",
+                      "$": "'$'", "\0": "a NUL character"}
+
+
+def database_name_problem(name: object) -> str | None:
+    """Why MongoDB (and pymongo) would refuse ``name`` as a database name, or None."""
+    if not isinstance(name, str) or not name:
+        return "is empty"
+    for bad, what in _DATABASE_NAME_BAD.items():
+        if bad in name:
+            return f"contains {what}"
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > 63:
+        return f"is {size} bytes long, and MongoDB allows at most 63"
     return None
 
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from bson import ObjectId
 from pymongo.database import Database
 
+from app_patch.testdata.answers import Answers, AnswerStats
 from app_patch.testdata.samples import (
     KINDS,
     SampleFile,
@@ -91,6 +92,7 @@ class SeedReport:
     samples: dict[str, tuple[str, int]] = field(default_factory=dict)
     missing_gridfs: list[str] = field(default_factory=list)
     gridfs_without_upload: list[str] = field(default_factory=list)
+    answers: AnswerStats = field(default_factory=AnswerStats)
 
 
 def _dt(ms: int) -> datetime:
@@ -213,7 +215,8 @@ def seed(db: Database, *, sessions: int, messages_per_session: int, uploads: int
         raise SeedError("uploads need at least one session to belong to; raise --sessions")
     started = time.perf_counter()
     _prepare(db, drop)
-    gen = _Generator(random.Random(seed), _Writer(db), sessions, messages_per_session, uploads)
+    gen = _Generator(random.Random(seed), _Writer(db), sessions, messages_per_session, uploads,
+                     Answers(seed, sessions * messages_per_session // 2))
     gen.run()
     gen.out.flush()
     _create_indexes(db)
@@ -223,13 +226,14 @@ def seed(db: Database, *, sessions: int, messages_per_session: int, uploads: int
     counts = gen.plan.counts
     report.cases = {c: counts[c] for c in ALL_CASES}
     report.kind_counts = {k: counts[f"kind_{k}"] for k in KINDS}
+    report.answers = gen.answers.stats
     return report
 
 
 class _Generator:
     def __init__(self, rng: random.Random, out: _Writer, n_sessions: int, per_session: int,
-                 n_uploads: int) -> None:
-        self.rng, self.out = rng, out
+                 n_uploads: int, answers: Answers) -> None:
+        self.rng, self.out, self.answers = rng, out, answers
         self.n_sessions, self.per_session, self.n_uploads = n_sessions, per_session, n_uploads
         self.plan = _Planner(rng)
         self.report = SeedReport(database="")
@@ -281,8 +285,12 @@ class _Generator:
             plan.note("upload_in_burst_session", sum(n for c, n in groups.items() if c is not None))
         docs = []
         for role, oid, _ms in msgs:
-            doc = {"_id": oid, **ctx, "role": role,
-                   "content": rng.choice(_PROMPTS if role == "user" else _ANSWERS)}
+            # drawn for answers too: the rest of the data stays what it was before answers
+            # came from their own generator
+            content = rng.choice(_PROMPTS if role == "user" else _ANSWERS)
+            if role == "assistant":
+                content = self.answers.next()
+            doc = {"_id": oid, **ctx, "role": role, "content": content}
             if role == "assistant" and rng.random() < 0.3:
                 doc["metadata"] = [{"event": "usedTools", "data": [
                     {"tool": "calculator", "toolInput": {"input": "2+2"}, "toolOutput": "4"}]},
@@ -680,6 +688,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"/{len(report.cases)}; orphaned uploads {report.cases['upload_orphan']}, "
           f"GridFS missing {len(report.missing_gridfs)}, "
           f"GridFS without row {len(report.gridfs_without_upload)}")
+    print(f"assistant answers: {report.answers.long} of {report.answers.answers} are 4 KiB or "
+          f"more, the longest {report.answers.longest / 1024:.1f} KiB")
     return 0
 
 

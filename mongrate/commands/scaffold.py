@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mongrate.config import DEFAULTS, Config, ini_text
+from mongrate.config import DATABASE_NAME_RULE, DEFAULTS, Config, database_name_problem, ini_text
 from mongrate.errors import ConfigError, MultipleHeadsError, RangeError
 from mongrate.graph.scripts import ScriptDirectory
 
@@ -13,6 +13,9 @@ from mongrate.graph.scripts import ScriptDirectory
 def init(directory: str | Path, *, url: str = "mongodb://127.0.0.1:27017/",
          database: str = "app", scripts: str = str(DEFAULTS["script_location"])) -> list[Path]:
     """Create ``mongrate.ini`` and an empty revisions folder in ``directory``."""
+    problem = database_name_problem(database)
+    if problem:
+        raise ConfigError(f"--database {database!r} {problem}: {DATABASE_NAME_RULE}")
     directory = Path(directory)
     ini = directory / "mongrate.ini"
     if ini.exists():

@@ -9,6 +9,7 @@ from typing import Any
 import bson
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.raw_bson import RawBSONDocument
+from pymongo.database import Database
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
@@ -36,7 +37,27 @@ def id_key(_id: Any) -> bytes:
     return bson.encode({"i": _id})
 
 
-def decode(raw: RawBSONDocument | bytes) -> dict[str, Any]:
+#: What BSON bytes may come as: pymongo 4.18+ gives raw documents of 4 KB or more as a
+#: read-only ``memoryview`` into the reply buffer, older ones always as ``bytes``.
+Buffer = bytes | bytearray | memoryview
+
+
+def raw_bytes(doc: RawBSONDocument | Buffer) -> bytes:
+    """The BSON of a raw document as ``bytes``, copied only if it is a view. Done once per
+    document where it enters the engine: ``bytes`` has ``index``/``decode``, compares and
+    hashes by value, does not pin the whole reply buffer, and is the only buffer pymongo
+    4.6 encodes inside another document."""
+    raw = doc.raw if isinstance(doc, RawBSONDocument) else doc
+    return raw if type(raw) is bytes else bytes(raw)
+
+
+def owned(doc: RawBSONDocument) -> RawBSONDocument:
+    """``doc`` itself if its ``raw`` is ``bytes``, else the same document over a copy."""
+    raw = doc.raw
+    return doc if type(raw) is bytes else RawBSONDocument(bytes(raw), RAW)
+
+
+def decode(raw: RawBSONDocument | Buffer) -> dict[str, Any]:
     """A raw document as a plain dict, every value exactly as stored."""
     return bson.decode(raw.raw if isinstance(raw, RawBSONDocument) else raw, EXACT)
 
@@ -44,6 +65,18 @@ def decode(raw: RawBSONDocument | bytes) -> dict[str, Any]:
 def encode(doc: Mapping[str, Any]) -> RawBSONDocument:
     """A dict as a raw document (what :func:`decode` gave back encodes to the same bytes)."""
     return RawBSONDocument(bson.encode(doc, codec_options=EXACT), RAW)
+
+
+def exact_dates(db: Database) -> Database:
+    """``db`` decoding dates outside Python's range as ``DatetimeMS`` (valid BSON, which
+    pymongo's default refuses to decode and ``DATETIME_CLAMP`` would move), its other
+    options kept. The engine reads and filters through it, whatever the caller's client."""
+    opts = db.codec_options
+    if opts.datetime_conversion in (DatetimeConversion.DATETIME_AUTO,
+                                    DatetimeConversion.DATETIME_MS):
+        return db
+    return db.with_options(codec_options=opts.with_options(
+        datetime_conversion=DatetimeConversion.DATETIME_AUTO))
 
 
 def only_duplicate_key_errors(details: Mapping[str, Any]) -> bool:

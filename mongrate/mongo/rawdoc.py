@@ -17,7 +17,7 @@ from typing import Any
 import bson
 from bson.raw_bson import RawBSONDocument
 
-from mongrate.mongo.codec import EXACT, RAW
+from mongrate.mongo.codec import EXACT, RAW, Buffer, raw_bytes
 from mongrate.mongo.order import update_field_key
 
 _INT32 = struct.Struct("<i")
@@ -31,9 +31,10 @@ _EMBEDDED = {0x03, 0x04, 0x0F}  # document, array, code with scope: int32 total 
 _MAY_NOT_ROUND_TRIP = {0x03, 0x04, 0x06, 0x0B, 0x0C, 0x0E, 0x0F}
 
 
-def elements(raw: bytes) -> dict[str, bytes]:
+def elements(raw: Buffer) -> dict[str, bytes]:
     """The top-level elements of a BSON document, in order: ``{name: element bytes}``
     (type byte, name and value, exactly as stored)."""
+    raw = raw_bytes(raw)  # one copy of a view, not one per element
     out: dict[str, bytes] = {}
     unpack, index, fixed = _INT32.unpack_from, raw.index, _FIXED
     end = len(raw) - 1
@@ -67,8 +68,9 @@ def document(elems: Iterable[bytes]) -> bytes:
     return _INT32.pack(len(body) + 5) + body + b"\x00"
 
 
-def renamed(element: bytes, name: str) -> bytes:
+def renamed(element: Buffer, name: str) -> bytes:
     """``element`` under another field name (same type and value bytes)."""
+    element = raw_bytes(element)
     old_end = element.index(b"\x00", 1)
     return element[:1] + name.encode("utf-8", "surrogateescape") + b"\x00" + element[old_end + 1:]
 
@@ -105,7 +107,7 @@ def _same_value(old: bytes, new: bytes) -> bool:
         elements(document([new]))
 
 
-def diff(before: bytes, after: Mapping[str, Any]) -> Change | None:
+def diff(before: Buffer, after: Mapping[str, Any]) -> Change | None:
     """How ``after`` (a dict, e.g. a decoded copy of ``before`` that a revision changed)
     differs from the stored document ``before``; None if it does not.
 
@@ -113,6 +115,7 @@ def diff(before: bytes, after: Mapping[str, Any]) -> Change | None:
     their place; added fields are appended the way MongoDB's ``$set`` appends them, so the
     result is the same whether it is written in place or by a rewrite.
     """
+    before = raw_bytes(before)
     after_raw = bson.encode(after, codec_options=EXACT)
     if after_raw == before:
         return None
@@ -140,7 +143,7 @@ def diff(before: bytes, after: Mapping[str, Any]) -> Change | None:
     )
 
 
-def restored(current: bytes, prior: Mapping[str, bytes], absent: Sequence[str],
+def restored(current: Buffer, prior: Mapping[str, bytes], absent: Sequence[str],
              keys: Sequence[str] | None) -> bytes:
     """``current`` with recorded fields put back: ``prior`` elements replace (or re-add)
     their fields, ``absent`` fields are removed; re-added fields go back to their place in

@@ -27,7 +27,7 @@ from bson.errors import InvalidDocument
 from bson.raw_bson import RawBSONDocument
 
 from mongrate.errors import OpError, OrderError
-from mongrate.mongo.codec import RAW, decode, utcnow
+from mongrate.mongo.codec import RAW, decode, owned, raw_bytes, utcnow
 from mongrate.mongo.collections import collection_options, fast_count
 from mongrate.mongo.dryrun import summarise
 from mongrate.mongo.order import bson_order_key
@@ -90,13 +90,14 @@ class DataOps:
         now = utcnow()
 
         def changer(raw: RawBSONDocument) -> Change | ServerUpdate | None:
+            base = raw_bytes(raw)
             try:
-                return diff(raw.raw, dict(compiled.apply(decode(raw.raw), now=now)))
+                return diff(base, dict(compiled.apply(decode(base), now=now)))
             except UpdateError as exc:
                 raise OpError(f"{collection}: cannot apply {dict(update)!r} to document "
                               f"{raw['_id']!r}: {exc}") from None
             except UnsupportedUpdate:  # decided by these values: the server applies it
-                return ServerUpdate(update, _prior(raw.raw, touched))
+                return ServerUpdate(update, _prior(base, touched))
 
         if self.dry_run:
             return self._dry_run_pass(collection, filter, changer if supported else None, label,
@@ -125,7 +126,8 @@ class DataOps:
         for batch in self.batches(coll.find(filter), label):
             eng.check()
             if self.direction == "upgrade":
-                side.insert([record(raw.raw, seq, _prior(raw.raw, touched)) for raw in batch])
+                side.insert([record(base, seq, _prior(base, touched))
+                             for base in map(raw_bytes, batch)])
             ids = [raw["_id"] for raw in batch]
             query = {"$and": [filter, {"_id": {"$in": ids}}]} if filter else {"_id": {"$in": ids}}
             result = eng.db[collection].update_many(query, dict(update),
@@ -164,6 +166,7 @@ class DataOps:
         try:
             for batch in self.batches(_by_id(coll.find(filter)), label, None):
                 for raw in batch:
+                    raw = owned(raw)
                     sink.put(raw.raw, changer(raw))
             return sink.finish()
         except BaseException:
@@ -393,10 +396,10 @@ class Source:
                     f"{', '.join(self.keys)}{' after convert' if self.convert else ''}; "
                     "a convert function must keep the server's order", collection=self.collection)
             last = order
-            base = raw.raw
+            read = base = raw_bytes(raw)
             if absorb is not None:
                 base = absorb(base)
-                if base is not raw.raw and self.key_of(RawBSONDocument(base, RAW)) != key:
+                if base is not read and self.key_of(RawBSONDocument(base, RAW)) != key:
                     raise _KeyChanged(self.collection)
             yield order, key, base
 
@@ -521,14 +524,15 @@ def _doc_changer(fn: Callable[[dict[str, Any]], Mapping[str, Any] | None], colle
     """The changer of ``op.change_each``: ``fn`` edits a decoded document in place, or
     returns a new one."""
     def change(raw: RawBSONDocument) -> Change | None:
-        doc = decode(raw.raw)
+        base = raw_bytes(raw)
+        doc = decode(base)
         out = fn(doc)
         if out is not None and not isinstance(out, Mapping):
             raise OpError(f"{collection}: the change function returned {out!r:.60}, not a "
                           "document: edit the document it is given and return None, or "
                           "return the new document")
         try:
-            return diff(raw.raw, doc if out is None else out)
+            return diff(base, doc if out is None else out)
         except (ValueError, InvalidDocument) as exc:  # _id changed, or a value BSON lacks
             raise OpError(f"{collection}: document {raw['_id']!r}: {exc}") from None
 

@@ -27,7 +27,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from mongrate.errors import LockLostError
-from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, RAW
+from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, RAW, exact_dates, raw_bytes
 from mongrate.mongo.collections import fast_count
 from mongrate.operations.passes import (
     TMP_PREFIX,
@@ -56,6 +56,8 @@ class Engine:
                  strategy: Strategy, statement_limit: int, batch_size: int,
                  reporter: Reporter | None = None, dry_run: bool = False,
                  guard: Callable[[], None] | None = None, direction: str = "upgrade"):
+        # every read of a pass (filters, _id lists) must decode any valid BSON date
+        db = exact_dates(db) if isinstance(db, Database) else db
         self.db = db
         self.undo_name = undo_collection
         self.write_concern = MAJORITY
@@ -240,7 +242,7 @@ def rewrite_pass(engine: Engine, collection: str, steps: list[Step],
         try:
             for batch in op.batches(cursor, label or own.label, total):
                 for raw in batch:
-                    base = raw.raw
+                    base = raw_bytes(raw)
                     for index, step in enumerate(steps):
                         if step is first and match is not None and not match.matches(raw):
                             continue
@@ -311,13 +313,14 @@ def restore_rewrite(op: Operations, collection: str, side, void: frozenset[int])
                 while head is not None and bson_order_key(head[0]) < key:
                     gone += 1
                     head = next(records, None)
+                cur = raw_bytes(raw)
                 if head is not None and bson_order_key(head[0]) == key:
-                    target = apply_priors(raw.raw, head[1])
+                    target = apply_priors(cur, head[1])
                     head = next(records, None)
-                    if target != raw.raw:
-                        sink.put(raw.raw, Change(target, {}, [], {}, [], None))
+                    if target != cur:
+                        sink.put(cur, Change(target, {}, [], {}, [], None))
                         continue
-                sink.put(raw.raw, None)
+                sink.put(cur, None)
         gone += sum(1 for _ in records) + (head is not None)
         restored = sink.finish()
     except BaseException:

@@ -26,7 +26,7 @@ from pymongo import ReplaceOne, UpdateOne
 from pymongo.errors import OperationFailure
 
 from mongrate.errors import RewriteError
-from mongrate.mongo.codec import EXACT, NOT_IMPLEMENTED, RAW, decode
+from mongrate.mongo.codec import EXACT, NOT_IMPLEMENTED, RAW, decode, raw_bytes
 from mongrate.mongo.collections import bulk_write, insert_new
 from mongrate.mongo.order import bson_order_key
 from mongrate.mongo.rawdoc import Change, diff, document, elements, renamed, restored
@@ -136,7 +136,7 @@ class SideCollection:
             if guard is not None:
                 guard()
             ids = [doc_id for doc_id, _ in batch]
-            current = {bson.encode({"i": d["_id"]}): d.raw
+            current = {bson.encode({"i": d["_id"]}): raw_bytes(d)
                        for d in live.find({"_id": {"$in": ids}})}
             plain, replace = [], []
             for doc_id, priors in batch:
@@ -181,7 +181,7 @@ def _replace_unchanged(live, items: list[tuple[Any, bytes, list[Prior]]], limit:
     try:
         for _attempt in range(5):
             bulk_write(live, [request(*item, True) for item in items], limit, ordered=True)
-            now = {bson.encode({"i": d["_id"]}): d.raw
+            now = {bson.encode({"i": d["_id"]}): raw_bytes(d)
                    for d in live.find({"_id": {"$in": [d for d, _, _ in items]}})}
             pending = []
             for doc_id, _cur, priors in items:

@@ -22,7 +22,7 @@ from pymongo.errors import (
 from mongrate._version import __version__
 from mongrate.config import Config, redact
 from mongrate.errors import ConnectionFailure
-from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, utcnow
+from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, exact_dates, utcnow
 from mongrate.runtime.lock import Leases
 
 
@@ -36,7 +36,7 @@ def connect(config: Config, *, timeout_ms: int = 5000) -> tuple[MongoClient, Dat
     """Connect and ping, turning every failure into one clear line within ~timeout."""
     name = config.database_name  # no database named: say so before trying the server
     client = connect_client(config, timeout_ms=timeout_ms)
-    return client, client[name]
+    return client, exact_dates(client[name])
 
 
 def client_options(url: str, *, timeout_ms: int = 5000) -> tuple[dict[str, Any], float]:
@@ -85,6 +85,7 @@ class Store:
     """Heads, log and lock of one database."""
 
     def __init__(self, db: Database, config: Config):
+        db = exact_dates(db)  # a fleet's db comes from its own client
         self.db = db
         self.config = config
         # Majority on replica sets and sharded clusters: what decides the next step (heads,

@@ -28,7 +28,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from mongrate.config import Config, database_from_url, load_config
-from mongrate.mongo.codec import RAW
+from mongrate.mongo.codec import RAW, exact_dates
 from mongrate.mongo.collections import statement_limit
 from mongrate.mongo.dryrun import RecordingDatabase
 from mongrate.names import OwnNames
@@ -49,6 +49,7 @@ def revision_op(db: Database, revision: str = "test", direction: str = "upgrade"
     ends without an error (as the end of a run writes them). ``defer=False`` makes every
     helper write before it returns."""
     config = config or Config()
+    db = exact_dates(db)
     engine = Engine(RecordingDatabase(db) if dry_run else db,
                     undo_collection=config.undo_collection,
                     backups_collection=config.backups_collection,

@@ -18,6 +18,7 @@ from bson import ObjectId
 from deepdiff import DeepDiff
 from PIL import Image
 
+from app_patch.testdata.answers import Answers
 from app_patch.testdata.samples import KINDS, VARIANTS, make_sample, sample_files, sample_variant
 from app_patch.testdata.seed import ALL_CASES, COLLECTIONS, add_session, main, seed
 from mongrate.config import with_database
@@ -163,6 +164,51 @@ def test_shapes_and_times_follow_chat_database_md(seeded):
     }
     assert "session_id_1" in db.chat_sessions.index_information()
     assert "created_at_1" in db.chat_messages.index_information()
+
+
+# --- seed(): assistant answers as long and as varied as real ones ------------------------
+
+CJK = re.compile("[\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af]")
+ARABIC = re.compile("[\u0600-\u06ff]")
+EMOJI = re.compile("[\U0001f300-\U0001faff]")
+
+
+def test_assistant_answers_have_a_realistic_spread(seeded):
+    db, report = seeded
+    texts = [m["content"] for m in db.chat_messages.find({"role": "assistant"})]
+    sizes = sorted(len(t.encode("utf-8")) for t in texts)
+    assert sizes[len(sizes) // 2] < 1000  # most a few hundred characters
+    assert 60 * 1024 <= sizes[-1] <= 64 * 1024  # the tail reaches 64 KiB, never past it
+    long = sum(n >= 4096 for n in sizes)
+    assert 1 <= long < len(sizes) // 4
+    assert any("```" in t for t in texts)
+    assert any(CJK.search(t) for t in texts) and any(ARABIC.search(t) for t in texts)
+    assert any(EMOJI.search(t) for t in texts)
+    st = report.answers
+    assert (st.answers, st.long, st.longest) == (len(texts), long, sizes[-1])
+    assert st.with_code == sum("```" in t for t in texts)
+    assert st.with_emoji == sum(bool(EMOJI.search(t)) for t in texts)
+
+
+def test_answers_are_deterministic_and_spread_at_scale():
+    first = Answers(1, 4000)
+    texts = [first.next() for _ in range(4000)]
+    again = Answers(1, 4000)
+    assert [again.next() for _ in range(4000)] == texts
+    other = Answers(2, 4000)
+    assert [other.next() for _ in range(50)] != texts[:50]
+    sizes = [len(t.encode("utf-8")) for t in texts]
+    assert sum(n < 1000 for n in sizes) > 0.7 * len(sizes)
+    assert 0.02 * len(sizes) < sum(n >= 4096 for n in sizes) < 0.1 * len(sizes)
+    assert max(sizes) <= 64 * 1024
+    assert sum(n >= 32 * 1024 for n in sizes) >= 10  # the tail is not a single outlier
+
+
+def test_even_a_tiny_seed_holds_a_64k_answer(mongo_db):
+    report = seed(mongo_db, sessions=1, messages_per_session=2, uploads=0, seed=9)
+    (answer,) = mongo_db.chat_messages.find({"role": "assistant"})
+    size = len(answer["content"].encode("utf-8"))
+    assert 60 * 1024 <= size <= 64 * 1024 and report.answers.longest == size
 
 
 # --- seed(): every untidy case, in the counts and in the data ---------------------------

@@ -299,3 +299,51 @@ def test_one_redact_hides_only_the_password(url, shown):
 
     assert redact(url) == shown
     assert deploy.redact is redact  # the deploy tool says URLs the same way
+
+
+# ------------------------------------------------------- database names (issue 15)
+BAD_DATABASE_NAMES = [
+    ("bad.name$x", "'.'"),
+    ("bad$name", "'$'"),
+    ("two words", "a space"),
+    ('quo"te', "'\"'"),
+    ("back\\slash", "'\\\\'"),
+    ("x" * 64, "at most 63"),
+]
+
+
+@pytest.mark.parametrize("name, problem", BAD_DATABASE_NAMES)
+def test_bad_database_name_in_the_url_is_one_line_exit_2(project, mongo_client,
+                                                         mongo_server_url, name, problem):
+    project.add("aaaa1111", None)
+    url = mongo_server_url.rstrip("/") + "/" + name
+    before = sorted(mongo_client.list_database_names())
+    for args in (("--url", url, "current"), ("--url", url, "upgrade", "head"),
+                 ("--url", url, "stamp", "aaaa1111"), ("--url", url, "check")):
+        r = project.run(*args)
+        assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+        assert repr(name) in r.err and problem in r.err, r.err
+        assert "unexpected" not in r.err and "Traceback" not in r.err
+    project.write_ini(url=url)
+    r = project.run("upgrade", "head")
+    assert r.code == 2 and repr(name) in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    assert sorted(mongo_client.list_database_names()) == before
+
+
+@pytest.mark.parametrize("name, problem", BAD_DATABASE_NAMES[1:])
+def test_bad_database_name_in_the_config_names_the_key(project, mongo_client, mongo_server_url,
+                                                       name, problem):
+    project.add("aaaa1111", None)
+    project.write_ini(url=mongo_server_url, database=name)
+    before = sorted(mongo_client.list_database_names())
+    for args in (("upgrade", "head"), ("current",), ("downgrade", "base")):
+        r = project.run(*args)
+        assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+        assert "'database'" in r.err and repr(name) in r.err and problem in r.err, r.err
+    assert sorted(mongo_client.list_database_names()) == before
+
+
+def test_init_refuses_a_bad_database_name(tmp_path, project):
+    r = project.run("init", str(tmp_path / "new"), "--database", "no.dots")
+    assert r.code == 2 and "'no.dots'" in r.err and len(r.err.strip().splitlines()) == 1
+    assert not (tmp_path / "new" / "mongrate.ini").exists()

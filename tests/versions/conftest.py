@@ -88,7 +88,7 @@ class Result:
 class Cli:
     """``mongrate`` against the test database, with this repository's versions/."""
 
-    def __init__(self, path: Path, url: str, batch_size: int = 25):
+    def __init__(self, path: Path, url: str, batch_size: int = 25, **settings: str):
         self.ini = path / "mongrate.ini"
         self.ini.write_text(
             "[mongrate]\n"
@@ -97,6 +97,7 @@ class Cli:
             f"prepend_sys_path = {ROOT}\n"
             "lock_lease_seconds = 4\n"
             f"batch_size = {batch_size}\n"
+            + "".join(f"{k} = {v}\n" for k, v in settings.items())
         )
         self.path = path
 
