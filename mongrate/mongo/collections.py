@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -62,10 +63,38 @@ FERRETDB_STATEMENT_LIMIT = 50
 DEFAULT_STATEMENT_LIMIT = 1000
 
 
+#: what a server answered, per client by identity (two clients may point at one
+#: address in turn): {id(client): (weakref to it, {question: answer})}
+_PER_CLIENT: dict[int, tuple[weakref.ref, dict[str, Any]]] = {}
+
+
+def per_client(client: Any, question: str, ask: Callable[[], Any]) -> Any:
+    """``ask()`` once per client and ``question``: facts about the server (its
+    buildInfo, how it writes) hold for every database on it, and the fleet's jobs share
+    one client, so each database's run need not ask again (a round trip, or a probe)."""
+    key = id(client)
+    cached = _PER_CLIENT.get(key)
+    if cached is None or cached[0]() is not client:
+        try:
+            ref = weakref.ref(client, lambda _r, k=key: _PER_CLIENT.pop(k, None))
+        except TypeError:  # not weakly referenceable: ask every time
+            return ask()
+        cached = _PER_CLIENT[key] = (ref, {})
+    answers = cached[1]
+    if question not in answers:
+        answers[question] = ask()
+    return answers[question]
+
+
+def build_info(client: Any) -> dict:
+    """The server's ``buildInfo``, asked once per client."""
+    return per_client(client, "buildInfo", lambda: client.admin.command("buildInfo"))
+
+
 def is_ferretdb_v1(db: Database) -> bool:
     """True for FerretDB 1.x (its buildInfo names itself)."""
     try:
-        info = db.client.admin.command("buildInfo")
+        info = build_info(db.client)
     except Exception:  # noqa: BLE001 - an unknown server is treated like the cautious case
         return True
     if "ferretdbVersion" not in info:

@@ -9,7 +9,8 @@
   whole table (FerretDB 1.x on SQLite), where in-place changes cost O(changed x size).
   Writes made by the application during the pass would not be carried over: stop it.
 
-``auto`` (the default) asks the server once per run: FerretDB 1.x is known to need
+``auto`` (the default) asks the server once per run (once per client: a fleet's
+databases share the answer): FerretDB 1.x is known to need
 ``rewrite``; any other server is probed by timing writes by ``_id`` on a small and on a
 larger scratch collection. ``write_strategy`` in ``mongrate.ini`` overrides it.
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 from pymongo.database import Database
 
-from mongrate.mongo.collections import is_ferretdb_v1
+from mongrate.mongo.collections import is_ferretdb_v1, per_client
 
 IN_PLACE = "in_place"
 REWRITE = "rewrite"
@@ -62,7 +63,8 @@ def choose(db: Database, setting: str = "auto", *, probe: bool = True) -> Strate
     if not probe:
         return Strategy(IN_PLACE, "auto, assumed for the dry run: the server does not say it "
                                   "is FerretDB 1.x; a real run probes it")
-    small, large = _probe(db)
+    # the server's behaviour, not the database's: once per client (a fleet's databases)
+    small, large = per_client(db.client, "write probe", lambda: _probe(db))
     ratio = large / small if small > 0 else 1.0
     timing = (f"{PROBE_WRITES} writes by _id took {large * 1000:.1f} ms on {PROBE_LARGE:,} "
               f"documents and {small * 1000:.1f} ms on {PROBE_SMALL}")
