@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from bson.codec_options import CodecOptions  # noqa: E402
 from bson.raw_bson import RawBSONDocument  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
+from results import record  # noqa: E402
 
 from app_patch.testdata.seed import seed  # noqa: E402
 from mongrate.config import with_database  # noqa: E402
@@ -234,7 +235,9 @@ def report(results: list[SizeResult]) -> bool:
                        r.per_doc / r.upgrade.seconds >= TARGET_VS_PER_DOC))
         checks.append((f"{r.messages:,}: upgrade <= {TARGET_VS_FLOOR:g}x the floor "
                        f"({r.upgrade.seconds / r.floor:.2f}x)",
-                       r.upgrade.seconds <= TARGET_VS_FLOOR * r.floor))
+                       r.upgrade.seconds <= TARGET_VS_FLOOR * r.floor,
+                       f"{r.upgrade.seconds / r.floor:.2f}x floor ({r.upgrade.seconds:.1f} s)",
+                       f"floor {r.floor:.1f} s", f"<= {TARGET_VS_FLOOR:g}x"))
         checks.append((f"{r.messages:,}: downgrade base restored the database exactly",
                        r.identical))
     checks += memory_checks([max(r.upgrade.peak_mb, r.downgrade.peak_mb) for r in results])
@@ -288,11 +291,15 @@ def memory_checks(peaks: list[float]) -> list[tuple[str, bool]]:
              f"<= {TARGET_MEMORY_GROWTH:g})", growth <= TARGET_MEMORY_GROWTH)]
 
 
-def print_checks(checks: list[tuple[str, bool]]) -> bool:
-    """PASS/FAIL a line; True if all passed."""
-    for text, passed in checks:
+def print_checks(checks: list[tuple]) -> bool:
+    """PASS/FAIL a line; True if all passed. A check is (text, passed) or (text, passed,
+    figure, reference, target): the latter also goes to the summary table as such."""
+    bench = Path(sys.argv[0]).stem
+    for text, passed, *row in checks:
         print(f"{'PASS' if passed else 'FAIL'}  {text}")
-    return all(passed for _, passed in checks)
+        figure, reference, target = row or (text.rsplit("(", 1)[-1].rstrip(")"), "-", "-")
+        record(bench, text.split(" (")[0] if row else text, figure, reference, target, passed)
+    return all(passed for _, passed, *_ in checks)
 
 
 if __name__ == "__main__":
