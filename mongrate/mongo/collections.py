@@ -159,6 +159,18 @@ def copy_collection(db: Database, source: str, target: str, batch_size: int = 10
     return summer.count, summer.hexdigest
 
 
+def server_copy_collection(db: Database, source: str, target: str, batch_size: int = 1000,
+                           *, guard: Callable[[], None] | None = None) -> tuple[int, str]:
+    """Copy ``source`` into ``target`` on the server (aggregate ``$out``): no document
+    travels to the client and back. Returns (count, checksum) of ``target``, read once,
+    so a manifest holds the exact figures of what was stored. ``guard`` runs once the
+    copy is made (a lost lock or a parallel failure stops before anything else)."""
+    db[source].aggregate([{"$match": {}}, {"$out": target}], allowDiskUse=True).close()
+    if guard is not None:
+        guard()
+    return collection_checksum(db, target, batch_size)
+
+
 def collection_options(db: Database, name: str) -> dict[str, Any]:
     """The options ``name`` was created with (validator, capped, collation...); {} if none."""
     info = next(iter(db.list_collections(filter={"name": name})), None)
