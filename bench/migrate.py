@@ -303,8 +303,11 @@ def print_checks(checks: list[tuple]) -> bool:
     bench = Path(sys.argv[0]).stem
     for text, passed, *row in checks:
         print(f"{'PASS' if passed else 'FAIL'}  {text}")
-        figure, reference, target = row or (text.rsplit("(", 1)[-1].rstrip(")"), "-", "-")
-        record(bench, text.split(" (")[0] if row else text, figure, reference, target, passed)
+        if not row:  # the figure is the text's last parenthesis, if it has one
+            has = text.endswith(")") and " (" in text
+            row = [text.rsplit(" (", 1)[1][:-1] if has else ("yes" if passed else "no"),
+                   "-", "-"]
+        record(bench, text.rsplit(" (", 1)[0], *row, passed)
     return all(passed for _, passed, *_ in checks)
 
 
