@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -64,26 +65,31 @@ DEFAULT_STATEMENT_LIMIT = 1000
 
 
 #: what a server answered, per client by identity (two clients may point at one
-#: address in turn): {id(client): (weakref to it, {question: answer})}
-_PER_CLIENT: dict[int, tuple[weakref.ref, dict[str, Any]]] = {}
+#: address in turn): {id(client): (weakref to it, {question: answer}, {question: lock})}
+_PER_CLIENT: dict[int, tuple[weakref.ref, dict[str, Any], dict[str, threading.Lock]]] = {}
+_PER_CLIENT_LOCK = threading.Lock()
 
 
 def per_client(client: Any, question: str, ask: Callable[[], Any]) -> Any:
     """``ask()`` once per client and ``question``: facts about the server (its
     buildInfo, how it writes) hold for every database on it, and the fleet's jobs share
-    one client, so each database's run need not ask again (a round trip, or a probe)."""
+    one client, so each database's run need not ask again (a round trip, or a probe).
+    Jobs asking at the same moment wait for the one answer."""
     key = id(client)
-    cached = _PER_CLIENT.get(key)
-    if cached is None or cached[0]() is not client:
-        try:
-            ref = weakref.ref(client, lambda _r, k=key: _PER_CLIENT.pop(k, None))
-        except TypeError:  # not weakly referenceable: ask every time
-            return ask()
-        cached = _PER_CLIENT[key] = (ref, {})
-    answers = cached[1]
-    if question not in answers:
-        answers[question] = ask()
-    return answers[question]
+    with _PER_CLIENT_LOCK:
+        cached = _PER_CLIENT.get(key)
+        if cached is None or cached[0]() is not client:
+            try:
+                ref = weakref.ref(client, lambda _r, k=key: _PER_CLIENT.pop(k, None))
+            except TypeError:  # not weakly referenceable: ask every time
+                return ask()
+            cached = _PER_CLIENT[key] = (ref, {}, {})
+        answers, locks = cached[1], cached[2]
+        lock = locks.setdefault(question, threading.Lock())
+    with lock:
+        if question not in answers:
+            answers[question] = ask()
+        return answers[question]
 
 
 def build_info(client: Any) -> dict:
