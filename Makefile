@@ -61,16 +61,9 @@ test-slow: $(STAMP) ferretdb
 demo: $(STAMP) ferretdb
 	$(PY) -m app_patch.tools.demo
 
+# every bench in turn (each also runs alone: $(PY) bench/NAME.py), then one summary table
 bench: $(STAMP) ferretdb
-	-$(PY) bench/graph.py
-	-$(PY) bench/graph_scale.py
-	-$(PY) bench/thumbs.py
-	-$(PY) bench/history.py
-	-$(PY) bench/thumbs_http.py
-	-$(PY) bench/migrate.py
-	-$(PY) bench/authoring.py
-	-$(PY) bench/schema_check.py
-	-$(PY) bench/fleet.py
+	$(PY) bench/summary.py
 
 clean:
 	rm -rf $(VENV) $(LOWVENV) .mongrate build *.egg-info

@@ -35,6 +35,8 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results import record  # noqa: E402
+
 from app_patch.service.thumbnails import make_thumbnail  # noqa: E402
 
 NO_SLOWER = 1.10
@@ -192,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             f" {_mb(ours_mem):>8} {_mb(naive_mem):>9}  {verdict}"
             + ("" if naive_size == ours_size else f"  (naive gave {naive_size})")
         )
+        record("thumbs", name, f"{speedup:.2f}x faster ({ours:.1f} ms)",
+               f"naive {naive:.1f} ms", f">= {target:.2g}x", ok)
         assert ours_out  # keep the warm-up output alive until the case is done
     print(
         f"\n{args.reps} interleaved runs per method, medians; thumbnail size {args.size};"

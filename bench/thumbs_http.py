@@ -38,6 +38,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from gridfs import GridFSBucket  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
+from results import record  # noqa: E402
 
 from app_patch.service.app import create_app  # noqa: E402
 from app_patch.service.auth import issue_token  # noqa: E402
@@ -129,6 +130,10 @@ def run(url: str, reps: int, size: int) -> int:
                     )
             failures += first_views(client, db, headers, CASES, reps, size, medians)
         print("RESULT:", "ok" if not failures else "FAILED: " + "; ".join(failures))
+        record("thumbs_http", "thumbnail requests: cached, 304, first view",
+               f"{len(failures)} miss(es)" + (f": {failures[0][:60]}" if failures else ""),
+               "the fresh request; the cached one", "cached faster; first <= 2x cached",
+               not failures)
         return 1 if failures else 0
     finally:
         sync.drop_database(db_name)

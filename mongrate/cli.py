@@ -444,8 +444,9 @@ def heads(opts: Options) -> None:
     from mongrate.graph.scripts import ScriptDirectory
 
     config = opts.config()
-    revs = commands.heads(config)
-    graph = ScriptDirectory(config).graph
+    scripts = ScriptDirectory(config)  # one read of the files for both
+    revs = commands.heads(config, scripts)
+    graph = scripts.graph
     emit(opts, [_rev_data(r) for r in revs],
          "\n".join(_rev_line(graph, r.revision, set(), opts.verbose) for r in revs))
 
@@ -458,8 +459,9 @@ def branches(opts: Options) -> None:
     from mongrate.graph.scripts import ScriptDirectory
 
     config = opts.config()
-    points = commands.branches(config)
-    graph = ScriptDirectory(config).graph
+    scripts = ScriptDirectory(config)  # one read of the files for both
+    points = commands.branches(config, scripts)
+    graph = scripts.graph
     lines = []
     for point, children in points:
         lines.append(_rev_line(graph, point.revision, set(), opts.verbose))
@@ -477,8 +479,9 @@ def show(opts: Options, rev: str) -> None:
     from mongrate.graph.scripts import ScriptDirectory
 
     config = opts.config()
-    found = commands.show(config, rev)
-    graph = ScriptDirectory(config).graph
+    scripts = ScriptDirectory(config)  # one read of the files for both
+    found = commands.show(config, rev, scripts)
+    graph = scripts.graph
     emit(opts, _rev_data(found), _rev_line(graph, found.revision, set(), True))
 
 

@@ -22,10 +22,12 @@ from mongrate.mongo.collections import (
     bulk_write,
     collection_checksum,
     copy_collection,
+    server_copy_collection,
     statement_limit,
 )
 from mongrate.mongo.pipeline import chunked
 from mongrate.names import prerestore_name
+from mongrate.operations.strategy import server_copy
 from mongrate.runtime.lock import Lock
 
 
@@ -146,7 +148,9 @@ def restore_backup(project: Project, backup_id: str, *, collections: Sequence[st
             if report.differing:
                 safety = prerestore_name(m["source"], stamp)
                 db.drop_collection(safety)
-                count, checksum = copy_collection(db, m["source"], safety, size)
+                # the server's own copy where it has one (probed once per client)
+                copy = server_copy_collection if server_copy(db)[0] else copy_collection
+                count, checksum = copy(db, m["source"], safety, size)
                 project.store.backups.insert_one({
                     "backup_id": f"prerestore_{stamp}", "revision": None,
                     "source": m["source"], "target": safety, "status": "complete", "count": count,

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mongrate.commands.project import Project
 from mongrate.config import Config
 from mongrate.errors import CheckFailed
-from mongrate.graph.revisions import Revision
+from mongrate.graph.revisions import Revision, normalize_heads
 from mongrate.graph.scripts import ScriptDirectory, checksum
 from mongrate.names import PROBE, SCRATCH, UNDO_SIDE, OwnNames
-from mongrate.runtime.lock import LockHolder
-from mongrate.runtime.runner import normalize_heads
-from mongrate.runtime.store import Store
+
+if TYPE_CHECKING:  # pymongo loads only for the verbs that reach the database
+    from mongrate.commands.project import Project
+    from mongrate.runtime.lock import LockHolder
+    from mongrate.runtime.store import Store
 
 
 @dataclass
@@ -188,20 +189,21 @@ def log_summary(entry: dict[str, Any]) -> str:
             f"{entry['status']:<11} {dur:>8} {entry.get('host')}:{entry.get('pid')}{err}")
 
 
-def heads(config: Config) -> list[Revision]:
+def heads(config: Config, scripts: ScriptDirectory | None = None) -> list[Revision]:
     """The head revisions of the revision files (no database needed)."""
-    graph = ScriptDirectory(config).graph
+    graph = (scripts or ScriptDirectory(config)).graph
     return [graph.get(h) for h in graph.heads]
 
 
-def branches(config: Config) -> list[tuple[Revision, list[Revision]]]:
+def branches(config: Config, scripts: ScriptDirectory | None = None,
+             ) -> list[tuple[Revision, list[Revision]]]:
     """Each branch point with the revisions that leave it."""
-    graph = ScriptDirectory(config).graph
+    graph = (scripts or ScriptDirectory(config)).graph
     return [(rev, [graph.get(c) for c in graph.children(rev.revision)])
             for rev in graph if graph.is_branch_point(rev.revision)]
 
 
-def show(config: Config, rev: str) -> Revision:
+def show(config: Config, rev: str, scripts: ScriptDirectory | None = None) -> Revision:
     """One revision, named any way a target may name it."""
-    graph = ScriptDirectory(config).graph
+    graph = (scripts or ScriptDirectory(config)).graph
     return graph.get(graph.resolve_one(rev))

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from pymongo.database import Database
+from typing import TYPE_CHECKING
 
 from mongrate.config import Config
-from mongrate.graph.revisions import RevisionGraph
+from mongrate.graph.revisions import RevisionGraph, normalize_heads
 from mongrate.graph.scripts import ScriptDirectory
 from mongrate.progress import Reporter
-from mongrate.runtime.runner import Runner, normalize_heads
-from mongrate.runtime.store import Store, connect
+
+if TYPE_CHECKING:  # pymongo and the engine load when a verb first needs the database
+    from pymongo.database import Database
+
+    from mongrate.runtime.runner import Runner
+    from mongrate.runtime.store import Store
 
 
 class Project:
@@ -22,7 +26,11 @@ class Project:
         self.config = config
         self.reporter = reporter or Reporter()
         self.scripts = scripts or ScriptDirectory(config)
-        self._store: Store | None = Store(db, config) if db is not None else None
+        self._store: Store | None = None
+        if db is not None:
+            from mongrate.runtime.store import Store
+
+            self._store = Store(db, config)
         self._client = None
 
     @property
@@ -32,6 +40,8 @@ class Project:
     @property
     def store(self) -> Store:
         if self._store is None:
+            from mongrate.runtime.store import Store, connect
+
             self._client, db = connect(self.config)
             self._store = Store(db, self.config)
         return self._store
@@ -40,6 +50,8 @@ class Project:
         return normalize_heads(self.graph, self.store.heads())
 
     def runner(self, lock_timeout: float, command: str) -> Runner:
+        from mongrate.runtime.runner import Runner
+
         return Runner(self.config, self.scripts, self.store, reporter=self.reporter,
                       lock_timeout=lock_timeout, command=command)
 

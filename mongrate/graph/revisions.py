@@ -789,3 +789,14 @@ def format_rev_line(graph: RevisionGraph, rev_id: str, *, current: frozenset[str
     if rev.message:
         lines += ["", f"    {rev.message}"]
     return "\n".join(lines)
+
+
+def normalize_heads(graph: RevisionGraph, heads: tuple[str, ...]) -> tuple[str, ...]:
+    """Drop recorded heads that are ancestors of other heads (left by an interrupted move)."""
+    known = [h for h in heads if h in graph]
+    below: set[str] = set()
+    for h in known:
+        below |= graph.ancestors([h], inclusive=False)
+    return tuple(sorted(h for h in known if h not in below)) + tuple(
+        sorted(h for h in heads if h not in graph)
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import os
 import re
 import string
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 
 from mongrate.config import Config
 from mongrate.errors import ConfigError, MongrateError, ScriptError
+from mongrate.graph.cache import MetadataCache, cache_file
 from mongrate.graph.revisions import Revision, RevisionGraph, revision_id_problem
 
 _TEMPLATE_NAME = "script.py.tmpl"
@@ -39,10 +41,12 @@ def _as_tuple(value: object, name: str, path: Path) -> tuple[str, ...]:
     raise ScriptError(f"{path}: '{name}' must be a string, a tuple of strings or None")
 
 
-def read_revision(path: Path) -> Revision:
-    """Parse one revision file's metadata without running it."""
+def read_revision(path: Path, source: bytes | None = None) -> Revision:
+    """Parse one revision file's metadata without running it (``source``: its bytes,
+    when already read)."""
     try:
-        source = path.read_bytes()
+        if source is None:
+            source = path.read_bytes()
         tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         raise ScriptError(
@@ -131,14 +135,18 @@ class ScriptDirectory:
                 f"script_location {self.path} is not a directory: run 'mongrate init' "
                 "or fix script_location in the config"
             )
-        return sorted(
-            p for p in self.path.glob("*.py") if not p.name.startswith(("_", "."))
-        )
+        # names sorted as strings: Path objects compare part by part, slowly, on 2,000 files
+        names = sorted(n for n in os.listdir(self.path)
+                       if n.endswith(".py") and not n.startswith(("_", ".")))
+        return [self.path / n for n in names]
 
     @property
     def graph(self) -> RevisionGraph:
         if self._graph is None:
-            self._graph = RevisionGraph(read_revision(p) for p in self.revision_files())
+            cache = MetadataCache(cache_file(self.path, self.config.config_file))
+            revisions = cache.read_all(self.revision_files(), read_revision)
+            self._graph = RevisionGraph(revisions)
+            cache.save()  # only a graph that loaded: a broken file stays uncached
         return self._graph
 
     def load_module(self, rev_id: str) -> ModuleType:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
+from mongrate.mongo.collections import build_info
+
 _NOT_IMPLEMENTED = (238, 59, 115)  # NotImplemented, CommandNotFound, CommandNotSupported
 _PROBE_COLLECTION = "mongrate_capability_probe_absent"
 
@@ -60,7 +62,7 @@ def _collmod_works(db: Database) -> bool:
 def probe(db: Database) -> Capabilities:
     """Ask the server (two read-only commands)."""
     real = getattr(db, "_db", db)  # a dry run's RecordingDatabase would only record collMod
-    info = real.client.admin.command("buildInfo")
+    info = build_info(real.client)
     server, ferret_v1 = _server_name(info)
     missing: set[str] = set()
     if not _collmod_works(real):

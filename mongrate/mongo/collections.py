@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -62,10 +64,43 @@ FERRETDB_STATEMENT_LIMIT = 50
 DEFAULT_STATEMENT_LIMIT = 1000
 
 
+#: what a server answered, per client by identity (two clients may point at one
+#: address in turn): {id(client): (weakref to it, {question: answer}, {question: lock})}
+_PER_CLIENT: dict[int, tuple[weakref.ref, dict[str, Any], dict[str, threading.Lock]]] = {}
+_PER_CLIENT_LOCK = threading.Lock()
+
+
+def per_client(client: Any, question: str, ask: Callable[[], Any]) -> Any:
+    """``ask()`` once per client and ``question``: facts about the server (its
+    buildInfo, how it writes) hold for every database on it, and the fleet's jobs share
+    one client, so each database's run need not ask again (a round trip, or a probe).
+    Jobs asking at the same moment wait for the one answer."""
+    key = id(client)
+    with _PER_CLIENT_LOCK:
+        cached = _PER_CLIENT.get(key)
+        if cached is None or cached[0]() is not client:
+            try:
+                ref = weakref.ref(client, lambda _r, k=key: _PER_CLIENT.pop(k, None))
+            except TypeError:  # not weakly referenceable: ask every time
+                return ask()
+            cached = _PER_CLIENT[key] = (ref, {}, {})
+        answers, locks = cached[1], cached[2]
+        lock = locks.setdefault(question, threading.Lock())
+    with lock:
+        if question not in answers:
+            answers[question] = ask()
+        return answers[question]
+
+
+def build_info(client: Any) -> dict:
+    """The server's ``buildInfo``, asked once per client."""
+    return per_client(client, "buildInfo", lambda: client.admin.command("buildInfo"))
+
+
 def is_ferretdb_v1(db: Database) -> bool:
     """True for FerretDB 1.x (its buildInfo names itself)."""
     try:
-        info = db.client.admin.command("buildInfo")
+        info = build_info(db.client)
     except Exception:  # noqa: BLE001 - an unknown server is treated like the cautious case
         return True
     if "ferretdbVersion" not in info:
@@ -128,6 +163,18 @@ def copy_collection(db: Database, source: str, target: str, batch_size: int = 10
     finally:
         writer.close(cancel=True)
     return summer.count, summer.hexdigest
+
+
+def server_copy_collection(db: Database, source: str, target: str, batch_size: int = 1000,
+                           *, guard: Callable[[], None] | None = None) -> tuple[int, str]:
+    """Copy ``source`` into ``target`` on the server (aggregate ``$out``): no document
+    travels to the client and back. Returns (count, checksum) of ``target``, read once,
+    so a manifest holds the exact figures of what was stored. ``guard`` runs once the
+    copy is made (a lost lock or a parallel failure stops before anything else)."""
+    db[source].aggregate([{"$match": {}}, {"$out": target}], allowDiskUse=True).close()
+    if guard is not None:
+        guard()
+    return collection_checksum(db, target, batch_size)
 
 
 def collection_options(db: Database, name: str) -> dict[str, Any]:

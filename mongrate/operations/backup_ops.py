@@ -15,8 +15,10 @@ from mongrate.mongo.collections import (
     copy_collection,
     copy_indexes,
     fast_count,
+    server_copy_collection,
 )
 from mongrate.names import snapshot_name, tmp_name
+from mongrate.operations.strategy import server_copy
 
 _stamp_lock = threading.Lock()
 
@@ -97,16 +99,27 @@ class BackupOps:
         if not self.dry_run:
             db.drop_collection(dest)  # a half-made copy from an interrupted run
         total = fast_count(db, source)
-        read = copy_collection(
-            db, source, dest, self.batch_size,
-            lambda batches: self.progress(batches, total, f"backup {source}", weight=len),
-            guard=self._engine.guard)
+        # the server's own copy where it has one (probed once per run); else streamed
+        on_server, how = server_copy(db, probe=not self.dry_run)
+        if self._engine.reporter.verbose:
+            self.log(f"backup of {source} ({total} docs): {how}")
+        if on_server:
+            # (count, checksum) read from the copy itself: the manifest's exact figures
+            read = server_copy_collection(db, source, dest, self.batch_size,
+                                          guard=self._engine.guard)
+        else:
+            read = copy_collection(
+                db, source, dest, self.batch_size,
+                lambda batches: self.progress(batches, total, f"backup {source}", weight=len),
+                guard=self._engine.guard)
         if self.dry_run:
             if swap:
                 self.log(f"would rename {source} to {target} and the copy to {source}")
             return manifest
         if swap:
             count, checksum = fast_count(db, dest), read[1]
+        elif on_server:
+            count, checksum = read  # already read back from the snapshot itself
         else:
             count, checksum = collection_checksum(db, target, self.batch_size)
             if (count, checksum) != read:

@@ -9,7 +9,8 @@
   whole table (FerretDB 1.x on SQLite), where in-place changes cost O(changed x size).
   Writes made by the application during the pass would not be carried over: stop it.
 
-``auto`` (the default) asks the server once per run: FerretDB 1.x is known to need
+``auto`` (the default) asks the server once per run (once per client: a fleet's
+databases share the answer): FerretDB 1.x is known to need
 ``rewrite``; any other server is probed by timing writes by ``_id`` on a small and on a
 larger scratch collection. ``write_strategy`` in ``mongrate.ini`` overrides it.
 """
@@ -22,9 +23,10 @@ import uuid
 from dataclasses import dataclass
 
 from pymongo.database import Database
+from pymongo.errors import OperationFailure
 
-from mongrate.mongo.collections import is_ferretdb_v1
-from mongrate.names import probe_name
+from mongrate.mongo.collections import is_ferretdb_v1, per_client
+from mongrate.names import PROBE_PREFIX, probe_name
 
 IN_PLACE = "in_place"
 REWRITE = "rewrite"
@@ -62,13 +64,41 @@ def choose(db: Database, setting: str = "auto", *, probe: bool = True) -> Strate
     if not probe:
         return Strategy(IN_PLACE, "auto, assumed for the dry run: the server does not say it "
                                   "is FerretDB 1.x; a real run probes it")
-    small, large = _probe(db)
+    # the server's behaviour, not the database's: once per client (a fleet's databases)
+    small, large = per_client(db.client, "write probe", lambda: _probe(db))
     ratio = large / small if small > 0 else 1.0
     timing = (f"{PROBE_WRITES} writes by _id took {large * 1000:.1f} ms on {PROBE_LARGE:,} "
               f"documents and {small * 1000:.1f} ms on {PROBE_SMALL}")
     if ratio >= SCAN_RATIO:
         return Strategy(REWRITE, f"auto: single-document writes scan the table ({timing})")
     return Strategy(IN_PLACE, f"auto: single-document writes are indexed ({timing})")
+
+
+def server_copy(db: Database, *, probe: bool = True) -> tuple[bool, str]:
+    """Can the server copy a collection itself (aggregate ``$out``), and why we think so.
+    Asked once per client, like the write probe: a scratch collection of one document is
+    copied (FerretDB 1.24 answers NotImplemented; MongoDB and mongo-java-server copy).
+    ``probe=False`` (a dry run, which must write nothing) says no: it streams."""
+    if not probe:
+        return False, "the dry run streams through the client"
+    return per_client(db.client, "server copy", lambda: _probe_server_copy(db))
+
+
+def _probe_server_copy(db: Database) -> tuple[bool, str]:
+    base = f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}"
+    source, target = f"{base}_copy_from", f"{base}_copy_to"
+    try:
+        db[source].insert_one({"_id": 1})
+        db[source].aggregate([{"$match": {}}, {"$out": target}]).close()
+        if db[target].find_one({"_id": 1}) is None:
+            return False, "the server's $out wrote nothing: streamed through the client"
+        return True, "copied on the server (aggregate $out)"
+    except OperationFailure as exc:
+        return False, (f"the server has no $out ({exc.details.get('errmsg') if exc.details else exc}): "
+                       "streamed through the client")
+    finally:
+        for name in (source, target):
+            db.drop_collection(name)
 
 
 def _probe(db: Database) -> tuple[float, float]:

@@ -16,7 +16,7 @@ from mongrate.errors import (
     RevisionFailed,
     RunInterrupted,
 )
-from mongrate.graph.revisions import RevisionGraph
+from mongrate.graph.revisions import normalize_heads  # noqa: F401  (re-exported)
 from mongrate.graph.scripts import ScriptDirectory, checksum
 from mongrate.mongo.collections import statement_limit
 from mongrate.mongo.dryrun import RecordingDatabase
@@ -51,17 +51,6 @@ class RunResult:
     resumed: list[dict] = field(default_factory=list)
     dry_run: bool = False
     strategy: str = ""
-
-
-def normalize_heads(graph: RevisionGraph, heads: tuple[str, ...]) -> tuple[str, ...]:
-    """Drop recorded heads that are ancestors of other heads (left by an interrupted move)."""
-    known = [h for h in heads if h in graph]
-    below: set[str] = set()
-    for h in known:
-        below |= graph.ancestors([h], inclusive=False)
-    return tuple(sorted(h for h in known if h not in below)) + tuple(
-        sorted(h for h in heads if h not in graph)
-    )
 
 
 class _Run:

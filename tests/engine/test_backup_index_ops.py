@@ -217,3 +217,37 @@ def test_a_document_named_like_an_index_record_does_not_collide(mongo_db):
     restore(mongo_db)
     assert mongo_db.items.find_one({"_id": "index:i7"})["v"] == 1
     assert "i7" not in mongo_db.items.index_information()
+
+
+@pytest.mark.parametrize("strategy", [COPY, SWAP])
+def test_backup_copies_on_the_server_where_it_can_and_says_so(mongo_db, messages, strategy):
+    """The server's own copy ($out) where the server has one (MongoDB, mongo-java-server),
+    streaming through the client where it has not (FerretDB 1.24); -v names the path, and
+    the manifest's count and checksum are those of the snapshot either way."""
+    import io
+
+    from pymongo.errors import OperationFailure
+
+    from mongrate.operations.strategy import server_copy
+    from mongrate.progress import Reporter
+
+    try:
+        mongo_db.chat_messages.aggregate([{"$match": {}}, {"$out": "out_check"}]).close()
+        has_out = mongo_db.out_check.count_documents({}) == 7
+    except OperationFailure:
+        has_out = False
+    finally:
+        mongo_db.drop_collection("out_check")
+    assert server_copy(mongo_db)[0] is has_out
+    original = sorted(mongo_db.chat_messages.find(), key=lambda d: d["n"])
+    said = io.StringIO()
+    with revision_op(mongo_db, "r1", write_strategy=strategy, batch_size=2, defer=False,
+                     reporter=Reporter(said, verbose=True)) as op:
+        (manifest,) = op.backup_collection("chat_messages")
+    line = next(ln for ln in said.getvalue().splitlines() if "backup of chat_messages" in ln)
+    assert ("copied on the server (aggregate $out)" in line) is has_out
+    assert ("streamed through the client" in line) is not has_out
+    target = manifest["target"]
+    assert (manifest["count"], manifest["checksum"]) == collection_checksum(mongo_db, target)
+    assert sorted(mongo_db[target].find(), key=lambda d: d["n"]) == original
+    assert sorted(mongo_db.chat_messages.find(), key=lambda d: d["n"]) == original

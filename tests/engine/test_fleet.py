@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pymongo import monitoring
 
 from mongrate.commands.fleet import match_databases, run_fleet
 from mongrate.config import load_config
@@ -147,3 +148,36 @@ def test_autogenerate_compares_the_first_tenant_and_the_fleet_applies_it(tenants
     r = project.run("check")
     assert r.code == 0, r.out
     assert all("by_n" in mongo_client[n].items.index_information() for n in names)
+
+
+class _Counter(monitoring.CommandListener):
+    """Counts the commands of clients made while ``active`` (a real pymongo listener;
+    pymongo has no way to unregister one, so it stays inert outside the test)."""
+
+    active = False
+    names: list[str] = []
+
+    def started(self, event) -> None:
+        if _Counter.active:
+            _Counter.names.append(event.command_name)
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+def test_server_facts_are_asked_once_per_fleet_run(tenants):
+    """buildInfo (and the write probe) describe the server, not a database: the jobs
+    share one client, so a fleet run asks once, not once or twice per database."""
+    project, names, pattern = tenants
+    if not any(isinstance(x, _Counter) for x in monitoring._LISTENERS.command_listeners):  # noqa: SLF001
+        monitoring.register(_Counter())
+    _Counter.names, _Counter.active = [], True
+    try:
+        r = project.run("upgrade", "head", "--databases", pattern, "--jobs", "2")
+    finally:
+        _Counter.active = False
+    assert r.code == 0, r.err
+    assert _Counter.names.count("buildInfo") == 1
