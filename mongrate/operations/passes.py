@@ -29,7 +29,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import UpdateOne
 from pymongo.errors import OperationFailure
 
-from mongrate.errors import OpError, RewriteError
+from mongrate.errors import OpError, RewriteError, UnsettledSwap
 from mongrate.mongo.codec import INVALID_NAMESPACE, RAW, id_key
 from mongrate.mongo.collections import (
     bulk_write,
@@ -356,9 +356,10 @@ class RewriteSink(Sink):
 
 
 def swap_in(engine: Engine, key: dict[str, Any], tmp: str, collection: str) -> None:
-    """Replace ``collection`` by ``tmp``: a rename, or a copy where the server cannot
-    rename (FerretDB v1 and names with a dot; its rename attempt has dropped the live
-    collection by then, so a run cut short finds ``tmp`` alone and comes here again)."""
+    """Replace ``collection`` by ``tmp`` (the pass's state says ``built``): a rename, or a
+    copy where the server cannot rename it (FerretDB v1 and names with a dot; its rename
+    attempt has dropped the live collection by then, so a run cut short finds ``tmp``
+    alone and comes here again)."""
     try:
         rename_replacing(engine.db, tmp, collection)
     except OperationFailure as exc:
@@ -368,9 +369,10 @@ def swap_in(engine: Engine, key: dict[str, Any], tmp: str, collection: str) -> N
 
 
 def copy_back(engine: Engine, key: dict[str, Any], tmp: str, collection: str) -> None:
-    """Replace ``collection`` by ``tmp`` by copying, for servers that cannot rename it
-    (FerretDB v1 and names with a dot). The state says ``copying`` from before the live
-    collection is dropped until the copy is complete, so a run cut short copies again."""
+    """Replace ``collection`` by ``tmp`` by copying, for servers that cannot rename it.
+    ``copying`` from before the live collection is dropped until the copy is complete
+    (``tmp`` is the complete one: a run cut short copies again), then ``copied`` before
+    ``tmp`` is dropped (the live one is complete: a run cut short only drops ``tmp``)."""
     db = engine.db
     engine.undo.update_one(key, {"$set": {"state": "copying"}})
     engine.check()
@@ -379,7 +381,47 @@ def copy_back(engine: Engine, key: dict[str, Any], tmp: str, collection: str) ->
     copy_collection(db, tmp, collection, engine.batch_size, guard=engine.guard)
     if fast_count(db, collection) != fast_count(db, tmp):
         raise RewriteError(f"copying {tmp} back into {collection} lost documents; run again")
+    engine.undo.update_one(key, {"$set": {"state": "copied"}})
     db.drop_collection(tmp)
+
+
+#: Pass states whose copy may be, or may have become, the live collection.
+SWAP_STATES = ("built", "copying", "copied")
+
+
+def resume_swap(engine: Engine, state: Mapping[str, Any], collection: str) -> bool:
+    """Finish the swap an interrupted run left of a pass in a :data:`SWAP_STATES` state.
+    True once the pass's copy is the live collection (its steps are done); False if the
+    swap never began (both collections are there, untouched). Where the two collections
+    left cannot say which one is complete, nothing is dropped: it stops with one line."""
+    db, tmp, now = engine.db, state.get("tmp"), state.get("state")
+    key = {"_id": state["_id"]}
+    names = set(db.list_collection_names())
+    has_tmp, has_live = tmp in names, collection in names
+    if now == "copied":  # the live collection is complete; only the copy is left to drop
+        if has_tmp:
+            db.drop_collection(tmp)
+        return True
+    if now == "copying":
+        if not has_tmp:
+            raise UnsettledSwap(
+                f"{collection}: a copy back from {tmp} was cut short and {tmp} is gone, so "
+                f"mongrate cannot tell whether {collection} is complete; compare it with a "
+                "backup before running mongrate on it again")
+        engine.check()
+        copy_back(engine, key, tmp, collection)
+    elif has_tmp and has_live:
+        return False  # built, never swapped: the live collection is untouched
+    elif has_tmp:  # a rename cut short after the live collection was dropped
+        engine.check()
+        swap_in(engine, key, tmp, collection)
+    elif not has_live:
+        raise UnsettledSwap(
+            f"{collection}: neither it nor its rewritten copy {tmp} exists, although the "
+            "swap between them was under way: restore it from a backup")
+    # else renamed in: the copy is the live collection
+    engine.reporter.info(f"  finished the interrupted swap of {collection}")
+    return True
 
 
 class FilterMatch:

@@ -78,12 +78,13 @@ class Write:
 @dataclass(frozen=True)
 class KillAt:
     """Where to kill a run: at its ``write``-th write, ``before`` it is sent or ``after``
-    its reply came; or at the first write whose ``command target`` matches ``match`` (a
+    its reply came; or at the ``nth`` write whose ``command target`` matches ``match`` (a
     regular expression, searched)."""
 
     write: int | None = None
     when: str = "before"
     match: str | None = None
+    nth: int = 1
 
     def __post_init__(self) -> None:
         if self.when not in ("before", "after"):
@@ -112,7 +113,8 @@ def _install_listener(kill: KillAt | None, log_path: str, ignore: Sequence[str])
     class Listener(monitoring.CommandListener):
         def __init__(self) -> None:
             self.count = 0
-            self.pending: dict[tuple[int, Any], Write] = {}
+            self.matched = 0
+            self.pending: dict[tuple[int, Any], tuple[Write, bool]] = {}
 
         def started(self, event: monitoring.CommandStartedEvent) -> None:
             target = write_target(event.command_name, event.command)
@@ -121,19 +123,22 @@ def _install_listener(kill: KillAt | None, log_path: str, ignore: Sequence[str])
             self.count += 1
             write = Write(self.count, event.command_name, target)
             log.write(json.dumps([write.n, write.command, write.target]) + "\n")
-            if kill is not None and kill.when == "before" and self._hit(write):
+            hit = kill is not None and self._hit(write)
+            if hit and kill.when == "before":
                 die()
-            self.pending[(event.request_id, event.connection_id)] = write
+            self.pending[(event.request_id, event.connection_id)] = (write, hit)
 
         def _hit(self, write: Write) -> bool:
             if kill.write is not None:
                 return write.n == kill.write
-            return re.search(kill.match, f"{write.command} {write.target}") is not None
+            if re.search(kill.match, f"{write.command} {write.target}") is None:
+                return False
+            self.matched += 1
+            return self.matched == kill.nth
 
         def _done(self, event) -> None:
-            write = self.pending.pop((event.request_id, event.connection_id), None)
-            if write is not None and kill is not None and kill.when == "after" \
-                    and self._hit(write):
+            _, hit = self.pending.pop((event.request_id, event.connection_id), (None, False))
+            if hit:
                 die()
 
         succeeded = failed = _done
@@ -241,7 +246,7 @@ class ChildRunner:
         request = {"argv": list(argv), "cwd": self.cwd, "env": self.env,
                    "ignore": self.ignore, **paths,
                    "kill": None if kill is None else {"write": kill.write, "when": kill.when,
-                                                      "match": kill.match}}
+                                                      "match": kill.match, "nth": kill.nth}}
         self._proc.stdin.write(json.dumps(request) + "\n")
         self._proc.stdin.flush()
         code = self._answer()["code"]

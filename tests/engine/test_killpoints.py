@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from mongrate.testing.killpoints import KillPoints
+from mongrate.testing.killpoints import KillAt, KillPoints
 
 STRATEGIES = ["rewrite", "in_place"]
 COLLECTIONS = ["items", "fs.files"]  # FerretDB cannot rename a name with a dot: copy-back
@@ -101,3 +101,68 @@ def test_every_write_survives_a_kill_after_it(kill_points):
 @pytest.mark.parametrize("kill_points", PARAMS, indirect=True)
 def test_every_write_survives_a_kill_before_it(kill_points):
     run_points(kill_points, after=False)
+
+
+# ------------------------------------------------------------ the bugs it found, one by one
+CHANGE = 'op.change_each({coll!r}, lambda d: d.update(n=d["n"] * 10 + 1))'
+
+
+@pytest.fixture
+def one_change(project, mongo_db):
+    """A rewrite revision changing every document of ``fs.files`` or ``items``."""
+    def make(coll: str) -> KillPoints:
+        project.write_ini(write_strategy="rewrite", batch_size="8")
+        project.add("aaaa1111", None, body_up=CHANGE.format(coll=coll))
+        mongo_db[coll].insert_many([{"_id": i, "n": i} for i in range(20)])
+        return KillPoints(project.path, project.ini, mongo_db)
+    return make
+
+
+def numbers(db, coll):
+    return sorted(d["n"] for d in db[coll].find())
+
+
+@pytest.mark.parametrize("command", [["upgrade", "head"], ["downgrade", "base"]])
+def test_a_kill_after_a_copy_back_keeps_the_copied_collection(one_change, mongo_db, command):
+    """FerretDB cannot rename a name with a dot, so the rewritten copy is copied back.
+    Killed after the copy was dropped and before the pass was marked done, the next run
+    found the state "copying", dropped the complete live collection and copied from
+    nothing: an empty collection, exit 0, and check said ok."""
+    with one_change("fs.files") as kp:
+        original = numbers(mongo_db, "fs.files")
+        changed = [10 * n + 1 for n in original]
+        if command[0] == "downgrade":
+            assert kp.run_here("upgrade", "head").code == 0
+        scratch = r"drop mongrate_tmp_aaaa1111_(1|restore)_fs\.files$"  # 1st: before building
+        r = kp.run(*command, kill=KillAt(match=scratch, nth=2, when="after"))
+        assert r.killed, r.err
+        assert kp.run_here("unlock", "--force").code == 0
+        r = kp.run_here(*command)
+        assert r.code == 0, r.err
+        assert numbers(mongo_db, "fs.files") == (changed if command[0] == "upgrade"
+                                                  else original)
+        if command[0] == "upgrade":
+            assert kp.run_here("check").code == 0
+            assert kp.run_here("downgrade", "base").code == 0
+            assert numbers(mongo_db, "fs.files") == original
+
+
+@pytest.mark.parametrize("coll", ["items", "fs.files"])
+def test_a_kill_inside_a_restore_s_swap_still_restores(one_change, mongo_db, coll):
+    """Killed after the restore pass recorded "built" and before the live collection was
+    dropped: the next downgrade dropped the restored copy as a never-swapped one, read
+    "built" with its copy gone as swapped, reported "restored 0", exited 0 and deleted the
+    undo records, while every document stayed changed."""
+    with one_change(coll) as kp:
+        original = numbers(mongo_db, coll)
+        assert kp.run_here("upgrade", "head").code == 0
+        r = kp.run("downgrade", "base", kill=KillAt(
+            match=r"renameCollection .*mongrate_tmp_aaaa1111_restore_", when="before"))
+        assert r.killed, r.err
+        assert kp.run_here("unlock", "--force").code == 0
+        r = kp.run_here("downgrade", "base")
+        assert r.code == 0, r.err
+        assert numbers(mongo_db, coll) == original
+        assert not [n for n in mongo_db.list_collection_names() if n.startswith("mongrate_")
+                    and n not in ("mongrate_log", "mongrate_lock", "mongrate_undo",
+                                  "mongrate_version")]
