@@ -12,10 +12,29 @@ before the document is written, and writes:
 - :class:`DryRunSink`: nothing; it counts.
 
 Each step has a state record in the undo collection (``kind: "pass"``, ``doc_id:
-"pass:<seq>"``): ``deferred``, ``running`` (in place), ``building``/``built`` (rewrite) or
-``done``. A re-run skips done steps and resumes the rest: an in-place step cut short is
-first rolled back from its own records (so non-idempotent updates such as ``$inc`` are not
-applied twice), a rewrite is rebuilt, a built copy is swapped in.
+"pass:<seq>"``; a downgrade's restore by rewrite has ``pass:restore``). A re-run skips done
+steps and resumes the rest: an in-place step cut short is first rolled back from its own
+records (so non-idempotent updates such as ``$inc`` are not applied twice), a rewrite is
+rebuilt, a built copy is swapped in. Each state says which copies of the collection exist
+and which one is complete, so that no resumed step drops the only complete one:
+
+============  =====================================================================
+``deferred``  waiting for a later pass (rewrite); no copy
+``running``   in place: some documents written, each after its records
+``building``  the copy (``tmp``) partial or absent; the live collection untouched, and
+              the records of the pass describe nothing that happened. Whoever drops a
+              built copy without swapping it says ``building`` first
+``built``     the copy complete. Live and copy both there: never swapped. The copy alone:
+              a rename cut short after the live collection was dropped. The live one
+              alone: renamed in
+``copying``   copy-back (no rename there): the copy complete, the live collection being
+              dropped and filled from it
+``copied``    copy-back: the live collection complete; the copy is dropped next
+``done``      written (its count in ``result``)
+============  =====================================================================
+
+Where the collections left do not fit the state (a ``copying`` copy gone, or neither
+collection there), :func:`resume_swap` drops nothing and stops with one line.
 """
 
 from __future__ import annotations
@@ -398,11 +417,15 @@ def resume_swap(engine: Engine, state: Mapping[str, Any], collection: str) -> bo
     key = {"_id": state["_id"]}
     names = set(db.list_collection_names())
     has_tmp, has_live = tmp in names, collection in names
-    if now == "copied":  # the live collection is complete; only the copy is left to drop
+    if not has_tmp and not has_live:
+        raise UnsettledSwap(
+            f"{collection}: neither it nor its rewritten copy {tmp} exists, although the "
+            "swap between them was under way: restore it from a backup")
+    if now == "copied" and has_live:  # the live collection is complete: drop the copy
         if has_tmp:
             db.drop_collection(tmp)
         return True
-    if now == "copying":
+    if now in ("copying", "copied"):  # the copy is the complete one: copy it (again)
         if not has_tmp:
             raise UnsettledSwap(
                 f"{collection}: a copy back from {tmp} was cut short and {tmp} is gone, so "
@@ -415,11 +438,7 @@ def resume_swap(engine: Engine, state: Mapping[str, Any], collection: str) -> bo
     elif has_tmp:  # a rename cut short after the live collection was dropped
         engine.check()
         swap_in(engine, key, tmp, collection)
-    elif not has_live:
-        raise UnsettledSwap(
-            f"{collection}: neither it nor its rewritten copy {tmp} exists, although the "
-            "swap between them was under way: restore it from a backup")
-    # else renamed in: the copy is the live collection
+    # else built and renamed in: the copy is the live collection
     engine.reporter.info(f"  finished the interrupted swap of {collection}")
     return True
 

@@ -150,6 +150,9 @@ def _child(request: dict[str, Any]) -> None:
     code = 1
     try:
         os.chdir(request["cwd"])
+        devnull = os.open(os.devnull, os.O_RDONLY)  # the helper's requests are not its input
+        os.dup2(devnull, 0)
+        os.close(devnull)
         for fd, path in ((1, request["out"]), (2, request["err"])):
             out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(out, fd)

@@ -166,3 +166,28 @@ def test_a_kill_inside_a_restore_s_swap_still_restores(one_change, mongo_db, col
         assert not [n for n in mongo_db.list_collection_names() if n.startswith("mongrate_")
                     and n not in ("mongrate_log", "mongrate_lock", "mongrate_undo",
                                   "mongrate_version")]
+
+
+@pytest.mark.parametrize("command", [["upgrade", "head"], ["downgrade", "base"]])
+def test_a_swap_that_cannot_tell_which_copy_is_complete_stops_and_drops_nothing(
+        one_change, mongo_db, command):
+    """Killed while copying back (the copy complete, the live collection part filled),
+    then the copy dropped by hand: the live collection may be incomplete and nothing can
+    tell. The next run must neither drop it nor call it done: one line, exit 1."""
+    with one_change("fs.files") as kp:
+        if command[0] == "downgrade":
+            assert kp.run_here("upgrade", "head").code == 0
+        r = kp.run(*command, kill=KillAt(match=r"^insert fs\.files$", when="after"))
+        assert r.killed, r.err
+        left = numbers(mongo_db, "fs.files")
+        assert 0 < len(left) < 20  # part filled
+        tmp = [n for n in mongo_db.list_collection_names() if n.startswith("mongrate_tmp_")]
+        assert len(tmp) == 1
+        mongo_db.drop_collection(tmp[0])
+        kp.run_here("unlock", "--force")
+        r = kp.run_here(*command)
+        assert r.code == 1
+        assert "cannot tell whether fs.files is complete" in r.err
+        assert len(r.err.strip().splitlines()) == 1 + r.err.count("running ")  # no traceback
+        assert numbers(mongo_db, "fs.files") == left  # nothing dropped
+        assert kp.run_here("check").code == 1
