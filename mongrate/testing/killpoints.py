@@ -296,23 +296,26 @@ class DatabaseImage:
             out[name] = (dict(info.get("options") or {}), _indexes(db, name), docs)
         return cls(out)
 
-    def restore(self, db: Database) -> None:
+    def restore(self, db: Database, current: DatabaseImage | None = None) -> None:
         """Make ``db`` hold exactly this image; collections already equal are left alone
-        (writes are what a test server is slow at)."""
+        (writes are what a test server is slow at). ``current``: what ``db`` holds, if
+        known (it is then not read)."""
         from bson.raw_bson import RawBSONDocument
 
-        current = {i["name"]: dict(i.get("options") or {}) for i in db.list_collections()}
-        for name in current:
+        now = current or DatabaseImage.capture(db)
+        for name in now.collections:
             if name not in self.collections:
                 db.drop_collection(name)
-        for name, (options, indexes, docs) in self.collections.items():
+        for name, image in self.collections.items():
+            options, indexes, docs = image
+            there = now.collections.get(name)
+            if there == image:
+                continue
             coll = db.get_collection(name, codec_options=RAW)
-            if name in current and current[name] == options and _indexes(db, name) == indexes:
-                if [bytes(d.raw) for d in coll.find()] == docs:
-                    continue
+            if there is not None and there[:2] == image[:2]:
                 coll.delete_many({})
             else:
-                if name in current:
+                if there is not None:
                     db.drop_collection(name)
                 db.create_collection(name, **options)
                 for index, spec in indexes.items():
@@ -323,26 +326,33 @@ class DatabaseImage:
                 coll.insert_many([RawBSONDocument(d, RAW) for d in docs])
 
 
-def mongrate_state(db: Database, *, undo: str = "mongrate_undo",
+def mongrate_state(image: DatabaseImage, *, undo: str = "mongrate_undo",
                    version: str = "mongrate_version") -> dict[str, Any]:
     """What a run leaves that must not depend on where it was interrupted: every user
-    collection (raw documents, indexes), the recorded prior values (side collections, byte
-    for byte), the pass states, the heads, and which collections exist (scratch copies
-    and side collections included; the log and the lock are left out)."""
-    from mongrate.testing.kit import snapshot
+    collection (raw documents sorted, indexes; as :func:`mongrate.testing.kit.snapshot`
+    sees them), the recorded prior values (side collections, byte for byte), the pass
+    states, the heads, and which collections exist (scratch copies and side collections
+    included; the log and the lock are left out)."""
+    import bson
 
-    names = sorted(db.list_collection_names())
-    side = {n: sorted(bytes(d.raw) for d in db.get_collection(n, codec_options=RAW).find())
-            for n in names if n.startswith(f"{undo}_")}
+    from mongrate.testing.kit import OWN_PREFIXES
+
+    colls = image.collections
+    names = sorted(colls)
+    data = {}
+    for n in names:
+        _, indexes, docs = colls[n]
+        if not n.startswith(OWN_PREFIXES) and (docs or set(indexes) - {"_id_"}):
+            data[n] = {"docs": sorted(docs), "indexes": indexes}
     passes = sorted(tuple(str(d.get(k)) for k in ("revision", "collection", "kind", "doc_id",
                                                    "state"))
-                    for d in db[undo].find())
+                    for d in map(bson.decode, colls.get(undo, ({}, {}, []))[2]))
     return {
         "collections": [n for n in names if n not in ("mongrate_log", "mongrate_lock")],
-        "data": snapshot(db),
-        "side": side,
+        "data": data,
+        "side": {n: sorted(colls[n][2]) for n in names if n.startswith(f"{undo}_")},
         "passes": passes,
-        "heads": sorted(d["_id"] for d in db[version].find()),
+        "heads": sorted(bson.decode(d)["_id"] for d in colls.get(version, ({}, {}, []))[2]),
     }
 
 
@@ -419,11 +429,12 @@ class KillPoints:
     cwd: str | os.PathLike
     ini: str | os.PathLike
     db: Database
-    state: Callable[[Database], dict[str, Any]] = mongrate_state
+    state: Callable[[DatabaseImage], dict[str, Any]] = mongrate_state
     #: what a line of ``check`` may hold that differs between equal states
     normalize: Callable[[str], str] = field(default=lambda text: re.sub(
         r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d|pid \d+", "#", text))
     _runner: ChildRunner | None = None
+    _current: DatabaseImage | None = None  # what the database holds, while nothing wrote
 
     def __enter__(self) -> KillPoints:
         self._runner = ChildRunner(self.cwd)
@@ -469,7 +480,7 @@ class KillPoints:
             clean.templates.append(DatabaseImage.capture(self.db))
             outcome = self.run(*command)
             clean.outcomes.append(outcome)
-            clean.states.append(self.state(self.db))
+            clean.states.append(self.state(DatabaseImage.capture(self.db)))
             clean.checks.append(self.check())
         return clean
 
@@ -494,7 +505,8 @@ class KillPoints:
         command that succeeds (the one an operator runs to take it back)."""
         k = point.command
         failed = clean.outcomes[k].code != 0
-        clean.templates[k].restore(self.db)
+        clean.templates[k].restore(self.db, self._current)
+        self._current = None
         killed = self.run(*clean.commands[k], kill=point.kill)
         if not killed.killed and not failed:
             return [f"the kill did not land (exit {killed.code}): the run sent other writes "
@@ -517,11 +529,11 @@ class KillPoints:
                 break
             if want_code != 0 and j < len(clean.commands) - 1:
                 continue  # compared where the next command lands
+            self._current = DatabaseImage.capture(self.db)  # check writes nothing
             problems += [f"after {name}: {d}"
-                         for d in differences(clean.states[j], self.state(self.db))]
+                         for d in differences(clean.states[j], self.state(self._current))]
             if outcome.code == 0:
-                tmp = [n for n in self.db.list_collection_names()
-                       if n.startswith("mongrate_tmp_")]
+                tmp = [n for n in self._current.collections if n.startswith("mongrate_tmp_")]
                 if tmp:
                     problems.append(f"after {name} (exit 0): scratch copies left: {tmp}")
             code, text = self.check()
