@@ -6,16 +6,17 @@ collection and index creation and removal, renames, aggregations writing with ``
 ``$merge``) is listed. Then, for each write in turn, the database is put back as it was
 before the command, the real command runs again in a child process and is killed with
 SIGKILL from inside the driver just before that write is sent (or just after its reply
-came), and the commands an operator would run next run to completion. What they leave
-must equal the uninterrupted run byte for byte: every user collection's documents (raw
-BSON: field order and types included) and indexes, mongrate's recorded prior values, its
-heads and pass states, which collections exist, every exit code, and what ``mongrate
-check`` says.
+came), and the same command is run again to completion (for a command that fails in the
+clean run, also the one an operator runs next). What it leaves must equal the
+uninterrupted run byte for byte: every user collection's documents (raw BSON: field order
+and types included) and indexes, mongrate's recorded prior values, its heads and pass
+states, which collections exist, the exit code, and what ``mongrate check`` says.
 
 Children are forked from one helper process that has imported mongrate already (a
 hundred kill points would otherwise spend most of their time importing), and each fork
 creates its own client. The lease lock a killed child leaves is released with
-``mongrate unlock --force``, as an operator who saw the run die would.
+``mongrate unlock --force``, as an operator who saw the run die would; the commands that
+are not killed run in this process.
 
     with KillPoints(project_dir, ini, db) as kp:
         clean = kp.record([["upgrade", "head"], ["downgrade", "base"]])
@@ -31,6 +32,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,15 +116,17 @@ def _install_listener(kill: KillAt | None, log_path: str, ignore: Sequence[str])
             self.count = 0
             self.matched = 0
             self.pending: dict[tuple[int, Any], tuple[Write, bool]] = {}
+            self.lock = threading.Lock()  # writes come from the background writer too
 
         def started(self, event: monitoring.CommandStartedEvent) -> None:
             target = write_target(event.command_name, event.command)
             if target is None or target in ignored:
                 return
-            self.count += 1
-            write = Write(self.count, event.command_name, target)
-            log.write(json.dumps([write.n, write.command, write.target]) + "\n")
-            hit = kill is not None and self._hit(write)
+            with self.lock:
+                self.count += 1
+                write = Write(self.count, event.command_name, target)
+                log.write(json.dumps([write.n, write.command, write.target]) + "\n")
+                hit = kill is not None and self._hit(write)
             if hit and kill.when == "before":
                 die()
             self.pending[(event.request_id, event.connection_id)] = (write, hit)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from mongrate.testing.killpoints import KillAt, KillPoints
+from mongrate.testing.killpoints import KillAt, KillPoints, write_target
 
 STRATEGIES = ["rewrite", "in_place"]
 COLLECTIONS = ["items", "fs.files"]  # FerretDB cannot rename a name with a dot: copy-back
@@ -192,3 +192,16 @@ def test_a_swap_that_cannot_tell_which_copy_is_complete_stops_and_drops_nothing(
         assert "cannot tell whether fs.files is complete" in last
         assert numbers(mongo_db, "fs.files") == left  # nothing dropped
         assert kp.run_here("check").code == 1
+
+
+def test_the_harness_counts_writes_and_only_writes():
+    assert write_target("insert", {"insert": "items", "documents": []}) == "items"
+    assert write_target("renameCollection", {"renameCollection": "d.a", "to": "d.b"}) == "d.a"
+    assert write_target("aggregate", {"aggregate": "items", "pipeline": [{"$out": "x"}]}) \
+        == "items"
+    assert write_target("aggregate", {"aggregate": "items", "pipeline": [{"$match": {}}]}) \
+        is None
+    assert write_target("find", {"find": "items"}) is None
+    assert write_target("listCollections", {"listCollections": 1}) is None
+    with pytest.raises(ValueError):
+        KillAt()
