@@ -107,6 +107,11 @@ class RewriteError(MongrateError):
     exit_code = 1
 
 
+class UnsettledSwap(RewriteError):
+    """A swap cut short left collections that cannot say which copy is complete: nothing
+    is dropped, and the run stops."""
+
+
 class OrderError(RewriteError):
     """Documents did not come in the order a merge join needs."""
 

@@ -30,6 +30,7 @@ from mongrate.errors import LockLostError
 from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, RAW, exact_dates, raw_bytes
 from mongrate.mongo.collections import fast_count
 from mongrate.operations.passes import (
+    SWAP_STATES,
     TMP_PREFIX,
     FilterMatch,
     LazyCount,
@@ -37,9 +38,8 @@ from mongrate.operations.passes import (
     RewriteSink,
     ServerUpdate,
     Step,
-    copy_back,
+    resume_swap,
     state_key,
-    swap_in,
 )
 from mongrate.operations.strategy import Strategy
 from mongrate.progress import Reporter
@@ -112,23 +112,14 @@ class Engine:
 
     def recover_swaps(self, collection: str) -> None:
         """Settle what an interrupted run left of a pass over ``collection`` at its swap,
-        before anything decides what is still to do or what its records describe: a copy
-        back cut short is done again, a copy whose live collection was already dropped is
-        swapped in, and a swap that happened has its steps marked done (a re-run must not
-        write them twice; a downgrade must restore them)."""
+        before anything decides what is still to do or what its records describe (see
+        :func:`~mongrate.operations.passes.resume_swap`): a swap that happened, or is
+        finished now, has its steps marked done (a re-run must not write them twice; a
+        downgrade must restore them)."""
         for state in self.undo.find({"collection": collection, "kind": "pass",
-                                     "state": {"$in": ["copying", "built"]}}):
-            tmp = state.get("tmp")
-            names = set(self.db.list_collection_names())
-            if state["state"] == "copying":
-                copy_back(self, {"_id": state["_id"]}, tmp, collection)
-            elif tmp in names and collection not in names:
-                self.check()
-                swap_in(self, {"_id": state["_id"]}, tmp, collection)
-                self.reporter.info(f"  finished the interrupted swap of {collection}")
-            elif tmp in names or collection not in names:
-                continue  # never swapped (the live collection is untouched), or unknowable
-            self._mark_steps_done(state, collection)
+                                     "state": {"$in": list(SWAP_STATES)}}):
+            if resume_swap(self, state, collection):
+                self._mark_steps_done(state, collection)
 
     def _mark_steps_done(self, state: dict[str, Any], collection: str) -> None:
         """The steps of a pass an interrupted run swapped in are done, with the counts it
@@ -299,8 +290,8 @@ def restore_rewrite(op: Operations, collection: str, side, void: frozenset[int])
         return 0
     step = Step(op, collection, "restore", None, f"{collection} restored")  # type: ignore[arg-type]
     sink = RewriteSink(eng, collection, [step])
-    if not sink.start():
-        return 0
+    if not sink.start():  # restored by an earlier run, or its built copy swapped in now
+        return int(eng.state(step).get("result") or 0)
     records = grouped(side.sorted_records(batch_size=eng.batch_size), void)
     head = next(records, None)
     gone = 0

@@ -170,6 +170,9 @@ class Operations(DataOps, SchemaOps, BackupOps):
         names = set(eng.db.list_collection_names())
         for s in eng.undo.find({**query, "kind": "pass", "state": {"$in": ["building", "built"]}}):
             if s.get("tmp") in names and s["collection"] in names:
+                # "built" with its copy gone reads as swapped: say "building" (its records
+                # describe nothing; a restore's copy is built again) before the copy goes
+                eng.undo.update_one({"_id": s["_id"]}, {"$set": {"state": "building"}})
                 eng.db.drop_collection(s["tmp"])
 
     def _restore_collection(self, collection: str) -> int:

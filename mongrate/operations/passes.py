@@ -12,10 +12,29 @@ before the document is written, and writes:
 - :class:`DryRunSink`: nothing; it counts.
 
 Each step has a state record in the undo collection (``kind: "pass"``, ``doc_id:
-"pass:<seq>"``): ``deferred``, ``running`` (in place), ``building``/``built`` (rewrite) or
-``done``. A re-run skips done steps and resumes the rest: an in-place step cut short is
-first rolled back from its own records (so non-idempotent updates such as ``$inc`` are not
-applied twice), a rewrite is rebuilt, a built copy is swapped in.
+"pass:<seq>"``; a downgrade's restore by rewrite has ``pass:restore``). A re-run skips done
+steps and resumes the rest: an in-place step cut short is first rolled back from its own
+records (so non-idempotent updates such as ``$inc`` are not applied twice), a rewrite is
+rebuilt, a built copy is swapped in. Each state says which copies of the collection exist
+and which one is complete, so that no resumed step drops the only complete one:
+
+============  =====================================================================
+``deferred``  waiting for a later pass (rewrite); no copy
+``running``   in place: some documents written, each after its records
+``building``  the copy (``tmp``) partial or absent; the live collection untouched, and
+              the records of the pass describe nothing that happened. Whoever drops a
+              built copy without swapping it says ``building`` first
+``built``     the copy complete. Live and copy both there: never swapped. The copy alone:
+              a rename cut short after the live collection was dropped. The live one
+              alone: renamed in
+``copying``   copy-back (no rename there): the copy complete, the live collection being
+              dropped and filled from it
+``copied``    copy-back: the live collection complete; the copy is dropped next
+``done``      written (its count in ``result``)
+============  =====================================================================
+
+Where the collections left do not fit the state (a ``copying`` copy gone, or neither
+collection there), :func:`resume_swap` drops nothing and stops with one line.
 """
 
 from __future__ import annotations
@@ -29,7 +48,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.errors import OperationFailure
 
-from mongrate.errors import OpError, RewriteError
+from mongrate.errors import OpError, RewriteError, UnsettledSwap
 from mongrate.mongo.codec import INVALID_NAMESPACE, RAW, id_key
 from mongrate.mongo.collections import (
     bulk_write,
@@ -474,9 +493,10 @@ class RewriteSink(Sink):
 
 
 def swap_in(engine: Engine, key: dict[str, Any], tmp: str, collection: str) -> None:
-    """Replace ``collection`` by ``tmp``: a rename, or a copy where the server cannot
-    rename (FerretDB v1 and names with a dot; its rename attempt has dropped the live
-    collection by then, so a run cut short finds ``tmp`` alone and comes here again)."""
+    """Replace ``collection`` by ``tmp`` (the pass's state says ``built``): a rename, or a
+    copy where the server cannot rename it (FerretDB v1 and names with a dot; its rename
+    attempt has dropped the live collection by then, so a run cut short finds ``tmp``
+    alone and comes here again)."""
     try:
         rename_replacing(engine.db, tmp, collection)
     except OperationFailure as exc:
@@ -486,9 +506,10 @@ def swap_in(engine: Engine, key: dict[str, Any], tmp: str, collection: str) -> N
 
 
 def copy_back(engine: Engine, key: dict[str, Any], tmp: str, collection: str) -> None:
-    """Replace ``collection`` by ``tmp`` by copying, for servers that cannot rename it
-    (FerretDB v1 and names with a dot). The state says ``copying`` from before the live
-    collection is dropped until the copy is complete, so a run cut short copies again."""
+    """Replace ``collection`` by ``tmp`` by copying, for servers that cannot rename it.
+    ``copying`` from before the live collection is dropped until the copy is complete
+    (``tmp`` is the complete one: a run cut short copies again), then ``copied`` before
+    ``tmp`` is dropped (the live one is complete: a run cut short only drops ``tmp``)."""
     db = engine.db
     engine.undo.update_one(key, {"$set": {"state": "copying"}})
     engine.check()
@@ -499,7 +520,47 @@ def copy_back(engine: Engine, key: dict[str, Any], tmp: str, collection: str) ->
     copy_collection(db, tmp, collection, engine.batch_size, guard=engine.guard)
     if fast_count(db, collection) != fast_count(db, tmp):
         raise RewriteError(f"copying {tmp} back into {collection} lost documents; run again")
+    engine.undo.update_one(key, {"$set": {"state": "copied"}})
     db.drop_collection(tmp)
+
+
+#: Pass states whose copy may be, or may have become, the live collection.
+SWAP_STATES = ("built", "copying", "copied")
+
+
+def resume_swap(engine: Engine, state: Mapping[str, Any], collection: str) -> bool:
+    """Finish the swap an interrupted run left of a pass in a :data:`SWAP_STATES` state.
+    True once the pass's copy is the live collection (its steps are done); False if the
+    swap never began (both collections are there, untouched). Where the two collections
+    left cannot say which one is complete, nothing is dropped: it stops with one line."""
+    db, tmp, now = engine.db, state.get("tmp"), state.get("state")
+    key = {"_id": state["_id"]}
+    names = set(db.list_collection_names())
+    has_tmp, has_live = tmp in names, collection in names
+    if not has_tmp and not has_live:
+        raise UnsettledSwap(
+            f"{collection}: neither it nor its rewritten copy {tmp} exists, although the "
+            "swap between them was under way: restore it from a backup")
+    if now == "copied" and has_live:  # the live collection is complete: drop the copy
+        if has_tmp:
+            db.drop_collection(tmp)
+        return True
+    if now in ("copying", "copied"):  # the copy is the complete one: copy it (again)
+        if not has_tmp:
+            raise UnsettledSwap(
+                f"{collection}: a copy back from {tmp} was cut short and {tmp} is gone, so "
+                f"mongrate cannot tell whether {collection} is complete; compare it with a "
+                "backup before running mongrate on it again")
+        engine.check()
+        copy_back(engine, key, tmp, collection)
+    elif has_tmp and has_live:
+        return False  # built, never swapped: the live collection is untouched
+    elif has_tmp:  # a rename cut short after the live collection was dropped
+        engine.check()
+        swap_in(engine, key, tmp, collection)
+    # else built and renamed in: the copy is the live collection
+    engine.reporter.info(f"  finished the interrupted swap of {collection}")
+    return True
 
 
 class FilterMatch:
