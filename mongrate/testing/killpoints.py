@@ -339,14 +339,16 @@ def mongrate_state(image: DatabaseImage, *, undo: str = "mongrate_undo",
     included; the log and the lock are left out)."""
     import bson
 
-    from mongrate.testing.kit import OWN_PREFIXES
+    from mongrate.names import OwnNames
+
+    own = OwnNames(undo=undo, version=version)
 
     colls = image.collections
     names = sorted(colls)
     data = {}
     for n in names:
         _, indexes, docs = colls[n]
-        if not n.startswith(OWN_PREFIXES) and (docs or set(indexes) - {"_id_"}):
+        if not ((o := own.classify(n)) and o.bookkeeping) and (docs or set(indexes) - {"_id_"}):
             data[n] = {"docs": sorted(docs), "indexes": indexes}
     passes = sorted(tuple(str(d.get(k)) for k in ("revision", "collection", "kind", "doc_id",
                                                    "state"))
