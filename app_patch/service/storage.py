@@ -21,6 +21,10 @@ from pymongo import ASCENDING
 from app_patch.service.driver import DRIVER, AsyncDriver, GridOut
 
 THUMB_BUCKET = "thumbnails"
+#: One document per upload being written: what to remove if it never finishes.
+PENDING = "file_uploads_pending"
+#: An upload journal entry older than this is abandoned (its process died or lost the server).
+ORPHAN_GRACE = dt.timedelta(minutes=15)
 # Large enough that one reply carries a whole page or a whole $in answer (the server still
 # caps a batch at 16 MiB): a fixed number of round trips instead of one getMore per 101 docs.
 ONE_BATCH = 100_000
@@ -264,8 +268,121 @@ class ChatStore:
             return None
 
     async def store_thumbnail(self, key: str, data: bytes, metadata: dict[str, Any]) -> None:
-        """Cache a generated thumbnail under ``key``."""
-        await self.thumbs.upload_from_stream(key, data, metadata=metadata)
+        """Cache a generated thumbnail under ``key``; a failed write leaves no chunk."""
+        oid = ObjectId()
+        try:
+            await self.thumbs.upload_from_stream_with_id(oid, key, data, metadata=metadata)
+        except BaseException:
+            await asyncio.shield(self._drop_grid_files(THUMB_BUCKET, [oid]))
+            raise
+
+    # -- half-written uploads ----------------------------------------------------------------
+
+    async def _drop_grid_files(self, bucket: str, oids: list[ObjectId]) -> None:
+        """Remove GridFS files and every chunk of theirs, whether or not the files document
+        was ever written (a write cut after its first chunk leaves chunks only)."""
+        if not oids:
+            return
+        await self.db[f"{bucket}.files"].delete_many({"_id": {"$in": oids}})
+        await self.db[f"{bucket}.chunks"].delete_many({"files_id": {"$in": oids}})
+
+    async def begin_upload(
+        self, user_id: str, file_oids: list[ObjectId], message_oid: ObjectId, new_message: bool
+    ) -> ObjectId:
+        """Journal an upload before its first write: a process killed half-way leaves this
+        entry, and :meth:`sweep_abandoned` removes what it names."""
+        entry = {
+            "user_id": user_id,
+            "file_ids": file_oids,
+            "message_id": message_oid,
+            "new_message": new_message,
+            "started_at": utcnow(),
+        }
+        res = await self.db[PENDING].insert_one(entry)
+        return res.inserted_id
+
+    async def end_upload(self, entry_id: ObjectId) -> None:
+        """The upload answered (or was undone): its journal entry goes."""
+        await self.db[PENDING].delete_one({"_id": entry_id})
+
+    async def undo_upload(
+        self, user_id: str, file_oids: list[ObjectId], message_oid: ObjectId, new_message: bool
+    ) -> None:
+        """Remove everything an unfinished upload may have written: GridFS files and chunks,
+        upload rows, the message it created, or its ids in the message it extended.
+        Idempotent, so the sweep can repeat it after a crash half-way through."""
+        ids = [str(oid) for oid in file_oids]
+        await self._drop_grid_files("fs", file_oids)
+        await self.uploads.delete_many({"file_id": {"$in": ids}, "user_id": user_id})
+        async with self.message_writes([message_oid]):
+            if new_message:
+                await self.messages.delete_one({"_id": message_oid, "user_id": user_id})
+            elif ids:
+                scope = {"_id": message_oid, "user_id": user_id}
+                await self.messages.update_one(scope, {"$pull": {"file_ids": {"$in": ids}}})
+                await self.messages.update_one(
+                    {**scope, "file_ids": {"$size": 0}}, {"$set": {"has_files": False}}
+                )
+
+    async def sweep_abandoned(self, grace: dt.timedelta = ORPHAN_GRACE) -> int:
+        """Undo the uploads journaled more than ``grace`` ago and never finished (a killed
+        process); return how many."""
+        cutoff = utcnow() - grace
+        cursor = self.db[PENDING].find({"started_at": {"$lte": cutoff}})
+        done = 0
+        for entry in await cursor.to_list(None):
+            await self.undo_upload(
+                str(entry.get("user_id")),
+                [o for o in entry.get("file_ids") or [] if isinstance(o, ObjectId)],
+                entry["message_id"],
+                bool(entry.get("new_message")),
+            )
+            await self.end_upload(entry["_id"])
+            done += 1
+        return done
+
+    async def orphan_chunks(
+        self, grace: dt.timedelta = ORPHAN_GRACE, bucket: str = "fs"
+    ) -> dict[ObjectId, tuple[int, int]]:
+        """GridFS chunks whose files document does not exist: ``files_id -> (chunks, bytes)``.
+
+        Files started less than ``grace`` ago (by their id's time) may still be being written
+        and are left out, as are files of a journaled upload (the sweep owns those). Reads
+        every chunk's ``files_id`` once: a tool's job, not a request's.
+        """
+        cutoff = utcnow() - grace
+        pipeline = [
+            {"$group": {"_id": "$files_id", "n": {"$sum": 1}, "size": {"$sum": {"$binarySize": "$data"}}}},
+        ]
+        found: dict[ObjectId, tuple[int, int]] = {}
+        try:
+            rows = await (await self.driver.aggregate(self.db[f"{bucket}.chunks"], pipeline)).to_list(None)
+        except Exception:  # noqa: BLE001 - $binarySize is MongoDB 4.4+; count chunks only
+            pipeline = [{"$group": {"_id": "$files_id", "n": {"$sum": 1}}}]
+            rows = await (await self.driver.aggregate(self.db[f"{bucket}.chunks"], pipeline)).to_list(None)
+        for row in rows:
+            oid = row["_id"]
+            if not isinstance(oid, ObjectId) or oid.generation_time.replace(tzinfo=None) > cutoff:
+                continue
+            found[oid] = (int(row.get("n", 0)), int(row.get("size", 0)))
+        if not found:
+            return found
+        ids = list(found)
+        files = self.db[f"{bucket}.files"].find({"_id": {"$in": ids}}, {"_id": 1})
+        for doc in await files.to_list(None):
+            found.pop(doc["_id"], None)
+        pending = self.db[PENDING].find({"file_ids": {"$in": list(found)}}, {"file_ids": 1})
+        for entry in await pending.to_list(None):
+            for oid in entry.get("file_ids") or []:
+                found.pop(oid, None)
+        return found
+
+    async def remove_orphan_chunks(self, oids: list[ObjectId], bucket: str = "fs") -> int:
+        """Delete the chunks of ``oids`` (files without a files document); return how many."""
+        if not oids:
+            return 0
+        res = await self.db[f"{bucket}.chunks"].delete_many({"files_id": {"$in": oids}})
+        return res.deleted_count
 
     async def delete_thumbnails(self, file_id: str) -> int:
         """Remove every cached thumbnail of ``file_id``; return how many.
