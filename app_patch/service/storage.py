@@ -319,7 +319,7 @@ class ChatStore:
                 await self.messages.delete_one({"_id": message_oid, "user_id": user_id})
             elif ids:
                 scope = {"_id": message_oid, "user_id": user_id}
-                await self.messages.update_one(scope, {"$pull": {"file_ids": {"$in": ids}}})
+                await self.messages.update_one(scope, {"$pullAll": {"file_ids": ids}})
                 await self.messages.update_one(
                     {**scope, "file_ids": {"$size": 0}}, {"$set": {"has_files": False}}
                 )
