@@ -38,7 +38,7 @@ from app_patch.service.history import (
 )
 from app_patch.service.pregen import Pregenerator
 from app_patch.service.settings import Settings
-from app_patch.service.storage import ChatStore, normal_id
+from app_patch.service.storage import Busy, ChatStore, normal_id
 from app_patch.service.uploads import parse_request, receive_request, store_upload
 
 log = logging.getLogger(__name__)
@@ -455,19 +455,23 @@ def build_router(
         if_range: str | None = Header(None),
     ) -> Response:
         """The file's bytes, streamed; inline only for safe raster types."""
-        record = await svc.store.find_file(file_id, user_id)
-        if record is None:
-            raise HTTPException(404, "File not found")
-        return await file_response(
-            svc.store,
-            record,
-            download=download,
-            if_none_match=if_none_match,
-            if_modified_since=if_modified_since,
-            range_header=range_,
-            if_range=if_range,
-            head_only=request.method == "HEAD",
-        )
+        try:
+            record = await svc.store.find_file(file_id, user_id)
+            if record is None:
+                raise HTTPException(404, "File not found")
+            return await file_response(
+                svc.store,
+                record,
+                download=download,
+                if_none_match=if_none_match,
+                if_modified_since=if_modified_since,
+                range_header=range_,
+                if_range=if_range,
+                head_only=request.method == "HEAD",
+            )
+        except Busy as exc:
+            log.warning("download of %s: %s", file_id, exc)
+            raise HTTPException(503, f"{exc}; try again") from None
 
     router.add_api_route(
         "/files/{file_id}",
@@ -560,10 +564,14 @@ def build_router(
         """Remove a file: bytes, thumbnails, upload row, and its id from the message."""
         if normal_id(file_id) is None:
             raise HTTPException(404, "File not found")
-        record = await svc.store.find_file(file_id, user_id)
-        if record is None:
-            raise HTTPException(404, "File not found")
-        removed = await svc.store.delete_file(record, user_id)
+        try:
+            record = await svc.store.find_file(file_id, user_id)
+            if record is None:
+                raise HTTPException(404, "File not found")
+            removed = await svc.store.delete_file(record, user_id)
+        except Busy as exc:  # journaled: the sweep finishes it
+            log.warning("delete of %s left to the sweep: %s", file_id, exc)
+            raise HTTPException(503, f"{exc}; the delete will complete shortly") from None
         return {
             "message": "File deleted successfully",
             "file_id": record.file_id,

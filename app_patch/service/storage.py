@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bson import ObjectId
 from gridfs import NoFile
 from pymongo import ASCENDING
+from pymongo.errors import AutoReconnect, NetworkTimeout, PyMongoError
 
 from app_patch.service.driver import DRIVER, AsyncDriver, GridOut
 
+T = TypeVar("T")
 THUMB_BUCKET = "thumbnails"
 #: One document per upload being written: what to remove if it never finishes.
 PENDING = "file_uploads_pending"
@@ -28,6 +31,44 @@ ORPHAN_GRACE = dt.timedelta(minutes=15)
 # Large enough that one reply carries a whole page or a whole $in answer (the server still
 # caps a batch at 16 MiB): a fixed number of round trips instead of one getMore per 101 docs.
 ONE_BATCH = 100_000
+
+
+#: Attempts of one database step before a transient error is given up on.
+RETRIES = 6
+_TRANSIENT_LABELS = ("TransientTransactionError", "RetryableWriteError")
+#: FerretDB's SQLite backend refuses a write while another holds the lock.
+_TRANSIENT_TEXT = ("database is locked", "SQLITE_BUSY", "database table is locked")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a server error that the same request may not meet again: MongoDB's
+    transient labels, FerretDB's SQLITE_BUSY, a dropped connection."""
+    if not isinstance(exc, PyMongoError):
+        return False
+    if isinstance(exc, AutoReconnect | NetworkTimeout):
+        return True
+    if any(exc.has_error_label(label) for label in _TRANSIENT_LABELS):
+        return True
+    return any(text in str(exc) for text in _TRANSIENT_TEXT)
+
+
+class Busy(Exception):
+    """A step kept meeting transient errors; ``str()`` is one line for the log and client."""
+
+
+async def retry(step: Callable[[], Awaitable[T]], what: str) -> T:
+    """``await step()``, again after a transient error (jittered backoff, :data:`RETRIES`
+    attempts); other errors pass through. Steps must be idempotent."""
+    for attempt in range(RETRIES):
+        try:
+            return await step()
+        except PyMongoError as exc:
+            if not is_transient(exc):
+                raise
+            if attempt == RETRIES - 1:
+                raise Busy(f"{what}: the database stayed busy ({' '.join(str(exc).split())[:120]})") from None
+            await asyncio.sleep(0.02 * 2**attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
 
 
 def object_id(value: str) -> ObjectId | None:
@@ -153,7 +194,14 @@ class ChatStore:
         if oid is None:
             return None
         file_id = str(oid)  # canonical spelling: the record carries it to every later match
-        row = await self.uploads.find_one({"file_id": file_id, "user_id": user_id})
+        # Every row of the id, in one query run to its end: a find_one would stop at someone
+        # else's row but scan the whole collection for a missing id (FerretDB has no index
+        # on file_id), and the time would tell which. Ids are unique, so this is 0 or 1 row.
+        rows = await retry(
+            lambda: self.uploads.find({"file_id": file_id}).batch_size(ONE_BATCH).to_list(None),
+            "reading the upload row",
+        )
+        row = next((r for r in rows if r.get("user_id") == user_id), None)
         if row is not None:
             return FileRecord(
                 file_id=file_id,
@@ -164,11 +212,13 @@ class ChatStore:
                 is_image=row.get("is_image"),
                 row=row,
             )
-        theirs = await self.uploads.find_one({"file_id": file_id}, {"_id": 1})
         # Asked even when the row is someone else's: their file and a missing id then cost
         # the same queries, so response times do not tell whether the file exists.
-        doc = await self.fs_files.find_one({"_id": oid, "metadata.user_id": user_id})
-        if theirs is not None or doc is None:
+        doc = await retry(
+            lambda: self.fs_files.find_one({"_id": oid, "metadata.user_id": user_id}),
+            "reading the file",
+        )
+        if rows or doc is None:
             return None  # someone else's upload: same answer as a missing one
         meta = doc.get("metadata") or {}
         return FileRecord(
@@ -184,13 +234,14 @@ class ChatStore:
     async def open_file(self, oid: ObjectId) -> GridOut | None:
         """Open the GridFS file for streaming (one query for its files document)."""
         try:
-            return await self.fs.open_download_stream(oid)
+            return await retry(lambda: self.fs.open_download_stream(oid), "opening the file")
         except NoFile:
             return None
 
     async def file_exists(self, oid: ObjectId) -> bool:
         """Whether the GridFS files document of ``oid`` is (still) there."""
-        return await self.fs_files.find_one({"_id": oid}, {"_id": 1}) is not None
+        found = await retry(lambda: self.fs_files.find_one({"_id": oid}, {"_id": 1}), "reading")
+        return found is not None
 
     async def count_chunks(self, oid: ObjectId) -> int:
         """How many GridFS chunks ``oid`` has (one query; ``files_id_1_n_1`` covers it)."""
@@ -312,16 +363,24 @@ class ChatStore:
         upload rows, the message it created, or its ids in the message it extended.
         Idempotent, so the sweep can repeat it after a crash half-way through."""
         ids = [str(oid) for oid in file_oids]
-        await self._drop_grid_files("fs", file_oids)
-        await self.uploads.delete_many({"file_id": {"$in": ids}, "user_id": user_id})
+        what = "undoing an upload"
+        await retry(lambda: self._drop_grid_files("fs", file_oids), what)
+        await retry(
+            lambda: self.uploads.delete_many({"file_id": {"$in": ids}, "user_id": user_id}), what
+        )
+        scope = {"_id": message_oid, "user_id": user_id}
         async with self.message_writes([message_oid]):
             if new_message:
-                await self.messages.delete_one({"_id": message_oid, "user_id": user_id})
+                await retry(lambda: self.messages.delete_one(scope), what)
             elif ids:
-                scope = {"_id": message_oid, "user_id": user_id}
-                await self.messages.update_one(scope, {"$pullAll": {"file_ids": ids}})
-                await self.messages.update_one(
-                    {**scope, "file_ids": {"$size": 0}}, {"$set": {"has_files": False}}
+                await retry(
+                    lambda: self.messages.update_one(scope, {"$pullAll": {"file_ids": ids}}), what
+                )
+                await retry(
+                    lambda: self.messages.update_one(
+                        {**scope, "file_ids": {"$size": 0}}, {"$set": {"has_files": False}}
+                    ),
+                    what,
                 )
 
     async def sweep_abandoned(self, grace: dt.timedelta = ORPHAN_GRACE) -> int:
@@ -331,6 +390,13 @@ class ChatStore:
         cursor = self.db[PENDING].find({"started_at": {"$lte": cutoff}})
         done = 0
         for entry in await cursor.to_list(None):
+            if entry.get("kind") == "delete":
+                oids = [o for o in entry.get("file_ids") or [] if isinstance(o, ObjectId)]
+                for oid in oids:
+                    await self.finish_delete(oid, str(oid), str(entry.get("user_id")))
+                await self.end_upload(entry["_id"])
+                done += 1
+                continue
             await self.undo_upload(
                 str(entry.get("user_id")),
                 [o for o in entry.get("file_ids") or [] if isinstance(o, ObjectId)],
@@ -411,32 +477,62 @@ class ChatStore:
     async def delete_file(self, record: FileRecord, user_id: str) -> dict[str, int]:
         """Remove a file everywhere: bytes, cached thumbnails, its upload row, message links.
 
-        The bytes go first (a thumbnail generation racing with this checks them after it
-        stores, see :mod:`app_patch.service.files`). Message links are removed with ``$pull`` and
-        ``has_files`` cleared only where ``file_ids`` is then empty, each an atomic update
-        (and under :meth:`message_writes`), so concurrent deletes and uploads on one message
-        never undo each other.
+        Journaled first, every step retried on transient errors (FerretDB's SQLITE_BUSY under
+        concurrent writes) and idempotent: a delete stopped half-way (an error past the
+        retries, a killed process) is finished by the next sweep, so row, link and file go
+        together. The bytes go first (a thumbnail generation racing with this checks them
+        after it stores, see :mod:`app_patch.service.files`). Message links are removed with
+        ``$pullAll`` and ``has_files`` cleared only where ``file_ids`` is then empty, each an
+        atomic update (and under :meth:`message_writes`), so concurrent deletes and uploads
+        on one message never undo each other.
         """
+        entry = {"kind": "delete", "file_id": record.file_id, "user_id": user_id,
+                 "file_ids": [record.oid], "started_at": utcnow()}
+        res = await retry(lambda: self.db[PENDING].insert_one(dict(entry)), "journaling the delete")
+        removed = await self.finish_delete(record.oid, record.file_id, user_id)
+        await retry(lambda: self.end_upload(res.inserted_id), "ending the delete")
+        return removed
+
+    async def finish_delete(self, oid: ObjectId, file_id: str, user_id: str) -> dict[str, int]:
+        """The steps of :meth:`delete_file` (each retried; all idempotent)."""
         removed = {"bytes": 0, "thumbnails": 0, "uploads": 0, "messages": 0}
-        try:
-            await self.fs.delete(record.oid)
-            removed["bytes"] = 1
-        except NoFile:
-            pass  # already gone (flagged file_missing): still clean the rest up
-        removed["thumbnails"] = await self.delete_thumbnails(record.file_id)
-        res = await self.uploads.delete_many({"file_id": record.file_id, "user_id": user_id})
+
+        async def drop_bytes() -> int:
+            res = await self.fs_files.delete_one({"_id": oid})
+            await self.db["fs.chunks"].delete_many({"files_id": oid})
+            return res.deleted_count
+
+        removed["bytes"] = await retry(drop_bytes, "deleting the file")
+        removed["thumbnails"] = await retry(
+            lambda: self.delete_thumbnails(file_id), "deleting thumbnails"
+        )
+        res = await retry(
+            lambda: self.uploads.delete_many({"file_id": file_id, "user_id": user_id}),
+            "deleting the upload row",
+        )
         removed["uploads"] = res.deleted_count
-        found = self.messages.find({"file_ids": record.file_id, "user_id": user_id}, {"_id": 1})
-        linked = [m["_id"] for m in await found.to_list(None)]
+        found = await retry(
+            lambda: self.messages.find(
+                {"file_ids": file_id, "user_id": user_id}, {"_id": 1}
+            ).to_list(None),
+            "finding the message",
+        )
+        linked = [m["_id"] for m in found]
         if linked:
             async with self.message_writes(linked):
-                res = await self.messages.update_many(
-                    {"_id": {"$in": linked}, "user_id": user_id},
-                    {"$pull": {"file_ids": record.file_id}},
+                res = await retry(
+                    lambda: self.messages.update_many(
+                        {"_id": {"$in": linked}, "user_id": user_id},
+                        {"$pullAll": {"file_ids": [file_id]}},
+                    ),
+                    "unlinking the message",
                 )
                 removed["messages"] = res.modified_count
-                await self.messages.update_many(
-                    {"_id": {"$in": linked}, "user_id": user_id, "file_ids": {"$size": 0}},
-                    {"$set": {"has_files": False}},
+                await retry(
+                    lambda: self.messages.update_many(
+                        {"_id": {"$in": linked}, "user_id": user_id, "file_ids": {"$size": 0}},
+                        {"$set": {"has_files": False}},
+                    ),
+                    "unlinking the message",
                 )
         return removed

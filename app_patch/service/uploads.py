@@ -48,7 +48,7 @@ from app_patch.service import thumbnails
 from app_patch.service.compat import form_limits
 from app_patch.service.history import upload_from_row
 from app_patch.service.settings import Settings
-from app_patch.service.storage import ChatStore, utcnow
+from app_patch.service.storage import Busy, ChatStore, retry, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -499,7 +499,9 @@ async def store_upload(
     # (an error, a cancelled task, a killed process) leaves a record of what to remove.
     oids = [ObjectId() for _ in files]
     new_message = existing is None
-    entry = await store.begin_upload(user_id, oids, message_oid, new_message)
+    entry = await retry(
+        lambda: store.begin_upload(user_id, oids, message_oid, new_message), "starting the upload"
+    )
     try:
         rows = []
         for item, oid in zip(files, oids, strict=True):
@@ -510,12 +512,11 @@ async def store_upload(
                 "message_id": str(message_oid),
                 "mime_type": item.mime,
             }
-            await store.fs.upload_from_stream_with_id(
-                oid, item.name or "upload", item.data, metadata=meta
-            )
+            await retry(lambda oid=oid, item=item, meta=meta: _write_file(store, oid, item, meta),
+                        "storing the file")
             item.file_id = str(oid)
             rows.append(_upload_row(item, oid, message_oid, session_id, user_id, chatflow_id, now))
-        await store.uploads.insert_many(rows)
+        await retry(lambda: store.uploads.insert_many(rows), "storing the upload rows")
         new_ids = [str(oid) for oid in oids]
         if existing is not None:
             message = await _attach(store, existing, new_ids, user_id)
@@ -531,14 +532,17 @@ async def store_upload(
                 "has_files": True,
                 "created_at": now,
             }
-            await store.messages.insert_one(message)
+            await retry(lambda: store.messages.insert_one(message), "storing the message")
     except BaseException as exc:
         # Shielded: a cancelled request still removes what it wrote.
         await asyncio.shield(_undo(store, user_id, oids, message_oid, new_message, entry))
         if isinstance(exc, pymongo.errors.DocumentTooLarge):
             raise HTTPException(413, "The upload does not fit a 16 MiB document") from None
+        if isinstance(exc, Busy):
+            log.warning("upload not stored: %s", exc)
+            raise HTTPException(503, f"{exc}; nothing was stored, send it again") from None
         raise
-    await store.end_upload(entry)
+    await retry(lambda: store.end_upload(entry), "ending the upload")
     uploads = [upload_from_row(row) for row in rows]
     created = message.get("created_at")
     return {
@@ -551,6 +555,16 @@ async def store_upload(
         "has_files": True,
         "uploads": uploads,
     }
+
+
+async def _write_file(store: ChatStore, oid: ObjectId, item: IncomingFile, meta: dict) -> None:
+    """One GridFS file under ``oid``; a failed attempt's chunks go before the next one."""
+    try:
+        await store.fs.upload_from_stream_with_id(oid, item.name or "upload", item.data,
+                                                  metadata=meta)
+    except BaseException:
+        await asyncio.shield(retry(lambda: store._drop_grid_files("fs", [oid]), "cleaning up"))
+        raise
 
 
 async def _attach(
@@ -570,10 +584,15 @@ async def _attach(
             await store.messages.update_one(
                 {**scope, "file_ids": {"$not": {"$type": "array"}}}, {"$set": {"file_ids": []}}
             )
-        after = await store.messages.find_one_and_update(
-            scope,
-            {"$push": {"file_ids": {"$each": new_ids}}, "$set": {"has_files": True}},
-            return_document=ReturnDocument.AFTER,
+        # $addToSet, not $push: the ids are new, so the result is the same, and a retry
+        # after a write that did land adds nothing twice.
+        after = await retry(
+            lambda: store.messages.find_one_and_update(
+                scope,
+                {"$addToSet": {"file_ids": {"$each": new_ids}}, "$set": {"has_files": True}},
+                return_document=ReturnDocument.AFTER,
+            ),
+            "linking the message",
         )
     if after is None:  # deleted meanwhile; the caller undoes the files
         raise HTTPException(404, "Message not found")
