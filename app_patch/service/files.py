@@ -442,7 +442,7 @@ class ThumbnailService:
         *,
         head_only: bool = False,
     ) -> Response:
-        """200 with the thumbnail (or the placeholder), 304, or 404/415/422 (HEAD: no body)."""
+        """200 with the thumbnail (or the placeholder), 304, or 400/404/422 (HEAD: no body)."""
         etag = self.etag(record.file_id, size)
         headers = {"Cache-Control": THUMB_CACHE_CONTROL, **SECURITY_HEADERS}
         # Our own ETag is only ever handed out for a thumbnail that was made; "*" asks whether
@@ -560,7 +560,8 @@ class ThumbnailService:
                 made[size] = (_Made(thumb.data, thumb.mime), extra)
         except _NoThumbnail as exc:
             if not thumbnail_promised(record, exc.sniffed):
-                raise HTTPException(exc.status, exc.reason) from None
+                # Not an image: 400, as the original answers ("File is not an image").
+                raise HTTPException(400 if exc.status == 415 else exc.status, exc.reason) from None
             # History advertised this thumbnail (or the stored type is image/*, which the
             # original client asks for): a 200 with the placeholder, never the raw bytes.
             for size in sizes:

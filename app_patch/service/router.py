@@ -245,12 +245,13 @@ class FileListOut(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, expired or invalid bearer token"},
+    401: {"description": "Expired or invalid bearer token"},
+    403: {"description": "No bearer token (as the original service answers)"},
     404: {"description": "Not found, or not the caller's (indistinguishable)"},
 }
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
-    403: {"description": "The token may only read (the demo login's scope=read)"},
+    403: {"description": "No bearer token, or one that may only read (scope=read)"},
 }
 _BINARY = {"content": {"application/octet-stream": {}, "image/*": {}}}
 
@@ -318,9 +319,10 @@ def build_router(
         svc: Annotated[Services, Depends(services)],
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
+        if creds is None or creds.scheme.lower() != "bearer":
+            # The original's HTTPBearer() answers 403 here (FastAPI 0.104), not 401.
+            raise HTTPException(403, "Not authenticated")
         try:
-            if creds is None or creds.scheme.lower() != "bearer":
-                raise AuthError("missing Authorization: Bearer token")
             return principal_from_token(creds.credentials, svc.settings.jwt_secret)
         except AuthError as exc:
             raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
@@ -391,7 +393,7 @@ def build_router(
             **ERRORS,
             200: _BINARY,
             304: {"description": "Not modified"},
-            415: {"description": "Not an image (history advertises no thumbnail for it)"},
+            400: {"description": "Not an image (history advertises no thumbnail for it)"},
             422: {"description": "size out of range"},
         },
     )
