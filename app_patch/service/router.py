@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -34,6 +34,7 @@ from app_patch.service.history import (
     SessionNotFound,
     file_urls,
     load_history,
+    open_history_stream,
     row_is_image,
 )
 from app_patch.service.pregen import Pregenerator
@@ -357,6 +358,9 @@ def build_router(
         """
         size = None if limit is None else min(_page_size(limit), svc.settings.history_max_limit)
         try:
+            if size is None:  # the whole session: streamed as it is read, same bytes
+                chunks = await open_history_stream(svc.store, user_id, session_id, before=before)
+                return StreamingResponse(chunks, media_type="application/json")
             body = await load_history(svc.store, user_id, session_id, limit=size, before=before)
         except SessionNotFound:
             raise HTTPException(404, "Chat session not found") from None
