@@ -15,6 +15,12 @@ Both answers must be identical. Target: ours >= 10x faster. Exits 1 if a target 
 
 Run: .venv/bin/python bench/history.py [--url mongodb://...] [--reps N]
 (without --url a throwaway FerretDB is started, as the tests do)
+
+``--concurrent``: the streamed whole-session history under load. One session of 50,000
+messages (about 15 MB of JSON); the service runs in its own uvicorn process; 4 clients read
+the whole history at once (no ``limit``, as the original frontend asks) while a fifth asks a
+route that touches no database every 20 ms. Targets: the server's RSS grows < 100 MB over
+its idle size, and the no-database request answers in < 100 ms throughout (worst case).
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ class Counter(monitoring.CommandListener):
         pass
 
 
-def build_session(db, n_messages: int, n_uploads: int, seed: int) -> str:
+def build_session(db, n_messages: int, n_uploads: int, seed: int, content_chars: int = 80) -> str:
     """One post-migration session; uploads spread over the user messages (some carry two)."""
     import random
 
@@ -90,7 +96,7 @@ def build_session(db, n_messages: int, n_uploads: int, seed: int) -> str:
             "session_id": session_id,
             "user_id": USER,
             "role": "user" if i % 2 == 0 else "assistant",
-            "content": f"message {i} " + "x" * 80,
+            "content": f"message {i} " + "x" * content_chars,
             "file_ids": [],
             "has_files": False,
             "created_at": start + dt.timedelta(seconds=7 * i),
@@ -127,7 +133,8 @@ def build_session(db, n_messages: int, n_uploads: int, seed: int) -> str:
                 "file_missing": False,
             }
         )
-    db.chat_messages.insert_many(messages)
+    for at in range(0, len(messages), 5000):  # FerretDB: bounded batches
+        db.chat_messages.insert_many(messages[at : at + 5000])
     if rows:
         db.file_uploads.insert_many(rows)
     return session_id
@@ -263,19 +270,151 @@ def _measure(app, counter: Counter, big: str, small: str, reps: int) -> int:
     return 1 if failures else 0
 
 
+CONCURRENT_MESSAGES = 50_000
+CONCURRENT_CLIENTS = 4
+RSS_TARGET_MB = 100
+LATENCY_TARGET_MS = 100
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def run_concurrent(url: str) -> int:
+    """The --concurrent mode (see the module docstring)."""
+    import asyncio
+    import os
+    import socket
+    import subprocess
+
+    import httpx
+
+    sync = MongoClient(url)
+    db_name = f"bench_stream_{uuid.uuid4().hex[:8]}"
+    db = sync[db_name]
+    proc = None
+    try:
+        t = time.perf_counter()
+        create_indexes(db)
+        big = build_session(db, CONCURRENT_MESSAGES, 2_000, seed=3, content_chars=200)
+        print(f"data: {CONCURRENT_MESSAGES:,} messages in {time.perf_counter() - t:.1f} s")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**os.environ, "MONGODB_URL": url.rstrip("/") + "/" + db_name,
+               "JWT_ACCESS_SECRET": SECRET, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app_patch.service.app:app", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning"], env=env,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(150):
+            try:
+                if httpx.get(f"{base}/demo/static/demo.css", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {issue_token(USER, SECRET, ttl_seconds=3600)}"}
+        history_url = f"{base}/api/v1/chat/sessions/{big}/history"
+        warm = httpx.get(history_url, headers=headers, timeout=300)  # warm the client, caches
+        warm.raise_for_status()
+        body_mb = len(warm.content) / 2**20
+        count = warm.json()["count"]
+        del warm
+        time.sleep(1.0)
+        idle_kb = _rss_kb(proc.pid)
+        result = asyncio.run(_concurrent_load(base, history_url, headers, proc.pid))
+        peak_kb, latencies, sizes, elapsed = result
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(15)
+        sync.drop_database(db_name)
+        sync.close()
+    growth_mb = (peak_kb - idle_kb) / 1024
+    worst_ms = max(latencies) * 1000
+    print(f"history: {count:,} messages, {body_mb:.1f} MB of JSON per response")
+    print(f"{CONCURRENT_CLIENTS} concurrent whole histories in {elapsed:.1f} s, "
+          f"bytes each: {sorted(set(sizes))}")
+    print(f"server RSS: idle {idle_kb / 1024:.0f} MB, peak {peak_kb / 1024:.0f} MB, "
+          f"growth {growth_mb:.0f} MB (target < {RSS_TARGET_MB} MB)")
+    print(f"no-database request meanwhile: {len(latencies)} answers, median "
+          f"{statistics.median(latencies) * 1000:.1f} ms, worst {worst_ms:.1f} ms "
+          f"(target < {LATENCY_TARGET_MS} ms)")
+    failures = []
+    if len(set(sizes)) != 1:
+        failures.append("the concurrent bodies differ")
+    if growth_mb >= RSS_TARGET_MB:
+        failures.append(f"RSS grew {growth_mb:.0f} MB")
+    if worst_ms >= LATENCY_TARGET_MS:
+        failures.append(f"a no-database request took {worst_ms:.0f} ms")
+    print("RESULT:", "ok" if not failures else "FAILED: " + "; ".join(failures))
+    return 1 if failures else 0
+
+
+async def _concurrent_load(base: str, history_url: str, headers: dict, pid: int):
+    import asyncio
+
+    import httpx
+
+    done = asyncio.Event()
+    peak = 0
+    latencies: list[float] = []
+
+    async def sample_rss() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss_kb(pid))
+            await asyncio.sleep(0.01)
+
+    async def ping(client: httpx.AsyncClient) -> None:
+        while not done.is_set():
+            started = time.perf_counter()
+            (await client.get(f"{base}/demo/static/demo.css")).raise_for_status()
+            latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(0.02)
+
+    async def read_all(client: httpx.AsyncClient) -> int:
+        size = 0
+        async with client.stream("GET", history_url, headers=headers) as r:
+            r.raise_for_status()
+            async for chunk in r.aiter_raw():
+                size += len(chunk)
+        return size
+
+    limits = httpx.Limits(max_connections=16)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        pinger = asyncio.create_task(ping(client))
+        sampler = asyncio.create_task(sample_rss())
+        started = time.perf_counter()
+        sizes = await asyncio.gather(*(read_all(client) for _ in range(CONCURRENT_CLIENTS)))
+        elapsed = time.perf_counter() - started
+        done.set()
+        await asyncio.gather(pinger, sampler)
+    return peak, latencies, list(sizes), elapsed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--concurrent", action="store_true",
+        help="4 concurrent 50,000-message histories: RSS and event-loop latency targets",
+    )
     parser.add_argument("--url", help="MongoDB/FerretDB server URL (default: a throwaway FerretDB)")
     parser.add_argument(
         "--reps", type=int, default=7, help="timed runs of ours (reference: a third, at least 2)"
     )
     args = parser.parse_args()
+    mode = run_concurrent if args.concurrent else (lambda url: run(url, args.reps))
     if args.url:
-        return run(args.url, args.reps)
+        return mode(args.url)
     from mongrate.testing.server import FerretDBServer
 
     with FerretDBServer() as server:
-        return run(server.url, args.reps)
+        return mode(server.url)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from starlette.requests import ClientDisconnect
 
 from app_patch import sniff
 from app_patch.service import thumbnails
-from app_patch.service.compat import form_limits
+from app_patch.service.compat import MULTIPART_REDOS, browser_like_multipart, form_limits
 from app_patch.service.history import upload_from_row
 from app_patch.service.settings import Settings
 from app_patch.service.storage import Busy, ChatStore, retry, utcnow
@@ -185,7 +185,15 @@ async def receive_request(request: Request, settings: Settings, who: str = "") -
     # Compared as text first: int() refuses thousands of digits (a 500, not a 413).
     if declared.isdigit() and (len(declared.lstrip("0")) > 18 or int(declared) > limit):
         raise HTTPException(413, f"The request body exceeds {limit} bytes")
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw_type = request.headers.get("content-type", "")
+    ctype = raw_type.split(";")[0].strip().lower()
+    if ctype == "multipart/form-data" and MULTIPART_REDOS and not browser_like_multipart(raw_type):
+        # Before Starlette hands it to python-multipart < 0.0.7 (CVE-2024-24762).
+        raise HTTPException(
+            400,
+            "The multipart Content-Type has parameters no browser sends; send "
+            "'multipart/form-data; boundary=...' with a plain boundary",
+        )
     body_request = _limited(request, limit, settings)
     try:
         if ctype == "multipart/form-data":

@@ -11,6 +11,10 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import statistics
+import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -219,3 +223,83 @@ def test_hostile_input_pinned_stack(pinned_python: str, mongo_server_url: str, m
         assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
     finally:
         mongo_client.drop_database(name)
+
+
+REDOS_TYPE = 'multipart/form-data; boundary="' + "\\" * 42 + "a"  # 74 bytes (CVE-2024-24762)
+
+
+def _timed_post(base: str, content_type: str) -> tuple[int, float]:
+    body = b"--x\r\nContent-Disposition: form-data; name=\"session_id\"\r\n\r\ns\r\n--x--\r\n"
+    started = time.perf_counter()
+    r = _raw_request(base, "POST", UPLOAD, {**bearer(ALICE), "Content-Type": content_type,
+                                            "Content-Length": str(len(body))}, body)
+    return r.status_code, time.perf_counter() - started
+
+
+@pytest.mark.slow
+def test_the_multipart_redos_header_is_refused_at_once_on_the_pinned_stack(
+    pinned_python: str, mongo_server_url: str, mongo_client: Any, tmp_path: Path
+) -> None:
+    """python-multipart 0.0.6 (the original's pin) backtracks for seconds on this header;
+    the patch answers 400 before Starlette parses it, and the event loop stays free."""
+    assert len(REDOS_TYPE) == 74
+    name = f"t_redos_{uuid.uuid4().hex[:12]}"
+    env = clean_env(MONGODB_URL=with_database(mongo_server_url, name), JWT_ACCESS_SECRET=SECRET)
+    try:
+        with uvicorn("app_patch.service.app:app", ROOT, env, tmp_path / "log",
+                     python=pinned_python) as base:
+            version = subprocess.run(
+                [pinned_python, "-c", "import multipart; print(multipart.__version__)"],
+                capture_output=True, text=True, check=True,
+            ).stdout.strip()
+            assert version == "0.0.6"
+            baseline = []
+            for _ in range(5):  # a browser's header: parsed, then a 404 for the unknown session
+                status, took = _timed_post(base, "multipart/form-data; boundary=x")
+                assert status in (404, 422), status
+                baseline.append(took)
+            pings: list[float] = []
+            stop = threading.Event()
+
+            def ping() -> None:
+                with httpx.Client(base_url=base, timeout=30) as http:
+                    while not stop.is_set():
+                        started = time.perf_counter()
+                        http.get("/demo/static/demo.css").raise_for_status()
+                        pings.append(time.perf_counter() - started)
+                        time.sleep(0.01)
+
+            pinger = threading.Thread(target=ping)
+            pinger.start()
+            try:
+                while not pings and pinger.is_alive():
+                    time.sleep(0.01)
+                evil = [_timed_post(base, REDOS_TYPE) for _ in range(5)]
+                seen = len(pings)
+                while len(pings) == seen and pinger.is_alive():  # one more after them
+                    time.sleep(0.01)
+            finally:
+                stop.set()
+                pinger.join(30)
+        assert {status for status, _ in evil} == {400}
+        typical = statistics.median(baseline)
+        # Relative to a normal request of the same shape, with room for a busy machine; the
+        # unpatched service takes about 20 s here.
+        assert statistics.median(t for _, t in evil) < max(0.1, 3 * typical), (evil, baseline)
+        assert max(pings) < max(1.0, 10 * typical), (max(pings), typical)
+    finally:
+        mongo_client.drop_database(name)
+
+
+def test_browser_multipart_types_pass_the_check():
+    from app_patch.service.compat import browser_like_multipart
+
+    for good in ("multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW",
+                 "multipart/form-data; boundary=------------------------d74496d66958873e",
+                 "multipart/form-data;boundary=abc; charset=utf-8",
+                 'multipart/form-data; boundary="a b:c"'):
+        assert browser_like_multipart(good), good
+    for bad in (REDOS_TYPE, "multipart/form-data", "multipart/form-data; boundary=a\\b",
+                "multipart/form-data; boundary=" + "a" * 71,
+                "multipart/form-data; boundary=a; x=y", "multipart/form-data; boundary=a; " * 9):
+        assert not browser_like_multipart(bad), bad
