@@ -283,7 +283,7 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def run_concurrent(url: str) -> int:
+def run_concurrent(url: str, n_messages: int = CONCURRENT_MESSAGES) -> int:
     """The --concurrent mode (see the module docstring)."""
     import asyncio
     import os
@@ -298,9 +298,9 @@ def run_concurrent(url: str) -> int:
     proc = None
     try:
         t = time.perf_counter()
-        create_indexes(db)
-        big = build_session(db, CONCURRENT_MESSAGES, 2_000, seed=3, content_chars=200)
-        print(f"data: {CONCURRENT_MESSAGES:,} messages in {time.perf_counter() - t:.1f} s")
+        big = build_session(db, n_messages, n_messages // 25, seed=3, content_chars=200)
+        create_indexes(db)  # after the data: FerretDB inserts faster without them
+        print(f"data: {n_messages:,} messages in {time.perf_counter() - t:.1f} s")
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -407,8 +407,17 @@ def main() -> int:
     parser.add_argument(
         "--reps", type=int, default=7, help="timed runs of ours (reference: a third, at least 2)"
     )
+    parser.add_argument(
+        "--messages", type=int, default=CONCURRENT_MESSAGES,
+        help="session size for --concurrent (default %(default)s)",
+    )
     args = parser.parse_args()
-    mode = run_concurrent if args.concurrent else (lambda url: run(url, args.reps))
+    if args.concurrent:
+        def mode(url: str) -> int:
+            return run_concurrent(url, args.messages)
+    else:
+        def mode(url: str) -> int:
+            return run(url, args.reps)
     if args.url:
         return mode(args.url)
     from mongrate.testing.server import FerretDBServer

@@ -89,6 +89,16 @@ def test_deploy_into_the_pinned_service_installs_starts_and_verifies(
         assert f"{name} {version}" in stack, (name, stack)
     assert stack.endswith("async driver: motor")
     assert "would insert into app/main.py after line" in out and "dry run: nothing was changed" in out
+    # The service's own python-multipart pin has the Content-Type ReDoS: named, and the
+    # smallest pin pip resolves with the others offered, not applied.
+    assert "security: python-multipart 0.0.6 has a ReDoS in Content-Type parsing" in out
+    assert ("the smallest fix pip resolves with the other pins is python-multipart==0.0.7; "
+            "--fix-multipart pins it (not applied)") in out
+    fixing = deploy("--dry-run", "--fix-multipart")
+    assert fixing.returncode == 0, fixing.stdout + fixing.stderr
+    assert "will pin python-multipart==0.0.7 (--fix-multipart)" in fixing.stdout
+    assert "would change: python-multipart 0.0.6 -> 0.0.7" in fixing.stdout
+    assert "would pin python-multipart==0.0.7 in requirements.txt" in fixing.stdout
     assert (svc / "requirements.txt").read_text() == pins_text
     assert not (svc / "wheels").exists() and not (svc / "backups").exists()
     assert set(mongo_db.list_collection_names()) == names
