@@ -15,6 +15,12 @@ Both answers must be identical. Target: ours >= 10x faster. Exits 1 if a target 
 
 Run: .venv/bin/python bench/history.py [--url mongodb://...] [--reps N]
 (without --url a throwaway FerretDB is started, as the tests do)
+
+``--concurrent``: the streamed whole-session history under load. One session of 50,000
+messages (about 15 MB of JSON); the service runs in its own uvicorn process; 4 clients read
+the whole history at once (no ``limit``, as the original frontend asks) while a fifth asks a
+route that touches no database every 20 ms. Targets: the server's RSS grows < 100 MB over
+its idle size, and the no-database request answers in < 100 ms throughout (worst case).
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ class Counter(monitoring.CommandListener):
         pass
 
 
-def build_session(db, n_messages: int, n_uploads: int, seed: int) -> str:
+def build_session(db, n_messages: int, n_uploads: int, seed: int, content_chars: int = 80) -> str:
     """One post-migration session; uploads spread over the user messages (some carry two)."""
     import random
 
@@ -91,7 +97,7 @@ def build_session(db, n_messages: int, n_uploads: int, seed: int) -> str:
             "session_id": session_id,
             "user_id": USER,
             "role": "user" if i % 2 == 0 else "assistant",
-            "content": f"message {i} " + "x" * 80,
+            "content": f"message {i} " + "x" * content_chars,
             "file_ids": [],
             "has_files": False,
             "created_at": start + dt.timedelta(seconds=7 * i),
@@ -128,7 +134,8 @@ def build_session(db, n_messages: int, n_uploads: int, seed: int) -> str:
                 "file_missing": False,
             }
         )
-    db.chat_messages.insert_many(messages)
+    for at in range(0, len(messages), 5000):  # FerretDB: bounded batches
+        db.chat_messages.insert_many(messages[at : at + 5000])
     if rows:
         db.file_uploads.insert_many(rows)
     return session_id
@@ -268,19 +275,188 @@ def _measure(app, counter: Counter, big: str, small: str, reps: int) -> int:
     return 1 if failures else 0
 
 
+CONCURRENT_MESSAGES = 50_000
+CONCURRENT_CLIENTS = 4
+RSS_TARGET_MB = 100
+LATENCY_TARGET_MS = 100
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def run_concurrent(url: str, n_messages: int = CONCURRENT_MESSAGES) -> int:
+    """The --concurrent mode (see the module docstring)."""
+    import asyncio
+    import os
+    import socket
+    import subprocess
+
+    import httpx
+
+    sync = MongoClient(url)
+    db_name = f"bench_stream_{uuid.uuid4().hex[:8]}"
+    db = sync[db_name]
+    proc = None
+    try:
+        t = time.perf_counter()
+        big = build_session(db, n_messages, n_messages // 25, seed=3, content_chars=200)
+        create_indexes(db)  # after the data: FerretDB inserts faster without them
+        print(f"data: {n_messages:,} messages in {time.perf_counter() - t:.1f} s")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**os.environ, "MONGODB_URL": url.rstrip("/") + "/" + db_name,
+               "JWT_ACCESS_SECRET": SECRET, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app_patch.service.app:app", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning"], env=env,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(150):
+            try:
+                if httpx.get(f"{base}/demo/static/demo.css", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {issue_token(USER, SECRET, ttl_seconds=3600)}"}
+        history_url = f"{base}/api/v1/chat/sessions/{big}/history"
+        warm = httpx.get(history_url, headers=headers, timeout=300)  # warm the client, caches
+        warm.raise_for_status()
+        body_mb = len(warm.content) / 2**20
+        count = warm.json()["count"]
+        del warm
+        time.sleep(1.0)
+        idle_kb = _rss_kb(proc.pid)
+        with httpx.Client(timeout=60) as http:  # the same request with nothing else running
+            idle_ms = []
+            for _ in range(50):
+                started = time.perf_counter()
+                http.get(f"{base}/demo/static/demo.css").raise_for_status()
+                idle_ms.append((time.perf_counter() - started) * 1000)
+                time.sleep(0.02)
+        result = asyncio.run(_concurrent_load(base, history_url, headers, proc.pid))
+        peak_kb, latencies, sizes, elapsed = result
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(15)
+        sync.drop_database(db_name)
+        sync.close()
+    growth_mb = (peak_kb - idle_kb) / 1024
+    worst_ms = max(latencies) * 1000
+    print(f"history: {count:,} messages, {body_mb:.1f} MB of JSON per response")
+    print(f"{CONCURRENT_CLIENTS} concurrent whole histories in {elapsed:.1f} s, "
+          f"bytes each: {sorted(set(sizes))}")
+    print(f"server RSS: idle {idle_kb / 1024:.0f} MB, peak {peak_kb / 1024:.0f} MB, "
+          f"growth {growth_mb:.0f} MB (target < {RSS_TARGET_MB} MB)")
+    print(f"no-database request meanwhile: {len(latencies)} answers, median "
+          f"{statistics.median(latencies) * 1000:.1f} ms, worst {worst_ms:.1f} ms "
+          f"(target < {LATENCY_TARGET_MS} ms); idle: median {statistics.median(idle_ms):.1f} "
+          f"ms, worst {max(idle_ms):.1f} ms")
+    failures = []
+    if len(set(sizes)) != 1:
+        failures.append("the concurrent bodies differ")
+    if growth_mb >= RSS_TARGET_MB:
+        failures.append(f"RSS grew {growth_mb:.0f} MB")
+    if worst_ms >= LATENCY_TARGET_MS:
+        failures.append(f"a no-database request took {worst_ms:.0f} ms")
+    print("RESULT:", "ok" if not failures else "FAILED: " + "; ".join(failures))
+    return 1 if failures else 0
+
+
+async def _concurrent_load(base: str, history_url: str, headers: dict, pid: int):
+    import asyncio
+
+    import httpx
+
+    done = asyncio.Event()
+    peak = 0
+    latencies: list[float] = []
+
+    async def sample_rss() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss_kb(pid))
+            await asyncio.sleep(0.01)
+
+    async def ping(client: httpx.AsyncClient) -> None:
+        # In its own process: the readers' work in this one must not delay the clock.
+        import multiprocessing
+
+        stop = multiprocessing.Event()
+        parent, child = multiprocessing.Pipe()
+        proc = multiprocessing.Process(target=_ping_process, args=(base, stop, child))
+        proc.start()
+        await done.wait()
+        stop.set()
+        latencies.extend(await asyncio.to_thread(parent.recv))
+        proc.join(10)
+
+    async def read_all(client: httpx.AsyncClient) -> int:
+        size = 0
+        async with client.stream("GET", history_url, headers=headers) as r:
+            r.raise_for_status()
+            async for chunk in r.aiter_raw():
+                size += len(chunk)
+        return size
+
+    limits = httpx.Limits(max_connections=16)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        pinger = asyncio.create_task(ping(client))
+        sampler = asyncio.create_task(sample_rss())
+        started = time.perf_counter()
+        sizes = await asyncio.gather(*(read_all(client) for _ in range(CONCURRENT_CLIENTS)))
+        elapsed = time.perf_counter() - started
+        done.set()
+        await asyncio.gather(pinger, sampler)
+    return peak, latencies, list(sizes), elapsed
+
+
+def _ping_process(base: str, stop, conn) -> None:
+    """Ask a route that touches no database every 20 ms until ``stop``; send the times."""
+    import httpx
+
+    times = []
+    with httpx.Client(timeout=60) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            client.get(f"{base}/demo/static/demo.css").raise_for_status()
+            times.append(time.perf_counter() - started)
+            time.sleep(0.02)
+    conn.send(times)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--concurrent", action="store_true",
+        help="4 concurrent 50,000-message histories: RSS and event-loop latency targets",
+    )
     parser.add_argument("--url", help="MongoDB/FerretDB server URL (default: a throwaway FerretDB)")
     parser.add_argument(
         "--reps", type=int, default=7, help="timed runs of ours (reference: a third, at least 2)"
     )
+    parser.add_argument(
+        "--messages", type=int, default=CONCURRENT_MESSAGES,
+        help="session size for --concurrent (default %(default)s)",
+    )
     args = parser.parse_args()
+    if args.concurrent:
+        def mode(url: str) -> int:
+            return run_concurrent(url, args.messages)
+    else:
+        def mode(url: str) -> int:
+            return run(url, args.reps)
     if args.url:
-        return run(args.url, args.reps)
+        return mode(args.url)
     from mongrate.testing.server import FerretDBServer
 
     with FerretDBServer() as server:
-        return run(server.url, args.reps)
+        return mode(server.url)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 The algorithm is fixed by configuration, never read from the token, so ``alg: none`` and
 algorithm-confusion tokens fail signature checking. As in the original service's
-``JWTHandler.verify_access_token``, a token must carry ``exp`` and ``type == "access"`` (its
-7-day refresh tokens are refused), and the user is the ``sub`` claim, else ``user_id``.
+``JWTHandler.verify_access_token``, a token must carry ``exp``, ``iat``, ``nbf``, a non-empty
+``sub`` (the user) and ``type == "access"`` (its 7-day refresh tokens are refused). Stricter
+on purpose: ``sub`` must be a string or an integer (the original took any truthy JSON).
 
 A token whose ``scope`` claim is exactly ``read`` (the demo login's) may only read: the
 routes that write (upload, delete) answer 403 to it. Tokens without a ``scope`` claim, like
@@ -63,7 +64,8 @@ def principal_from_token(token: str, secret: str) -> Principal:
             token,
             secret,
             algorithms=[JWT_ALGORITHM],
-            options={"require": ["exp"]},
+            # The original (JWTHandler._verify_token) requires exp, iat and nbf, and checks all.
+            options={"require": ["exp", "iat", "nbf"]},
         )
     except jwt.ExpiredSignatureError:
         raise AuthError("token expired") from None
@@ -72,10 +74,11 @@ def principal_from_token(token: str, secret: str) -> Principal:
         raise AuthError("invalid token") from None
     if claims.get("type") != ACCESS_TYPE:
         raise AuthError("not an access token (needs type=access)")
-    # The original reads `sub or user_id`: a falsy sub falls through to user_id.
-    user_id = claims.get("sub") or claims.get("user_id")
+    # The original refuses a token without a truthy sub before its middleware's
+    # `sub or user_id` runs, so the user is always sub; user_id alone is not enough.
+    user_id = claims.get("sub")
     if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
-        raise AuthError("token names no user (needs a sub or user_id claim)")
+        raise AuthError("token names no user (needs a sub claim)")
     scope = claims.get("scope")
     scopes = scope.split() if isinstance(scope, str) else scope
     read_only = scopes == [READ_SCOPE]  # space-separated (RFC 8693) or a JSON list

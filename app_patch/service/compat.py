@@ -9,7 +9,9 @@ Header parameters declared inside ``Annotated``: the router declares them as def
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import inspect
+import re
 from typing import Any
 
 from PIL import Image, ImageCms
@@ -44,6 +46,37 @@ def form_limits(**limits: Any) -> dict[str, Any]:
     """
     known = _form_parameters()
     return {name: value for name, value in limits.items() if name in known}
+
+
+def _version(dist: str) -> tuple[int, ...]:
+    try:
+        text = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return ()
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+#: python-multipart before 0.0.7 parses Content-Type parameters with a regex that backtracks
+#: exponentially (CVE-2024-24762): 74 bytes hold the event loop for seconds. The original
+#: service pins 0.0.6, so on such a stack the upload route checks the header first.
+MULTIPART_REDOS: bool = (0, 0, 0) < _version("python-multipart") < (0, 0, 7)
+
+# What browsers, curl, requests and httpx send: a boundary of RFC 2046's characters (1-70,
+# optionally quoted, no backslash), and at most a charset besides.
+_BOUNDARY = r"(?:[0-9A-Za-z'()+_,./:=?-][0-9A-Za-z'()+_,./:=? -]{0,68}[0-9A-Za-z'()+_,./:=?-]|[0-9A-Za-z'()+_,./:=?-])"
+_PARAM = rf"""(?:boundary=(?:{_BOUNDARY}|"{_BOUNDARY}")|charset=[A-Za-z0-9_-]{{1,40}})"""
+_BROWSER_MULTIPART = re.compile(
+    rf"multipart/form-data(?:[ \t]*;[ \t]*{_PARAM}){{1,2}}[ \t]*", re.IGNORECASE | re.ASCII
+)
+MAX_CONTENT_TYPE = 200
+
+
+def browser_like_multipart(content_type: str) -> bool:
+    """Whether a multipart ``Content-Type`` is one a browser would send (checked in linear
+    time, before python-multipart < 0.0.7 parses it)."""
+    return len(content_type) <= MAX_CONTENT_TYPE and bool(
+        _BROWSER_MULTIPART.fullmatch(content_type)
+    )
 
 
 @functools.cache

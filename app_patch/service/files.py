@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import re
 import unicodedata
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from app_patch.service.driver import GridOut
 from app_patch.service.history import row_is_image
 from app_patch.service.storage import ChatStore, FileRecord
 
+log = logging.getLogger(__name__)
 SNIFF_BYTES = 8192
 FILE_CACHE_CONTROL = "private, max-age=3600"
 THUMB_CACHE_CONTROL = "private, max-age=86400"
@@ -260,20 +262,27 @@ def _byte_pos(digits: str) -> int:
 
 
 async def _stream(
-    grid_out: GridOut, head: bytes, first: int, last: int
+    grid_out: GridOut, head: bytes, first: int, last: int, offset: int = 0
 ) -> AsyncIterator[bytes]:
-    """Yield bytes ``first..last`` (inclusive), reusing the sniffed head when it covers them."""
+    """Yield bytes ``first..last`` (inclusive); ``head`` holds the file's bytes from
+    ``offset`` on, already read, and the grid out stands just past them."""
     remaining = last - first + 1
     try:
-        if first < len(head):
-            piece = head[first : first + remaining]
+        if offset <= first < offset + len(head):
+            piece = head[first - offset : first - offset + remaining]
             remaining -= len(piece)
             if piece:
                 yield piece
         if remaining > 0:
-            await grid_out.seek(max(first, len(head)))
+            await grid_out.seek(max(first, offset + len(head)))
             while remaining > 0:
-                chunk = await grid_out.readchunk()
+                try:
+                    chunk = await grid_out.readchunk()
+                except CorruptGridFile:
+                    # Headers are out: all that is left is to end the body short.
+                    log.warning("file %s: a chunk is missing past byte %d; body cut short",
+                                grid_out._id, last - remaining + 1)
+                    return
                 if not chunk:
                     break
                 piece = chunk[:remaining]
@@ -305,8 +314,11 @@ async def file_response(
     """The response for ``GET /files/{file_id}``: 200, 206, 304, 416, or 404 when the bytes
     are gone and 422 when chunks are missing. ``head_only`` gives the same headers, no body.
 
-    Costs one query more than streaming alone: the chunks are counted before any header is
-    sent, so a file with a missing chunk is a 422 rather than a 200 cut off half-way.
+    Reads the files document and the requested chunks, nothing else (no count of
+    ``fs.chunks``: on FerretDB every chunks query reads the whole collection). The first
+    requested chunk is read before any header, so a file whose bytes were deleted meanwhile
+    is a 404 and one whose first requested chunk is missing a 422; a gap further on cuts the
+    body short (the client sees fewer bytes than Content-Length) with one log line.
     """
     grid_out = await store.open_file(record.oid)
     if grid_out is None:
@@ -320,14 +332,10 @@ async def file_response(
         ):
             return Response(status_code=304, headers=headers)
         length = int(grid_out.length)
-        chunk_size = int(grid_out.chunk_size)
-        expected = -(-length // chunk_size) if chunk_size > 0 else 0
-        if await store.count_chunks(record.oid) != expected:
-            raise _incomplete()
         try:
             head = await grid_out.read(SNIFF_BYTES)
         except CorruptGridFile:
-            raise _incomplete() from None
+            raise await _gone_or_incomplete(store, record) from None
         content_type, inline_ok = served_type(sniff.sniff_mime(head))
         kind = "inline" if inline_ok and not download else "attachment"
         headers["Content-Disposition"] = content_disposition(kind, record.name, content_type)
@@ -347,8 +355,16 @@ async def file_response(
         headers["Content-Length"] = str(max(0, last - first + 1))
         if length == 0 or head_only:
             return Response(status_code=status, media_type=content_type, headers=headers)
+        if first >= len(head):  # the first requested chunk, read before any header
+            try:
+                await grid_out.seek(first)
+                head, offset = await grid_out.readchunk(), first
+            except CorruptGridFile:
+                raise await _gone_or_incomplete(store, record) from None
+        else:
+            offset = 0
         response = StreamingResponse(
-            _stream(grid_out, head, first, last),
+            _stream(grid_out, head, first, last, offset),
             status_code=status,
             media_type=content_type,
             headers=headers,
@@ -358,6 +374,13 @@ async def file_response(
     finally:
         if not streaming:
             await grid_out.close()
+
+
+async def _gone_or_incomplete(store: ChatStore, record: FileRecord) -> HTTPException:
+    """404 when the file was deleted while being read (a concurrent DELETE), else 422."""
+    if not await store.file_exists(record.oid):
+        return HTTPException(404, "File not found")
+    return _incomplete()
 
 
 def _incomplete() -> HTTPException:
@@ -419,7 +442,7 @@ class ThumbnailService:
         *,
         head_only: bool = False,
     ) -> Response:
-        """200 with the thumbnail (or the placeholder), 304, or 404/415/422 (HEAD: no body)."""
+        """200 with the thumbnail (or the placeholder), 304, or 400/404/422 (HEAD: no body)."""
         etag = self.etag(record.file_id, size)
         headers = {"Cache-Control": THUMB_CACHE_CONTROL, **SECURITY_HEADERS}
         # Our own ETag is only ever handed out for a thumbnail that was made; "*" asks whether
@@ -537,7 +560,8 @@ class ThumbnailService:
                 made[size] = (_Made(thumb.data, thumb.mime), extra)
         except _NoThumbnail as exc:
             if not thumbnail_promised(record, exc.sniffed):
-                raise HTTPException(exc.status, exc.reason) from None
+                # Not an image: 400, as the original answers ("File is not an image").
+                raise HTTPException(400 if exc.status == 415 else exc.status, exc.reason) from None
             # History advertised this thumbnail (or the stored type is image/*, which the
             # original client asks for): a 200 with the placeholder, never the raw bytes.
             for size in sizes:
@@ -608,6 +632,8 @@ class ThumbnailService:
                 finally:
                     del data  # not kept while the thumbnails are written
         except CorruptGridFile:
+            if not await store.file_exists(record.oid):  # deleted while being read
+                raise _NoThumbnail(404, "File not found", _TRANSIENT, sniffed) from None
             raise _NoThumbnail(422, _incomplete().detail, _TRANSIENT, sniffed) from None
         finally:
             await grid_out.close()

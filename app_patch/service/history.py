@@ -21,7 +21,9 @@ answers 200 (a placeholder when the image cannot be rendered).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from bson import ObjectId
@@ -171,6 +173,97 @@ def _listed_ids(msg: dict[str, Any]) -> list[str]:
     return [f for f in ids if isinstance(f, str)] if isinstance(ids, list) else []
 
 
+async def _entries(
+    store: ChatStore,
+    user_id: str,
+    session_id: str,
+    messages: list[dict[str, Any]],
+    *,
+    whole_session: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """History entries of ``messages`` (in their order): one ``$in`` query for their uploads,
+    two more only for listed files without a row.
+
+    ``whole_session``: the query of a streamed session, of which ``messages`` are one batch.
+    A row linked to one of them by ``message_id`` but not listed there may be listed by a
+    message of another batch; such (pre-migration) rows cost one more query.
+    """
+    listed: list[str] = []
+    for msg in messages:
+        listed.extend(_listed_ids(msg))
+    message_ids = [str(m["_id"]) for m in messages]
+    rows = await store.uploads_by_ids(sorted(set(listed)), message_ids, user_id)
+    by_file = {str(r["file_id"]): r for r in rows if r.get("file_id")}
+
+    orphans: dict[str, dict[str, Any]] = {}
+    unknown = [object_id(f) for f in set(listed) if f not in by_file]
+    unknown_oids = [o for o in unknown if o is not None]
+    if unknown_oids:  # listed files without a row: owned orphans in GridFS (rare, bounded)
+        for doc in await store.orphan_files(unknown_oids, user_id):
+            orphans[str(doc["_id"])] = doc
+        if orphans:  # no row tells their true type: sniff their first chunks, one query
+            heads = await store.first_chunks([doc["_id"] for doc in orphans.values()])
+            for doc in orphans.values():
+                doc["sniffed"] = sniff_mime(heads.get(doc["_id"], b""))
+
+    listed_set = set(listed)
+    if whole_session is not None:
+        unlisted = sorted({str(r.get("file_id") or "") for r in rows} - listed_set - {""})
+        if unlisted:
+            elsewhere = store.messages.find(
+                {**whole_session, "file_ids": {"$in": unlisted}}, {"file_ids": 1}
+            )
+            for other in await elsewhere.to_list(None):
+                listed_set.update(_listed_ids(other))
+    linked_only: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:  # pre-migration: linked by message_id but missing from file_ids
+        fid = str(row.get("file_id") or "")
+        if fid and fid not in listed_set and row.get("message_id"):
+            linked_only.setdefault(str(row["message_id"]), []).append(row)
+
+    history: list[dict[str, Any]] = []
+    for msg in messages:
+        mid = str(msg["_id"])
+        ids = _listed_ids(msg)
+        extra = sorted(
+            linked_only.get(mid, []), key=lambda r: (r.get("uploaded_at") or _EPOCH, r["_id"])
+        )
+        uploads = []
+        for fid in ids:
+            if fid in by_file:
+                uploads.append(upload_from_row(by_file[fid]))
+            elif fid in orphans:
+                doc = orphans[fid]
+                meta = doc.get("metadata") or {}
+                name = str(meta.get("original_name") or doc.get("filename") or "")
+                mime = doc["sniffed"]
+                uploads.append(
+                    upload_entry(
+                        fid,
+                        name,
+                        mime,
+                        doc.get("length"),
+                        is_image_mime(mime),
+                        uploaded_at=doc.get("uploadDate"),
+                    )
+                )
+        uploads.extend(upload_from_row(r) for r in extra)
+        file_ids = ids + [str(r["file_id"]) for r in extra]
+        history.append(  # the original's keys, in its order
+            {
+                "id": mid,
+                "role": msg.get("role"),
+                "content": msg.get("content"),
+                "created_at": _iso(msg.get("created_at")),
+                "session_id": session_id,
+                "file_ids": file_ids,
+                "has_files": bool(file_ids),
+                "uploads": uploads,
+            }
+        )
+    return history
+
+
 async def load_history(
     store: ChatStore,
     user_id: str,
@@ -221,71 +314,7 @@ async def load_history(
         newest_first = newest_first[:limit]
     messages = list(reversed(newest_first))
 
-    listed: list[str] = []
-    for msg in messages:
-        listed.extend(_listed_ids(msg))
-    message_ids = [str(m["_id"]) for m in messages]
-    rows = await store.uploads_by_ids(sorted(set(listed)), message_ids, user_id)
-    by_file = {str(r["file_id"]): r for r in rows if r.get("file_id")}
-
-    orphans: dict[str, dict[str, Any]] = {}
-    unknown = [object_id(f) for f in set(listed) if f not in by_file]
-    unknown_oids = [o for o in unknown if o is not None]
-    if unknown_oids:  # listed files without a row: owned orphans in GridFS (rare, bounded)
-        for doc in await store.orphan_files(unknown_oids, user_id):
-            orphans[str(doc["_id"])] = doc
-        if orphans:  # no row tells their true type: sniff their first chunks, one query
-            heads = await store.first_chunks([doc["_id"] for doc in orphans.values()])
-            for doc in orphans.values():
-                doc["sniffed"] = sniff_mime(heads.get(doc["_id"], b""))
-
-    listed_set = set(listed)
-    linked_only: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:  # pre-migration: linked by message_id but missing from file_ids
-        fid = str(row.get("file_id") or "")
-        if fid and fid not in listed_set and row.get("message_id"):
-            linked_only.setdefault(str(row["message_id"]), []).append(row)
-
-    history = []
-    for msg in messages:
-        mid = str(msg["_id"])
-        ids = _listed_ids(msg)
-        extra = sorted(
-            linked_only.get(mid, []), key=lambda r: (r.get("uploaded_at") or _EPOCH, r["_id"])
-        )
-        uploads = []
-        for fid in ids:
-            if fid in by_file:
-                uploads.append(upload_from_row(by_file[fid]))
-            elif fid in orphans:
-                doc = orphans[fid]
-                meta = doc.get("metadata") or {}
-                name = str(meta.get("original_name") or doc.get("filename") or "")
-                mime = doc["sniffed"]
-                uploads.append(
-                    upload_entry(
-                        fid,
-                        name,
-                        mime,
-                        doc.get("length"),
-                        is_image_mime(mime),
-                        uploaded_at=doc.get("uploadDate"),
-                    )
-                )
-        uploads.extend(upload_from_row(r) for r in extra)
-        file_ids = ids + [str(r["file_id"]) for r in extra]
-        history.append(  # the original's keys, in its order
-            {
-                "id": mid,
-                "role": msg.get("role"),
-                "content": msg.get("content"),
-                "created_at": _iso(msg.get("created_at")),
-                "session_id": session_id,
-                "file_ids": file_ids,
-                "has_files": bool(file_ids),
-                "uploads": uploads,
-            }
-        )
+    history = await _entries(store, user_id, session_id, messages)
     next_before = (
         encode_cursor(messages[0].get("created_at"), messages[0]["_id"])
         if has_more and messages
@@ -300,8 +329,87 @@ async def load_history(
     }
 
 
+#: Messages per step of a streamed history: one uploads query and one JSON chunk each.
+STREAM_BATCH = 500
+_JSON = {"ensure_ascii": False, "allow_nan": False, "indent": None, "separators": (",", ":")}
+
+
+def _dumps(value: Any) -> bytes:
+    """JSON exactly as Starlette's ``JSONResponse`` renders it."""
+    return json.dumps(value, **_JSON).encode("utf-8")
+
+
+async def open_history_stream(
+    store: ChatStore, user_id: str, session_id: str, *, before: str | None = None
+) -> AsyncIterator[bytes]:
+    """The whole-session body of :func:`load_history` (``limit=None``), byte for byte, as
+    chunks written while the one messages cursor is read: memory stays at one batch of
+    :data:`STREAM_BATCH` messages however long the session.
+
+    Ownership and the cursor are checked here, before the first byte (404/422 as usual);
+    the returned iterator does the reading.
+    """
+    cursor = _decode_cursor(before) if before else None
+    if not await store.owns_session(session_id, user_id):
+        raise SessionNotFound(session_id)
+    query: dict[str, Any] = {"session_id": session_id, "user_id": user_id}
+    if isinstance(cursor, ObjectId):
+        anchor = await store.messages.find_one(
+            {"_id": cursor, "session_id": session_id, "user_id": user_id}, {"created_at": 1}
+        )
+        if anchor is None:
+            raise BadCursor(f"'before' names no message of this session: {before}")
+        created = anchor.get("created_at")
+        query.update(_before_filter(created if isinstance(created, dt.datetime) else None, cursor))
+    elif cursor is not None:
+        query.update(_before_filter(*cursor))
+    return _history_chunks(store, user_id, session_id, query)
+
+
+async def _history_chunks(
+    store: ChatStore, user_id: str, session_id: str, query: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    projection = dict.fromkeys(
+        ("role", "content", "created_at", "file_ids", "has_files", "session_id"), 1
+    )
+    # Oldest first: the order load_history gets by reversing its newest-first page.
+    found = store.messages.find(query, projection).sort([("created_at", 1), ("_id", 1)])
+    found = found.batch_size(STREAM_BATCH)
+    count = 0
+    yield b'{"history":['
+    batch: list[dict[str, Any]] = []
+    async for msg in found:
+        batch.append(msg)
+        if len(batch) >= STREAM_BATCH:
+            yield await _encode_batch(store, user_id, session_id, batch, query, first=count == 0)
+            count += len(batch)
+            batch = []
+    if batch:
+        yield await _encode_batch(store, user_id, session_id, batch, query, first=count == 0)
+        count += len(batch)
+    tail = {"count": count, "session_id": session_id, "has_more": False, "next_before": None}
+    yield b"]," + _dumps(tail)[1:]
+
+
+async def _encode_batch(
+    store: ChatStore,
+    user_id: str,
+    session_id: str,
+    messages: list[dict[str, Any]],
+    query: dict[str, Any],
+    *,
+    first: bool,
+) -> bytes:
+    """One batch of history entries as JSON (with the leading comma unless ``first``)."""
+    entries = await _entries(store, user_id, session_id, messages, whole_session=query)
+    body = b",".join(_dumps(e) for e in entries)
+    return body if first else b"," + body
+
+
 __all__ = [
     "ONE_BATCH",
+    "STREAM_BATCH",
+    "open_history_stream",
     "BadCursor",
     "SessionNotFound",
     "load_history",

@@ -12,12 +12,14 @@ first used; :func:`build_router` takes explicit settings instead. The router's l
 """
 
 import asyncio
+import datetime as dt
+import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -32,13 +34,15 @@ from app_patch.service.history import (
     SessionNotFound,
     file_urls,
     load_history,
+    open_history_stream,
     row_is_image,
 )
 from app_patch.service.pregen import Pregenerator
 from app_patch.service.settings import Settings
-from app_patch.service.storage import ChatStore, normal_id
+from app_patch.service.storage import Busy, ChatStore, normal_id
 from app_patch.service.uploads import parse_request, receive_request, store_upload
 
+log = logging.getLogger(__name__)
 DEFAULT_THUMB = 200  # the original's default
 #: Requests up to this many pixels are served (from the supported sizes); beyond is a 422.
 MAX_THUMB_REQUEST = 10_000
@@ -49,12 +53,36 @@ def served_thumb_size(requested: int) -> int:
     at most the largest (the original accepted any integer; a fixed set keeps the cache
     bounded). Raises a 422 outside 1..MAX_THUMB_REQUEST."""
     if not 1 <= requested <= MAX_THUMB_REQUEST:
+        # Never str() the number itself: past 4300 digits that raises (a 500).
+        got = str(requested) if -(10**9) < requested < 10**9 else "a number that long"
         raise HTTPException(
             422,
             f"size must be a whole number of pixels from 1 to {MAX_THUMB_REQUEST}, got "
-            f"{requested}; thumbnails are served at {', '.join(map(str, thumbnails.THUMB_SIZES))}",
+            f"{got}; thumbnails are served at {', '.join(map(str, thumbnails.THUMB_SIZES))}",
         )
     return next((s for s in thumbnails.THUMB_SIZES if s >= requested), thumbnails.THUMB_SIZES[-1])
+
+
+def _whole_number(raw: str, name: str) -> int:
+    """An integer query parameter, read here rather than by FastAPI, whose 422 echoes the
+    input (and cannot read past 4300 digits): a number too long to matter is kept as one
+    just past the allowed range."""
+    text = raw.strip()
+    digits = text.removeprefix("-").removeprefix("+")
+    if not (digits.isascii() and digits.isdigit()):
+        raise HTTPException(422, f"{name} must be a whole number")
+    if len(digits.lstrip("0")) > 18:
+        return -(10**18) if text.startswith("-") else 10**18
+    return int(text)
+
+
+def _page_size(raw: str) -> int:
+    """``limit`` as a positive int, else a 422 that does not echo it (it may be 5000 digits,
+    which ``int()`` refuses anyway)."""
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 18 and int(text) >= 1):
+        raise HTTPException(422, "limit must be a whole number of messages, 1 or more")
+    return int(text)
 
 
 @dataclass
@@ -89,6 +117,7 @@ class ServiceHolder:
         self._driver = driver or DRIVER
         self._client_kwargs = dict(client_kwargs or {})
         self._services: Services | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def settings(self) -> Settings:
@@ -123,11 +152,15 @@ class ServiceHolder:
             settings, client, store, thumbs, loop, slots, users, background
         )
         # Set before the first await, so concurrent first requests share one client.
+        self._sweeper = loop.create_task(_sweep_forever(store, settings.upload_orphan_grace))
         await store.ensure_indexes()
         return services
 
     async def aclose(self) -> None:
         services, self._services = self._services, None
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None and not sweeper.done():
+            sweeper.cancel()
         if services is not None and services.loop is asyncio.get_running_loop():
             await services.pregen.aclose()
             await services.store.driver.close(services.client)
@@ -139,6 +172,20 @@ class ServiceHolder:
             yield
         finally:
             await self.aclose()
+
+
+async def _sweep_forever(store: ChatStore, grace_seconds: int) -> None:
+    """Undo uploads a killed process left half-written: at start, then every grace period
+    (one query on a small journal when there is nothing to do)."""
+    grace = dt.timedelta(seconds=grace_seconds)
+    while True:
+        try:
+            undone = await store.sweep_abandoned(grace)
+            if undone:
+                log.warning("removed %d upload(s) left half-written by a stopped process", undone)
+        except Exception as exc:  # noqa: BLE001 - retried next period; one line, no traceback
+            log.warning("orphan sweep failed: %s", " ".join(str(exc).split())[:200])
+        await asyncio.sleep(max(60, grace_seconds))
 
 
 class UploadOut(BaseModel):
@@ -199,12 +246,13 @@ class FileListOut(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, expired or invalid bearer token"},
+    401: {"description": "Expired or invalid bearer token"},
+    403: {"description": "No bearer token (as the original service answers)"},
     404: {"description": "Not found, or not the caller's (indistinguishable)"},
 }
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
-    403: {"description": "The token may only read (the demo login's scope=read)"},
+    403: {"description": "No bearer token, or one that may only read (scope=read)"},
 }
 _BINARY = {"content": {"application/octet-stream": {}, "image/*": {}}}
 
@@ -272,9 +320,10 @@ def build_router(
         svc: Annotated[Services, Depends(services)],
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
+        if creds is None or creds.scheme.lower() != "bearer":
+            # The original's HTTPBearer() answers 403 here (FastAPI 0.104), not 401.
+            raise HTTPException(403, "Not authenticated")
         try:
-            if creds is None or creds.scheme.lower() != "bearer":
-                raise AuthError("missing Authorization: Bearer token")
             return principal_from_token(creds.credentials, svc.settings.jwt_secret)
         except AuthError as exc:
             raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
@@ -298,16 +347,20 @@ def build_router(
         session_id: str,
         svc: Svc,
         user_id: User,
-        limit: int | None = Query(
-            None, ge=1, description="page size (capped); absent: every message"),
+        limit: str | None = Query(
+            None, description="page size, a whole number from 1 (capped at the configured "
+            "maximum); absent: every message", json_schema_extra={"pattern": "^[0-9]{1,18}$"}),
         before: str | None = Query(None, description="next_before of the later page"),
     ) -> Response:
         """The session's messages in time order, each with its ``uploads``.
 
         Without ``limit`` the whole session, as the original service answered.
         """
-        size = None if limit is None else min(limit, svc.settings.history_max_limit)
+        size = None if limit is None else min(_page_size(limit), svc.settings.history_max_limit)
         try:
+            if size is None:  # the whole session: streamed as it is read, same bytes
+                chunks = await open_history_stream(svc.store, user_id, session_id, before=before)
+                return StreamingResponse(chunks, media_type="application/json")
             body = await load_history(svc.store, user_id, session_id, limit=size, before=before)
         except SessionNotFound:
             raise HTTPException(404, "Chat session not found") from None
@@ -344,7 +397,7 @@ def build_router(
             **ERRORS,
             200: _BINARY,
             304: {"description": "Not modified"},
-            415: {"description": "Not an image (history advertises no thumbnail for it)"},
+            400: {"description": "Not an image (history advertises no thumbnail for it)"},
             422: {"description": "size out of range"},
         },
     )
@@ -353,8 +406,9 @@ def build_router(
         request: Request,
         svc: Svc,
         user_id: User,
-        size: int = Query(DEFAULT_THUMB, description="longest side in px; served as 100, 200 "
-                          "or 300 (the smallest at least as large, at most 300)"),
+        size: str = Query(str(DEFAULT_THUMB), description="longest side in px, a whole "
+                          "number; served as 100, 200 or 300 (the smallest at least as large, "
+                          "at most 300)", json_schema_extra={"pattern": "^-?[0-9]+$"}),
         if_none_match: str | None = Header(None),
     ) -> Response:
         """A JPEG/PNG thumbnail, generated once and cached.
@@ -362,7 +416,7 @@ def build_router(
         An image that cannot be rendered (truncated, corrupt, over the pixel limit) gets a
         generic placeholder picture, marked by ``X-Thumbnail-Placeholder``.
         """
-        served = served_thumb_size(size)
+        served = served_thumb_size(_whole_number(size, "size"))
         record = await svc.store.find_file(file_id, user_id)
         if record is None:
             raise HTTPException(404, "File not found")
@@ -407,19 +461,23 @@ def build_router(
         if_range: str | None = Header(None),
     ) -> Response:
         """The file's bytes, streamed; inline only for safe raster types."""
-        record = await svc.store.find_file(file_id, user_id)
-        if record is None:
-            raise HTTPException(404, "File not found")
-        return await file_response(
-            svc.store,
-            record,
-            download=download,
-            if_none_match=if_none_match,
-            if_modified_since=if_modified_since,
-            range_header=range_,
-            if_range=if_range,
-            head_only=request.method == "HEAD",
-        )
+        try:
+            record = await svc.store.find_file(file_id, user_id)
+            if record is None:
+                raise HTTPException(404, "File not found")
+            return await file_response(
+                svc.store,
+                record,
+                download=download,
+                if_none_match=if_none_match,
+                if_modified_since=if_modified_since,
+                range_header=range_,
+                if_range=if_range,
+                head_only=request.method == "HEAD",
+            )
+        except Busy as exc:
+            log.warning("download of %s: %s", file_id, exc)
+            raise HTTPException(503, f"{exc}; try again") from None
 
     router.add_api_route(
         "/files/{file_id}",
@@ -512,10 +570,14 @@ def build_router(
         """Remove a file: bytes, thumbnails, upload row, and its id from the message."""
         if normal_id(file_id) is None:
             raise HTTPException(404, "File not found")
-        record = await svc.store.find_file(file_id, user_id)
-        if record is None:
-            raise HTTPException(404, "File not found")
-        removed = await svc.store.delete_file(record, user_id)
+        try:
+            record = await svc.store.find_file(file_id, user_id)
+            if record is None:
+                raise HTTPException(404, "File not found")
+            removed = await svc.store.delete_file(record, user_id)
+        except Busy as exc:  # journaled: the sweep finishes it
+            log.warning("delete of %s left to the sweep: %s", file_id, exc)
+            raise HTTPException(503, f"{exc}; the delete will complete shortly") from None
         return {
             "message": "File deleted successfully",
             "file_id": record.file_id,

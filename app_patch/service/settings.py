@@ -20,6 +20,16 @@ of large decodes in flight, default 128 MiB; a larger one runs alone),
 that off), and ``HISTORY_MAX_LIMIT`` (the largest page a ``limit`` may ask for; without
 ``limit`` history returns the whole session, as the original service did).
 
+Text an upload carries is bounded too, in UTF-8 bytes, and checked before anything is stored
+(413 past a limit): ``MESSAGE_MAX_CONTENT_BYTES`` (the message text, default 4 MiB; at most
+16 MiB less 64 KiB, so the message always fits a 16 MiB BSON document),
+``FILE_MAX_NAME_BYTES`` (a file name, default 1024; at most 1 MiB, since GridFS keeps it
+twice and the upload row once more) and ``FILE_MAX_FIELD_BYTES`` (``session_id``,
+``message_id`` and a claimed MIME type, default 1024). An upload that never finished (its
+process was killed half-way) is removed by the next process after ``UPLOAD_ORPHAN_GRACE``
+seconds (default 900), and ``python -m app_patch.tools.verify --orphans`` reports (and with
+``--remove-orphans`` removes) GridFS chunks that have no files document.
+
 ``DEMO_MODE=1`` together with ``DEMO_USER_ID`` turns on the standalone demo's login, which
 hands anyone who can reach the server a read-only token for that user. It is for a local
 demo only; never set DEMO_MODE in production.
@@ -37,6 +47,12 @@ DEFAULT_DATABASE = "flowise_proxy"
 JWT_ALGORITHM = "HS256"  # the only algorithm accepted; never taken from the token header
 #: Largest image (width x height) thumbnails will decode; thumbnails.py uses the same default.
 DEFAULT_MAX_PIXELS = 50_000_000
+#: MongoDB's (and FerretDB's) largest document.
+BSON_LIMIT = 16 * 1024 * 1024
+#: Room left in a message document for everything but its content.
+_DOCUMENT_MARGIN = 64 * 1024
+MAX_CONTENT_CEILING = BSON_LIMIT - _DOCUMENT_MARGIN
+MAX_NAME_CEILING = 1024 * 1024
 
 
 class SettingsError(ValueError):
@@ -63,6 +79,10 @@ class Settings:
     upload_min_rate: int = 1024  # bytes per second
     thumbnail_decode_budget: int = 128 * 1024 * 1024  # bytes of large decodes in flight
     thumbnail_pregen_queue: int = 64  # uploads waiting for background thumbnails; 0: off
+    max_content_bytes: int = 4 * 1024 * 1024  # a message's text, UTF-8
+    max_name_bytes: int = 1024  # a file name, UTF-8
+    max_field_bytes: int = 1024  # session_id, message_id, a claimed MIME type
+    upload_orphan_grace: int = 900  # seconds before an unfinished upload is swept away
     demo_user_id: str | None = None
     demo_mode: bool = False
 
@@ -84,12 +104,28 @@ class Settings:
             "upload_body_timeout",
             "upload_min_rate",
             "thumbnail_decode_budget",
+            "max_content_bytes",
+            "max_name_bytes",
+            "max_field_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name, ceiling in (
+            ("max_content_bytes", MAX_CONTENT_CEILING),
+            ("max_name_bytes", MAX_NAME_CEILING),
+            ("max_field_bytes", MAX_NAME_CEILING),
+        ):
+            if getattr(self, name) > ceiling:
+                raise SettingsError(
+                    f"{name} is {getattr(self, name)}; at most {ceiling} fits a 16 MiB document"
+                )
         if self.max_request_bytes is not None and self.max_request_bytes <= 0:
             raise SettingsError(
                 f"max_request_bytes must be a positive integer, got {self.max_request_bytes}"
+            )
+        if self.upload_orphan_grace < 0:
+            raise SettingsError(
+                f"upload_orphan_grace must be 0 or more seconds, got {self.upload_orphan_grace}"
             )
         if self.thumbnail_pregen_queue < 0:
             raise SettingsError(
@@ -148,6 +184,10 @@ class Settings:
                 "THUMBNAIL_DECODE_BUDGET", cls.thumbnail_decode_budget
             ),
             thumbnail_pregen_queue=integer("THUMBNAIL_PREGEN_QUEUE", cls.thumbnail_pregen_queue),
+            max_content_bytes=integer("MESSAGE_MAX_CONTENT_BYTES", cls.max_content_bytes),
+            max_name_bytes=integer("FILE_MAX_NAME_BYTES", cls.max_name_bytes),
+            max_field_bytes=integer("FILE_MAX_FIELD_BYTES", cls.max_field_bytes),
+            upload_orphan_grace=integer("UPLOAD_ORPHAN_GRACE", cls.upload_orphan_grace),
             demo_user_id=env.get("DEMO_USER_ID", "").strip() or None,
             demo_mode=flag("DEMO_MODE"),
         )

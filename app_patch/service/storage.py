@@ -8,22 +8,67 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bson import ObjectId
 from gridfs import NoFile
 from pymongo import ASCENDING
+from pymongo.errors import AutoReconnect, NetworkTimeout, PyMongoError
 
 from app_patch.service.driver import DRIVER, AsyncDriver, GridOut
 
+T = TypeVar("T")
 THUMB_BUCKET = "thumbnails"
+#: One document per upload being written: what to remove if it never finishes.
+PENDING = "file_uploads_pending"
+#: An upload journal entry older than this is abandoned (its process died or lost the server).
+ORPHAN_GRACE = dt.timedelta(minutes=15)
 # Large enough that one reply carries a whole page or a whole $in answer (the server still
 # caps a batch at 16 MiB): a fixed number of round trips instead of one getMore per 101 docs.
 ONE_BATCH = 100_000
+
+
+#: Attempts of one database step before a transient error is given up on.
+RETRIES = 6
+_TRANSIENT_LABELS = ("TransientTransactionError", "RetryableWriteError")
+#: FerretDB's SQLite backend refuses a write while another holds the lock.
+_TRANSIENT_TEXT = ("database is locked", "SQLITE_BUSY", "database table is locked")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a server error that the same request may not meet again: MongoDB's
+    transient labels, FerretDB's SQLITE_BUSY, a dropped connection."""
+    if not isinstance(exc, PyMongoError):
+        return False
+    if isinstance(exc, AutoReconnect | NetworkTimeout):
+        return True
+    if any(exc.has_error_label(label) for label in _TRANSIENT_LABELS):
+        return True
+    return any(text in str(exc) for text in _TRANSIENT_TEXT)
+
+
+class Busy(Exception):
+    """A step kept meeting transient errors; ``str()`` is one line for the log and client."""
+
+
+async def retry(step: Callable[[], Awaitable[T]], what: str) -> T:
+    """``await step()``, again after a transient error (jittered backoff, :data:`RETRIES`
+    attempts); other errors pass through. Steps must be idempotent."""
+    for attempt in range(RETRIES):
+        try:
+            return await step()
+        except PyMongoError as exc:
+            if not is_transient(exc):
+                raise
+            if attempt == RETRIES - 1:
+                raise Busy(f"{what}: the database stayed busy ({' '.join(str(exc).split())[:120]})") from None
+            await asyncio.sleep(0.02 * 2**attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
 
 
 def object_id(value: str) -> ObjectId | None:
@@ -149,7 +194,14 @@ class ChatStore:
         if oid is None:
             return None
         file_id = str(oid)  # canonical spelling: the record carries it to every later match
-        row = await self.uploads.find_one({"file_id": file_id, "user_id": user_id})
+        # Every row of the id, in one query run to its end: a find_one would stop at someone
+        # else's row but scan the whole collection for a missing id (FerretDB has no index
+        # on file_id), and the time would tell which. Ids are unique, so this is 0 or 1 row.
+        rows = await retry(
+            lambda: self.uploads.find({"file_id": file_id}).batch_size(ONE_BATCH).to_list(None),
+            "reading the upload row",
+        )
+        row = next((r for r in rows if r.get("user_id") == user_id), None)
         if row is not None:
             return FileRecord(
                 file_id=file_id,
@@ -160,11 +212,13 @@ class ChatStore:
                 is_image=row.get("is_image"),
                 row=row,
             )
-        theirs = await self.uploads.find_one({"file_id": file_id}, {"_id": 1})
         # Asked even when the row is someone else's: their file and a missing id then cost
         # the same queries, so response times do not tell whether the file exists.
-        doc = await self.fs_files.find_one({"_id": oid, "metadata.user_id": user_id})
-        if theirs is not None or doc is None:
+        doc = await retry(
+            lambda: self.fs_files.find_one({"_id": oid, "metadata.user_id": user_id}),
+            "reading the file",
+        )
+        if rows or doc is None:
             return None  # someone else's upload: same answer as a missing one
         meta = doc.get("metadata") or {}
         return FileRecord(
@@ -180,13 +234,14 @@ class ChatStore:
     async def open_file(self, oid: ObjectId) -> GridOut | None:
         """Open the GridFS file for streaming (one query for its files document)."""
         try:
-            return await self.fs.open_download_stream(oid)
+            return await retry(lambda: self.fs.open_download_stream(oid), "opening the file")
         except NoFile:
             return None
 
     async def file_exists(self, oid: ObjectId) -> bool:
         """Whether the GridFS files document of ``oid`` is (still) there."""
-        return await self.fs_files.find_one({"_id": oid}, {"_id": 1}) is not None
+        found = await retry(lambda: self.fs_files.find_one({"_id": oid}, {"_id": 1}), "reading")
+        return found is not None
 
     async def count_chunks(self, oid: ObjectId) -> int:
         """How many GridFS chunks ``oid`` has (one query; ``files_id_1_n_1`` covers it)."""
@@ -264,8 +319,136 @@ class ChatStore:
             return None
 
     async def store_thumbnail(self, key: str, data: bytes, metadata: dict[str, Any]) -> None:
-        """Cache a generated thumbnail under ``key``."""
-        await self.thumbs.upload_from_stream(key, data, metadata=metadata)
+        """Cache a generated thumbnail under ``key``; a failed write leaves no chunk."""
+        oid = ObjectId()
+        try:
+            await self.thumbs.upload_from_stream_with_id(oid, key, data, metadata=metadata)
+        except BaseException:
+            await asyncio.shield(self._drop_grid_files(THUMB_BUCKET, [oid]))
+            raise
+
+    # -- half-written uploads ----------------------------------------------------------------
+
+    async def _drop_grid_files(self, bucket: str, oids: list[ObjectId]) -> None:
+        """Remove GridFS files and every chunk of theirs, whether or not the files document
+        was ever written (a write cut after its first chunk leaves chunks only)."""
+        if not oids:
+            return
+        await self.db[f"{bucket}.files"].delete_many({"_id": {"$in": oids}})
+        await self.db[f"{bucket}.chunks"].delete_many({"files_id": {"$in": oids}})
+
+    async def begin_upload(
+        self, user_id: str, file_oids: list[ObjectId], message_oid: ObjectId, new_message: bool
+    ) -> ObjectId:
+        """Journal an upload before its first write: a process killed half-way leaves this
+        entry, and :meth:`sweep_abandoned` removes what it names."""
+        entry = {
+            "user_id": user_id,
+            "file_ids": file_oids,
+            "message_id": message_oid,
+            "new_message": new_message,
+            "started_at": utcnow(),
+        }
+        res = await self.db[PENDING].insert_one(entry)
+        return res.inserted_id
+
+    async def end_upload(self, entry_id: ObjectId) -> None:
+        """The upload answered (or was undone): its journal entry goes."""
+        await self.db[PENDING].delete_one({"_id": entry_id})
+
+    async def undo_upload(
+        self, user_id: str, file_oids: list[ObjectId], message_oid: ObjectId, new_message: bool
+    ) -> None:
+        """Remove everything an unfinished upload may have written: GridFS files and chunks,
+        upload rows, the message it created, or its ids in the message it extended.
+        Idempotent, so the sweep can repeat it after a crash half-way through."""
+        ids = [str(oid) for oid in file_oids]
+        what = "undoing an upload"
+        await retry(lambda: self._drop_grid_files("fs", file_oids), what)
+        await retry(
+            lambda: self.uploads.delete_many({"file_id": {"$in": ids}, "user_id": user_id}), what
+        )
+        scope = {"_id": message_oid, "user_id": user_id}
+        async with self.message_writes([message_oid]):
+            if new_message:
+                await retry(lambda: self.messages.delete_one(scope), what)
+            elif ids:
+                await retry(
+                    lambda: self.messages.update_one(scope, {"$pullAll": {"file_ids": ids}}), what
+                )
+                await retry(
+                    lambda: self.messages.update_one(
+                        {**scope, "file_ids": {"$size": 0}}, {"$set": {"has_files": False}}
+                    ),
+                    what,
+                )
+
+    async def sweep_abandoned(self, grace: dt.timedelta = ORPHAN_GRACE) -> int:
+        """Undo the uploads journaled more than ``grace`` ago and never finished (a killed
+        process); return how many."""
+        cutoff = utcnow() - grace
+        cursor = self.db[PENDING].find({"started_at": {"$lte": cutoff}})
+        done = 0
+        for entry in await cursor.to_list(None):
+            if entry.get("kind") == "delete":
+                oids = [o for o in entry.get("file_ids") or [] if isinstance(o, ObjectId)]
+                for oid in oids:
+                    await self.finish_delete(oid, str(oid), str(entry.get("user_id")))
+                await self.end_upload(entry["_id"])
+                done += 1
+                continue
+            await self.undo_upload(
+                str(entry.get("user_id")),
+                [o for o in entry.get("file_ids") or [] if isinstance(o, ObjectId)],
+                entry["message_id"],
+                bool(entry.get("new_message")),
+            )
+            await self.end_upload(entry["_id"])
+            done += 1
+        return done
+
+    async def orphan_chunks(
+        self, grace: dt.timedelta = ORPHAN_GRACE, bucket: str = "fs"
+    ) -> dict[ObjectId, tuple[int, int]]:
+        """GridFS chunks whose files document does not exist: ``files_id -> (chunks, bytes)``.
+
+        Files started less than ``grace`` ago (by their id's time) may still be being written
+        and are left out, as are files of a journaled upload (the sweep owns those). Reads
+        every chunk's ``files_id`` once: a tool's job, not a request's.
+        """
+        cutoff = utcnow() - grace
+        pipeline = [
+            {"$group": {"_id": "$files_id", "n": {"$sum": 1}, "size": {"$sum": {"$binarySize": "$data"}}}},
+        ]
+        found: dict[ObjectId, tuple[int, int]] = {}
+        try:
+            rows = await (await self.driver.aggregate(self.db[f"{bucket}.chunks"], pipeline)).to_list(None)
+        except Exception:  # noqa: BLE001 - $binarySize is MongoDB 4.4+; count chunks only
+            pipeline = [{"$group": {"_id": "$files_id", "n": {"$sum": 1}}}]
+            rows = await (await self.driver.aggregate(self.db[f"{bucket}.chunks"], pipeline)).to_list(None)
+        for row in rows:
+            oid = row["_id"]
+            if not isinstance(oid, ObjectId) or oid.generation_time.replace(tzinfo=None) > cutoff:
+                continue
+            found[oid] = (int(row.get("n", 0)), int(row.get("size", 0)))
+        if not found:
+            return found
+        ids = list(found)
+        files = self.db[f"{bucket}.files"].find({"_id": {"$in": ids}}, {"_id": 1})
+        for doc in await files.to_list(None):
+            found.pop(doc["_id"], None)
+        pending = self.db[PENDING].find({"file_ids": {"$in": list(found)}}, {"file_ids": 1})
+        for entry in await pending.to_list(None):
+            for oid in entry.get("file_ids") or []:
+                found.pop(oid, None)
+        return found
+
+    async def remove_orphan_chunks(self, oids: list[ObjectId], bucket: str = "fs") -> int:
+        """Delete the chunks of ``oids`` (files without a files document); return how many."""
+        if not oids:
+            return 0
+        res = await self.db[f"{bucket}.chunks"].delete_many({"files_id": {"$in": oids}})
+        return res.deleted_count
 
     async def delete_thumbnails(self, file_id: str) -> int:
         """Remove every cached thumbnail of ``file_id``; return how many.
@@ -294,32 +477,62 @@ class ChatStore:
     async def delete_file(self, record: FileRecord, user_id: str) -> dict[str, int]:
         """Remove a file everywhere: bytes, cached thumbnails, its upload row, message links.
 
-        The bytes go first (a thumbnail generation racing with this checks them after it
-        stores, see :mod:`app_patch.service.files`). Message links are removed with ``$pull`` and
-        ``has_files`` cleared only where ``file_ids`` is then empty, each an atomic update
-        (and under :meth:`message_writes`), so concurrent deletes and uploads on one message
-        never undo each other.
+        Journaled first, every step retried on transient errors (FerretDB's SQLITE_BUSY under
+        concurrent writes) and idempotent: a delete stopped half-way (an error past the
+        retries, a killed process) is finished by the next sweep, so row, link and file go
+        together. The bytes go first (a thumbnail generation racing with this checks them
+        after it stores, see :mod:`app_patch.service.files`). Message links are removed with
+        ``$pullAll`` and ``has_files`` cleared only where ``file_ids`` is then empty, each an
+        atomic update (and under :meth:`message_writes`), so concurrent deletes and uploads
+        on one message never undo each other.
         """
+        entry = {"kind": "delete", "file_id": record.file_id, "user_id": user_id,
+                 "file_ids": [record.oid], "started_at": utcnow()}
+        res = await retry(lambda: self.db[PENDING].insert_one(dict(entry)), "journaling the delete")
+        removed = await self.finish_delete(record.oid, record.file_id, user_id)
+        await retry(lambda: self.end_upload(res.inserted_id), "ending the delete")
+        return removed
+
+    async def finish_delete(self, oid: ObjectId, file_id: str, user_id: str) -> dict[str, int]:
+        """The steps of :meth:`delete_file` (each retried; all idempotent)."""
         removed = {"bytes": 0, "thumbnails": 0, "uploads": 0, "messages": 0}
-        try:
-            await self.fs.delete(record.oid)
-            removed["bytes"] = 1
-        except NoFile:
-            pass  # already gone (flagged file_missing): still clean the rest up
-        removed["thumbnails"] = await self.delete_thumbnails(record.file_id)
-        res = await self.uploads.delete_many({"file_id": record.file_id, "user_id": user_id})
+
+        async def drop_bytes() -> int:
+            res = await self.fs_files.delete_one({"_id": oid})
+            await self.db["fs.chunks"].delete_many({"files_id": oid})
+            return res.deleted_count
+
+        removed["bytes"] = await retry(drop_bytes, "deleting the file")
+        removed["thumbnails"] = await retry(
+            lambda: self.delete_thumbnails(file_id), "deleting thumbnails"
+        )
+        res = await retry(
+            lambda: self.uploads.delete_many({"file_id": file_id, "user_id": user_id}),
+            "deleting the upload row",
+        )
         removed["uploads"] = res.deleted_count
-        found = self.messages.find({"file_ids": record.file_id, "user_id": user_id}, {"_id": 1})
-        linked = [m["_id"] for m in await found.to_list(None)]
+        found = await retry(
+            lambda: self.messages.find(
+                {"file_ids": file_id, "user_id": user_id}, {"_id": 1}
+            ).to_list(None),
+            "finding the message",
+        )
+        linked = [m["_id"] for m in found]
         if linked:
             async with self.message_writes(linked):
-                res = await self.messages.update_many(
-                    {"_id": {"$in": linked}, "user_id": user_id},
-                    {"$pull": {"file_ids": record.file_id}},
+                res = await retry(
+                    lambda: self.messages.update_many(
+                        {"_id": {"$in": linked}, "user_id": user_id},
+                        {"$pullAll": {"file_ids": [file_id]}},
+                    ),
+                    "unlinking the message",
                 )
                 removed["messages"] = res.modified_count
-                await self.messages.update_many(
-                    {"_id": {"$in": linked}, "user_id": user_id, "file_ids": {"$size": 0}},
-                    {"$set": {"has_files": False}},
+                await retry(
+                    lambda: self.messages.update_many(
+                        {"_id": {"$in": linked}, "user_id": user_id, "file_ids": {"$size": 0}},
+                        {"$set": {"has_files": False}},
+                    ),
+                    "unlinking the message",
                 )
         return removed

@@ -142,6 +142,12 @@ RENDER_AT_UPLOAD = 64 * 1024 * 1024
 DEFAULT_DECODE_BUDGET = 128 * 1024 * 1024
 #: After a decode this large, freed heap goes back to the OS (glibc keeps it otherwise).
 TRIM_AFTER_BYTES = 32 * 1024 * 1024
+#: The most one decode may allocate (decoded pixels plus decoder buffers, see
+#: :func:`decode_cost`). Past it the image is refused as too large (a placeholder where a
+#: thumbnail was promised), so the process stays within a 300 MB budget: a 7071x7071 RGB
+#: TIFF in one deflate strip needs 200 MB of pixels plus a 150 MB strip buffer, and libtiff
+#: cannot read part of a strip.
+MAX_DECODE_BYTES = 224 * 1024 * 1024
 #: The owner of work nobody waits for (pre-generation): one turn among the users.
 BACKGROUND = "~background"
 # Bytes read to estimate a decode: JPEG markers (EXIF with its preview, ICC) come first.
@@ -424,8 +430,19 @@ def make_thumbnail(
         with img:
             target = _fit(full_size, size)
             _draft(img, target)
+            _check_decode(img)
             img.load()
             return _render(img, target)
+
+
+def _check_decode(img: Image.Image, *, rendering: bool = True) -> None:
+    """Refuse a decode that alone would pass :data:`MAX_DECODE_BYTES` (before it starts)."""
+    cost = decode_cost(img, rendering=rendering)
+    if cost > MAX_DECODE_BYTES:
+        raise ImageTooLarge(
+            f"{img.format or 'image'} {img.size[0]}x{img.size[1]} needs {cost // 2**20} MiB to "
+            f"decode, over the {MAX_DECODE_BYTES // 2**20} MiB a decode may take"
+        )
 
 
 def make_thumbnails(
@@ -447,6 +464,7 @@ def make_thumbnails(
                 _draft(img, target)
                 shared = decoded.get((img.size, img.mode))
                 if shared is None:
+                    _check_decode(img)
                     img.load()
                     decoded[(img.size, img.mode)] = shared = img
                 else:
@@ -479,6 +497,7 @@ def verify_and_render(
                     _draft(img, _fit(full_size, sizes[0]))
                 else:
                     img.draft(None, (1, 1))
+            _check_decode(img, rendering=bool(sizes))
             img.load()
             width, height = full_size
             if _orientation(img) >= 5:
@@ -554,6 +573,7 @@ def verify_image(data: bytes | BinaryIO, *, max_pixels: int | None = None) -> tu
         with img:
             if img.format in _JPEG_FORMATS:
                 img.draft(None, (1, 1))
+            _check_decode(img, rendering=False)
             img.load()
             if _orientation(img) >= 5:
                 width, height = height, width

@@ -31,11 +31,11 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from tempfile import SpooledTemporaryFile
 from typing import Any
 
+import pymongo.errors
 from bson import ObjectId
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,10 +45,10 @@ from starlette.requests import ClientDisconnect
 
 from app_patch import sniff
 from app_patch.service import thumbnails
-from app_patch.service.compat import form_limits
+from app_patch.service.compat import MULTIPART_REDOS, browser_like_multipart, form_limits
 from app_patch.service.history import upload_from_row
 from app_patch.service.settings import Settings
-from app_patch.service.storage import ChatStore, utcnow
+from app_patch.service.storage import Busy, ChatStore, retry, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +182,18 @@ async def receive_request(request: Request, settings: Settings, who: str = "") -
     """
     limit = request_limit(settings)
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large("The request body", int(declared), limit)
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    # Compared as text first: int() refuses thousands of digits (a 500, not a 413).
+    if declared.isdigit() and (len(declared.lstrip("0")) > 18 or int(declared) > limit):
+        raise HTTPException(413, f"The request body exceeds {limit} bytes")
+    raw_type = request.headers.get("content-type", "")
+    ctype = raw_type.split(";")[0].strip().lower()
+    if ctype == "multipart/form-data" and MULTIPART_REDOS and not browser_like_multipart(raw_type):
+        # Before Starlette hands it to python-multipart < 0.0.7 (CVE-2024-24762).
+        raise HTTPException(
+            400,
+            "The multipart Content-Type has parameters no browser sends; send "
+            "'multipart/form-data; boundary=...' with a plain boundary",
+        )
     body_request = _limited(request, limit, settings)
     try:
         if ctype == "multipart/form-data":
@@ -249,7 +258,24 @@ async def _receive_form(request: Request, settings: Settings) -> FormData:
     except (_BodyTooLarge, _BodyTimeout, ClientDisconnect):
         raise
     except Exception as exc:  # noqa: BLE001 - the parser's errors are the client's fault
-        raise HTTPException(400, f"Malformed multipart body: {exc}") from None
+        reason = _one_line(str(exc))
+        cause, inner = "", exc.__cause__ or exc.__context__
+        for _ in range(4):  # python-multipart's own reason, under Starlette's wrappers
+            if inner is None:
+                break
+            cause += " " + str(inner)
+            inner = inner.__cause__ or inner.__context__
+        if any(
+            word in reason + cause for word in ("maximum size", "Too many", "Maximum header size")
+        ):  # Starlette's part and field limits, python-multipart's header-line limit
+            raise HTTPException(413, f"Multipart body over a limit: {reason}") from None
+        raise HTTPException(400, f"Malformed multipart body: {reason}") from None
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """``text`` as one short line (error texts may quote the input)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 async def _read_form(
@@ -289,11 +315,19 @@ def _read_json(body: bytearray, settings: Settings) -> tuple[dict[str, str], lis
         parsed = FlowiseUploadBody.model_validate(document)
         del document
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise HTTPException(400, "The body is not valid JSON") from None
+        raise HTTPException(422, "The body is not valid JSON") from None
+    except RecursionError:
+        raise HTTPException(
+            422, "The JSON body is nested too deeply; send a flat Flowise uploads object"
+        ) from None
     except ValidationError as exc:
         # Report where and what, never echo the input back (it may be megabytes of base64).
-        detail = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-        raise HTTPException(422, detail) from None
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+        where = ".".join(str(part) for part in first["loc"][:8]) or "body"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise HTTPException(422, _one_line(f"{where}: {first['msg']}{more}")) from None
+    except ValueError:  # an integer of more digits than int() converts (4300)
+        raise HTTPException(422, "The JSON body holds a number too long to read") from None
     if len(parsed.uploads) > settings.max_files_per_upload:
         raise HTTPException(413, f"At most {settings.max_files_per_upload} files per request")
     files = []
@@ -344,6 +378,33 @@ def _check_text(value: str, what: str) -> None:
         raise HTTPException(
             422, f"{what} is not valid Unicode text (it holds an unpaired surrogate)"
         )
+
+
+def _utf8_size(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (an unpaired surrogate counts as 3, as it would escaped)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def check_sizes(fields: dict[str, str], files: list[IncomingFile], settings: Settings) -> None:
+    """413 for a text field or file name over its limit (the settings), before anything is
+    stored or decoded: past these a document would outgrow BSON's 16 MiB, and the server
+    would refuse it half-way through the writes."""
+    limits = {
+        "content": settings.max_content_bytes,
+        "session_id": settings.max_field_bytes,
+        "message_id": settings.max_field_bytes,
+    }
+    for key, limit in limits.items():
+        value = fields.get(key)
+        if isinstance(value, str) and len(value) > limit // 4 and _utf8_size(value) > limit:
+            raise _too_large(f"The {key} field", _utf8_size(value), limit)
+    for i, item in enumerate(files):
+        for what, text, limit in (
+            ("name", item.name, settings.max_name_bytes),
+            ("type", item.claimed, settings.max_field_bytes),
+        ):
+            if len(text) > limit // 4 and _utf8_size(text) > limit:
+                raise _too_large(f"The {what} of file {i}", _utf8_size(text), limit)
 
 
 def _digest_all(files: list[IncomingFile]) -> None:
@@ -414,6 +475,7 @@ async def store_upload(
     Order matters: cheap checks of the request itself, then ownership (a foreign session or
     message is a 404 before any file is decoded), then the files, then the writes.
     """
+    check_sizes(fields, files, settings)
     for key in ("session_id", "content", "message_id"):
         if isinstance(fields.get(key), str):
             _check_text(fields[key], key)
@@ -441,10 +503,16 @@ async def store_upload(
     await asyncio.to_thread(_digest_all, files)
     message_oid = existing["_id"] if existing else ObjectId()
     now = utcnow()
-    written: list[ObjectId] = []
+    # Ids chosen before the first write, and journaled: whatever stops this request half-way
+    # (an error, a cancelled task, a killed process) leaves a record of what to remove.
+    oids = [ObjectId() for _ in files]
+    new_message = existing is None
+    entry = await retry(
+        lambda: store.begin_upload(user_id, oids, message_oid, new_message), "starting the upload"
+    )
     try:
         rows = []
-        for item in files:
+        for item, oid in zip(files, oids, strict=True):
             meta = {
                 "user_id": user_id,
                 "session_id": session_id,
@@ -452,12 +520,12 @@ async def store_upload(
                 "message_id": str(message_oid),
                 "mime_type": item.mime,
             }
-            oid = await store.fs.upload_from_stream(item.name or "upload", item.data, metadata=meta)
-            written.append(oid)
+            await retry(lambda oid=oid, item=item, meta=meta: _write_file(store, oid, item, meta),
+                        "storing the file")
             item.file_id = str(oid)
             rows.append(_upload_row(item, oid, message_oid, session_id, user_id, chatflow_id, now))
-        await store.uploads.insert_many(rows)
-        new_ids = [str(oid) for oid in written]
+        await retry(lambda: store.uploads.insert_many(rows), "storing the upload rows")
+        new_ids = [str(oid) for oid in oids]
         if existing is not None:
             message = await _attach(store, existing, new_ids, user_id)
         else:
@@ -472,10 +540,17 @@ async def store_upload(
                 "has_files": True,
                 "created_at": now,
             }
-            await store.messages.insert_one(message)
-    except BaseException:
-        await _undo(store, written, user_id)
+            await retry(lambda: store.messages.insert_one(message), "storing the message")
+    except BaseException as exc:
+        # Shielded: a cancelled request still removes what it wrote.
+        await asyncio.shield(_undo(store, user_id, oids, message_oid, new_message, entry))
+        if isinstance(exc, pymongo.errors.DocumentTooLarge):
+            raise HTTPException(413, "The upload does not fit a 16 MiB document") from None
+        if isinstance(exc, Busy):
+            log.warning("upload not stored: %s", exc)
+            raise HTTPException(503, f"{exc}; nothing was stored, send it again") from None
         raise
+    await retry(lambda: store.end_upload(entry), "ending the upload")
     uploads = [upload_from_row(row) for row in rows]
     created = message.get("created_at")
     return {
@@ -488,6 +563,16 @@ async def store_upload(
         "has_files": True,
         "uploads": uploads,
     }
+
+
+async def _write_file(store: ChatStore, oid: ObjectId, item: IncomingFile, meta: dict) -> None:
+    """One GridFS file under ``oid``; a failed attempt's chunks go before the next one."""
+    try:
+        await store.fs.upload_from_stream_with_id(oid, item.name or "upload", item.data,
+                                                  metadata=meta)
+    except BaseException:
+        await asyncio.shield(retry(lambda: store._drop_grid_files("fs", [oid]), "cleaning up"))
+        raise
 
 
 async def _attach(
@@ -507,10 +592,15 @@ async def _attach(
             await store.messages.update_one(
                 {**scope, "file_ids": {"$not": {"$type": "array"}}}, {"$set": {"file_ids": []}}
             )
-        after = await store.messages.find_one_and_update(
-            scope,
-            {"$push": {"file_ids": {"$each": new_ids}}, "$set": {"has_files": True}},
-            return_document=ReturnDocument.AFTER,
+        # $addToSet, not $push: the ids are new, so the result is the same, and a retry
+        # after a write that did land adds nothing twice.
+        after = await retry(
+            lambda: store.messages.find_one_and_update(
+                scope,
+                {"$addToSet": {"file_ids": {"$each": new_ids}}, "$set": {"has_files": True}},
+                return_document=ReturnDocument.AFTER,
+            ),
+            "linking the message",
         )
     if after is None:  # deleted meanwhile; the caller undoes the files
         raise HTTPException(404, "Message not found")
@@ -552,15 +642,18 @@ def _upload_row(
     return row
 
 
-async def _undo(store: ChatStore, written: list[ObjectId], user_id: str) -> None:
-    """Best-effort removal of a half-written upload (no transactions on the target servers)."""
-    ids = [str(oid) for oid in written]
-    cleanup: list[Callable[[], Awaitable[Any]]] = [
-        lambda: store.uploads.delete_many({"file_id": {"$in": ids}, "user_id": user_id}),
-    ]
-    cleanup += [lambda oid=oid: store.fs.delete(oid) for oid in written]
-    for step in cleanup:
-        try:
-            await step()
-        except Exception:  # noqa: BLE001 - keep undoing; the original error is re-raised
-            pass
+async def _undo(
+    store: ChatStore,
+    user_id: str,
+    oids: list[ObjectId],
+    message_oid: ObjectId,
+    new_message: bool,
+    entry: ObjectId,
+) -> None:
+    """Remove a half-written upload (there are no transactions on the target servers). If
+    that fails too, the journal entry stays and the next sweep finishes the job."""
+    try:
+        await store.undo_upload(user_id, oids, message_oid, new_message)
+        await store.end_upload(entry)
+    except Exception as exc:  # noqa: BLE001 - the original error is re-raised by the caller
+        log.warning("upload undo failed (%s); the orphan sweep will remove it", _one_line(str(exc)))

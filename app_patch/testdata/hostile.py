@@ -304,6 +304,27 @@ def flat_png(
     )
 
 
+def flat_tiff_rgb(width: int, height: int) -> bytes:
+    """A black 8-bit RGB TIFF in a single deflate strip (little-endian, baseline tags):
+    small on disk, pixels plus a whole-image strip buffer when decoded."""
+    strip = _deflated_rows(b"\0" * width * 3, height)
+    bits_at = 8 + 2 + 12 * 10 + 4  # the three bits-per-sample SHORTs follow the IFD
+    data_at = bits_at + 6
+    tags = [  # (tag, type, count, value or offset)
+        (256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, bits_at), (259, 3, 1, 8),
+        (262, 3, 1, 2), (273, 4, 1, data_at), (277, 3, 1, 3), (278, 4, 1, height),
+        (279, 4, 1, len(strip)), (284, 3, 1, 1),
+    ]  # fmt: skip
+    entries = b"".join(
+        struct.pack("<HHII", tag, kind, count, value)
+        if kind == 4 or count > 1
+        else struct.pack("<HHIHH", tag, kind, count, value, 0)
+        for tag, kind, count, value in tags
+    )
+    ifd = struct.pack("<H", len(tags)) + entries + struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<HHH", 8, 8, 8) + strip
+
+
 def flat_tiff16(width: int, height: int) -> bytes:
     """A black 16-bit grey TIFF in a single deflate strip (little-endian, baseline tags)."""
     strip = _deflated_rows(b"\0" * width * 2, height)

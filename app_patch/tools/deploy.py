@@ -492,7 +492,68 @@ def plan_package(
     say(f"resolution: {pip} resolves requirements.txt" + (" + that line" if package else ""))
     for line in resolution.lines():
         print(f"    {line}")
+    multipart = resolution.stack.get("python-multipart")
+    if multipart and _version(multipart) < MULTIPART_FIXED:
+        say(
+            f"security: python-multipart {multipart} has a ReDoS in Content-Type parsing "
+            "(CVE-2024-24762, fixed in 0.0.7): the patched upload route refuses such headers "
+            "itself; the service's own multipart routes stay exposed"
+        )
+        fix = smallest_multipart_fix(target, env, package, workdir)
+        if fix is None:
+            say("security: no python-multipart 0.0.7-0.0.9 resolves with the other pins")
+        elif args.fix_multipart:
+            say(f"security: will pin python-multipart=={fix[0]} (--fix-multipart); it resolves:")
+            for line in fix[1].lines():
+                print(f"    {line}")
+            args.multipart_pin = fix[0]
+            resolution = fix[1]
+        else:
+            say(
+                f"security: the smallest fix pip resolves with the other pins is "
+                f"python-multipart=={fix[0]}; --fix-multipart pins it (not applied)"
+            )
     return package, resolution
+
+
+#: The first python-multipart without the Content-Type ReDoS.
+MULTIPART_FIXED = (0, 0, 7)
+_MULTIPART_CANDIDATES = ("0.0.7", "0.0.8", "0.0.9")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def pin_multipart(text: str, version: str) -> str:
+    """``text`` (requirements) with its python-multipart line pinned to ``version`` (added
+    when there is none); other lines byte for byte."""
+    newline = "\r\n" if "\r\n" in text else "\n"
+    lines = text.splitlines()
+    pinned = f"python-multipart=={version}"
+    out = [pinned if requirement_name(ln) == "python-multipart" else ln for ln in lines]
+    if pinned not in out:
+        out.append(pinned)
+    return newline.join(out) + newline
+
+
+def smallest_multipart_fix(
+    target: Target, env: Environment, package: Package | None, workdir: Path
+) -> tuple[str, Resolution] | None:
+    """The lowest python-multipart from 0.0.7 that pip resolves with every other pin of
+    the service (one dry run each, in order), and that resolution."""
+    current = target.requirements.read_text("utf-8") if target.requirements.exists() else ""
+    for version in _MULTIPART_CANDIDATES:
+        trial = workdir / f"requirements-multipart-{version}.txt"
+        trial.write_text(pin_multipart(current, version), encoding="utf-8")
+        try:
+            resolution = packages.resolve(
+                env, target.app_dir, trial, package.resolvable if package else None, workdir
+            )
+        except PackageError:
+            continue
+        return version, resolution
+    return None
 
 
 def validate(target: Target, args: argparse.Namespace, workdir: Path) -> Plan:
@@ -710,6 +771,12 @@ def apply(plan: Plan, args: argparse.Namespace) -> list[str]:
             add_requirements(target.requirements, plan.add_requirements)
         added = ", ".join(plan.add_requirements)
         say(f"{'would add' if dry else 'added'} to requirements.txt: {added}")
+    pin = getattr(args, "multipart_pin", None)
+    if pin and not args.skip_install:
+        if not dry:
+            text = target.requirements.read_bytes().decode("utf-8")
+            target.requirements.write_bytes(pin_multipart(text, pin).encode("utf-8"))
+        say(f"{'would pin' if dry else 'pinned'} python-multipart=={pin} in requirements.txt")
     if not args.skip_install:
         pip = [target.python, "-m", "pip", "install", "--quiet", "-r", str(target.requirements)]
         say(f"{'would run' if dry else 'install'}: {shlex.join(pip)} (in {target.app_dir})")
@@ -854,6 +921,11 @@ def parser() -> argparse.ArgumentParser:
         "from a private index",
     )
     p.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
+    p.add_argument(
+        "--fix-multipart", action="store_true",
+        help="pin the smallest python-multipart (0.0.7+) that resolves, when the service's "
+        "pin has the Content-Type ReDoS (CVE-2024-24762)",
+    )
     p.add_argument("--skip-backup", action="store_true", help="take no code backup")
     p.add_argument("--skip-install", action="store_true", help="do not run pip install")
     p.add_argument("--skip-restart", action="store_true", help="do not stop/restart the service")

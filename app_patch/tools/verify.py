@@ -10,6 +10,11 @@ checked with Pillow), the caching headers and the ``304`` answers to ``If-None-M
 deletes the file again (``--keep`` leaves it; the message that carried it stays either way).
 Prints ``PASS name: detail`` or ``FAIL name: detail`` per check and exits 1 on any failure.
 
+``python -m app_patch.tools.verify --orphans [--remove-orphans] [--mongodb-url URL]
+[--grace SECONDS]`` looks in the database instead: GridFS chunks without a files document
+(what a failed upload used to leave) and uploads a killed process never finished; exit 1 when
+there are some, unless ``--remove-orphans`` removed them.
+
 Without ``--session-id`` the user's first session is taken from ``GET /api/v1/chat/sessions``
 (the service's own endpoint; the standalone app has none, so pass ``--session-id`` there).
 :func:`run_checks` takes any ``httpx.Client`` (a Starlette ``TestClient`` too).
@@ -18,19 +23,27 @@ Without ``--session-id`` the user's first session is taken from ``GET /api/v1/ch
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime as dt
 import hashlib
 import io
+import os
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+import pymongo.errors
 from PIL import Image, ImageDraw
 
 from app_patch.service.auth import issue_token
+from app_patch.service.driver import DRIVER
+from app_patch.service.settings import DEFAULT_DATABASE, DEFAULT_URL
+from app_patch.service.storage import ORPHAN_GRACE, PENDING, THUMB_BUCKET, ChatStore, utcnow
 
 API = "/api/v1/chat"
 #: The keys of an image's upload entry in the original service's history (chat.py).
@@ -187,8 +200,8 @@ class Verifier:
 
     def auth_required(self) -> str:
         response = self.client.get(f"{API}/sessions/{self.session_id}/history")
-        expect_status(response, 401)
-        return "history without a token is refused with 401"
+        expect_status(response, 403)  # the original's HTTPBearer() answer
+        return "history without a token is refused with 403"
 
     def upload_image(self) -> str:
         response = self.client.post(
@@ -320,8 +333,8 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m app_patch.tools.verify",
         description="Check a deployment of the image-rendering change over HTTP.",
     )
-    p.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000")
-    auth = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--base-url", help="e.g. http://127.0.0.1:8000 (required unless --orphans)")
+    auth = p.add_mutually_exclusive_group()
     auth.add_argument("--token", help="a bearer token of the user")
     auth.add_argument("--jwt-secret", help="the HS256 access secret (with --user): mint a token")
     p.add_argument("--user", help="user id for the minted token")
@@ -329,12 +342,84 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--image", type=Path, help="image to upload (default: a generated PNG)")
     p.add_argument("--keep", action="store_true", help="leave the uploaded file in place")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    store = p.add_argument_group(
+        "orphans", "instead of the HTTP checks, look in the database for what failed uploads "
+        "left: GridFS chunks with no files document, uploads a killed process never finished"
+    )
+    store.add_argument("--orphans", action="store_true", help="report orphans (exit 1 if any)")
+    store.add_argument("--remove-orphans", action="store_true", help="and remove them")
+    store.add_argument("--mongodb-url", help="default: MONGODB_URL (the service's)")
+    store.add_argument("--database", help="default: MONGODB_DATABASE_NAME or the URL's")
+    store.add_argument(
+        "--grace", type=int, default=int(ORPHAN_GRACE.total_seconds()),
+        help="seconds an upload may still be in progress (default %(default)s)",
+    )
     return p
+
+
+async def _orphans(url: str, database: str, grace_s: int, remove: bool) -> list[str]:
+    """One line per finding (and per removal)."""
+    client = DRIVER.connect(url, tz_aware=False, serverSelectionTimeoutMS=10_000)
+    try:
+        store = ChatStore(client[database], DRIVER)
+        grace = dt.timedelta(seconds=grace_s)
+        lines = []
+        cutoff = utcnow() - grace
+        pending = await store.db[PENDING].count_documents({"started_at": {"$lte": cutoff}})
+        if pending:
+            lines.append(f"ORPHAN uploads: {pending} never finished (a process stopped mid-write)")
+            if remove:
+                lines.append(f"REMOVED uploads: {await store.sweep_abandoned(grace)} undone")
+        for bucket in ("fs", THUMB_BUCKET):
+            found = await store.orphan_chunks(grace, bucket)
+            if not found:
+                continue
+            chunks = sum(n for n, _ in found.values())
+            size = sum(b for _, b in found.values())
+            lines.append(
+                f"ORPHAN chunks: {chunks} in {bucket}.chunks ({size} bytes) of {len(found)} "
+                f"file(s) with no files document"
+            )
+            if remove:
+                gone = await store.remove_orphan_chunks(list(found), bucket)
+                lines.append(f"REMOVED chunks: {gone} from {bucket}.chunks")
+        return lines
+    finally:
+        await DRIVER.close(client)
+
+
+def orphans_main(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
+    settings_env = os.environ
+    url = args.mongodb_url or settings_env.get("MONGODB_URL") or DEFAULT_URL
+    database = args.database or urlsplit(url).path.lstrip("/") or (
+        settings_env.get("MONGODB_DATABASE_NAME") or DEFAULT_DATABASE
+    )
+    if args.grace < 0:
+        p.error(f"--grace {args.grace}: must be 0 or more seconds")
+    try:
+        lines = asyncio.run(_orphans(url, database, args.grace, args.remove_orphans))
+    except pymongo.errors.PyMongoError as exc:
+        print(f"verify: error: cannot read {database!r}: {' '.join(str(exc).split())[:200]}",
+              file=sys.stderr)
+        return 2
+    for line in lines:
+        print(line)
+    found = [line for line in lines if line.startswith("ORPHAN")]
+    if not found:
+        print(f"PASS orphans: none in {database!r}")
+        return 0
+    return 0 if args.remove_orphans else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    if args.orphans or args.remove_orphans:
+        return orphans_main(args, p)
+    if not args.base_url:
+        p.error("--base-url is required (or --orphans to look in the database)")
+    if not (args.token or args.jwt_secret):
+        p.error("one of --token or --jwt-secret is required")
     if args.jwt_secret and not args.user:
         p.error("--jwt-secret needs --user (the user id to put in the token)")
     if not re.match(r"^https?://", args.base_url):

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import datetime as dt
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +33,8 @@ from app_patch.service.settings import Settings
 from app_patch.sniff import is_image_mime, normalise_mime, sniff_mime
 
 SECRET = "test-access-secret-0123456789abcdef"
+#: The original service's requirements, pin for pin.
+PINS = Path(__file__).with_name("fixtures_target_app") / "requirements.txt"
 ALICE = "user-alice"
 BOB = "user-bob"
 LINK_WINDOW = dt.timedelta(minutes=10)
@@ -270,6 +275,40 @@ def rss_growth(job: Any) -> int:
     before = status_kb("VmRSS")
     job()
     return (status_kb("VmHWM") - before) * 1024
+
+
+def service_environ(**extra: str) -> dict[str, str]:
+    """This environment without PYTHONPATH (the service must import the installed patch, not
+    this checkout) and without the service's variables, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "PYTHONPATH" and not k.startswith(("MONGODB_", "JWT_", "MONGRATE_", "DEMO_"))
+    }
+    env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", **extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def pinned_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A fresh venv with the original service's requirements installed from the index (slow:
+    one per test session, shared by every pinned-stack test). ``MONGRATE_PINNED_PYTHON``
+    names an existing such venv's python instead, to iterate on one test; the deploy test
+    installs into it, so give that one a fresh venv."""
+    given = os.environ.get("MONGRATE_PINNED_PYTHON")
+    if given:
+        return given
+    root = tmp_path_factory.mktemp("pinned")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    proc = subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "-r", str(PINS)],
+        env=service_environ(PIP_CACHE_DIR=str(root / "pip-cache")),
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return python
 
 
 def pytest_configure(config: pytest.Config) -> None:

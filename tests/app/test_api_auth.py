@@ -24,7 +24,13 @@ def _b64(obj) -> str:
 
 
 def _claims(**extra):
-    return {"user_id": ALICE, "type": "access", "exp": int(time.time()) + 600, **extra}
+    now = int(time.time())
+    claims = {"sub": ALICE, "user_id": ALICE, "type": "access", "iat": now, "nbf": now,
+              "exp": now + 600, **extra}
+    return {k: v for k, v in claims.items() if v is not _DROP}
+
+
+_DROP = object()  # a claim left out
 
 
 def unsigned() -> str:
@@ -55,15 +61,20 @@ BAD_AUTH = {
     "wrong_key": "Bearer "
     + jwt.encode(_claims(), "some-other-secret-that-is-long-enough", "HS256"),
     "hs512": "Bearer " + hs512(),
-    "no_exp": "Bearer " + jwt.encode({"user_id": ALICE, "type": "access"}, SECRET, "HS256"),
+    "no_exp": "Bearer " + jwt.encode(_claims(exp=_DROP), SECRET, "HS256"),
     # The original's 7-day refresh tokens, and tokens that say no type, are not access tokens.
     "refresh": "Bearer " + jwt.encode(_claims(type="refresh", sub=ALICE), SECRET, "HS256"),
     "no_type": "Bearer " + jwt.encode(_claims(type=None), SECRET, "HS256"),
     "type_is_a_list": "Bearer " + jwt.encode(_claims(type=["access"]), SECRET, "HS256"),
     "not_yet_valid": "Bearer " + jwt.encode(_claims(nbf=int(time.time()) + 600), SECRET, "HS256"),
-    "no_user": "Bearer " + jwt.encode(_claims(user_id=None), SECRET, "HS256"),
+    "no_user": "Bearer " + jwt.encode(_claims(user_id=_DROP, sub=_DROP), SECRET, "HS256"),
     "empty_user": "Bearer " + jwt.encode(_claims(user_id="", sub=""), SECRET, "HS256"),
-    "user_is_a_list": "Bearer " + jwt.encode(_claims(user_id=["a"]), SECRET, "HS256"),
+    "user_is_a_list": "Bearer " + jwt.encode(_claims(sub=["a"]), SECRET, "HS256"),
+    # The original requires sub (user_id alone is refused), iat and nbf.
+    "no_sub": "Bearer " + jwt.encode(_claims(sub=_DROP), SECRET, "HS256"),
+    "empty_sub": "Bearer " + jwt.encode(_claims(sub=""), SECRET, "HS256"),
+    "no_iat": "Bearer " + jwt.encode(_claims(iat=_DROP), SECRET, "HS256"),
+    "no_nbf": "Bearer " + jwt.encode(_claims(nbf=_DROP), SECRET, "HS256"),
     "tampered": "Bearer " + tampered(),
 }
 
@@ -114,12 +125,20 @@ def missing_equivalent(w, route):
     }[route]
 
 
+#: No bearer token at all: the original's HTTPBearer() answers 403 (FastAPI 0.104).
+NO_BEARER = {"missing", "basic", "empty_bearer"}
+
+
 @pytest.mark.parametrize("attack", sorted(BAD_AUTH))
 def test_bad_tokens_are_401_on_every_route(client, world, attack, mongo_db):
     header = BAD_AUTH[attack]
     headers = {"Authorization": header} if header is not None else {}
     for route, (method, path, kw) in requests_for(world).items():
         r = client.request(method, path, headers=headers, **kw)
+        if attack in NO_BEARER:
+            assert r.status_code == 403, (attack, route, r.text)
+            assert r.json() == {"detail": "Not authenticated"}
+            continue
         assert r.status_code == 401, (attack, route, r.text)
         assert r.headers["www-authenticate"] == "Bearer"
     assert mongo_db["fs.files"].count_documents({}) == 1  # nothing uploaded or deleted
@@ -168,16 +187,26 @@ def test_another_users_data_costs_the_same_queries_as_nothing(
 
 
 def _access(**claims) -> str:
-    return jwt.encode({"type": "access", "exp": int(time.time()) + 60, **claims}, SECRET, "HS256")
+    now = int(time.time())
+    base = {"type": "access", "iat": now, "nbf": now, "exp": now + 60}
+    return jwt.encode({**base, **claims}, SECRET, "HS256")
 
 
-def test_sub_claim_wins_and_user_id_is_the_fallback():
-    """The original's order (``sub or user_id``), so a token naming two users means one."""
+def test_the_user_is_sub_and_sub_is_required():
+    """As the original: a token without a truthy sub is refused before its middleware's
+    ``sub or user_id`` runs, so user_id alone never names the user."""
     assert user_id_from_token(issue_token("u1", SECRET), SECRET) == "u1"
     assert user_id_from_token(_access(sub="u2"), SECRET) == "u2"
     assert user_id_from_token(_access(user_id="u3", sub="u4"), SECRET) == "u4"
-    assert user_id_from_token(_access(user_id="u5", sub=""), SECRET) == "u5"
-    assert user_id_from_token(_access(user_id=42), SECRET) == "42"
+    for claims in ({"user_id": "u5", "sub": ""}, {"user_id": "u6"}):
+        with pytest.raises(AuthError, match="sub"):
+            user_id_from_token(_access(**claims), SECRET)
+    for missing in ("iat", "nbf", "exp"):
+        now = int(time.time())
+        claims = {"sub": "u7", "type": "access", "iat": now, "nbf": now, "exp": now + 60}
+        del claims[missing]
+        with pytest.raises(AuthError, match="invalid token"):
+            user_id_from_token(jwt.encode(claims, SECRET, "HS256"), SECRET)
     with pytest.raises(AuthError, match="access token"):
         user_id_from_token(BAD_AUTH["refresh"].split()[1], SECRET)
     with pytest.raises(AuthError, match="expired"):

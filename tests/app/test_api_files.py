@@ -397,18 +397,26 @@ def test_head_gives_the_get_headers_without_a_body(client, mongo_db, alice, bob)
     assert client.head(url(str(ObjectId())), headers=alice).status_code == 404
 
 
-def test_a_file_with_a_missing_chunk_is_a_422_before_any_byte(client, mongo_db, alice):
-    """The gap lies past the sniffed head, so only counting the chunks finds it in time."""
+def test_a_missing_chunk_is_a_422_when_it_is_the_first_one_asked_for(client, mongo_db, alice):
+    """Downloads read the files document and the requested chunks only (no count of
+    fs.chunks): a range that avoids the gap is served; one starting in it is a 422 before
+    any byte; a whole download is cut short at the gap (its Content-Length is not met)."""
     data = bytes(range(256)) * 80  # 20 chunks of 1024 bytes
     fid = put_file(mongo_db, data, chunk_size=1024)
     mongo_db["fs.chunks"].delete_one({"files_id": ObjectId(fid), "n": 15})
-    for headers in ({}, {"Range": "bytes=0-99"}, {"Range": "bytes=-10"}):
+    part = client.get(url(fid), headers={**alice, "Range": "bytes=0-99"})
+    assert (part.status_code, part.content) == (206, data[:100])
+    for headers in ({"Range": "bytes=15400-15500"}, {"Range": "bytes=-5000"}):
         r = client.get(url(fid), headers={**alice, **headers})
         assert r.status_code == 422, headers
         assert "incomplete" in r.json()["detail"]
-    assert client.head(url(fid), headers=alice).status_code == 422
-    whole = put_file(mongo_db, data, chunk_size=1024)  # the count agrees: served in full
-    assert client.get(url(whole), headers=alice).content == data
+    whole = client.get(url(fid), headers=alice)
+    assert whole.status_code == 200 and len(whole.content) == 15 * 1024
+    assert whole.headers["content-length"] == str(len(data))
+    mongo_db["fs.chunks"].delete_one({"files_id": ObjectId(fid), "n": 0})
+    assert client.get(url(fid), headers=alice).status_code == 422  # the head itself
+    complete = put_file(mongo_db, data, chunk_size=1024)
+    assert client.get(url(complete), headers=alice).content == data
 
 
 def test_an_uppercase_file_id_deletes_everything_the_lowercase_one_names(

@@ -129,17 +129,17 @@ def test_concurrent_requests_render_once(mongo_db, settings, generations):
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
-def test_hostile_corpus_gives_a_thumbnail_a_placeholder_or_a_clean_415(
+def test_hostile_corpus_gives_a_thumbnail_a_placeholder_or_a_clean_400(
     client, mongo_db, alice, name
 ):
     """Images render; images that cannot (truncated, corrupt, bombs) get the placeholder;
-    non-images are a 415, except image/* types (SVG), which the original client asks for."""
+    non-images are a 400 (as the original), except image/* types (SVG), which the original client asks for."""
     data, outcome = CORPUS[name]
     fid = put_file(mongo_db, data, name=f"{name}.png", claimed="image/png")
     r = thumb(client, fid, alice, size=100)
     stored = mongo_db.file_uploads.find_one({"file_id": fid})["mime_type"]
     if outcome == "not_image" and not stored.startswith("image/"):
-        assert r.status_code == 415 and r.json()["detail"]  # a reason, not just a code
+        assert r.status_code == 400 and r.json()["detail"]  # a reason, not just a code
         return
     assert r.status_code == 200, r.text
     assert (PLACEHOLDER in r.headers) == (outcome != "thumbnail"), r.headers.get(PLACEHOLDER)
@@ -152,7 +152,7 @@ def test_hostile_corpus_gives_a_thumbnail_a_placeholder_or_a_clean_415(
 
 def test_history_never_advertises_a_thumbnail_that_fails(client, mongo_db, alice):
     """Every file of the corpus in one message: each advertised thumbnail URL answers an
-    image, each file without one answers 415, and the file list agrees with history."""
+    image, each file without one answers 400, and the file list agrees with history."""
     session = add_session(mongo_db, user_id=ALICE, messages=[("user", "all of them", at(0))])
     mid = session.message_ids[0]
     for name, (data, _) in sorted(CORPUS.items()):
@@ -171,7 +171,7 @@ def test_history_never_advertises_a_thumbnail_that_fails(client, mongo_db, alice
             assert r.status_code == 200 and r.headers["content-type"].startswith("image/"), url
             advertised.add(up["file_id"])
         if not urls:  # only an image/* type the original client asks for (SVG) gets a 200
-            want = 200 if up["mime"].startswith("image/") else 415
+            want = 200 if up["mime"].startswith("image/") else 400
             assert thumb(client, up["file_id"], alice).status_code == want, up
     listed = client.get(f"/api/v1/chat/files/session/{session.session_id}", headers=alice).json()
     for f in listed["files"]:
@@ -224,7 +224,7 @@ def test_if_none_match_star_is_only_a_304_when_a_thumbnail_exists(client, mongo_
     gone = put_file(mongo_db, PHOTO)
     mongo_db["fs.files"].delete_one({"_id": ObjectId(gone)})
     photo = put_file(mongo_db, PHOTO)
-    assert thumb(client, pdf, star).status_code == 415
+    assert thumb(client, pdf, star).status_code == 400
     # An image whose bytes are gone: the placeholder, with no validator and no caching.
     r = thumb(client, gone, star)
     assert r.status_code == 200 and PLACEHOLDER in r.headers and "etag" not in r.headers
@@ -243,7 +243,7 @@ def test_head_gives_the_thumbnail_headers_without_a_body(client, mongo_db, alice
         assert head.headers[key] == got.headers[key], key
     assert int(head.headers["content-length"]) == len(got.content) > 0
     pdf = put_file(mongo_db, sample_variant("pdf", 0).data)
-    assert client.head(f"/api/v1/chat/files/{pdf}/thumbnail", headers=alice).status_code == 415
+    assert client.head(f"/api/v1/chat/files/{pdf}/thumbnail", headers=alice).status_code == 400
 
 
 def _run(app, coro_factory):

@@ -12,7 +12,6 @@ the resolved set and change nothing), starts the service with uvicorn on 127.0.0
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 from pymongo.database import Database
 
 from app_patch.testdata.seed import seed
+from tests.app.conftest import PINS, service_environ
 from tests.app.test_operator_tools import (
     EXPECTED_CHECKS,
     FIXTURE_APP,
@@ -35,39 +35,10 @@ from tests.app.test_operator_tools import (
 
 pytestmark = pytest.mark.slow
 
-PINS = FIXTURE_APP / "requirements.txt"
 STACK = {
     "fastapi": "0.104.1", "starlette": "0.27.0", "pymongo": "4.6.1", "motor": "3.3.2",
     "pillow": "10.0.1", "python-multipart": "0.0.6", "pyjwt": "2.8.0",
 }  # fmt: skip
-
-
-def service_environ(**extra: str) -> dict[str, str]:
-    """This environment without PYTHONPATH (the service must import the installed patch, not
-    this checkout) and without the service's variables, plus ``extra``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k != "PYTHONPATH" and not k.startswith(("MONGODB_", "JWT_", "MONGRATE_", "DEMO_"))
-    }
-    env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", **extra)
-    return env
-
-
-@pytest.fixture(scope="module")
-def pinned_python(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A fresh venv with the original service's requirements installed from the index."""
-    root = tmp_path_factory.mktemp("pinned")
-    venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    python = str(venv / "bin" / "python")
-    proc = subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "-r", str(PINS)],
-        env=service_environ(PIP_CACHE_DIR=str(root / "pip-cache")),
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return python
 
 
 def installed(python: str) -> dict[str, str]:
@@ -118,6 +89,16 @@ def test_deploy_into_the_pinned_service_installs_starts_and_verifies(
         assert f"{name} {version}" in stack, (name, stack)
     assert stack.endswith("async driver: motor")
     assert "would insert into app/main.py after line" in out and "dry run: nothing was changed" in out
+    # The service's own python-multipart pin has the Content-Type ReDoS: named, and the
+    # smallest pin pip resolves with the others offered, not applied.
+    assert "security: python-multipart 0.0.6 has a ReDoS in Content-Type parsing" in out
+    assert ("the smallest fix pip resolves with the other pins is python-multipart==0.0.7; "
+            "--fix-multipart pins it (not applied)") in out
+    fixing = deploy("--dry-run", "--fix-multipart")
+    assert fixing.returncode == 0, fixing.stdout + fixing.stderr
+    assert "will pin python-multipart==0.0.7 (--fix-multipart)" in fixing.stdout
+    assert "would change: python-multipart 0.0.6 -> 0.0.7" in fixing.stdout
+    assert "would pin python-multipart==0.0.7 in requirements.txt" in fixing.stdout
     assert (svc / "requirements.txt").read_text() == pins_text
     assert not (svc / "wheels").exists() and not (svc / "backups").exists()
     assert set(mongo_db.list_collection_names()) == names

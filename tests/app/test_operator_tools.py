@@ -444,7 +444,7 @@ def test_deploy_applies_once_and_rollback_restores(service: Service, mongo_db: D
     assert service.heads() == service.script_heads()  # [] while versions/ is empty
 
     # The patched service starts, keeps its own routes, and passes verify on migrated data:
-    # its history path now answers 401 without a token, where the old route answered 200.
+    # its history path now answers 403 without a token, where the old route answered 200.
     session = mongo_db.chat_sessions.find_one({}, {"session_id": 1, "user_id": 1})
     env = {**service.env, "JWT_ACCESS_SECRET": SECRET}
     with uvicorn("app.main:app", service.dir, env, service.dir.parent / "svc.log") as base:
