@@ -47,10 +47,12 @@ test: $(STAMP) $(LOWSTAMP) ferretdb chromium lint
 	$(PY) -m pytest -q -ra
 	$(MAKE) --no-print-directory test-lowpymongo
 
-# tests/engine and tests/versions (not the app's) on pymongo $(LOW_PYMONGO).
+# tests/engine and tests/versions (not the app's) on pymongo $(LOW_PYMONGO), without the
+# slow ones: they were half of this run's time (the Alembic differential alone, pure graph
+# logic, a third), and `make test-slow` runs them on the newest pymongo.
 test-lowpymongo: $(LOWSTAMP) ferretdb
 	@echo "== tests/engine and tests/versions on pymongo $(LOW_PYMONGO) =="
-	$(LOWPY) -m pytest -q -ra tests/engine tests/versions
+	$(LOWPY) -m pytest -q -ra -m "not slow" tests/engine tests/versions
 
 test-fast: $(STAMP) ferretdb
 	$(PY) -m pytest -q -ra -m "not slow"

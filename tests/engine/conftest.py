@@ -9,11 +9,26 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import bson
 import pytest
+from bson import Binary
 
 from mongrate.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def uuid_binary(data: bytes) -> Binary:
+    """A UUID-subtype (4) binary of ``data``, which need not be 16 bytes long, where the
+    installed pymongo can decode one; pymongo 4.6's C decoder refuses any such document
+    ("invalid length or type code"), so no application on it can read one: there the
+    same bytes under a user-defined subtype (0x80) stand in."""
+    odd = Binary(data, 4)
+    try:
+        bson.decode(bson.encode({"b": odd}))
+        return odd
+    except bson.errors.InvalidBSON:
+        return Binary(data, 0x80)
 
 
 @dataclass

@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from bson import Binary, Int64, ObjectId, Regex
+from bson import Int64, ObjectId, Regex
 from bson.datetime_ms import DatetimeMS
 
 from mongrate.config import Config
 from mongrate.errors import OpError
 from mongrate.mongo.codec import RAW
 from mongrate.testing.kit import revision_op, snapshot
+from tests.engine.conftest import uuid_binary
 
 CFG = Config()
 FAR_FUTURE = DatetimeMS(2**62)  # a valid BSON date in year 146140482
@@ -40,7 +41,7 @@ def messages(mongo_db):
         {"_id": ObjectId(), "n": 3, "file_ids": [], "has_files": True, "meta": {"x": 1}},
         {"_id": "string-id", "n": 4, "created_at": dt.datetime(2026, 1, 2, 3, 4, 5, 6000)},
         {"_id": 42, "n": 5, "file_ids": ["b", "c"], "when": FAR_FUTURE},
-        {"_id": {"sub": 1}, "n": 6, "has_files": "yes", "b": Binary(b"\x00\x01", 4),
+        {"_id": {"sub": 1}, "n": 6, "has_files": "yes", "b": uuid_binary(b"\x00\x01"),
          "l": Int64(7), "r": Regex("^a", "i"), "z": -0.0},
     ]
     mongo_db.chat_messages.insert_many(docs)

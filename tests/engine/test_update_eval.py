@@ -27,6 +27,7 @@ from mongrate.mongo.update import (
     compile_update,
     validate_update,
 )
+from tests.engine.conftest import uuid_binary
 
 # -- unit cases ----------------------------------------------------------------------------------
 
@@ -480,7 +481,7 @@ def _scalar(r: random.Random) -> object:
     if k == 7:
         return ObjectId(bytes([r.randrange(3)] * 12))
     if k == 8:
-        return r.choice([b"", b"x", b"xy", Binary(b"x", 4), Binary(b"y", 128)])
+        return r.choice([b"", b"x", b"xy", uuid_binary(b"x"), Binary(b"y", 128)])
     if k == 9:
         return Regex(r.choice(["a", "b"]), r.choice(["", "i", "im"]))
     if k == 10:
