@@ -78,7 +78,7 @@ def test_strategy_is_shown_in_verbose_and_dry_run_and_set_by_the_ini(project, mo
         assert "changes 100 of 100 matching documents (rewrite)" in r.out
     else:  # a dry run writes nothing, so it does not probe
         assert "write strategy: in_place (auto, assumed for the dry run" in r.err
-        assert "changes 100 of 100 matching documents (in_place)" in r.out
+        assert "changes 100 of 100 matching documents (in-place)" in r.out
     project.write_ini(write_strategy="in_place")
     r = project.run("-v", "upgrade", "head")
     assert r.code == 0, r.err

@@ -69,7 +69,11 @@ def test_update_many_writes_and_restore_is_byte_exact(mongo_db, messages, strate
     assert [n for n in mongo_db.list_collection_names() if n.startswith("mongrate_undo_")] == []
 
 
-def test_unset_field_comes_back_in_its_place(mongo_db, messages, strategy):
+def test_unset_field_comes_back_in_its_place(mongo_db, messages, strategy, mongo_server):
+    if strategy == "in_place" and mongo_server == "javaserver":
+        pytest.skip("javaserver: a replacement keeps the stored document's field order there "
+                    "(MongoDB replaces the whole document), so no in-place restore can put a "
+                    "field back in the middle")
     before = raw_doc(mongo_db, messages[0]["_id"])
     with op_for(mongo_db, strategy) as op:
         op.update_many("chat_messages", {"n": 0}, {"$unset": {"file_ids": ""}})
@@ -105,7 +109,11 @@ def test_change_each_with_a_filter_touches_only_matches(mongo_db, messages, stra
     assert sorted(d["n"] for d in mongo_db.chat_messages.find({"seen": True})) == [4, 5, 6]
 
 
-def test_new_fields_are_appended_as_set_appends_them(mongo_db, messages, strategy):
+def test_new_fields_are_appended_as_set_appends_them(mongo_db, messages, strategy,
+                                                    mongo_server):
+    if strategy == "in_place" and mongo_server == "javaserver":
+        pytest.skip("javaserver: $set adds new fields in the order the update names them "
+                    "(MongoDB 4.x), not by name as MongoDB 5+ does")
     def add(doc):
         doc["zeta"] = 1
         doc["alpha"] = 2  # MongoDB 5+ appends new fields of one $set by name

@@ -198,8 +198,9 @@ def test_dry_run_writes_nothing_and_says_what_it_would_do(mongo_db, cli):
     assert r.code == 0, r.err
     assert "dry run: nothing was written" in r.out
     strategy = "rewrite" if is_ferretdb_v1(mongo_db) else "in_place"
+    label = strategy.replace("_", "-")
     assert re.search(r"chat_messages: would change_each changes [1-9]\d* of \d+ matching "
-                     rf"documents \({strategy}\)", r.err)
+                     rf"documents \({label}\)", r.err)
     assert f"write strategy: {strategy}" in r.err
     if strategy == "rewrite":  # the backup swaps the collection there; in_place copies it
         assert re.search(r"would rename chat_messages to chat_messages_backup_\d+_\d+ and "
