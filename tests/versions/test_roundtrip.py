@@ -118,6 +118,8 @@ def rename(self, new, **kw):
 Collection.insert_many, Collection.rename = insert_many, rename
 """
 
+#: GridFS collections have dots in their names: backed up by a copy on every strategy
+COPIED_ON_EVERY_STRATEGY = {"backup-copy-gridfs-files"}
 KILL_POINTS = {
     # revision 1: copying the first snapshot, between its renames, copying fs.files
     "backup-copy": (rf"mongrate_tmp_{BACKUP}_backup_chat_messages", 3, "-", BACKUP),
@@ -137,9 +139,11 @@ KILL_POINTS = {
 }
 
 
-@REWRITE_ONLY
 @pytest.mark.parametrize("point", sorted(KILL_POINTS))
 def test_sigkill_then_resumed_upgrade_equals_a_clean_run(mongo_db, cli, clean_run, point):
+    if point not in COPIED_ON_EVERY_STRATEGY and not is_ferretdb_v1(mongo_db):
+        pytest.skip("the kill point sits in the rewrite strategy's copy or swap; the probe "
+                    "picks in_place on this server")
     pattern, count, rename, rev = KILL_POINTS[point]
     seed(mongo_db, **SMALL, seed=3)
     before = dump(mongo_db)
