@@ -74,20 +74,21 @@ def _probe(db: Database) -> tuple[float, float]:
     """Fastest seconds of a write by ``_id`` on a small and on a larger scratch collection."""
     names = [f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}_{n}" for n in (PROBE_SMALL, PROBE_LARGE)]
     try:
-        timings = []
-        for name, size in zip(names, (PROBE_SMALL, PROBE_LARGE), strict=True):
-            coll = db[name]
+        colls = [db[name] for name in names]
+        for coll, size in zip(colls, (PROBE_SMALL, PROBE_LARGE), strict=True):
             coll.insert_many([{"_id": i, "v": 0, "pad": "x" * 100} for i in range(size)])
             coll.update_one({"_id": 0}, {"$inc": {"v": 1}})  # warm up
-            samples = []
-            for i in range(PROBE_WRITES):
+        samples: list[list[float]] = [[], []]
+        # interleaved, and the fastest of each: a busy machine only ever adds time, and
+        # adds it to both sides alike, while a scanning server is slow on every write
+        # (a median of one side timed after the other flipped under load)
+        for i in range(PROBE_WRITES):
+            for k, (coll, size) in enumerate(zip(colls, (PROBE_SMALL, PROBE_LARGE),
+                                                 strict=True)):
                 started = time.perf_counter()
                 coll.update_one({"_id": (i * 7919) % size}, {"$inc": {"v": 1}})
-                samples.append(time.perf_counter() - started)
-            # the fastest, not the median: a busy machine only ever adds time, and a
-            # scanning server is slow on every write (a median flipped under load)
-            timings.append(min(samples))
-        return timings[0], timings[1]
+                samples[k].append(time.perf_counter() - started)
+        return min(samples[0]), min(samples[1])
     finally:
         for name in names:
             db.drop_collection(name)
