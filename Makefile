@@ -12,7 +12,7 @@ LOWPY       := $(LOWVENV)/bin/python
 LOWSTAMP    := $(LOWVENV)/.installed-$(LOW_PYMONGO)
 
 .PHONY: demo test test-fast test-slow test-lowpymongo lint bench install install-lowpymongo \
-	ferretdb chromium clean
+	ferretdb javaserver chromium clean
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ install-lowpymongo: $(LOWSTAMP)
 ferretdb: $(STAMP)
 	$(PY) -m mongrate.testing build-ferretdb
 
+# mongo-java-server, the second test server (Java 17 + Maven; jar in ~/.cache/mongrate).
+javaserver: $(STAMP)
+	$(PY) -m mongrate.testing build-javaserver
+
 # Debian's Chromium for the browser test (root on these machines; skipped if present).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -43,7 +47,7 @@ chromium:
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: $(STAMP) $(LOWSTAMP) ferretdb chromium lint
+test: $(STAMP) $(LOWSTAMP) ferretdb javaserver chromium lint
 	$(PY) -m pytest -q -ra
 	$(MAKE) --no-print-directory test-lowpymongo
 
@@ -54,17 +58,17 @@ test-lowpymongo: $(LOWSTAMP) ferretdb
 	@echo "== tests/engine and tests/versions on pymongo $(LOW_PYMONGO) =="
 	$(LOWPY) -m pytest -q -ra -m "not slow" tests/engine tests/versions
 
-test-fast: $(STAMP) ferretdb
+test-fast: $(STAMP) ferretdb javaserver
 	$(PY) -m pytest -q -ra -m "not slow"
 
-test-slow: $(STAMP) ferretdb
+test-slow: $(STAMP) ferretdb javaserver
 	$(PY) -m pytest -q -ra -m slow
 
 demo: $(STAMP) ferretdb
 	$(PY) -m app_patch.tools.demo
 
 # every bench in turn (each also runs alone: $(PY) bench/NAME.py), then one summary table
-bench: $(STAMP) ferretdb
+bench: $(STAMP) ferretdb javaserver
 	$(PY) bench/summary.py
 
 clean:

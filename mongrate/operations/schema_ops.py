@@ -156,7 +156,8 @@ class SchemaOps:
 
     # ----------------------------------------------------------- collections
     def _exists(self, name: str) -> bool:
-        return bool(self._engine.db.list_collection_names(filter={"name": name}))
+        # by name, not by a non-empty answer: mongo-java-server ignores the filter
+        return name in self._engine.db.list_collection_names(filter={"name": name})
 
     def create_collection(self, name: str, **options: Any) -> bool:
         """Create ``name`` with creation options (``capped``, ``size``, ``collation``,
