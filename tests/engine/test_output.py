@@ -10,8 +10,8 @@ import pytest
 
 UP_ITEMS = """
 op.backup_collection("items")
-op.update_many("items", {}, {"$set": {"a": 1}})
 op.report(seen=12, skipped=0, kind="plain")
+op.update_many("items", {}, {"$set": {"a": 1}})  # last: a rewrite defers its count to the end
 """
 
 

@@ -832,8 +832,18 @@ def _unstorable_binary(doc: dict, update: Mapping, expected: object) -> bool:
     return any(isinstance(v, Binary) and ((v.subtype == 4 and len(v) != 16) or v.subtype >= 128)
                for src in (doc, update, expected) for v in _values(src))
 
+def _negative_zero_result(doc: dict, update: Mapping, expected: object) -> bool:
+    """An arithmetic update that would turn a stored 0.0 into -0.0 (MongoDB: no change)."""
+    ops = {k: v for k, v in update.items() if k in ("$mul", "$inc")}
+    return any(isinstance(doc.get(f), float) and doc.get(f) == 0.0 for spec in ops.values()
+               for f in spec)
+
 
 JAVASERVER_DEVIATIONS = [
+    Deviation("arithmetic no-op on a zero", "SafeNum::isIdentical: an $inc/$mul whose result "
+              "is the same number of the same type (-0.0 == 0.0) leaves the field as stored",
+              "writes the result (-0.0 over 0.0)", _negative_zero_result,
+              ({"_id": 1, "x": 0.0}, {"$mul": {"x": -1}})),
     Deviation("$bit", "Use the $bit operator to perform a bitwise update of a field (and, or, "
               "xor).", "answers 'Unsupported modifier: $bit'", _bit,
               ({"_id": 1, "a": 6}, {"$bit": {"a": {"and": 3}}})),

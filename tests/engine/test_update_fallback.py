@@ -15,6 +15,12 @@ from pymongo import monitoring
 from mongrate.mongo.codec import RAW
 from mongrate.testing.kit import revision_op, snapshot
 
+#: MongoDB 5.0+ orders the fields an update adds; mongo-java-server adds them in the
+#: update's order, as MongoDB 4.x did (README: what each test server lacks)
+NEW_FIELD_ORDER = pytest.mark.skip_server(
+    "javaserver", reason="adds new fields in the update's order (MongoDB 4.x), where these "
+                         "tests pin MongoDB 5.0+'s order")
+
 
 @pytest.fixture(params=["rewrite", "in_place"])
 def strategy(request) -> str:
@@ -53,6 +59,7 @@ ITEMS = [
 ]
 
 
+@NEW_FIELD_ORDER
 @pytest.mark.parametrize("update", [
     {"$set": {"9": 1, "!": 1, "01": 1}},
     {"$set": {"²": 1}},
@@ -70,6 +77,7 @@ def test_new_top_level_fields_are_stored_as_the_server_stores_them(mongo_db, str
     assert snapshot(mongo_db) == before
 
 
+@NEW_FIELD_ORDER
 def test_change_each_appends_new_fields_in_the_servers_order(mongo_db, strategy):
     docs = [{"_id": i, "a": i} for i in range(4)]
     mongo_db.c.insert_many(docs)
@@ -95,7 +103,10 @@ PATHS = [{"_id": 1, "a": [1, 2]}, {"_id": 2, "a": {"1": 0}}, {"_id": 3}, {"_id":
     (PATHS, {"$set": {"a.1": 8, "a.01": 7}}),
     (PATHS, {"$set": {"a.01": 7}}),
 ])
-def test_value_dependent_updates_go_to_the_server(mongo_db, strategy, docs, update):
+def test_value_dependent_updates_go_to_the_server(mongo_db, mongo_server, strategy, docs,
+                                                  update):
+    if mongo_server == "javaserver" and len(update.get("$set", {})) > 1:
+        pytest.skip("mongo-java-server adds new fields in the update's order (MongoDB 4.x)")
     mongo_db.c.insert_many(docs)
     before, original = snapshot(mongo_db), stored(mongo_db, "c")
     expected = server_result(mongo_db, docs, update)
