@@ -240,6 +240,7 @@ def rewrite_pass(engine: Engine, collection: str, steps: list[Step],
             for batch in op.batches(cursor, label or own.label, total):
                 for raw in batch:
                     base = raw.raw
+                    sink.read(base)
                     for step in steps:
                         if step is first and match is not None and not match.matches(raw):
                             continue
@@ -302,6 +303,7 @@ def restore_rewrite(op: Operations, collection: str, side, void: frozenset[int])
     try:
         for batch in op.batches(live, f"restore {collection}", fast_count(eng.db, collection)):
             for raw in in_server_order(batch, "_id", collection):
+                sink.read(raw.raw)
                 key = bson_order_key(raw["_id"])
                 while head is not None and bson_order_key(head[0]) < key:
                     gone += 1

@@ -4,32 +4,41 @@ Each (revision, collection) has a side collection ``<undo>_<revision>-<collectio
 one record per document and helper call (``seq``, the call's number within the revision):
 
     {_id: {d: <document _id>, s: <seq>}, p: {<original elements of changed and removed
-     fields>}, a: [<fields the change added>], k: [<original field order, if it removed any>]}
+     fields>}, a: [<fields the change added>], k: [<original field order, if it removed any>],
+     w: {<changed or added field>: <digest of the element the change wrote>}}
 
 The ``p`` elements are the stored bytes, never re-encoded, so any BSON value comes back
 exactly. A record is only ever inserted, never updated: a re-run inserts the same ``_id``
 and the first record stands. Restoring applies a document's records newest call first, so
 the value from before the revision's first change wins, and fields added since by others
-are left alone. Insert-only records and a sorted merge keep this linear on servers where a
+are left alone. A field is put back only while it still holds what the change wrote (its
+``w`` digest; a removed field: while it is still absent): one the application has written
+since keeps the application's value. Insert-only records and a sorted merge keep this linear on servers where a
 write by ``_id`` scans the table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import bson
+from bson.binary import Binary
 from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne, UpdateOne
-from pymongo.errors import OperationFailure
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from mongrate.errors import RewriteError
-from mongrate.mongo.codec import EXACT, NOT_IMPLEMENTED, RAW, decode
-from mongrate.mongo.collections import bulk_write, insert_new
+from mongrate.mongo.codec import EXACT, NOT_IMPLEMENTED, RAW, decode, only_duplicate_key_errors
+from mongrate.mongo.collections import bulk_write
+from mongrate.mongo.conditional import Pending, write_if_unchanged
 from mongrate.mongo.order import bson_order_key
 from mongrate.mongo.rawdoc import Change, diff, document, elements, renamed, restored
+
+#: rounds of conditional writes before a batch is given up on (documents still changing)
+WRITE_ATTEMPTS = 6
 
 
 def side_name(undo: str, revision: str, collection: str) -> str:
@@ -51,16 +60,27 @@ def _embedded(name: str, raw: bytes, kind: int = 0x03) -> bytes:
     return bytes([kind]) + name.encode() + b"\x00" + raw
 
 
+def record_key(id_element: bytes, seq: int) -> bytes:
+    """The ``_id`` (document bytes) of the record of call ``seq`` for one document."""
+    return document([renamed(id_element, "d"), bson.encode({"s": seq})[4:-1]])
+
+
 def record(raw_doc: bytes, seq: int, change: Change) -> RawBSONDocument:
     """The prior-value record of ``change`` (call ``seq``) to the stored ``raw_doc``."""
-    doc_id = change.id_element or elements(raw_doc)["_id"]
-    key = document([renamed(doc_id, "d"), bson.encode({"s": seq})[4:-1]])
-    extra = {"a": change.absent}
+    key = record_key(change.id_element or elements(raw_doc)["_id"], seq)
+    extra: dict[str, Any] = {"a": change.absent}
+    if change.set:
+        extra["w"] = {name: Binary(written_digest(elem)) for name, elem in change.set.items()}
     if change.keys is not None:
         extra["k"] = change.keys
     body = [_embedded("_id", key), _embedded("p", document(change.prior.values())),
             bson.encode(extra)[4:-1]]
     return RawBSONDocument(document(body), RAW)
+
+
+def written_digest(element: bytes) -> bytes:
+    """What a record keeps of an element a change wrote: enough to tell it again."""
+    return hashlib.blake2b(element, digest_size=12).digest()
 
 
 @dataclass
@@ -72,14 +92,48 @@ class Prior:
     prior: dict[str, bytes]
     absent: list[str]
     keys: list[str] | None
+    #: digests of what the change wrote; None for records that do not know it (an update
+    #: the server applied without the client computing it): those fields go back always
+    written: dict[str, bytes] | None = None
 
     @classmethod
     def read(cls, raw: RawBSONDocument) -> Prior:
         elems = elements(raw.raw)
         key = bson.decode(_value(elems["_id"]), EXACT)
-        rest = decode(document(e for n, e in elems.items() if n in ("a", "k")))
+        rest = decode(document(e for n, e in elems.items() if n in ("a", "k", "w")))
+        written = rest.get("w")
         return cls(key["d"], int(key["s"]), elements(_value(elems["p"])),
-                   list(rest.get("a") or ()), rest.get("k"))
+                   list(rest.get("a") or ()), rest.get("k"),
+                   None if written is None else {n: bytes(v) for n, v in written.items()})
+
+    def still_written(self, current: Mapping[str, bytes]) -> tuple[dict[str, bytes], list[str],
+                                                                    int]:
+        """(prior, absent) narrowed to the fields that still hold what the change left,
+        and how many fields the application has written since (they stay)."""
+        if self.written is None:
+            return self.prior, self.absent, 0
+        prior: dict[str, bytes] = {}
+        kept = 0
+        for name, elem in self.prior.items():
+            now = current.get(name)
+            if name in self.written:  # changed: back while it holds what was written
+                ok = now is not None and written_digest(now) == self.written[name]
+            else:  # removed: back while it is still absent
+                ok = now is None
+            if ok:
+                prior[name] = elem
+            else:
+                kept += 1
+        absent = []
+        for name in self.absent:  # added: removed while it holds what was written
+            now = current.get(name)
+            if now is None:
+                continue
+            if name in self.written and written_digest(now) == self.written[name]:
+                absent.append(name)
+            else:
+                kept += 1
+        return prior, absent, kept
 
 
 def _value(element: bytes) -> bytes:
@@ -88,9 +142,19 @@ def _value(element: bytes) -> bytes:
 
 def apply_priors(current: bytes, priors: Sequence[Prior]) -> bytes:
     """``current`` with ``priors`` (one document's records) undone, newest call first."""
+    return restore_counting(current, priors)[0]
+
+
+def restore_counting(current: bytes, priors: Sequence[Prior]) -> tuple[bytes, int]:
+    """``current`` with ``priors`` undone where the fields still hold what the changes
+    wrote, and the number of fields the application wrote since (left as they are)."""
+    kept = 0
     for p in sorted(priors, key=lambda p: p.seq, reverse=True):
-        current = restored(current, p.prior, p.absent, p.keys)
-    return current
+        prior, absent, k = p.still_written(elements(current))
+        kept += k
+        if prior or absent:
+            current = restored(current, prior, absent, p.keys)
+    return current, kept
 
 
 def grouped(records: Iterable[RawBSONDocument], skip: frozenset[int] = frozenset()
@@ -120,10 +184,38 @@ class SideCollection:
         self.name = side_name(undo_name, revision, collection)
         self.coll = db.get_collection(self.name, codec_options=RAW,
                                       write_concern=write_concern)
+        #: restoring: fields the application wrote since (kept), documents it wrote while
+        #: they were being restored (read again), and ones where it is unknown whose write
+        #: came last (left as they are)
+        self.kept = self.raced = self.unsure = 0
 
     def insert(self, records: list[RawBSONDocument]) -> None:
-        """Insert records; ones already there (an earlier run's) stand."""
-        insert_new(self.coll, records)
+        """Insert records; ones already there (an earlier run's) keep their prior values
+        and learn what this run wrote (``w``): a restore then knows the field as
+        mongrate's."""
+        if not records:
+            return
+        try:
+            self.coll.insert_many(records, ordered=False)
+        except BulkWriteError as exc:
+            if not only_duplicate_key_errors(exc.details):
+                raise
+            fix = []
+            for err in exc.details.get("writeErrors", ()):
+                rec = records[err["index"]]
+                written = elements(rec.raw).get("w")
+                if written is not None:
+                    fix.append(UpdateOne({"_id": rec["_id"]}, {"$set": {
+                        f"w.{name}": value for name, value in rec["w"].items()}}))
+            if fix:
+                self.coll.bulk_write(fix, ordered=False)
+
+    def replace(self, records: list[RawBSONDocument]) -> None:
+        """Replace the records of the same ``_id``s (a change computed again because the
+        application wrote its document first: the record describes the new one)."""
+        if records:
+            self.coll.delete_many({"_id": {"$in": [r["_id"] for r in records]}})
+            self.coll.insert_many(records, ordered=False)
 
     def exists(self) -> bool:
         return self.name in self.db.list_collection_names(filter={"name": self.name})
@@ -132,12 +224,28 @@ class SideCollection:
         query = {} if seqs is None else {"_id.s": {"$in": list(seqs)}}
         return self.coll.find(query).sort("_id", 1).batch_size(batch_size)
 
+    def _restoring(self, cur: bytes, priors: list[Prior]) -> Pending | Any | None:
+        """The conditional write restoring ``cur`` (tagged with its records and the
+        fields the application wrote since), its ``_id`` where only a replacement can, or
+        None when there is nothing to put back."""
+        target, kept = restore_counting(cur, priors)
+        if target == cur:
+            self.kept += kept
+            return None
+        change = diff(cur, decode(target))
+        if change is None or change.new != target:
+            self.kept += kept
+            return decode(document([elements(cur)["_id"]]))["_id"]
+        return Pending(cur, change, on=[*change.set, *change.removed], tag=(priors, kept))
+
     def restore_in_place(self, *, batch_size: int, statement_limit: int,
                          seqs: Iterable[int] | None = None, skip: frozenset[int] = frozenset(),
                          guard=None, progress=None) -> tuple[int, int]:
         """Put recorded values back with one read and one bulk write per batch of
-        documents (for servers where writes by ``_id`` are indexed). Returns (documents
-        restored, records whose document no longer exists)."""
+        documents (for servers where writes by ``_id`` are indexed). Each write holds only
+        while the fields it puts back are as read; a document the application wrote
+        meanwhile is read again. Returns (documents restored, records whose document no
+        longer exists); ``kept`` counts fields left with the application's value."""
         live = self.db.get_collection(self.collection, codec_options=RAW)
         groups = grouped(self.sorted_records(seqs, batch_size), skip)
         if progress is not None:
@@ -152,23 +260,46 @@ class SideCollection:
             ids = [doc_id for doc_id, _ in batch]
             current = {bson.encode({"i": d["_id"]}): d.raw
                        for d in live.find({"_id": {"$in": ids}})}
-            plain, replace = [], []
+            plain: list[Pending] = []
+            replace = []
             for doc_id, priors in batch:
                 cur = current.get(bson.encode({"i": doc_id}))
                 if cur is None:
                     gone += 1
                     continue
-                target = apply_priors(cur, priors)
-                if target == cur:
+                item = self._restoring(cur, priors)
+                if item is None:
                     continue
-                restored_n += 1
-                change = diff(cur, decode(target))
-                if change is not None and change.new == target:
-                    plain.append(UpdateOne({"_id": doc_id}, change.update_document()))
+                if isinstance(item, Pending):
+                    plain.append(item)
                 else:  # a field goes back to a place $set cannot put it: replace the doc
+                    restored_n += 1
                     replace.append((doc_id, cur, priors))
+            for _attempt in range(WRITE_ATTEMPTS):
+                if not plain:
+                    break
+                if guard is not None:
+                    guard()
+                out = write_if_unchanged(live, plain, statement_limit)
+                for p in out.applied:
+                    restored_n += 1
+                    self.kept += p.tag[1]
+                gone += len(out.gone)
+                self.unsure += len(out.unsure)
+                plain = []
+                for p, cur in out.missed:  # the application wrote it meanwhile: again
+                    self.raced += 1
+                    item = self._restoring(cur, p.tag[0])
+                    if isinstance(item, Pending):
+                        plain.append(item)
+                    elif item is not None:
+                        restored_n += 1
+                        replace.append((item, cur, p.tag[0]))
             if plain:
-                bulk_write(live, plain, statement_limit)
+                raise RewriteError(
+                    f"{self.collection}: {len(plain)} documents kept changing while their "
+                    f"recorded values were put back ({WRITE_ATTEMPTS} attempts); stop the "
+                    "application's writers to them and run the downgrade again")
             if replace:
                 _replace_unchanged(live, replace, statement_limit)
             batch.clear()
