@@ -286,7 +286,7 @@ def restore_rewrite(op: Operations, collection: str, side, void: frozenset[int])
     and the records, both sorted by ``_id``, merged in one pass."""
     from mongrate.mongo.order import bson_order_key, in_server_order
     from mongrate.mongo.rawdoc import Change
-    from mongrate.operations.undo import apply_priors, grouped
+    from mongrate.operations.undo import grouped, restore_counting
 
     eng = op.engine
     if not side.exists():
@@ -309,7 +309,8 @@ def restore_rewrite(op: Operations, collection: str, side, void: frozenset[int])
                     gone += 1
                     head = next(records, None)
                 if head is not None and bson_order_key(head[0]) == key:
-                    target = apply_priors(raw.raw, head[1])
+                    target, kept = restore_counting(raw.raw, head[1])
+                    side.kept += kept
                     head = next(records, None)
                     if target != raw.raw:
                         sink.put(raw.raw, Change(target, {}, [], {}, [], None))

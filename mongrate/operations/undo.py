@@ -37,6 +37,7 @@ from mongrate.mongo.conditional import Pending, write_if_unchanged
 from mongrate.mongo.order import bson_order_key
 from mongrate.mongo.rawdoc import Change, diff, document, elements, renamed, restored
 
+_EMBEDDED_DOC = 0x03
 #: rounds of conditional writes before a batch is given up on (documents still changing)
 WRITE_ATTEMPTS = 6
 
@@ -70,7 +71,7 @@ def record(raw_doc: bytes, seq: int, change: Change) -> RawBSONDocument:
     key = record_key(change.id_element or elements(raw_doc)["_id"], seq)
     extra: dict[str, Any] = {"a": change.absent}
     if change.set:
-        extra["w"] = {name: Binary(written_digest(elem)) for name, elem in change.set.items()}
+        extra["w"] = {name: written_form(elem) for name, elem in change.set.items()}
     if change.keys is not None:
         extra["k"] = change.keys
     body = [_embedded("_id", key), _embedded("p", document(change.prior.values())),
@@ -78,8 +79,20 @@ def record(raw_doc: bytes, seq: int, change: Change) -> RawBSONDocument:
     return RawBSONDocument(document(body), RAW)
 
 
+#: binary subtypes of the ``w`` values (user-defined range): a digest, an element
+_DIGEST, _ELEMENT = 0x80, 0x81
+
+
+def written_form(element: bytes) -> Binary:
+    """What a record keeps of an element a change wrote: a subdocument whole (a restore
+    puts it back path by path around what the application wrote in it since), anything
+    else as a digest (enough to tell it again)."""
+    if element[0] == _EMBEDDED_DOC:
+        return Binary(element, _ELEMENT)
+    return Binary(written_digest(element), _DIGEST)
+
+
 def written_digest(element: bytes) -> bytes:
-    """What a record keeps of an element a change wrote: enough to tell it again."""
     return hashlib.blake2b(element, digest_size=12).digest()
 
 
@@ -94,7 +107,7 @@ class Prior:
     keys: list[str] | None
     #: digests of what the change wrote; None for records that do not know it (an update
     #: the server applied without the client computing it): those fields go back always
-    written: dict[str, bytes] | None = None
+    written: dict[str, tuple[bytes, bool]] | None = None
 
     @classmethod
     def read(cls, raw: RawBSONDocument) -> Prior:
@@ -104,36 +117,83 @@ class Prior:
         written = rest.get("w")
         return cls(key["d"], int(key["s"]), elements(_value(elems["p"])),
                    list(rest.get("a") or ()), rest.get("k"),
-                   None if written is None else {n: bytes(v) for n, v in written.items()})
+                   None if written is None else
+                   {n: (bytes(v), v.subtype != _ELEMENT) for n, v in written.items()})
 
     def still_written(self, current: Mapping[str, bytes]) -> tuple[dict[str, bytes], list[str],
                                                                     int]:
-        """(prior, absent) narrowed to the fields that still hold what the change left,
-        and how many fields the application has written since (they stay)."""
+        """(prior, absent) narrowed to what still holds what the change left, and how many
+        fields the application has written since (they keep its value). A subdocument the
+        application wrote part of goes back path by path: the paths it wrote keep its
+        value, the others get theirs back."""
         if self.written is None:
             return self.prior, self.absent, 0
         prior: dict[str, bytes] = {}
         kept = 0
         for name, elem in self.prior.items():
             now = current.get(name)
-            if name in self.written:  # changed: back while it holds what was written
-                ok = now is not None and written_digest(now) == self.written[name]
-            else:  # removed: back while it is still absent
-                ok = now is None
-            if ok:
-                prior[name] = elem
-            else:
-                kept += 1
+            if name not in self.written:  # removed: back while it is still absent
+                if now is None:
+                    prior[name] = elem
+                else:
+                    kept += 1
+                continue
+            written, dig = self.written[name]
+            back, k = _put_back(elem, written, now, digest=dig)
+            kept += k
+            if back is not None and back != now:
+                prior[name] = back
         absent = []
         for name in self.absent:  # added: removed while it holds what was written
             now = current.get(name)
-            if now is None:
+            if now is None or name not in self.written:
                 continue
-            if name in self.written and written_digest(now) == self.written[name]:
+            written, dig = self.written[name]
+            back, k = _put_back(None, written, now, digest=dig)
+            kept += k
+            if back is None:
                 absent.append(name)
-            else:
-                kept += 1
+            elif back != now:
+                prior[name] = back
         return prior, absent, kept
+
+
+def _put_back(before: bytes | None, written: bytes, now: bytes | None, *,
+              digest: bool = False) -> tuple[bytes | None, int]:
+    """The element to store instead of ``now`` (None: no field) to undo a change that
+    wrote ``written`` (an element, or with ``digest`` a digest of one) over ``before``, and
+    how many paths the application wrote since (they keep its value)."""
+    if now is None:
+        return None, 1 if before is not None else 0
+    if digest:
+        return (before, 0) if written_digest(now) == written else (now, 1)
+    if now == written:
+        return before, 0
+    if before is not None and before[0] == written[0] == now[0] == _EMBEDDED_DOC:
+        b, w, n = (elements(_value(e)) for e in (before, written, now))
+        out: dict[str, bytes] = {}
+        kept = 0
+        for key, elem in n.items():  # the current order
+            if b.get(key) == w.get(key):  # a path the change did not alter
+                out[key] = elem
+            elif key not in w:  # the change removed it; the application wrote it since
+                out[key] = elem
+                kept += 1
+            else:
+                back, k = _put_back(b.get(key), w[key], elem)
+                kept += k
+                if back is not None:
+                    out[key] = back
+        for key, elem in b.items():  # paths not there now
+            if key in n:
+                continue
+            if key not in w:  # the change removed it: it comes back (at the end)
+                out[key] = elem
+            elif elem != w[key]:  # the change wrote it, the application removed it since
+                kept += 1
+        head = now[:now.index(b"\x00", 1) + 1]
+        return head + document(out.values()), kept
+    return now, 1
 
 
 def _value(element: bytes) -> bytes:

@@ -1,0 +1,137 @@
+"""Migrations with the application writing: no acknowledged application write is lost.
+
+The deterministic cases put the application's write exactly between mongrate's read and
+its write (inside the change function, or in the lock check that runs between them); the
+slow cases run bounded writer threads during whole upgrades and downgrades.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pymongo import MongoClient
+
+from mongrate.errors import RewriteError
+from mongrate.testing.kit import revision_op, snapshot
+
+
+def op_for(db, strategy, direction="upgrade", revision="r1", **kw):
+    return revision_op(db, revision, direction, write_strategy=strategy, batch_size=4,
+                       defer=False, **kw)
+
+
+@pytest.fixture
+def app(mongo_url):
+    """The application: its own client, as a separate process would have."""
+    client = MongoClient(mongo_url)
+    yield client.get_default_database()
+    client.close()
+
+
+@pytest.fixture
+def messages(mongo_db):
+    mongo_db.msgs.insert_many([{"_id": i, "meta": {"render": 0}, "n": i} for i in range(10)])
+
+
+# ------------------------------------------------------------ in place, upgrade
+def test_change_each_rereads_a_document_the_application_wrote_meanwhile(mongo_db, app,
+                                                                        messages):
+    """The application sets a sibling sub-field between mongrate's read and its write of
+    the same top-level field: the stale ``$set`` of ``meta`` must not land."""
+    calls = {}
+
+    def render(doc):
+        calls[doc["_id"]] = calls.get(doc["_id"], 0) + 1
+        if doc["_id"] == 3 and calls[3] == 1:
+            app.msgs.update_one({"_id": 3}, {"$set": {"meta.seen": True}})
+        doc["meta"]["render"] = 1
+
+    with op_for(mongo_db, "in_place") as op:
+        assert op.change_each("msgs", render) == 10
+    assert mongo_db.msgs.find_one({"_id": 3})["meta"] == {"render": 1, "seen": True}
+    assert calls[3] == 2  # read again and computed again
+    assert op.results["msgs changed: written by the application during the pass"] == 1
+    with op_for(mongo_db, "in_place", "downgrade") as down:
+        down.restore_undo()
+    # exact for what mongrate changed: render back, the application's write kept
+    assert mongo_db.msgs.find_one({"_id": 3})["meta"] == {"render": 0, "seen": True}
+    assert mongo_db.msgs.count_documents({"meta": {"render": 0}}) == 9
+
+
+def test_update_many_rereads_a_document_the_application_wrote_meanwhile(mongo_db, app,
+                                                                        messages):
+    """The application changes a field the update reads between mongrate's read (which
+    recorded the prior value) and the server's update: the record must say what was there
+    when the update landed, and the downgrade must keep the application's write."""
+    with op_for(mongo_db, "in_place") as op:
+        hit = []
+
+        def between_read_and_write():
+            if not hit:
+                hit.append(1)
+                app.msgs.update_one({"_id": 1}, {"$set": {"n": 100}})
+
+        op.engine.guard = between_read_and_write
+        assert op.update_many("msgs", {}, {"$inc": {"n": 1}}) == 10
+        op.engine.guard = None
+    assert mongo_db.msgs.find_one({"_id": 1})["n"] == 101
+    with op_for(mongo_db, "in_place", "downgrade") as down:
+        down.restore_undo()
+    assert mongo_db.msgs.find_one({"_id": 1})["n"] == 100
+    assert sorted(d["n"] for d in mongo_db.msgs.find()) == [0, *range(2, 10), 100]
+
+
+def test_a_document_deleted_meanwhile_stays_deleted(mongo_db, app, messages):
+    def render(doc):
+        if doc["_id"] == 5:
+            app.msgs.delete_one({"_id": 5})
+        doc["meta"]["render"] = 1
+
+    with op_for(mongo_db, "in_place") as op:
+        assert op.change_each("msgs", render) == 9
+    assert mongo_db.msgs.find_one({"_id": 5}) is None
+    assert mongo_db.msgs.count_documents({"meta.render": 1}) == 9
+
+
+# ------------------------------------------------------------ in place, downgrade
+def test_restore_keeps_what_the_application_wrote_since(mongo_db, app, messages):
+    """A field mongrate changed and the application wrote since keeps the application's
+    value; in a subdocument, the paths the application did not write go back."""
+    def change(doc):
+        doc["meta"]["render"] = 1
+        doc["meta"]["size"] = 10
+        doc["n"] = -doc["n"]
+        doc["flag"] = True
+
+    before = snapshot(mongo_db)
+    with op_for(mongo_db, "in_place") as op:
+        op.change_each("msgs", change)
+    app.msgs.update_one({"_id": 2}, {"$set": {"n": 7, "flag": False}})
+    app.msgs.update_one({"_id": 4}, {"$set": {"meta.render": 5, "meta.seen": 1}})
+    with op_for(mongo_db, "in_place", "downgrade") as down:
+        down.restore_undo()
+    assert mongo_db.msgs.find_one({"_id": 2}) == {"_id": 2, "meta": {"render": 0}, "n": 7,
+                                                   "flag": False}
+    assert mongo_db.msgs.find_one({"_id": 4}) == {"_id": 4, "meta": {"render": 5, "seen": 1},
+                                                   "n": 4}
+    assert down.results["msgs restored: fields the application wrote since, kept"] == 3
+    others = {k: v for k, v in snapshot(mongo_db).items()}
+    assert len(others["msgs"]["docs"]) == len(before["msgs"]["docs"])
+    untouched = [d for d in mongo_db.msgs.find() if d["_id"] not in (2, 4)]
+    assert untouched == [{"_id": i, "meta": {"render": 0}, "n": i} for i in range(10)
+                         if i not in (2, 4)]
+
+
+# ------------------------------------------------------------------ rewrite
+def test_rewrite_refuses_its_swap_when_a_document_was_updated_during_the_copy(
+        mongo_db, app, messages):
+    """The count does not change; the update would have been lost with the swap."""
+    def render(doc):
+        if doc["_id"] == 2:
+            app.msgs.update_one({"_id": 7}, {"$set": {"n": 70}})
+        doc["meta"]["render"] = 1
+
+    with pytest.raises(RewriteError, match="stop the application's writers"):
+        with op_for(mongo_db, "rewrite") as op:
+            op.change_each("msgs", render)
+    assert mongo_db.msgs.find_one({"_id": 7}) == {"_id": 7, "meta": {"render": 0}, "n": 70}
+    assert mongo_db.msgs.count_documents({"meta.render": 0}) == 10
