@@ -70,26 +70,23 @@ def record(raw_doc: bytes, seq: int, change: Change) -> RawBSONDocument:
     """The prior-value record of ``change`` (call ``seq``) to the stored ``raw_doc``."""
     key = record_key(change.id_element or elements(raw_doc)["_id"], seq)
     extra: dict[str, Any] = {"a": change.absent}
-    if change.set:
-        extra["w"] = {name: written_form(elem) for name, elem in change.set.items()}
     if change.keys is not None:
         extra["k"] = change.keys
     body = [_embedded("_id", key), _embedded("p", document(change.prior.values())),
             bson.encode(extra)[4:-1]]
+    if change.set:
+        body.append(_embedded("w", document(written_form(name, elem)
+                                            for name, elem in change.set.items())))
     return RawBSONDocument(document(body), RAW)
 
 
-#: binary subtypes of the ``w`` values (user-defined range): a digest, an element
-_DIGEST, _ELEMENT = 0x80, 0x81
-
-
-def written_form(element: bytes) -> Binary:
-    """What a record keeps of an element a change wrote: a subdocument whole (a restore
-    puts it back path by path around what the application wrote in it since), anything
-    else as a digest (enough to tell it again)."""
+def written_form(name: str, element: bytes) -> bytes:
+    """What a record keeps of an element a change wrote (an element of ``w``): a
+    subdocument whole (a restore puts it back path by path around what the application
+    wrote in it since), anything else as a binary digest (enough to tell it again)."""
     if element[0] == _EMBEDDED_DOC:
-        return Binary(element, _ELEMENT)
-    return Binary(written_digest(element), _DIGEST)
+        return element
+    return bson.encode({name: Binary(written_digest(element))})[4:-1]
 
 
 def written_digest(element: bytes) -> bytes:
@@ -113,12 +110,13 @@ class Prior:
     def read(cls, raw: RawBSONDocument) -> Prior:
         elems = elements(raw.raw)
         key = bson.decode(_value(elems["_id"]), EXACT)
-        rest = decode(document(e for n, e in elems.items() if n in ("a", "k", "w")))
-        written = rest.get("w")
+        rest = decode(document(e for n, e in elems.items() if n in ("a", "k")))
+        written = None
+        if "w" in elems:  # a subdocument as written, or a digest (binary)
+            written = {n: (e, False) if e[0] == _EMBEDDED_DOC else (_value(e)[5:], True)
+                       for n, e in elements(_value(elems["w"])).items()}
         return cls(key["d"], int(key["s"]), elements(_value(elems["p"])),
-                   list(rest.get("a") or ()), rest.get("k"),
-                   None if written is None else
-                   {n: (bytes(v), v.subtype != _ELEMENT) for n, v in written.items()})
+                   list(rest.get("a") or ()), rest.get("k"), written)
 
     def still_written(self, current: Mapping[str, bytes]) -> tuple[dict[str, bytes], list[str],
                                                                     int]:
@@ -264,9 +262,11 @@ class SideCollection:
             for err in exc.details.get("writeErrors", ()):
                 rec = records[err["index"]]
                 written = elements(rec.raw).get("w")
-                if written is not None:
-                    fix.append(UpdateOne({"_id": rec["_id"]}, {"$set": {
-                        f"w.{name}": value for name, value in rec["w"].items()}}))
+                if written is not None:  # merged field by field, exact bytes
+                    sets = document(renamed(e, f"w.{n}")
+                                    for n, e in elements(_value(written)).items())
+                    fix.append(UpdateOne({"_id": rec["_id"]},
+                                         {"$set": RawBSONDocument(sets, RAW)}))
             if fix:
                 self.coll.bulk_write(fix, ordered=False)
 
