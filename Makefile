@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast test-slow lint bench install ferretdb chromium clean
+.PHONY: demo test test-fast test-slow lint bench install ferretdb javaserver chromium clean
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(STAMP)
 ferretdb: $(STAMP)
 	$(PY) -m mongrate.testing build-ferretdb
 
+# mongo-java-server, the second test server (Java 17 + Maven; jar in ~/.cache/mongrate).
+javaserver: $(STAMP)
+	$(PY) -m mongrate.testing build-javaserver
+
 # Debian's Chromium for the browser test (root on these machines; skipped if present).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -26,19 +30,19 @@ chromium:
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: $(STAMP) ferretdb chromium lint
+test: $(STAMP) ferretdb javaserver chromium lint
 	$(PY) -m pytest -q -ra
 
-test-fast: $(STAMP) ferretdb
+test-fast: $(STAMP) ferretdb javaserver
 	$(PY) -m pytest -q -ra -m "not slow"
 
-test-slow: $(STAMP) ferretdb
+test-slow: $(STAMP) ferretdb javaserver
 	$(PY) -m pytest -q -ra -m slow
 
 demo: $(STAMP) ferretdb
 	$(PY) -m app_patch.tools.demo
 
-bench: $(STAMP) ferretdb
+bench: $(STAMP) ferretdb javaserver
 	-$(PY) bench/graph.py
 	-$(PY) bench/thumbs.py
 	-$(PY) bench/history.py

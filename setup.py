@@ -15,7 +15,8 @@ setup(
     packages=find_packages(include=["mongrate", "mongrate.*", "app_patch", "app_patch.*"]),
     package_data={
         "mongrate.graph": ["templates/*.tmpl"],
-        "mongrate.testing": ["ferretdb/go.mod", "ferretdb/go.sum", "ferretdb/main.go"],
+        "mongrate.testing": ["ferretdb/go.mod", "ferretdb/go.sum", "ferretdb/main.go",
+                             "javaserver/pom.xml", "javaserver/MongrateJavaServer.java"],
         "app_patch.service": ["static/*"],
     },
     # The engine's whole suite passes on pymongo 4.6.1, the original service's pin.

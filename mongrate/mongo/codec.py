@@ -24,6 +24,7 @@ EXACT = CodecOptions(document_class=dict, tz_aware=False,
 DUPLICATE_KEY = 11000
 INVALID_NAMESPACE = 73  # FerretDB v1 cannot rename a collection whose name holds a dot
 NOT_IMPLEMENTED = 238  # FerretDB v1: dropTarget, $expr...
+COMMAND_NOT_FOUND = 59  # e.g. "hello" on MongoDB < 4.4.2 and mongo-java-server
 #: For what decides a run's next step (heads, log, lock, undo): on a replica set or a
 #: sharded cluster it is never written to, or read from, one member alone.
 MAJORITY = WriteConcern("majority")

@@ -20,10 +20,10 @@ from datetime import datetime, timedelta
 
 from pymongo import DESCENDING
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from mongrate.errors import LockLostError, LockTimeoutError
-from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, utcnow
+from mongrate.mongo.codec import COMMAND_NOT_FOUND, MAJORITY, MAJORITY_READ, utcnow
 from mongrate.progress import Reporter
 
 LOCK_ID = "mongrate"
@@ -69,7 +69,14 @@ class Leases:
         on when a lease expires."""
         if self._skew is None:
             before = utcnow()
-            server = self.db.command("hello").get("localTime")
+            try:
+                reply = self.db.command("hello")
+            except OperationFailure as exc:
+                if exc.code != COMMAND_NOT_FOUND:
+                    raise
+                # MongoDB < 4.4.2 and mongo-java-server know only the legacy name
+                reply = self.db.command("isMaster")
+            server = reply.get("localTime")
             local = before + (utcnow() - before) / 2
             self._skew = (server - local) if isinstance(server, datetime) else timedelta(0)
         return utcnow() + self._skew
@@ -78,8 +85,15 @@ class Leases:
     def _epoch_id(epoch: int) -> str:
         return f"{LOCK_ID}:{epoch:012d}"
 
+    @staticmethod
+    def _epochs(**bounds: str) -> dict:
+        """A filter on lease ``_id``s (``mongrate:<epoch>``) within ``bounds``. A string
+        range rather than ``$regex``: mongo-java-server ignores the other operators beside
+        a ``$regex`` (``{$lt: x, $regex: r}`` matched every lease)."""
+        return {"_id": {"$gte": f"{LOCK_ID}:", "$lt": f"{LOCK_ID};", **bounds}}
+
     def _latest_lease(self) -> dict | None:
-        return self.lock.find_one({"_id": {"$regex": f"^{LOCK_ID}:"}}, sort=[("_id", DESCENDING)])
+        return self.lock.find_one(self._epochs(), sort=[("_id", DESCENDING)])
 
     @staticmethod
     def _holder_of(doc: dict | None) -> LockHolder | None:
@@ -111,15 +125,14 @@ class Leases:
             return False, None  # another run inserted this epoch first
         self.lease_id = doc["_id"]
         # older epochs are history; dropping them keeps the collection at a few documents
-        self.lock.delete_many({"_id": {"$lt": self._epoch_id(max(epoch - 5, 0)),
-                                       "$regex": f"^{LOCK_ID}:"}})
+        self.lock.delete_many(self._epochs(**{"$lt": self._epoch_id(max(epoch - 5, 0))}))
         return True, previous
 
     def renew(self, lease: float) -> bool:
         """Extend our lease; False once a later epoch exists (our lease was taken over)."""
         if self.lease_id is None:
             return False
-        if self.lock.find_one({"_id": {"$gt": self.lease_id, "$regex": f"^{LOCK_ID}:"}}, {"_id": 1}):
+        if self.lock.find_one(self._epochs(**{"$gt": self.lease_id}), {"_id": 1}):
             return False
         result = self.lock.update_one(
             {"_id": self.lease_id, "owner": self.owner, "released": False},

@@ -29,6 +29,14 @@ from app_patch.service.auth import issue_token
 from app_patch.service.settings import Settings
 from app_patch.sniff import is_image_mime, normalise_mime, sniff_mime
 
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The service's tests run on FerretDB only: they test the app, not the server, and
+    running them twice would double the suite's longest part. The engine, versions/ and
+    the testing kit run on both servers."""
+    metafunc.definition.add_marker(pytest.mark.mongo_servers("ferretdb"))
+
+
 SECRET = "test-access-secret-0123456789abcdef"
 ALICE = "user-alice"
 BOB = "user-bob"

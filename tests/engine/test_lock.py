@@ -105,3 +105,11 @@ def test_heartbeat_keeps_the_lease_and_notices_a_takeover(stores, mongo_db):
             time.sleep(0.05)
         with pytest.raises(LockLostError):
             lock.check()
+
+
+def test_server_clock_is_read_where_hello_is_unknown(stores):
+    """Leases follow the server's clock; a server that answers only the legacy isMaster
+    (mongo-java-server, MongoDB < 4.4.2) still gives it (it used to fail on 'hello')."""
+    from mongrate.mongo.codec import utcnow
+
+    assert abs(stores[0].now() - utcnow()) < timedelta(seconds=30)

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from mongrate.testing.kit import Harness
+from mongrate.testing.plugin import URL_SERVER
 
 REV = '''"""{msg}
 
@@ -46,22 +47,25 @@ def write_project(path, url, *, bad_downgrade: bool) -> None:
     """))
 
 
-def run_pytest(path):
+def run_pytest(path, server: str):
+    """The project's own pytest run, on the same kind of server as this test."""
+    choice = [] if server == URL_SERVER else ["--mongrate-server", server]
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "--mongrate-tests", "tests"], cwd=path, capture_output=True,
-                          text=True, timeout=300)
+                           "--mongrate-tests", *choice, "tests"], cwd=path,
+                          capture_output=True, text=True, timeout=300)
 
 
-def test_builtin_tests_pass_on_sound_revisions_and_catch_a_bad_downgrade(tmp_path, mongo_url):
+def test_builtin_tests_pass_on_sound_revisions_and_catch_a_bad_downgrade(
+        tmp_path, mongo_url, mongo_server):
     good, bad = tmp_path / "good", tmp_path / "bad"
     good.mkdir()
     bad.mkdir()
     write_project(good, mongo_url, bad_downgrade=False)
-    r = run_pytest(good)
+    r = run_pytest(good, mongo_server)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "3 passed" in r.stdout
     write_project(bad, mongo_url, bad_downgrade=True)
-    r = run_pytest(bad)
+    r = run_pytest(bad, mongo_server)
     assert r.returncode == 1
     assert "test_stairway" in r.stdout and "downgrading b2 did not restore" in r.stdout
     assert "2 passed" in r.stdout
