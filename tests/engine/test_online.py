@@ -13,7 +13,6 @@ import pytest
 from pymongo import MongoClient
 
 from mongrate.errors import RewriteError
-from mongrate.mongo.collections import is_ferretdb_v1
 from mongrate.testing.kit import revision_op, snapshot
 from mongrate.testing.writers import AppWriters
 
@@ -181,20 +180,14 @@ def _writers(mongo_url, db, tag: str, seed: int) -> AppWriters:
                       insert={"meta": {"render": 0}, "n": -1, "grp": 0})
 
 
-@pytest.fixture
-def in_place_db(mongo_db):
-    if is_ferretdb_v1(mongo_db):
-        pytest.skip("FerretDB 1.24 loses about 6-8% of update_one calls racing its own "
-                    "update_many, with no mongrate involved: in place is proved on "
-                    "mongo-java-server (rewrite's detection is tested on FerretDB)")
-    return mongo_db
-
-
 @pytest.mark.slow
+@pytest.mark.skip_server("ferretdb", reason="FerretDB 1.24 loses about 6-8% of update_one "
+                         "calls racing its own update_many, with no mongrate involved: in place "
+                         "is proved on mongo-java-server (rewrite's detection on FerretDB)")
 @pytest.mark.parametrize("helper", ["update_many", "change_each", "change_groups"])
-def test_in_place_upgrade_and_downgrade_lose_no_acknowledged_write(in_place_db, mongo_url,
+def test_in_place_upgrade_and_downgrade_lose_no_acknowledged_write(mongo_db, mongo_url,
                                                                   helper):
-    db = in_place_db
+    db = mongo_db
     _seed(db)
     with _writers(mongo_url, db, "up", 1) as up:
         with revision_op(db, "r1", write_strategy="in_place", batch_size=100,
@@ -225,11 +218,11 @@ def test_in_place_upgrade_and_downgrade_lose_no_acknowledged_write(in_place_db, 
 
 
 @pytest.mark.slow
+@pytest.mark.skip_server("javaserver", reason="the probe picks in place there; rewrite is "
+                         "FerretDB 1.x's strategy")
 def test_rewrite_never_loses_a_write_silently(mongo_db, mongo_url):
     """On the rewrite strategy a write during the pass stops the swap: the collection is
     as the application left it, and every acknowledged write is there."""
-    if not is_ferretdb_v1(mongo_db):
-        pytest.skip("rewrite is FerretDB 1.x's strategy")
     _seed(mongo_db)
     with _writers(mongo_url, mongo_db, "up", 3) as app_writes:
         time.sleep(0.2)
