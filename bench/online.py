@@ -2,7 +2,7 @@
 
 For each size (default 20k and 100k messages) and each of bench/authoring.py's two
 revisions (``update_many`` and ``change_each``), on a server where mongrate writes in place
-(mongo-java-server, or MongoDB: pass ``--url``):
+(a throwaway mongo-java-server, or MongoDB: pass ``--url``):
 
 1. the application alone: bounded writer threads (updates of a field of their own and of
    a subdocument field, inserts, deletes) for a fixed time: its idle throughput;
@@ -13,7 +13,7 @@ revisions (``update_many`` and ``change_each``), on a server where mongrate writ
 Targets: 0 lost writes; the application keeps >= 70% of its idle throughput; the migration
 takes <= 1.5x its time without writers. Prints PASS/FAIL per target; exit 1 on a miss.
 
-Run: .venv/bin/python bench/online.py --url mongodb://127.0.0.1:PORT/ [--messages N] [--quick]
+Run: .venv/bin/python bench/online.py [--url URL] [--messages N] [--quick]
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from authoring import REVISIONS, seed_messages, write_project  # noqa: E402
-from migrate import on_server, print_checks, run_mongrate  # noqa: E402
+from migrate import print_checks, run_mongrate  # noqa: E402
+from pymongo import MongoClient  # noqa: E402
 
 from mongrate.config import with_database  # noqa: E402
 from mongrate.testing.writers import AppWriters  # noqa: E402
@@ -112,7 +113,7 @@ def report(results: list[dict]) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="server URL (default: $MONGRATE_TEST_URL, else a "
-                                      "throwaway FerretDB, where the strategy is rewrite)")
+                                      "throwaway mongo-java-server)")
     parser.add_argument("--messages", type=int, default=100_000,
                         help="largest size; also runs 1/5 of it (default 100000)")
     parser.add_argument("--quick", action="store_true", help="2k and 10k messages")
@@ -126,7 +127,22 @@ def main() -> int:
         print(f"\n(total {time.perf_counter() - started:.0f}s)")
         return 0 if report(results) else 1
 
-    return on_server(args.url, run)
+    return on_javaserver(args.url, run)
+
+
+def on_javaserver(url: str | None, run) -> int:
+    """``run(client, url)`` against ``url``, else $MONGRATE_TEST_URL, else a throwaway
+    mongo-java-server (where mongrate writes in place, as on MongoDB)."""
+    from contextlib import nullcontext
+
+    from mongrate.testing.server import server_url
+
+    with nullcontext(url) if url else server_url(server="javaserver") as where:
+        client = MongoClient(where, tz_aware=False, socketTimeoutMS=3_600_000)
+        try:
+            return run(client, where)
+        finally:
+            client.close()
 
 
 if __name__ == "__main__":

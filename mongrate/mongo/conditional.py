@@ -21,7 +21,7 @@ from typing import Any
 
 import bson
 from bson.raw_bson import RawBSONDocument
-from pymongo import UpdateOne
+from pymongo import ReplaceOne, UpdateOne
 
 from mongrate.mongo.codec import RAW
 from mongrate.mongo.pipeline import chunked
@@ -40,6 +40,8 @@ class Pending:
     update: Mapping[str, Any] | None = None  #: the update sent; default ``$set``/``$unset``
     on: Iterable[str] | None = None  #: fields the condition holds; default all of ``base``
     extra: Mapping[str, Any] | None = None  #: a further filter the document must match
+    replace: bool = False       #: replace the document by ``change.new`` (the condition
+    #: then holds every field)
     tag: Any = None             #: the caller's
 
     @property
@@ -49,7 +51,10 @@ class Pending:
     def doc_id(self) -> Any:
         return bson.decode(document([renamed(self.id_element, "i")]))["i"]
 
-    def statement(self) -> UpdateOne:
+    def statement(self) -> UpdateOne | ReplaceOne:
+        if self.replace:
+            return ReplaceOne(condition(self.base, self.change, None, self.extra),
+                              RawBSONDocument(self.change.new, RAW))
         return UpdateOne(condition(self.base, self.change, self.on, self.extra),
                          self.update or self.change.update_document())
 

@@ -133,7 +133,7 @@ class DataOps:
                     coll, side, batch, changer, update, filter, touched, seq, sink)
                 continue
             if self.direction == "upgrade":
-                side.insert([record(raw.raw, seq, _prior(raw.raw, touched)) for raw in batch])
+                side.insert([record(raw.raw, seq, _prior(raw.raw, touched), known=False) for raw in batch])
             ids = [raw["_id"] for raw in batch]
             query = {"$and": [filter, {"_id": {"$in": ids}}]} if filter else {"_id": {"$in": ids}}
             result = eng.db[collection].update_many(query, dict(update),
@@ -163,7 +163,7 @@ class DataOps:
                                      extra=filter or None))
         if upgrade:
             side.insert([record(p.base, seq, p.change) for p in items]
-                        + [record(raw.raw, seq, _prior(raw.raw, touched)) for raw in plain])
+                        + [record(raw.raw, seq, _prior(raw.raw, touched), known=False) for raw in plain])
         changed = 0
         if plain:
             ids = [raw["_id"] for raw in plain]

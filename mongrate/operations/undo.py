@@ -27,12 +27,11 @@ from typing import Any
 import bson
 from bson.binary import Binary
 from bson.raw_bson import RawBSONDocument
-from pymongo import ReplaceOne, UpdateOne
-from pymongo.errors import BulkWriteError, OperationFailure
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
 from mongrate.errors import RewriteError
-from mongrate.mongo.codec import EXACT, NOT_IMPLEMENTED, RAW, decode, only_duplicate_key_errors
-from mongrate.mongo.collections import bulk_write
+from mongrate.mongo.codec import EXACT, RAW, decode, only_duplicate_key_errors
 from mongrate.mongo.conditional import Pending, write_if_unchanged
 from mongrate.mongo.order import bson_order_key
 from mongrate.mongo.rawdoc import Change, diff, document, elements, renamed, restored
@@ -66,15 +65,20 @@ def record_key(id_element: bytes, seq: int) -> bytes:
     return document([renamed(id_element, "d"), bson.encode({"s": seq})[4:-1]])
 
 
-def record(raw_doc: bytes, seq: int, change: Change) -> RawBSONDocument:
-    """The prior-value record of ``change`` (call ``seq``) to the stored ``raw_doc``."""
+def record(raw_doc: bytes, seq: int, change: Change, *, known: bool = True
+           ) -> RawBSONDocument:
+    """The prior-value record of ``change`` (call ``seq``) to the stored ``raw_doc``.
+    ``known=False``: the change's new values are not known (the server computes them), so
+    a restore puts the fields back whatever they hold."""
     key = record_key(change.id_element or elements(raw_doc)["_id"], seq)
     extra: dict[str, Any] = {"a": change.absent}
     if change.keys is not None:
         extra["k"] = change.keys
     body = [_embedded("_id", key), _embedded("p", document(change.prior.values())),
             bson.encode(extra)[4:-1]]
-    if change.set:
+    # always there, empty too: a record without it (update_many's server-side fallback)
+    # is one that does not know what was written
+    if known:
         body.append(_embedded("w", document(written_form(name, elem)
                                             for name, elem in change.set.items())))
     return RawBSONDocument(document(body), RAW)
@@ -284,19 +288,22 @@ class SideCollection:
         query = {} if seqs is None else {"_id.s": {"$in": list(seqs)}}
         return self.coll.find(query).sort("_id", 1).batch_size(batch_size)
 
-    def _restoring(self, cur: bytes, priors: list[Prior]) -> Pending | Any | None:
+    def _restoring(self, cur: bytes, priors: list[Prior]) -> Pending | None:
         """The conditional write restoring ``cur`` (tagged with its records and the
-        fields the application wrote since), its ``_id`` where only a replacement can, or
-        None when there is nothing to put back."""
+        fields the application wrote since), or None when there is nothing to put back.
+        A field that goes back to a place ``$set`` cannot put it replaces the document,
+        on the condition that every field is as read."""
         target, kept = restore_counting(cur, priors)
         if target == cur:
             self.kept += kept
             return None
         change = diff(cur, decode(target))
-        if change is None or change.new != target:
-            self.kept += kept
-            return decode(document([elements(cur)["_id"]]))["_id"]
-        return Pending(cur, change, on=[*change.set, *change.removed], tag=(priors, kept))
+        if change is None:  # only the field order differs
+            change = Change(target, {}, [], {}, [], None, elements(cur)["_id"])
+        if change.new == target:
+            return Pending(cur, change, on=[*change.set, *change.removed], tag=(priors, kept))
+        change.new = target
+        return Pending(cur, change, replace=True, tag=(priors, kept))
 
     def restore_in_place(self, *, batch_size: int, statement_limit: int,
                          seqs: Iterable[int] | None = None, skip: frozenset[int] = frozenset(),
@@ -321,20 +328,14 @@ class SideCollection:
             current = {bson.encode({"i": d["_id"]}): d.raw
                        for d in live.find({"_id": {"$in": ids}})}
             plain: list[Pending] = []
-            replace = []
             for doc_id, priors in batch:
                 cur = current.get(bson.encode({"i": doc_id}))
                 if cur is None:
                     gone += 1
                     continue
                 item = self._restoring(cur, priors)
-                if item is None:
-                    continue
-                if isinstance(item, Pending):
+                if item is not None:
                     plain.append(item)
-                else:  # a field goes back to a place $set cannot put it: replace the doc
-                    restored_n += 1
-                    replace.append((doc_id, cur, priors))
             for _attempt in range(WRITE_ATTEMPTS):
                 if not plain:
                     break
@@ -350,18 +351,13 @@ class SideCollection:
                 for p, cur in out.missed:  # the application wrote it meanwhile: again
                     self.raced += 1
                     item = self._restoring(cur, p.tag[0])
-                    if isinstance(item, Pending):
+                    if item is not None:
                         plain.append(item)
-                    elif item is not None:
-                        restored_n += 1
-                        replace.append((item, cur, p.tag[0]))
             if plain:
                 raise RewriteError(
                     f"{self.collection}: {len(plain)} documents kept changing while their "
                     f"recorded values were put back ({WRITE_ATTEMPTS} attempts); stop the "
                     "application's writers to them and run the downgrade again")
-            if replace:
-                _replace_unchanged(live, replace, statement_limit)
             batch.clear()
 
         for item in groups:
@@ -371,34 +367,3 @@ class SideCollection:
         if batch:
             flush()
         return restored_n, gone
-
-
-def _replace_unchanged(live, items: list[tuple[Any, bytes, list[Prior]]], limit: int) -> None:
-    """Replace each document by its restored version only if it is still what was read (a
-    write made meanwhile is read again and kept); servers without ``$expr`` replace by
-    ``_id``."""
-    def request(doc_id, cur: bytes, priors: list[Prior], guarded: bool) -> ReplaceOne:
-        query: dict[str, Any] = {"_id": doc_id}
-        if guarded:
-            query["$expr"] = {"$eq": ["$$ROOT", {"$literal": RawBSONDocument(cur, RAW)}]}
-        return ReplaceOne(query, RawBSONDocument(apply_priors(cur, priors), RAW))
-
-    try:
-        for _attempt in range(5):
-            bulk_write(live, [request(*item, True) for item in items], limit, ordered=True)
-            now = {bson.encode({"i": d["_id"]}): d.raw
-                   for d in live.find({"_id": {"$in": [d for d, _, _ in items]}})}
-            pending = []
-            for doc_id, _cur, priors in items:
-                got = now.get(bson.encode({"i": doc_id}))
-                if got is not None and apply_priors(got, priors) != got:
-                    pending.append((doc_id, got, priors))
-            items = pending
-            if not items:
-                return
-        raise RewriteError(f"{live.name}: {len(items)} documents kept changing while they "
-                           "were being restored; stop the application's writers and run again")
-    except OperationFailure as exc:
-        if exc.code != NOT_IMPLEMENTED and "not implemented" not in str(exc):
-            raise
-        bulk_write(live, [request(*item, False) for item in items], limit)
