@@ -159,6 +159,69 @@ def test_rewrite_refuses_its_swap_when_a_document_was_updated_during_the_copy(
     assert mongo_db.msgs.count_documents({"meta.render": 0}) == 10
 
 
+# ------------------------------------------------------------ the commands
+GROUP_RACE = """
+app = op.db.client[op.db.name]  # another client's view, as the application's
+
+
+def render(grp, msgs, users):
+    for m in msgs:
+        if m["_id"] == 3:
+            app.msgs.update_one({"_id": 3}, {"$set": {"meta.seen": True}})
+        m["meta"]["render"] = 1
+    for u in users:
+        u["count"] = len(msgs)
+
+
+op.change_groups(render, msgs=op.source("msgs", key="grp"),
+                 users=op.source("users", key="_id"))
+"""
+
+
+def test_check_says_what_the_application_wrote_during_a_pass(project, mongo_db):
+    """A change_groups document the application wrote between read and write is left as
+    it wrote it (its group is not read again); the log and check say so."""
+    mongo_db.msgs.insert_many([{"_id": i, "meta": {"render": 0}, "grp": i % 3}
+                               for i in range(9)])
+    mongo_db.users.insert_many([{"_id": g} for g in range(3)])
+    project.write_ini(write_strategy="in_place")
+    project.add("r1", None, body_up=GROUP_RACE)
+    assert project.run("upgrade", "head").code == 0
+    assert mongo_db.msgs.find_one({"_id": 3})["meta"] == {"render": 0, "seen": True}
+    assert mongo_db.msgs.count_documents({"meta.render": 1}) == 8
+    result = project.run("check")
+    assert result.code == 1
+    assert ("r1: 1 document(s) the application wrote during its pass are left as it wrote "
+            "them, not migrated (1 written during the pass in all") in result.err
+
+
+REWRITE_RACE = """
+app = op.db.client[op.db.name]
+
+
+def render(doc):
+    if doc["_id"] == 2:
+        app.msgs.update_one({"_id": 7}, {"$set": {"n": 70}})
+    doc["meta"]["render"] = 1
+
+
+op.change_each("msgs", render)
+"""
+
+
+def test_rewrite_with_a_writer_exits_non_zero_with_one_line(project, mongo_db):
+    mongo_db.msgs.insert_many([{"_id": i, "meta": {"render": 0}, "n": i} for i in range(10)])
+    project.write_ini(write_strategy="rewrite")
+    project.add("r1", None, body_up=REWRITE_RACE)
+    result = project.run("upgrade", "head")
+    assert result.code == 1
+    lines = [line for line in result.err.splitlines() if line.startswith("mongrate:")]
+    assert len(lines) == 1 and "stop the application's writers" in lines[0], result.err
+    assert "Traceback" not in result.err
+    assert mongo_db.msgs.find_one({"_id": 7}) == {"_id": 7, "meta": {"render": 0}, "n": 70}
+    assert mongo_db.msgs.count_documents({"meta.render": 0}) == 10
+
+
 # ------------------------------------------------------------ writers running
 N_DOCS = 1500
 GROUPS = 150
