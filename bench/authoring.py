@@ -2,7 +2,8 @@
 
 Two revisions over ``chat_messages`` (default 50k, 100k and 200k messages), each timed as
 a whole ``mongrate upgrade`` and ``mongrate downgrade`` command (child processes, own peak
-RSS), on the default server (a throwaway FerretDB 1.24 unless ``--url``):
+RSS), on each test server (FerretDB 1.24, strategy rewrite, then mongo-java-server,
+strategy in_place; ``--server`` picks one) unless ``--url`` names one:
 
 - ``update_many``: the README's first helper,
   ``op.update_many("chat_messages", {"tags": {"$exists": False}}, {"$set": {"tags": []}})``
@@ -17,7 +18,7 @@ the floor, every downgrade restores the collection exactly, peak memory flat acr
 Also printed: the cost of the rewrite strategy's check that nothing wrote to the collection
 during its pass (a checksum read of it before the swap), part of each rewrite above.
 
-Run: .venv/bin/python bench/authoring.py [--url URL] [--messages N] [--quick]
+Run: .venv/bin/python bench/authoring.py [--url URL] [--server S] [--messages N] [--quick]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from migrate import (  # noqa: E402
     BATCH,
     TARGET_VS_FLOOR,
+    add_server_option,
     fingerprint,
     floor_copy,
     memory_checks,
@@ -160,6 +162,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=200_000,
                         help="largest size; also runs 1/4 and 1/2 of it (default 200000)")
     parser.add_argument("--quick", action="store_true", help="2k, 4k and 8k messages")
+    add_server_option(parser)
     args = parser.parse_args()
     top = 8_000 if args.quick else args.messages
     sizes = [top // 4, top // 2, top]
@@ -170,7 +173,7 @@ def main() -> int:
         print(f"\n(total {time.perf_counter() - started:.0f}s)")
         return 0 if report(results) else 1
 
-    return on_server(args.url, run)
+    return on_server(args.url, run, args.server)
 
 
 if __name__ == "__main__":

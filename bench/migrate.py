@@ -21,8 +21,10 @@ Targets: upgrade >= 20x faster than per-document, <= 3x the floor, and peak memo
 across sizes (largest <= 1.25x smallest) and < 250 MB. Prints PASS/FAIL per target and
 exits 1 if one fails.
 
-Run: .venv/bin/python bench/migrate.py [--url URL] [--messages N] [--quick]
-(without --url a throwaway FerretDB is started, as the tests do)
+Run: .venv/bin/python bench/migrate.py [--url URL] [--server S] [--messages N] [--quick]
+(without --url the test servers are started, as the tests do: FerretDB, where the probe
+picks the rewrite strategy, then mongo-java-server, where it picks in_place; --server
+ferretdb|javaserver runs one of them)
 """
 
 from __future__ import annotations
@@ -251,6 +253,7 @@ def main() -> int:
     parser.add_argument("--sample-seconds", type=float, default=10.0,
                         help="time spent sampling each kind of per-document write")
     parser.add_argument("--keep", action="store_true", help="keep the bench databases")
+    add_server_option(parser)
     args = parser.parse_args()
     top = 8_000 if args.quick else args.messages
     if top < 400:
@@ -261,22 +264,47 @@ def main() -> int:
         results = [run_size(client, url, n, args.sample_seconds, args.keep) for n in sizes]
         return 0 if report(results) else 1
 
-    return on_server(args.url, run)
+    return on_server(args.url, run, args.server)
 
 
-def on_server(url: str | None, run) -> int:
-    """``run(client, url)`` against ``url``, else $MONGRATE_TEST_URL, else a throwaway
-    FerretDB."""
+def add_server_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", choices=("ferretdb", "javaserver", "both"), default="both",
+                        help="throwaway test server(s) to run on without --url: FerretDB 1.24 "
+                             "(write strategy rewrite) and/or mongo-java-server (in_place); "
+                             "default both, one after the other")
+
+
+def on_server(url: str | None, run, server: str = "both") -> int:
+    """``run(client, url)`` against ``url``, else $MONGRATE_TEST_URL, else each throwaway
+    test server ``server`` names; prints the write strategy the probe picks on each."""
     from contextlib import nullcontext
 
-    from mongrate.testing.server import server_url
+    from mongrate.testing.server import SERVERS, server_url
 
-    with nullcontext(url) if url else server_url() as where:
-        client = MongoClient(where, tz_aware=False, socketTimeoutMS=3_600_000)
-        try:
-            return run(client, where)
-        finally:
-            client.close()
+    names = [None] if url or os.environ.get("MONGRATE_TEST_URL") else (
+        list(SERVERS) if server == "both" else [server])
+    code = 0
+    for name in names:
+        with nullcontext(url) if url else server_url(server=name or "ferretdb") as where:
+            client = MongoClient(where, tz_aware=False, socketTimeoutMS=3_600_000)
+            try:
+                print(f"\n=== server: {name or where} ({strategy_of(client)})", flush=True)
+                code = max(code, run(client, where))
+            finally:
+                client.close()
+    return code
+
+
+def strategy_of(client: MongoClient) -> str:
+    """The write strategy ``auto`` picks on this server (the probe runs in a scratch
+    database, dropped afterwards)."""
+    from mongrate.operations.strategy import choose
+
+    name = f"mongrate_bench_probe_{uuid.uuid4().hex[:8]}"
+    try:
+        return choose(client[name]).describe()
+    finally:
+        client.drop_database(name)
 
 
 def memory_checks(peaks: list[float]) -> list[tuple[str, bool]]:

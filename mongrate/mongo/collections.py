@@ -132,7 +132,9 @@ def copy_collection(db: Database, source: str, target: str, batch_size: int = 10
 
 def collection_options(db: Database, name: str) -> dict[str, Any]:
     """The options ``name`` was created with (validator, capped, collation...); {} if none."""
-    info = next(iter(db.list_collections(filter={"name": name})), None)
+    # the name checked again: mongo-java-server ignores the filter and lists every collection
+    info = next((i for i in db.list_collections(filter={"name": name}) if i["name"] == name),
+                None)
     return dict(info.get("options") or {}) if info else {}
 
 

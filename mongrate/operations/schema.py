@@ -155,7 +155,8 @@ class SchemaOps:
 
     # ----------------------------------------------------------- collections
     def _exists(self, name: str) -> bool:
-        return bool(self.engine.db.list_collection_names(filter={"name": name}))
+        # by name, not by a non-empty answer: mongo-java-server ignores the filter
+        return name in self.engine.db.list_collection_names(filter={"name": name})
 
     def create_collection(self, name: str, **options: Any) -> bool:
         """Create ``name`` with creation options (``capped``, ``size``, ``collation``,

@@ -15,7 +15,8 @@ Fixtures:
 Which servers: ``mongrate_servers`` in the pytest ini (default ``ferretdb``) or
 ``--mongrate-server NAME`` (repeatable). Markers:
 - ``@pytest.mark.mongo_servers("ferretdb", ...)``: the test runs on these servers only
-  (not generated for the others), e.g. a directory kept to one server for time.
+  (not generated for the others; skipped if the one configured is another), e.g. a
+  directory kept to one server for time. Name ``url`` to keep it under $MONGRATE_TEST_URL.
 - ``@pytest.mark.skip_server("javaserver", reason="...")``: the test does not hold on that
   server; it is generated there and skipped with the reason.
 
@@ -97,6 +98,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     server = _item_server(item)
     if server is None:
         return
+    only = item.get_closest_marker("mongo_servers")
+    if only is not None and server not in only.args:  # one server configured: not generated
+        pytest.skip(f"{server}: runs on {', '.join(only.args)} only")
     for mark in item.iter_markers("skip_server"):
         if server in mark.args:
             reason = mark.kwargs.get("reason") or "does not hold on this server"

@@ -34,7 +34,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """The service's tests run on FerretDB only: they test the app, not the server, and
     running them twice would double the suite's longest part. The engine, versions/ and
     the testing kit run on both servers."""
-    metafunc.definition.add_marker(pytest.mark.mongo_servers("ferretdb"))
+    metafunc.definition.add_marker(pytest.mark.mongo_servers("ferretdb", "url"))
 
 
 SECRET = "test-access-secret-0123456789abcdef"

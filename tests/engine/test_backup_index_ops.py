@@ -10,6 +10,15 @@ from mongrate.errors import BackupError, LockLostError, OpError
 from mongrate.mongo.collections import collection_checksum
 from mongrate.testing.kit import revision_op, snapshot
 
+DROP_FAILS = pytest.mark.skip_server(
+    "javaserver", reason="mongo-java-server fails to drop the collection after its index "
+                         "was dropped ('Expected [EmptyIndex[name=k]] to be empty')")
+
+
+NO_CAPPED = pytest.mark.skip_server(
+    "javaserver", reason="mongo-java-server has no capped collections")
+
+
 CFG = Config()
 COPY, SWAP = "in_place", "rewrite"  # the write strategy decides how a backup is made
 
@@ -143,6 +152,7 @@ def test_swap_sees_a_writer_and_swaps_nothing(mongo_db, messages):
     assert manifest["target"] not in names and manifest["tmp"] not in names
 
 
+@NO_CAPPED
 def test_collections_with_options_or_a_dot_are_copied_not_swapped(mongo_db):
     mongo_db.create_collection("checked", capped=True, size=1 << 20)
     mongo_db.checked.insert_many([{"n": i} for i in range(5)])
@@ -181,6 +191,7 @@ def test_dropped_index_comes_back_on_restore(mongo_db, messages):
     assert [tuple(k) for k in info["key"]] == [("n", -1)]
 
 
+@DROP_FAILS
 def test_a_collection_an_index_created_goes_only_while_empty(mongo_db):
     with op_for(mongo_db) as op:
         op.create_index("thumbs", [("k", 1)], name="k")

@@ -11,11 +11,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from pymongo import MongoClient
 
 from app_patch.testdata.seed import seed
 from mongrate.config import database_from_url
 from tests.versions.conftest import CHAIN, INDEXES, revision_module, run_revision
+
+NO_EXPLAIN = pytest.mark.skip_server(
+    "javaserver", reason="mongo-java-server has no explain command")
+
 
 
 def app_queries(db) -> list[tuple[str, dict, list | None, str]]:
@@ -70,6 +75,7 @@ def migrate(db) -> None:
         run_revision(db, rev)
 
 
+@NO_EXPLAIN
 def test_indexes_exist_and_explain_runs_on_ferretdb(mongo_db):
     seed(mongo_db, sessions=6, messages_per_session=6, uploads=12, seed=5)
     migrate(mongo_db)
@@ -101,6 +107,7 @@ def test_mongodb_winning_plans_scan_the_new_indexes(mongo7_url):
         client.close()
 
 
+@NO_EXPLAIN
 def test_explain_helper_sees_no_index_on_a_collection_scan(mongo_db):
     mongo_db.items.insert_many([{"n": i} for i in range(5)])
     plan = explain(mongo_db, "items", {"n": 3}, None)["queryPlanner"]
