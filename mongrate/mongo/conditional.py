@@ -43,6 +43,10 @@ class Pending:
     replace: bool = False       #: replace the document by ``change.new`` (the condition
     #: then holds every field)
     tag: Any = None             #: the caller's
+    #: 0: the condition as asked; 1: only the fields the change writes; 2: ``_id`` alone.
+    #: Raised for a document found exactly as read after a miss: the server could not
+    #: match one of its values by equality (e.g. mongo-java-server and a regex)
+    relax: int = 0
 
     @property
     def id_element(self) -> bytes:
@@ -52,11 +56,15 @@ class Pending:
         return bson.decode(document([renamed(self.id_element, "i")]))["i"]
 
     def statement(self) -> UpdateOne | ReplaceOne:
+        on = self.on
+        if self.relax == 1:
+            on = [*self.change.set, *self.change.removed]
+        elif self.relax >= 2:
+            on = []
+        cond = condition(self.base, self.change, on, self.extra, absent=self.relax < 2)
         if self.replace:
-            return ReplaceOne(condition(self.base, self.change, None, self.extra),
-                              RawBSONDocument(self.change.new, RAW))
-        return UpdateOne(condition(self.base, self.change, self.on, self.extra),
-                         self.update or self.change.update_document())
+            return ReplaceOne(cond, RawBSONDocument(self.change.new, RAW))
+        return UpdateOne(cond, self.update or self.change.update_document())
 
 
 @dataclass
@@ -87,12 +95,14 @@ def _field_condition(name: str, element: bytes | None) -> bytes | None:
 
 
 def condition(base: bytes, change: Change, on: Iterable[str] | None = None,
-              extra: Mapping[str, Any] | None = None) -> RawBSONDocument:
+              extra: Mapping[str, Any] | None = None, *, absent: bool = True
+              ) -> RawBSONDocument:
     """The filter of a write of ``change`` to ``base``: its ``_id``, the fields ``on``
     (default: every field of ``base``) as read, the fields the change adds still absent."""
     elems = elements(base)
     names = list(elems) if on is None else list(on)
-    names += [n for n in change.absent if n not in names]
+    if absent:
+        names += [n for n in change.absent if n not in names]
     parts = [elems["_id"]]
     for name in names:
         if name == "_id":
@@ -144,7 +154,25 @@ def landed(p: Pending, current: bytes) -> bool | None:
 
 def write_if_unchanged(coll, items: list[Pending], limit: int) -> Outcome:
     """Send ``items`` as conditional updates (commands of at most ``limit`` statements,
-    unordered) and sort out which landed (see the module docstring)."""
+    unordered) and sort out which landed (see the module docstring). A document missed
+    but found exactly as read is sent again with a looser condition (``Pending.relax``)."""
+    out = Outcome()
+    while items:
+        round_ = _write_round(coll, items, limit)
+        out.applied += round_.applied
+        out.gone += round_.gone
+        out.unsure += round_.unsure
+        items = []
+        for p, cur in round_.missed:
+            if cur == p.base and p.relax < 2:
+                p.relax += 1
+                items.append(p)
+            else:
+                out.missed.append((p, cur))
+    return out
+
+
+def _write_round(coll, items: list[Pending], limit: int) -> Outcome:
     out = Outcome()
     if not items:
         return out
@@ -167,7 +195,7 @@ def write_if_unchanged(coll, items: list[Pending], limit: int) -> Outcome:
         if cur is None:
             gone.append(p)
             continue
-        verdict = landed(p, cur)
+        verdict = landed(p, cur) if cur != p.base else False
         if verdict is True:
             out.applied.append(p)
         elif verdict is False:
