@@ -61,6 +61,8 @@ def run_size(client, url: str, messages: int) -> dict:
           f"{idle.ops_per_second:,.0f}/s", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-online-") as tmp:
         ini = write_project(Path(tmp), dburl)
+        # in place is what is measured: the probe can pick rewrite on a machine under load
+        ini.write_text(ini.read_text() + "write_strategy = in_place\n")
         previous = "base"
         for n, rev in enumerate(REVISIONS):
             alone_up = run_mongrate(ini, "upgrade", rev)
