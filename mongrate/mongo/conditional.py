@@ -22,8 +22,9 @@ from typing import Any
 import bson
 from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne, UpdateOne
+from pymongo.errors import BulkWriteError, OperationFailure
 
-from mongrate.mongo.codec import RAW
+from mongrate.mongo.codec import NOT_IMPLEMENTED, RAW
 from mongrate.mongo.pipeline import chunked
 from mongrate.mongo.rawdoc import Change, document, elements, renamed
 
@@ -62,7 +63,13 @@ class Pending:
         elif self.relax >= 2:
             on = []
         cond = condition(self.base, self.change, on, self.extra, absent=self.relax < 2)
-        if self.replace:
+        if self.replace and self.relax == 0:
+            # a replacement would drop a field the application added since the read: only
+            # where the server can compare the whole document ($expr, MongoDB); elsewhere
+            # the fields go back by $set/$unset (a re-added field then comes last)
+            whole = bson.encode({"$expr": {"$eq": [
+                "$$ROOT", {"$literal": RawBSONDocument(self.base, RAW)}]}})[4:-1]
+            cond = RawBSONDocument(document([*elements(cond.raw).values(), whole]), RAW)
             return ReplaceOne(cond, RawBSONDocument(self.change.new, RAW))
         return UpdateOne(cond, self.update or self.change.update_document())
 
@@ -140,6 +147,19 @@ def _value(element: bytes) -> bytes:
     return element[element.index(b"\x00", 1) + 1:]
 
 
+def _no_expr(exc: OperationFailure) -> bool:
+    """Did the server refuse ``$expr`` (FerretDB 1.x: not implemented)?"""
+    if isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors") or []
+        return bool(errors) and all(_no_expr_text(e.get("code"), e.get("errmsg", ""))
+                                    for e in errors)
+    return _no_expr_text(exc.code, str(exc))
+
+
+def _no_expr_text(code: int | None, text: str) -> bool:
+    return code == NOT_IMPLEMENTED or "$expr" in text or "not implemented" in text.lower()
+
+
 def landed(p: Pending, current: bytes) -> bool | None:
     """Did the write of ``p`` land on the document now ``current``? None: cannot tell."""
     before, after, now = elements(p.base), elements(p.change.new), elements(current)
@@ -177,8 +197,16 @@ def _write_round(coll, items: list[Pending], limit: int) -> Outcome:
     if not items:
         return out
     matched = 0
-    for part in chunked([p.statement() for p in items], limit):
-        matched += coll.bulk_write(part, ordered=False).matched_count
+    try:
+        for part in chunked([p.statement() for p in items], limit):
+            matched += coll.bulk_write(part, ordered=False).matched_count
+    except OperationFailure as exc:
+        whole = [p for p in items if p.replace and p.relax == 0]
+        if not whole or not _no_expr(exc):
+            raise
+        for p in whole:  # this server has no $expr: the $set form, for every statement
+            p.relax = 1
+        return _write_round(coll, items, limit)
     if matched >= len(items):
         out.applied = list(items)
         return out
