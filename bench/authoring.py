@@ -15,6 +15,8 @@ Reference, measured in the same run: the floor, one batched find into insert_man
 ``chat_messages`` (the same bulk copy bench/migrate.py uses). Targets: each upgrade <= 3x
 the floor, every downgrade restores the collection exactly, peak memory flat across sizes
 (largest <= 1.25x smallest) and < 250 MB. Prints PASS/FAIL per target; exit 1 on a miss.
+Also printed: the cost of the rewrite strategy's check that nothing wrote to the collection
+during its pass (a checksum read of it before the swap), part of each rewrite above.
 
 Run: .venv/bin/python bench/authoring.py [--url URL] [--server S] [--messages N] [--quick]
 """
@@ -45,6 +47,7 @@ from migrate import (  # noqa: E402
 )
 
 from mongrate.config import with_database  # noqa: E402
+from mongrate.mongo.collections import collection_checksum  # noqa: E402
 
 REVISIONS = {
     "a1update": ('op.update_many("chat_messages", {"tags": {"$exists": False}}, '
@@ -112,6 +115,13 @@ def run_size(client, url: str, messages: int) -> dict:
         ini = write_project(Path(tmp), with_database(url, name))
         out["floor"] = floor_copy(db, ("chat_messages",))
         print(f"floor (bulk copy of chat_messages): {out['floor']:.1f}s", flush=True)
+        # what a rewrite pays to detect a write during its pass: one more read and checksum
+        started = time.perf_counter()
+        collection_checksum(db, "chat_messages", BATCH)
+        out["detect"] = time.perf_counter() - started
+        print(f"rewrite's check for writes during the pass (a checksum read): "
+              f"{out['detect']:.1f}s ({out['detect'] / out['floor']:.2f} floors, included in "
+              "each rewrite upgrade and downgrade below)", flush=True)
         for rev in REVISIONS:
             before = fingerprint(db)
             up = run_mongrate(ini, "upgrade", rev)

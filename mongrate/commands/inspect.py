@@ -117,6 +117,8 @@ def check(project: Project) -> list[str]:
                     f"{rev.path} changed since revision {rev_id} ran at "
                     f"{last['started_at']:%Y-%m-%d %H:%M:%S} UTC: write a new revision instead"
                 )
+            if last:
+                problems.extend(_written_during(rev_id, last.get("results") or {}))
         if project.config.schema is not None and not pending:
             # behind the head, the pending revisions are the difference to act on first
             from mongrate.commands.drift import drift_lines
@@ -145,6 +147,24 @@ def check(project: Project) -> list[str]:
     if problems:
         raise CheckFailed("; ".join(problems), problems)
     return problems
+
+
+#: words of the results a pass logs about the application's writes during it
+_LEFT = ("left as the application wrote them", "unsure, left as the application wrote them")
+_WRITTEN = "written by the application during the pass"
+
+
+def _written_during(rev_id: str, results: dict) -> list[str]:
+    """A revision's documents that the application wrote during its pass and that stay
+    unmigrated (left as the application wrote them), with how many it wrote."""
+    left = sum(int(v) for k, v in results.items() if any(k.endswith(w) for w in _LEFT))
+    if not left:
+        return []
+    written = sum(int(v) for k, v in results.items() if k.endswith(_WRITTEN))
+    return [f"{rev_id}: {left} document(s) the application wrote during its pass are left "
+            f"as it wrote them, not migrated ({written} written during the pass in all; "
+            f"'mongrate history -v -r {rev_id}:{rev_id}' says where): downgrade it and upgrade "
+            "again"]
 
 
 def leftovers(project: Project, applied: set[str]) -> list[str]:

@@ -29,6 +29,7 @@ from bson.raw_bson import RawBSONDocument
 from mongrate.errors import OpError, OrderError
 from mongrate.mongo.codec import RAW, decode, owned, raw_bytes, utcnow
 from mongrate.mongo.collections import collection_options, fast_count
+from mongrate.mongo.conditional import Pending, write_if_unchanged
 from mongrate.mongo.dryrun import summarise
 from mongrate.mongo.order import bson_order_key
 from mongrate.mongo.pipeline import chunked, prefetch, read_ahead
@@ -47,7 +48,7 @@ from mongrate.operations.passes import (
     rewrite_options,
     roll_back_in_place,
 )
-from mongrate.operations.undo import record
+from mongrate.operations.undo import WRITE_ATTEMPTS, record, record_key
 
 #: records a map source keeps in memory before sorting them to a temporary file
 SPILL_RECORDS = 200_000
@@ -108,14 +109,21 @@ class DataOps:
             self.log(f"{collection}: this update form is applied by the server document by "
                      "document; on this server that costs a scan per document")
         self._engine.flush(collection)
+        exact = changer if supported and "$currentDate" not in update else None
         return self._server_update(collection, filter, update, touched, seq, label,
-                                   array_filters)
+                                   array_filters, exact)
 
     def _server_update(self, collection: str, filter: dict, update: Mapping[str, Any],
                        touched: set[str], seq: int, label: str,
-                       array_filters: Sequence[Mapping] | None) -> int:
-        """The server applies ``update`` in place, a batch of matched ``_id``s at a time,
-        each batch's prior values recorded first."""
+                       array_filters: Sequence[Mapping] | None,
+                       changer: Callable[[RawBSONDocument], Change | None] | None) -> int:
+        """The server applies ``update`` in place, a batch of matched documents at a time,
+        each batch's prior values recorded first.
+
+        Where the client can compute what the update does (``changer``), each document's
+        statement holds only while the fields the update reads or writes are as read, and
+        its record says exactly what it wrote; a document the application changed first
+        is read again. Otherwise one statement per batch covers its ``_id``s."""
         eng = self._engine
         step = Step(self, collection, seq, None, label)
         sink = InPlaceSink(eng, collection, [step])
@@ -123,18 +131,89 @@ class DataOps:
             return self._done_before(collection, seq, label)
         coll = eng.db.get_collection(collection, codec_options=RAW)
         side = step.side()
-        for batch in self.batches(coll.find(filter), label):
+        for batch in self.batches(_by_id(coll.find(filter)), label):
             eng.check()
+            if changer is not None:
+                step.changed += self._update_conditionally(
+                    coll, side, batch, changer, update, filter, touched, seq, sink)
+                continue
             if self.direction == "upgrade":
-                side.insert([record(base, seq, _prior(base, touched))
+                side.insert([record(base, seq, _prior(base, touched), known=False)
                              for base in map(raw_bytes, batch)])
             ids = [raw["_id"] for raw in batch]
             query = {"$and": [filter, {"_id": {"$in": ids}}]} if filter else {"_id": {"$in": ids}}
             result = eng.db[collection].update_many(query, dict(update),
                                                     array_filters=array_filters)
             step.changed += result.modified_count
+        sink.report()
         eng.mark_done(step)
         return step.changed
+
+    def _update_conditionally(self, coll, side, batch: list[RawBSONDocument],
+                              changer: Callable[[RawBSONDocument], Change | None],
+                              update: Mapping[str, Any], filter: dict, touched: set[str],
+                              seq: int, sink: InPlaceSink) -> int:
+        """One batch of ``update_many`` as conditional statements; returns documents
+        changed."""
+        eng = self._engine
+        upgrade = self.direction == "upgrade"
+        items, plain = [], []
+        for raw in batch:
+            change = changer(raw)
+            if isinstance(change, ServerUpdate):  # the server applies it, unconditionally
+                plain.append(raw)
+            elif change is not None:
+                items.append(Pending(raw_bytes(raw), change, update=dict(update), on=touched,
+                                     extra=filter or None))
+        if upgrade:
+            side.insert([record(p.base, seq, p.change) for p in items]
+                        + [record(base, seq, _prior(base, touched), known=False)
+                           for base in map(raw_bytes, plain)])
+        changed = 0
+        if plain:
+            ids = [raw["_id"] for raw in plain]
+            query = {"$and": [filter, {"_id": {"$in": ids}}]} if filter else {"_id": {"$in": ids}}
+            changed += coll.update_many(query, dict(update)).modified_count
+        for _attempt in range(WRITE_ATTEMPTS):
+            out = write_if_unchanged(coll, items, eng.statement_limit)
+            changed += len(out.applied)
+            sink.gone += len(out.gone)
+            sink.unsure += len(out.unsure)
+            if not out.missed:
+                return changed
+            sink.raced += len(out.missed)
+            missed = {p.id_element: cur for p, cur in out.missed}
+            still = set(missed)
+            if filter:  # does what the application wrote still match the filter?
+                ids = [p.doc_id() for p, _ in out.missed]
+                found = coll.find({"$and": [filter, {"_id": {"$in": ids}}]}, {"_id": 1})
+                still = {elements(raw_bytes(d))["_id"] for d in found}
+            items, records, stale = [], [], []
+            for p, cur in out.missed:
+                change = changer(RawBSONDocument(cur, RAW)) if p.id_element in still else None
+                if isinstance(change, ServerUpdate):  # now a value only the server decides
+                    plain_ids = {"_id": RawBSONDocument(cur, RAW)["_id"]}
+                    query = {"$and": [filter, plain_ids]} if filter else plain_ids
+                    if upgrade:
+                        side.replace([record(cur, seq, _prior(cur, touched), known=False)])
+                    changed += coll.update_many(query, dict(update)).modified_count
+                    continue
+                if change is None:
+                    sink.dropped += 1
+                    stale.append(RawBSONDocument(record_key(p.id_element, seq), RAW))
+                    continue
+                items.append(Pending(cur, change, update=p.update, on=touched, extra=p.extra))
+                records.append(record(cur, seq, change))
+            if upgrade:
+                if stale:
+                    side.coll.delete_many({"_id": {"$in": stale}})
+                side.replace(records)
+            if not items:
+                return changed
+            eng.check()
+        raise OpError(f"{coll.name}: {len(items)} documents kept changing while the update "
+                      f"was applied to them ({WRITE_ATTEMPTS} attempts, each read again); run "
+                      "the revision again when the application writes them less")
 
     # ------------------------------------------------------------ change_each
     def change_each(self, collection: str,

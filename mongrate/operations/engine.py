@@ -234,6 +234,7 @@ def rewrite_pass(engine: Engine, collection: str, steps: list[Step],
             for batch in op.batches(cursor, label or own.label, total):
                 for raw in batch:
                     base = raw_bytes(raw)
+                    sink.read(base)
                     for index, step in enumerate(steps):
                         if step is first and match is not None and not match.matches(raw):
                             continue
@@ -283,7 +284,7 @@ def restore_rewrite(op: Operations, collection: str, side, void: frozenset[int])
     and the records, both sorted by ``_id``, merged in one pass."""
     from mongrate.mongo.order import bson_order_key, in_server_order
     from mongrate.mongo.rawdoc import Change
-    from mongrate.operations.undo import apply_priors, grouped
+    from mongrate.operations.undo import grouped, restore_counting
 
     eng = op._engine
     if not side.exists():
@@ -300,13 +301,15 @@ def restore_rewrite(op: Operations, collection: str, side, void: frozenset[int])
     try:
         for batch in op.batches(live, f"restore {collection}", fast_count(eng.db, collection)):
             for raw in in_server_order(batch, "_id", collection):
+                sink.read(raw_bytes(raw))
                 key = bson_order_key(raw["_id"])
                 while head is not None and bson_order_key(head[0]) < key:
                     gone += 1
                     head = next(records, None)
                 cur = raw_bytes(raw)
                 if head is not None and bson_order_key(head[0]) == key:
-                    target = apply_priors(cur, head[1])
+                    target, kept = restore_counting(cur, head[1])
+                    side.kept += kept
                     head = next(records, None)
                     if target != cur:
                         sink.put(cur, Change(target, {}, [], {}, [], None))

@@ -203,7 +203,27 @@ class Operations(DataOps, SchemaOps, BackupOps):
         eng.db.drop_collection(side.name)
         eng.undo.delete_many({**self._key(collection), "kind": "pass"})
         self._results.setdefault(f"{collection} restored", restored)
+        self._report_restore(collection, side)
         return restored
+
+    def _report_restore(self, collection: str, side: SideCollection) -> None:
+        """Say what the application's writes did to a restore."""
+        if side.kept:
+            self._results[f"{collection} restored: fields the application wrote since, "
+                         "kept"] = side.kept
+            self.log(f"{collection}: {side.kept} fields the application wrote after this "
+                     "revision changed them keep the application's value")
+        if side.raced:
+            self._results[f"{collection} restored: written by the application during the "
+                         "restore"] = side.raced
+            self.log(f"{collection}: {side.raced} documents were written by the application "
+                     "while they were being restored: read again")
+        if side.unsure:
+            self._results[f"{collection} restored: unsure, left as the application wrote "
+                         "them"] = side.unsure
+            self.log(f"{collection}: {side.unsure} documents were written by the "
+                     "application at the moment they were restored; whether the restore "
+                     "landed first is unknown, so they are left as they are")
 
     def _pass_state(self, collection: str, seq: int) -> dict[str, Any]:
         return self._engine.undo.find_one(state_key(self.revision, collection, seq)) or {}

@@ -45,13 +45,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bson.raw_bson import RawBSONDocument
-from pymongo import ReplaceOne, UpdateOne
+from pymongo import ReplaceOne
 from pymongo.errors import OperationFailure
 
 from mongrate.errors import OpError, RewriteError, UnsettledSwap
 from mongrate.mongo.codec import INVALID_NAMESPACE, RAW, id_key
 from mongrate.mongo.collections import (
+    ContentChecksum,
     bulk_write,
+    collection_checksum,
     collection_options,
     copy_collection,
     copy_indexes,
@@ -60,10 +62,11 @@ from mongrate.mongo.collections import (
     fast_count,
     rename_replacing,
 )
+from mongrate.mongo.conditional import Pending, write_if_unchanged
 from mongrate.mongo.pipeline import BackgroundWriter
 from mongrate.mongo.rawdoc import Change
 from mongrate.names import TMP_PREFIX, tmp_name  # noqa: F401 - the names live there
-from mongrate.operations.undo import SideCollection, record
+from mongrate.operations.undo import WRITE_ATTEMPTS, SideCollection, record, record_key
 
 if TYPE_CHECKING:
     from mongrate.operations.engine import Engine
@@ -244,15 +247,23 @@ def roll_back_in_place(engine: Engine, step: Step, state: Mapping[str, Any]) -> 
 
 
 class InPlaceSink(Sink):
-    """Changed documents only: records first, then one bulk of ``$set``/``$unset``."""
+    """Changed documents only: records first, then one bulk of conditional
+    ``$set``/``$unset`` per batch. A document the application changed since it was read
+    is not overwritten: it is read again and its change computed again
+    (:mod:`mongrate.mongo.conditional`)."""
 
     def __init__(self, engine: Engine, collection: str, steps: list[Step]):
         super().__init__(engine, collection, steps)
         if len(steps) != 1:
             raise RewriteError("in-place passes take no deferred steps")
         self.coll = self.db.get_collection(collection, codec_options=RAW)
-        self._updates: list[UpdateOne] = []
+        self._updates: list[Pending] = []
         self._writer: BackgroundWriter | None = None
+        #: written by the writer thread only: documents the application wrote between
+        #: this pass's read and write (read again), of those the ones that then needed no
+        #: change or could not be recomputed here (left as the application wrote them),
+        #: ones where it is unknown whose write came last, and ones it deleted
+        self.raced = self.dropped = self.left = self.unsure = self.gone = 0
 
     def start(self) -> bool:
         eng, step = self.engine, self.own
@@ -272,8 +283,7 @@ class InPlaceSink(Sink):
         if change is None:
             return
         self.own.note(base, change)
-        self._updates.append(UpdateOne({"_id": RawBSONDocument(base, RAW)["_id"]},
-                                       change.update_document()))
+        self._updates.append(Pending(base, change))
         if len(self._updates) >= self.engine.batch_size:
             self._flush()
 
@@ -285,15 +295,72 @@ class InPlaceSink(Sink):
         if priors:
             self._writer.submit(self.own.side().insert, priors)
         if updates:
-            self._writer.submit(bulk_write, self.coll, updates, self.engine.statement_limit)
+            self._writer.submit(self._write, updates)
+
+    def _write(self, items: list[Pending]) -> None:
+        """Write a batch conditionally; documents the application wrote first are read
+        again and their change computed again, their records replaced before the write."""
+        step, side = self.own, self.own.side()
+        for _attempt in range(WRITE_ATTEMPTS):
+            out = write_if_unchanged(self.coll, items, self.engine.statement_limit)
+            self.gone += len(out.gone)
+            self.unsure += len(out.unsure)
+            items, records, stale = [], [], []
+            for p, cur in out.missed:
+                self.raced += 1
+                change = step.apply(cur) if step.changer is not None else None
+                if change is None:
+                    if step.changer is None:
+                        self.left += 1
+                    else:
+                        self.dropped += 1
+                    stale.append(RawBSONDocument(record_key(p.id_element, step.seq), RAW))
+                    continue
+                items.append(Pending(cur, change))
+                if step.op.direction == "upgrade":
+                    records.append(record(cur, step.seq, change))
+            if stale:
+                side.coll.delete_many({"_id": {"$in": stale}})
+            side.replace(records)
+            if not items:
+                return
+            self.engine.check()
+        raise OpError(f"{self.collection}: {len(items)} documents kept changing while "
+                      f"{step.label} wrote them ({WRITE_ATTEMPTS} attempts, each read "
+                      "again); run the revision again when the application writes them less")
 
     def finish(self) -> int:
         self._flush()
         if self._writer is not None:
             self._writer.drain()
             self._writer.close()
-        self.engine.mark_done(self.own)
-        return self.own.changed
+        own = self.own
+        own.changed -= self.dropped + self.left + self.gone + self.unsure
+        self.report()
+        self.engine.mark_done(own)
+        return own.changed
+
+    def report(self) -> None:
+        """Say what the application's writes during the pass did to it."""
+        op, label = self.own.op, self.own.label
+        if self.raced:
+            op._results[f"{label}: written by the application during the pass"] = self.raced
+            op.log(f"{self.collection}: {self.raced} documents were written by the "
+                   "application between this pass's read and write: read again"
+                   + (f", {self.dropped} of them needed no change any more"
+                      if self.dropped else ""))
+        if self.left:
+            op._results[f"{label}: left as the application wrote them"] = self.left
+            op.log(f"{self.collection}: {self.left} documents written by the application "
+                   "during the pass were left as it wrote them, not changed (their group "
+                   "cannot be read again here): run this revision's change on them again")
+        if self.unsure:
+            op._results[f"{label}: unsure, left as the application wrote them"] = self.unsure
+            op.log(f"{self.collection}: {self.unsure} documents were written by the "
+                   "application at the moment of this pass's write; whether the change "
+                   "landed first is unknown, so they are left as they are")
+        if self.gone:
+            op._results[f"{label}: deleted by the application during the pass"] = self.gone
 
     def abort(self) -> BaseException | None:
         if self._writer is None:
@@ -308,6 +375,8 @@ class RewriteSink(Sink):
     def __init__(self, engine: Engine, collection: str, steps: list[Step]):
         super().__init__(engine, collection, steps)
         self.tmp = tmp_name(self.own.op.revision, self.own.seq, collection)
+        #: what the pass read of the live collection, checked again before the swap
+        self.read_sum = ContentChecksum()
         self._docs: list[RawBSONDocument] = []
         self._held: list[tuple[bytes, int, ServerUpdate]] = []
         self._writer: BackgroundWriter | None = None
@@ -337,6 +406,14 @@ class RewriteSink(Sink):
             eng.reporter.info(f"  {self.collection}: one pass writes the changes of "
                               f"{', '.join(wanted)}")
         return True
+
+    def read(self, raw: bytes) -> None:
+        """Note a document as read from the live collection (before any change)."""
+        self.read_sum.add(raw)
+
+    def absorb(self, base: bytes) -> bytes:
+        self.read(base)
+        return super().absorb(base)
 
     def put(self, base: bytes, change: Change | None) -> None:
         self.seen += 1
@@ -433,6 +510,7 @@ class RewriteSink(Sink):
         self._docs = []
         self._held = []
         self.seen = self._bytes = 0
+        self.read_sum = ContentChecksum()
         self.engine.check()
         for step in self.steps:
             step.changed, step.priors = 0, []
@@ -461,11 +539,7 @@ class RewriteSink(Sink):
             for step in self.steps:
                 self.engine.mark_done(step)
             return 0
-        live = fast_count(self.db, self.collection)
-        if self.seen != live:
-            raise RewriteError(
-                f"{self.collection}: {self.seen} documents were rewritten but the collection "
-                f"holds {live}; was the application writing to it? Stop it and run again")
+        self.check_unchanged()
         built = fast_count(self.db, self.tmp)
         if built != self.seen and self.options.get("capped"):
             cap = f"size {self.options.get('size')} bytes" + (
@@ -483,6 +557,24 @@ class RewriteSink(Sink):
             "state": "built", "counts": [s.changed for s in self.steps]}})
         self._swap()
         return self.own.changed
+
+    def check_unchanged(self) -> None:
+        """Refuse the swap if the live collection is not what the pass read: an insert, a
+        delete or any update the application made meanwhile would be lost with it. One
+        more read of the collection (its count first, then a checksum of every document)."""
+        live = fast_count(self.db, self.collection)
+        if live == self.read_sum.count:
+            live, digest = collection_checksum(self.db, self.collection,
+                                               self.engine.batch_size)
+            if live == self.read_sum.count and digest == self.read_sum.hexdigest:
+                return
+            what = "documents were updated"
+        else:
+            what = f"it held {self.read_sum.count} documents and now holds {live}"
+        raise RewriteError(
+            f"{self.collection}: the application wrote to it while mongrate rewrote it "
+            f"({what}); nothing was swapped in and it is as the application left it: stop "
+            "the application's writers (this server's strategy is rewrite) and run again")
 
     def _swap(self) -> None:
         self.engine.check()

@@ -71,10 +71,11 @@ def test_update_many_writes_and_restore_is_byte_exact(mongo_db, messages, strate
 
 
 def test_unset_field_comes_back_in_its_place(mongo_db, messages, strategy, mongo_server):
-    if strategy == "in_place" and mongo_server == "javaserver":
-        pytest.skip("javaserver: a replacement keeps the stored document's field order there "
-                    "(MongoDB replaces the whole document), so no in-place restore can put a "
-                    "field back in the middle")
+    if strategy == "in_place" and mongo_server in ("javaserver", "ferretdb"):
+        pytest.skip(f"{mongo_server}: in place, a field goes back in the middle only by a "
+                    "replacement conditional on the whole document ($expr, MongoDB); without "
+                    "$expr it goes back by $set (last), so that a field the application added "
+                    "meanwhile is not replaced away")
     before = raw_doc(mongo_db, messages[0]["_id"])
     with op_for(mongo_db, strategy) as op:
         op.update_many("chat_messages", {"n": 0}, {"$unset": {"file_ids": ""}})
