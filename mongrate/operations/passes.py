@@ -151,11 +151,12 @@ class Step:
 
     def note(self, base: bytes, change: Change | ServerUpdate) -> None:
         """Count ``change`` and queue its prior-value record (upgrades only)."""
-        if isinstance(change, ServerUpdate):
+        known = not isinstance(change, ServerUpdate)  # the server computes what it writes
+        if not known:
             change = change.prior
         self.changed += 1
         if self.op.direction == "upgrade":
-            self.priors.append(record(base, self.seq, change))
+            self.priors.append(record(base, self.seq, change, known=known))
 
     def take_priors(self) -> list[RawBSONDocument]:
         out, self.priors = self.priors, []

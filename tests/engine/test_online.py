@@ -13,6 +13,7 @@ import pytest
 from pymongo import MongoClient
 
 from mongrate.errors import RewriteError
+from mongrate.operations.ops import reported
 from mongrate.testing.kit import revision_op, snapshot
 from mongrate.testing.writers import AppWriters
 
@@ -52,7 +53,7 @@ def test_change_each_rereads_a_document_the_application_wrote_meanwhile(mongo_db
         assert op.change_each("msgs", render) == 10
     assert mongo_db.msgs.find_one({"_id": 3})["meta"] == {"render": 1, "seen": True}
     assert calls[3] == 2  # read again and computed again
-    assert op.results["msgs changed: written by the application during the pass"] == 1
+    assert reported(op)["msgs changed: written by the application during the pass"] == 1
     with op_for(mongo_db, "in_place", "downgrade") as down:
         down.restore_undo()
     # exact for what mongrate changed: render back, the application's write kept
@@ -73,9 +74,9 @@ def test_update_many_rereads_a_document_the_application_wrote_meanwhile(mongo_db
                 hit.append(1)
                 app.msgs.update_one({"_id": 1}, {"$set": {"n": 100}})
 
-        op.engine.guard = between_read_and_write
+        op._engine.guard = between_read_and_write
         assert op.update_many("msgs", {}, {"$inc": {"n": 1}}) == 10
-        op.engine.guard = None
+        op._engine.guard = None
     assert mongo_db.msgs.find_one({"_id": 1})["n"] == 101
     with op_for(mongo_db, "in_place", "downgrade") as down:
         down.restore_undo()
@@ -116,7 +117,7 @@ def test_restore_keeps_what_the_application_wrote_since(mongo_db, app, messages)
                                                    "flag": False}
     assert mongo_db.msgs.find_one({"_id": 4}) == {"_id": 4, "meta": {"render": 5, "seen": 1},
                                                    "n": 4}
-    assert down.results["msgs restored: fields the application wrote since, kept"] == 3
+    assert reported(down)["msgs restored: fields the application wrote since, kept"] == 3
     others = {k: v for k, v in snapshot(mongo_db).items()}
     assert len(others["msgs"]["docs"]) == len(before["msgs"]["docs"])
     untouched = [d for d in mongo_db.msgs.find() if d["_id"] not in (2, 4)]
@@ -163,7 +164,7 @@ def test_a_field_the_application_adds_during_a_restore_is_not_replaced_away(mong
                 hit.append(1)
                 app.msgs.update_one({"_id": 2}, {"$set": {"added": True}})
 
-        down.engine.guard = between_read_and_write
+        down._engine.guard = between_read_and_write
         down.restore_undo()
     assert mongo_db.msgs.find_one({"_id": 2}, {"_id": 0}) == {"legacy": 2, "n": 2,
                                                               "added": True}
@@ -310,7 +311,7 @@ def test_in_place_upgrade_and_downgrade_lose_no_acknowledged_write(mongo_db, mon
     half = [d["_id"] for d in docs if (d["meta"].get("render") == 1) != (d.get("v") == 2)]
     assert half == []  # migrated whole, or untouched as the application wrote it
     unmigrated = [d["_id"] for d in docs if d.get("v") != 2 and d["_id"] not in inserted]
-    assert len(unmigrated) <= _reported(op.results, "left as", "unsure")
+    assert len(unmigrated) <= _reported(reported(op), "left as", "unsure")
 
     with _writers(mongo_url, db, "down", 2) as down_writers:
         with revision_op(db, "r1", "downgrade", write_strategy="in_place",
@@ -321,7 +322,7 @@ def test_in_place_upgrade_and_downgrade_lose_no_acknowledged_write(mongo_db, mon
     assert up.lost(db, ignore=down_writers.deleted()) == []
     assert down_writers.lost(db) == []
     still = [d["_id"] for d in db.msgs.find() if d.get("v") == 2 or d["meta"].get("render")]
-    assert len(still) <= _reported(down.results, "unsure")
+    assert len(still) <= _reported(reported(down), "unsure")
     if helper == "change_groups":
         assert db.users.count_documents({"count": {"$exists": True}}) == 0
 
