@@ -21,7 +21,7 @@ from results import PREFIX, load
 
 HERE = Path(__file__).resolve().parent
 ORDER = ("graph", "graph_scale", "thumbs", "history", "thumbs_http", "migrate", "authoring", "schema_check",
-         "fleet")
+         "fleet", "abuse")
 
 
 def run_one(name: str, extra: list[str]) -> list[dict]:

@@ -300,7 +300,7 @@ def test_a_slow_upload_does_not_stall_other_requests(mongo_db, settings, session
 
     def slow(body, settings_):
         started.set()
-        stalled.append(not release.wait(3))
+        stalled.append(not release.wait(60))  # bounded only so a bug fails, not hangs
         return real(body, settings_)
 
     monkeypatch.setattr(uploads, "_read_json", slow)

@@ -83,9 +83,9 @@ def test_per_owner_cap_leaves_room_for_others():
         third = asyncio.create_task(budget.acquire("a"))
         await asyncio.sleep(0.01)
         assert not third.done()  # a is at its cap although a grant is free
-        other = await asyncio.wait_for(budget.acquire("b"), 1)  # b is not held up by a
+        other = await asyncio.wait_for(budget.acquire("b"), 30)  # b is not held up by a
         held[0].release()
-        (await asyncio.wait_for(third, 1)).release()
+        (await asyncio.wait_for(third, 30)).release()
         for grant in (held[1], other):
             grant.release()
         return budget.in_use, budget.grants
@@ -107,7 +107,7 @@ def test_cancelled_waiters_leave_no_trace_and_release_is_idempotent():
         first.release()
         first.release()  # twice: still one release
         assert (budget.in_use, budget.grants) == (0, 0)
-        again = await asyncio.wait_for(budget.acquire("c"), 1)
+        again = await asyncio.wait_for(budget.acquire("c"), 30)
         assert budget.grants == 1
         again.release()
 

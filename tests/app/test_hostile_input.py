@@ -283,10 +283,11 @@ def test_the_multipart_redos_header_is_refused_at_once_on_the_pinned_stack(
                 pinger.join(30)
         assert {status for status, _ in evil} == {400}
         typical = statistics.median(baseline)
-        # Relative to a normal request of the same shape, with room for a busy machine; the
-        # unpatched service takes about 20 s here.
-        assert statistics.median(t for _, t in evil) < max(0.1, 3 * typical), (evil, baseline)
-        assert max(pings) < max(1.0, 10 * typical), (max(pings), typical)
+        # Relative to a normal request of the same shape. The floors are room for a busy
+        # machine (a stall between two requests); the unpatched service takes about 20 s
+        # per request here, and blocks the pings as long.
+        assert statistics.median(t for _, t in evil) < max(1.0, 3 * typical), (evil, baseline)
+        assert max(pings) < max(5.0, 10 * typical), (max(pings), typical)
     finally:
         mongo_client.drop_database(name)
 

@@ -2,7 +2,7 @@
 (small files that decode to 100-200 MB each), another asks for a small one meanwhile.
 
 Before: the process reached 1.2 GB, stayed at about 970 MB, and the small thumbnail waited
-33.8 s behind the queue.
+33.8 s behind the queue (it was answered after the whole queue).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def test_twelve_queued_worst_cases_stay_under_300_mb_and_others_are_served(
                 time.sleep(0.1)
         baseline = status_kb("VmRSS", app.pid) * 1024
 
-        done: list[int] = []
+        done: list[float] = []  # when each of alice's was answered
         statuses: list[int] = []
 
         def fetch(file_id: str) -> None:
@@ -84,18 +84,21 @@ def test_twelve_queued_worst_cases_stay_under_300_mb_and_others_are_served(
                 f"{base}/{file_id}/thumbnail?size=300", headers=bearer(ALICE), timeout=300
             )
             statuses.append(r.status_code)
-            done.append(1)
+            done.append(time.monotonic())
 
         threads = [threading.Thread(target=fetch, args=(f,)) for f in queue]
         for thread in threads:
             thread.start()
-        time.sleep(1.0)  # the queue is in: one huge decode runs, the rest wait
+        deadline = time.monotonic() + 300
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.05)  # the queue is in: one of alice's is done, the rest wait
         started = time.monotonic()
         mine = httpx.get(f"{base}/{small}/thumbnail", headers=bearer(BOB), timeout=300)
         waited = time.monotonic() - started
         queue_done_then = len(done)
         for thread in threads:
             thread.join(600)
+        queue_left = max(done) - started  # what bob would have waited behind the queue
         peak = status_kb("VmHWM", app.pid) * 1024
         time.sleep(1.0)
         after = status_kb("VmRSS", app.pid) * 1024
@@ -106,9 +109,12 @@ def test_twelve_queued_worst_cases_stay_under_300_mb_and_others_are_served(
     print(
         f"baseline {baseline / MB:.0f} MB, peak {peak / MB:.0f} MB, after {after / MB:.0f} MB; "
         f"bob's small thumbnail in {waited:.2f} s with {12 - queue_done_then} of alice's 12 "
-        "still queued"
+        f"still queued, which took {queue_left:.2f} s more"
     )
     assert mine.status_code == 200 and statuses == [200] * 12
     assert peak < 300 * MB
     assert after < baseline + 40 * MB  # memory given back after the peak
-    assert waited < 2.0 and queue_done_then <= 6  # not behind alice's queue
+    # Not behind alice's queue: answered while most of it was still waiting, in a small part
+    # of the time the rest of it took (both slow down alike on a busy machine). The speed
+    # goal (under 2 s) is in bench/abuse.py.
+    assert queue_done_then <= 6 and waited < queue_left / 3, (waited, queue_left)

@@ -169,7 +169,7 @@ def test_small_thumbnails_do_not_wait_behind_a_queue_of_large_ones(two_workers, 
 
     def held_if_large(data, size, **kw):
         if len(data) > 10_000:
-            release.wait(10)
+            release.wait(120)  # bounded only so a bug fails, not hangs
             return Thumbnail(b"large", sniff.PNG, size, size)
         return real(data, size, **kw)
 
@@ -183,7 +183,7 @@ def test_small_thumbnails_do_not_wait_behind_a_queue_of_large_ones(two_workers, 
         ]
         await asyncio.sleep(0.05)
         try:
-            mine = await asyncio.wait_for(make_thumbnail_async(small, 32, owner="bob"), 10)
+            mine = await asyncio.wait_for(make_thumbnail_async(small, 32, owner="bob"), 60)
             still_queued = sum(not t.done() for t in queue)
         finally:
             release.set()
