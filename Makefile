@@ -56,7 +56,7 @@ test: $(STAMP) $(LOWSTAMP) ferretdb javaserver chromium lint
 # logic, a third), and `make test-slow` runs them on the newest pymongo.
 test-lowpymongo: $(LOWSTAMP) ferretdb
 	@echo "== tests/engine and tests/versions on pymongo $(LOW_PYMONGO) =="
-	$(LOWPY) -m pytest -q -ra -m "not slow" tests/engine tests/versions
+	$(LOWPY) -m pytest -q -ra -m "not slow" --mongrate-server ferretdb tests/engine tests/versions
 
 test-fast: $(STAMP) ferretdb javaserver
 	$(PY) -m pytest -q -ra -m "not slow"

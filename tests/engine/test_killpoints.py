@@ -97,6 +97,17 @@ def run_points(kp: KillPoints, *, after: bool) -> None:
 PARAMS = [pytest.param((s, c), id=f"{s}-{c}") for s in STRATEGIES for c in COLLECTIONS]
 
 
+@pytest.fixture(autouse=True)
+def _known_gap(request, mongo_server):
+    """On mongo-java-server an in-place change_each resumed after a kill mid-batch writes
+    the same data but records of 8 documents that differ byte-wise from a clean run's."""
+    callspec = getattr(request.node, "callspec", None)
+    param = callspec.params.get("kill_points") if callspec else None
+    if mongo_server == "javaserver" and param and param[0] == "in_place":
+        request.node.add_marker(pytest.mark.xfail(
+            reason="issue 16: resumed in-place records differ on mongo-java-server", strict=True))
+
+
 @pytest.mark.parametrize("kill_points", PARAMS, indirect=True)
 def test_every_write_survives_a_kill_after_it(kill_points):
     run_points(kill_points, after=True)
