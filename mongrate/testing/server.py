@@ -107,15 +107,15 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float, log: Path,
     raise ServerUnavailable(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
 
 
-class FerretDBServer:
-    """A FerretDB process on 127.0.0.1 with its SQLite files in ``data_dir``.
+class _ServerProcess:
+    """A test server process on 127.0.0.1 and a free port, its files in ``data_dir``
+    (``None``: a temporary directory removed at stop; a given directory is kept)."""
 
-    ``data_dir=None`` uses a temporary directory removed at stop; a given directory is
-    kept, so a demo database survives between runs.
-    """
+    name = "server"
 
     def __init__(self, data_dir: str | os.PathLike | None = None, port: int | None = None):
-        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="mongrate-ferretdb-")
+        self._tmp = (None if data_dir
+                     else tempfile.TemporaryDirectory(prefix=f"mongrate-{self.name}-"))
         self.data_dir = Path(data_dir or self._tmp.name)
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
@@ -123,6 +123,34 @@ class FerretDBServer:
     @property
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 30.0) -> _ServerProcess:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> _ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FerretDBServer(_ServerProcess):
+    """A FerretDB process with its SQLite files in ``data_dir``: a given directory is
+    kept, so a demo database survives between runs."""
+
+    name = "ferretdb"
 
     def start(self, timeout: float = 30.0) -> FerretDBServer:
         binary = build_ferretdb()
@@ -144,24 +172,6 @@ class FerretDBServer:
             )
         _wait_for_port(self.port, self.proc, timeout, log)
         return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
-    def __enter__(self) -> FerretDBServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _launcher_digest() -> str:
@@ -236,22 +246,14 @@ def javaserver_wire_version() -> int:
     return wire
 
 
-class JavaServer:
-    """mongo-java-server (memory backend) on 127.0.0.1; its data lives and dies with it.
+class JavaServer(_ServerProcess):
+    """mongo-java-server (memory backend); its data lives and dies with it.
 
     ``data_dir`` only holds its log. The JVM heap is capped (``$MONGRATE_JAVASERVER_HEAP``,
     default 2g) since every document of every test database stays in memory.
     """
 
-    def __init__(self, data_dir: str | os.PathLike | None = None, port: int | None = None):
-        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="mongrate-javaserver-")
-        self.data_dir = Path(data_dir or self._tmp.name)
-        self.port = port or free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/"
+    name = "javaserver"
 
     def start(self, timeout: float = 60.0) -> JavaServer:
         jar = build_javaserver()
@@ -270,24 +272,6 @@ class JavaServer:
             )
         _wait_for_port(self.port, self.proc, timeout, log, name="mongo-java-server")
         return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
-    def __enter__(self) -> JavaServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def make_server(name: str, data_dir: str | os.PathLike | None = None,
