@@ -264,6 +264,29 @@ async def _entries(
     return history
 
 
+async def _history_query(store: ChatStore, user_id: str, session_id: str,
+                         before: str | None) -> dict[str, Any]:
+    """The messages filter of one history request, after its checks: 404 for a session
+    the user does not own, 422 for a bad ``before`` (validated before touching the DB)."""
+    cursor = _decode_cursor(before) if before else None
+    if not await store.owns_session(session_id, user_id):
+        raise SessionNotFound(session_id)
+    # The user filter matters when the session has no chat_sessions row: owns_session then
+    # accepts any user with a message in it, and only this keeps the others' messages out.
+    query: dict[str, Any] = {"session_id": session_id, "user_id": user_id}
+    if isinstance(cursor, ObjectId):  # a bare message id: one bounded extra lookup
+        anchor = await store.messages.find_one(
+            {"_id": cursor, "session_id": session_id, "user_id": user_id}, {"created_at": 1}
+        )
+        if anchor is None:
+            raise BadCursor(f"'before' names no message of this session: {before}")
+        created = anchor.get("created_at")
+        query.update(_before_filter(created if isinstance(created, dt.datetime) else None, cursor))
+    elif cursor is not None:
+        query.update(_before_filter(*cursor))
+    return query
+
+
 async def load_history(
     store: ChatStore,
     user_id: str,
@@ -278,23 +301,7 @@ async def load_history(
 
     Raises :class:`SessionNotFound` (404) and :class:`BadCursor` (422).
     """
-    cursor = _decode_cursor(before) if before else None  # validate before touching the DB
-    if not await store.owns_session(session_id, user_id):
-        raise SessionNotFound(session_id)
-
-    # The user filter matters when the session has no chat_sessions row: owns_session then
-    # accepts any user with a message in it, and only this keeps the others' messages out.
-    query: dict[str, Any] = {"session_id": session_id, "user_id": user_id}
-    if isinstance(cursor, ObjectId):  # a bare message id: one bounded extra lookup
-        anchor = await store.messages.find_one(
-            {"_id": cursor, "session_id": session_id, "user_id": user_id}, {"created_at": 1}
-        )
-        if anchor is None:
-            raise BadCursor(f"'before' names no message of this session: {before}")
-        created = anchor.get("created_at")
-        query.update(_before_filter(created if isinstance(created, dt.datetime) else None, cursor))
-    elif cursor is not None:
-        query.update(_before_filter(*cursor))
+    query = await _history_query(store, user_id, session_id, before)
 
     projection = {
         "role": 1,
@@ -349,20 +356,7 @@ async def open_history_stream(
     Ownership and the cursor are checked here, before the first byte (404/422 as usual);
     the returned iterator does the reading.
     """
-    cursor = _decode_cursor(before) if before else None
-    if not await store.owns_session(session_id, user_id):
-        raise SessionNotFound(session_id)
-    query: dict[str, Any] = {"session_id": session_id, "user_id": user_id}
-    if isinstance(cursor, ObjectId):
-        anchor = await store.messages.find_one(
-            {"_id": cursor, "session_id": session_id, "user_id": user_id}, {"created_at": 1}
-        )
-        if anchor is None:
-            raise BadCursor(f"'before' names no message of this session: {before}")
-        created = anchor.get("created_at")
-        query.update(_before_filter(created if isinstance(created, dt.datetime) else None, cursor))
-    elif cursor is not None:
-        query.update(_before_filter(*cursor))
+    query = await _history_query(store, user_id, session_id, before)
     return _history_chunks(store, user_id, session_id, query)
 
 
