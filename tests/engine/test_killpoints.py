@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from mongrate.testing.killpoints import KillAt, KillPoints, write_target
+from mongrate.testing.killpoints import KillAt, KillPoints, mongrate_state, write_target
 
 #: the copy-back exists because FerretDB 1.x cannot rename a name with a dot;
 #: mongo-java-server renames it, so there is no copy-back to kill
@@ -97,15 +97,23 @@ def run_points(kp: KillPoints, *, after: bool) -> None:
 PARAMS = [pytest.param((s, c), id=f"{s}-{c}") for s in STRATEGIES for c in COLLECTIONS]
 
 
+#: why the in-place scenario's records differ after a resume on a server without ``$expr``
+NO_EXPR_ORDER = (
+    "issue 16: no $expr (FerretDB 1.x, mongo-java-server): a step cut short is rolled back by $set, "
+    "which puts a removed field back after the others, not in its place, so the re-run "
+    "records that order (undo records' 'k'), not the clean run's; data and end state equal "
+    "(test_a_resumed_in_place_run_differs_only_in_recorded_field_order)")
+
+
 @pytest.fixture(autouse=True)
 def _known_gap(request, mongo_server):
-    """On mongo-java-server an in-place change_each resumed after a kill mid-batch writes
-    the same data but records of 8 documents that differ byte-wise from a clean run's."""
+    """On a server without ``$expr`` an in-place step resumed after a kill mid-pass
+    records the field order the roll-back left (see :data:`NO_EXPR_ORDER`)."""
     callspec = getattr(request.node, "callspec", None)
     param = callspec.params.get("kill_points") if callspec else None
-    if mongo_server == "javaserver" and param and param[0] == "in_place":
-        request.node.add_marker(pytest.mark.xfail(
-            reason="issue 16: resumed in-place records differ on mongo-java-server", strict=True))
+    if (mongo_server in ("ferretdb", "javaserver") and param and param[0] == "in_place"
+            and request.node.originalname.startswith("test_every_write_survives")):
+        request.node.add_marker(pytest.mark.xfail(reason=NO_EXPR_ORDER, strict=True))
 
 
 @pytest.mark.parametrize("kill_points", PARAMS, indirect=True)
@@ -117,6 +125,36 @@ def test_every_write_survives_a_kill_after_it(kill_points):
 @pytest.mark.parametrize("kill_points", PARAMS, indirect=True)
 def test_every_write_survives_a_kill_before_it(kill_points):
     run_points(kill_points, after=False)
+
+
+def _without_recorded_order(image):
+    """:func:`mongrate_state` with the undo records' field order (``k``) left out."""
+    import bson
+
+    state = mongrate_state(image)
+    state["side"] = {n: sorted(bson.encode({k: v for k, v in bson.decode(r).items()
+                                            if k != "k"}) for r in recs)
+                     for n, recs in state["side"].items()}
+    return state
+
+
+@pytest.mark.parametrize("kill_points", [pytest.param(("in_place", "items"), id="in_place")],
+                         indirect=True)
+def test_a_resumed_in_place_run_differs_only_in_recorded_field_order(kill_points):
+    """What the xfail above (:data:`NO_EXPR_ORDER`) lets through, and nothing more: after a
+    kill anywhere in the in-place upgrade and a resume, every later state (the upgrade,
+    the failing upgrade, the downgrade to base) equals the clean run's byte for byte but
+    for the undo records' original field order; the downgrade's end state exactly."""
+    kp = kill_points
+    kp.state = _without_recorded_order
+    clean = kp.record(COMMANDS)
+    assert [o.code for o in clean.outcomes] == EXIT_CODES, [o.err for o in clean.outcomes]
+    bad = {}
+    for point in kp.points(clean, before=False, commands=[0]):
+        problems = kp.try_point(clean, point, follow=True)
+        if problems:
+            bad[str(point)] = problems
+    assert not bad, bad
 
 
 # ------------------------------------------------------------ the bugs it found, one by one
