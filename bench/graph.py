@@ -96,12 +96,12 @@ def write_alembic(root: Path, revs) -> None:
 
 def timed(cmd: list[str], cwd: Path, runs: int, *, cold: bool = False) -> tuple[float, str]:
     """Median wall time of ``runs`` runs after one unmeasured warm-up; ``cold``: the
-    project's metadata cache (``.mongrate/``) removed before each run."""
+    metadata cache (``$XDG_CACHE_HOME/mongrate/graph``) removed before each run."""
     times, out = [], ""
     subprocess.run(cmd, cwd=cwd, capture_output=True, env=ENV)
     for _ in range(runs):
         if cold:
-            shutil.rmtree(cwd / ".mongrate", ignore_errors=True)
+            shutil.rmtree(Path(ENV["XDG_CACHE_HOME"]) / "mongrate" / "graph", ignore_errors=True)
         t = time.perf_counter()
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=ENV)
         times.append(time.perf_counter() - t)
@@ -120,6 +120,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="mongrate-bench-graph-"))
     ENV.pop("PYTHONDONTWRITEBYTECODE", None)
     ENV["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    ENV["XDG_CACHE_HOME"] = str(tmp / "xdg-cache")  # mongrate's graph metadata cache
     try:
         write_mongrate(tmp / "m", revs)
         mongrate = [str(BIN / "mongrate")]

@@ -47,12 +47,18 @@ def _decode(row: list, path: Path) -> Revision:
                     create_date=created)
 
 
-def cache_file(folder: Path, config_file: Path | None) -> Path:
-    """Where the cache of ``folder`` lives: ``.mongrate/`` beside the ini (else inside
-    the folder's parent), one file per revisions folder."""
-    base = config_file.parent if config_file is not None else folder.parent
+def cache_root() -> Path:
+    """The user's cache folder for graph metadata (``$XDG_CACHE_HOME/mongrate/graph``):
+    outside the project, so no command leaves a file in a directory it was run in."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mongrate" / "graph"
+
+
+def cache_file(folder: Path) -> Path:
+    """Where the cache of the revisions ``folder`` lives: one file per folder, named by a
+    hash of its resolved path."""
     tag = hashlib.blake2b(str(folder.resolve()).encode(), digest_size=6).hexdigest()
-    return base / ".mongrate" / f"graph-cache-{tag}.json"
+    return cache_root() / f"graph-cache-{tag}.json"
 
 
 class MetadataCache:
@@ -133,7 +139,7 @@ class MetadataCache:
             return
         tmp = self.location.with_name(f"{self.location.name}.{os.getpid()}.tmp")
         try:
-            self.location.parent.mkdir(exist_ok=True)
+            self.location.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps({"format": _FORMAT, "entries": self._entries},
                                       separators=(",", ":")), encoding="utf-8")
             os.replace(tmp, self.location)  # readers see the old file or the new, whole

@@ -143,7 +143,7 @@ class ScriptDirectory:
     @property
     def graph(self) -> RevisionGraph:
         if self._graph is None:
-            cache = MetadataCache(cache_file(self.path, self.config.config_file))
+            cache = MetadataCache(cache_file(self.path))
             revisions = cache.read_all(self.revision_files(), read_revision)
             self._graph = RevisionGraph(revisions)
             cache.save()  # only a graph that loaded: a broken file stays uncached

@@ -25,7 +25,8 @@ def write_rev(folder: Path, rid: str, down: str | None, message: str, name: str 
 
 
 @pytest.fixture
-def project_dir(tmp_path: Path) -> Path:
+def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "versions").mkdir()
     (tmp_path / "mongrate.ini").write_text(
         "[mongrate]\nurl = mongodb://127.0.0.1:1/unused\nscript_location = versions\n")
@@ -46,7 +47,7 @@ def heads(root: Path) -> list[str]:
 
 
 def cached_names(root: Path) -> set[str]:
-    files = list((root / ".mongrate").glob("graph-cache-*.json"))
+    files = list((root / "cache" / "mongrate" / "graph").glob("graph-cache-*.json"))
     assert len(files) == 1
     import json
 
@@ -122,11 +123,13 @@ def test_coarse_clock_edit_within_the_same_tick_is_seen(project_dir: Path, monke
 
 
 def test_unwritable_or_corrupt_cache_is_never_fatal(project_dir: Path) -> None:
-    (project_dir / ".mongrate").write_text("not a folder")  # mkdir fails
+    folder = project_dir / "cache" / "mongrate" / "graph"
+    folder.parent.mkdir(parents=True)
+    folder.write_text("not a folder")  # mkdir fails
     assert heads(project_dir) == ["cccc03"]
-    (project_dir / ".mongrate").unlink()
+    folder.unlink()
     assert heads(project_dir) == ["cccc03"]
-    [cache] = (project_dir / ".mongrate").glob("graph-cache-*.json")
+    [cache] = folder.glob("graph-cache-*.json")
     cache.write_text('{"format": 1, "entries": {"cccc03_step.py": [1, 2, 3]}}')
     assert heads(project_dir) == ["cccc03"]
     cache.write_bytes(b"\x00garbage")
