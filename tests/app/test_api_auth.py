@@ -26,7 +26,7 @@ def _b64(obj) -> str:
 def _claims(**extra):
     now = int(time.time())
     claims = {"sub": ALICE, "user_id": ALICE, "type": "access", "iat": now, "nbf": now,
-              "exp": now + 600, **extra}
+              "exp": now + 6 * 3600, **extra}  # outlives a slow suite run
     return {k: v for k, v in claims.items() if v is not _DROP}
 
 
