@@ -91,6 +91,12 @@ def _probe_server_copy(db: Database) -> tuple[bool, str]:
         db[source].aggregate([{"$match": {}}, {"$out": target}]).close()
         if db[target].find_one({"_id": 1}) is None:
             return False, "the server's $out wrote nothing: streamed through the client"
+        # a copy must not change with its source (mongo-java-server's memory backend
+        # shares the documents: an update of the source showed in its $out copy)
+        db[source].update_one({"_id": 1}, {"$set": {"changed": True}})
+        if db[target].find_one({"_id": 1}) != {"_id": 1}:
+            return False, ("the server's $out copy changes with its source: streamed "
+                           "through the client")
         return True, "copied on the server (aggregate $out)"
     except OperationFailure as exc:
         return False, (f"the server has no $out ({exc.details.get('errmsg') if exc.details else exc}): "

@@ -232,8 +232,9 @@ def test_a_document_named_like_an_index_record_does_not_collide(mongo_db):
 
 @pytest.mark.parametrize("strategy", [COPY, SWAP])
 def test_backup_copies_on_the_server_where_it_can_and_says_so(mongo_db, messages, strategy):
-    """The server's own copy ($out) where the server has one (MongoDB, mongo-java-server),
-    streaming through the client where it has not (FerretDB 1.24); -v names the path, and
+    """The server's own copy ($out) where the server has a real one (MongoDB), streaming
+    through the client where it has none (FerretDB 1.24) or where its copy changes with its
+    source (mongo-java-server's memory backend); -v names the path, and
     the manifest's count and checksum are those of the snapshot either way."""
     import io
 
@@ -245,6 +246,10 @@ def test_backup_copies_on_the_server_where_it_can_and_says_so(mongo_db, messages
     try:
         mongo_db.chat_messages.aggregate([{"$match": {}}, {"$out": "out_check"}]).close()
         has_out = mongo_db.out_check.count_documents({}) == 7
+        # and a real copy: mongo-java-server's memory backend shares the documents
+        mongo_db.chat_messages.update_many({}, {"$set": {"probe": 1}})
+        has_out = has_out and mongo_db.out_check.count_documents({"probe": 1}) == 0
+        mongo_db.chat_messages.update_many({}, {"$unset": {"probe": ""}})
     except OperationFailure:
         has_out = False
     finally:
