@@ -165,15 +165,22 @@ class DataOps:
             elif change is not None:
                 items.append(Pending(raw_bytes(raw), change, update=dict(update), on=touched,
                                      extra=filter or None))
+        plain_bases = [raw_bytes(raw) for raw in plain]
         if upgrade:
             side.insert([record(p.base, seq, p.change) for p in items]
                         + [record(base, seq, _prior(base, touched), known=False)
-                           for base in map(raw_bytes, plain)])
-        changed = 0
-        if plain:
-            ids = [raw["_id"] for raw in plain]
-            query = {"$and": [filter, {"_id": {"$in": ids}}]} if filter else {"_id": {"$in": ids}}
-            changed += coll.update_many(query, dict(update)).modified_count
+                           for base in plain_bases])
+
+        def server_applies(bases: list[bytes]) -> int:
+            """The server applies ``update`` to these documents (values the client cannot
+            decide on), unconditionally, in one command; their records are written."""
+            if not bases:
+                return 0
+            ids = {"_id": {"$in": [RawBSONDocument(b, RAW)["_id"] for b in bases]}}
+            query = {"$and": [filter, ids]} if filter else ids
+            return coll.update_many(query, dict(update)).modified_count
+
+        changed = server_applies(plain_bases)
         for _attempt in range(WRITE_ATTEMPTS):
             out = write_if_unchanged(coll, items, eng.statement_limit)
             changed += len(out.applied)
@@ -188,15 +195,12 @@ class DataOps:
                 ids = [p.doc_id() for p, _ in out.missed]
                 found = coll.find({"$and": [filter, {"_id": {"$in": ids}}]}, {"_id": 1})
                 still = {elements(raw_bytes(d))["_id"] for d in found}
-            items, records, stale = [], [], []
+            items, records, stale, plain_bases = [], [], [], []
             for p, cur in out.missed:
                 change = changer(RawBSONDocument(cur, RAW)) if p.id_element in still else None
                 if isinstance(change, ServerUpdate):  # now a value only the server decides
-                    plain_ids = {"_id": RawBSONDocument(cur, RAW)["_id"]}
-                    query = {"$and": [filter, plain_ids]} if filter else plain_ids
-                    if upgrade:
-                        side.replace([record(cur, seq, _prior(cur, touched), known=False)])
-                    changed += coll.update_many(query, dict(update)).modified_count
+                    plain_bases.append(cur)
+                    records.append(record(cur, seq, _prior(cur, touched), known=False))
                     continue
                 if change is None:
                     sink.dropped += 1
@@ -208,6 +212,7 @@ class DataOps:
                 if stale:
                     side.coll.delete_many({"_id": {"$in": stale}})
                 side.replace(records)
+            changed += server_applies(plain_bases)
             if not items:
                 return changed
             eng.check()
