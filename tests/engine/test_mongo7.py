@@ -38,10 +38,8 @@ def test_upgrade_downgrade_round_trip_on_mongo7(mongo7_project):
     assert DeepDiff(before, list(db.items.find())) == {}
 
 
-MONGO7_SCHEMA = """\
-collections:
-  events:
-    indexes:
+#: partial, TTL and collated indexes (on mongo:7 and mongo-java-server alike)
+EVENT_INDEXES = """\
       - name: expire
         keys: {seen_at: 1}
         ttl: 3600
@@ -51,6 +49,13 @@ collections:
       - name: name_ci
         keys: {name: 1}
         collation: {locale: en, strength: 2}
+"""
+
+MONGO7_SCHEMA = """\
+collections:
+  events:
+    indexes:
+""" + EVENT_INDEXES + """\
     validator:
       $jsonSchema: {bsonType: object, required: [user]}
       level: moderate
@@ -121,15 +126,7 @@ INDEX_SCHEMA = """\
 collections:
   events:
     indexes:
-      - name: expire
-        keys: {seen_at: 1}
-        ttl: 3600
-      - name: open_by_user
-        keys: {user: 1}
-        partial: {open: true}
-      - name: name_ci
-        keys: {name: 1}
-        collation: {locale: en, strength: 2}
+""" + EVENT_INDEXES + """\
       - name: by_at
         keys: {at: -1}
         sparse: true
