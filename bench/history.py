@@ -357,6 +357,11 @@ def run_concurrent(url: str, n_messages: int = CONCURRENT_MESSAGES) -> int:
           f"{statistics.median(latencies) * 1000:.1f} ms, worst {worst_ms:.1f} ms "
           f"(target < {LATENCY_TARGET_MS} ms); idle: median {statistics.median(idle_ms):.1f} "
           f"ms, worst {max(idle_ms):.1f} ms")
+    ranked = sorted(range(len(latencies)), key=lambda i: -latencies[i])[:5]
+    print(f"  p99 {statistics.quantiles(latencies, n=100)[98] * 1000:.1f} ms; "
+          f"{sum(x * 1000 >= LATENCY_TARGET_MS for x in latencies)} answers over target; "
+          "worst five (ms @ % of the run): " + ", ".join(
+              f"{latencies[i] * 1000:.0f} @ {100 * i / len(latencies):.0f}%" for i in ranked))
     failures = []
     if len(set(sizes)) != 1:
         failures.append("the concurrent bodies differ")
