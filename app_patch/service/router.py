@@ -13,6 +13,7 @@ first used; :func:`build_router` takes explicit settings instead. The router's l
 
 import asyncio
 import datetime as dt
+import gc
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -154,6 +155,7 @@ class ServiceHolder:
         # Set before the first await, so concurrent first requests share one client.
         self._sweeper = loop.create_task(_sweep_forever(store, settings.upload_orphan_grace))
         await store.ensure_indexes()
+        _freeze_startup_objects()
         return services
 
     async def aclose(self) -> None:
@@ -172,6 +174,25 @@ class ServiceHolder:
             yield
         finally:
             await self.aclose()
+
+
+_startup_frozen = False
+
+
+def _freeze_startup_objects() -> None:
+    """Once per process, after the first services exist: collect, then move every object alive
+    (modules, the app, the client) out of the collector's sight with :func:`gc.freeze`.
+
+    A full collection otherwise walks all of them: under four streamed whole-session
+    histories it held the event loop for up to 80 ms at a time (measured with gc callbacks),
+    the biggest share of a no-database request's worst wait. Freezing halves what a full
+    collection walks; the collect first keeps garbage of the startup out of the frozen set.
+    """
+    global _startup_frozen
+    if not _startup_frozen:
+        _startup_frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 async def _sweep_forever(store: ChatStore, grace_seconds: int) -> None:

@@ -71,3 +71,23 @@ def test_one_cursor_and_a_query_per_batch(client, seeded, command_log, monkeypat
 def test_unknown_session_is_still_a_404(client, seeded, alice):
     r = client.get("/api/v1/chat/sessions/nope/history", headers=alice)
     assert r.status_code == 404 and r.json() == {"detail": "Chat session not found"}
+
+
+def test_startup_objects_are_frozen_out_of_full_collections(settings, seeded, monkeypatch):
+    """A full collection must not walk the modules and the app on every run (it held the
+    event loop for tens of ms under streamed histories): the first services freeze them."""
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from app_patch.service import router
+    from app_patch.service.app import create_app
+
+    monkeypatch.setattr(router, "_startup_frozen", False)
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    s = seeded.chat_sessions.find_one({}, {"session_id": 1, "user_id": 1})
+    with TestClient(create_app(settings)) as client:
+        url = f"/api/v1/chat/sessions/{s['session_id']}/history"
+        assert client.get(url, headers=bearer(s["user_id"])).status_code == 200
+    assert gc.get_freeze_count() > 1000
