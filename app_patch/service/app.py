@@ -99,22 +99,14 @@ def create_app(
 
 async def _demo_sessions(svc: Any, user_id: str, limit: int = 50) -> list[dict[str, Any]]:
     """The user's sessions with their file count, the richest first (two queries)."""
-    store = svc.store
-    counts: dict[str, int] = {}
-    pipeline = [
-        {"$match": {"user_id": user_id}},
-        {"$group": {"_id": "$session_id", "n": {"$sum": 1}}},
-    ]
-    async for row in await store.driver.aggregate(store.uploads, pipeline):
-        counts[str(row["_id"])] = int(row["n"])
-    cursor = store.sessions.find({"user_id": user_id}, {"session_id": 1, "topic": 1})
+    counts = await svc.store.upload_counts(user_id)
     sessions = [
         {
             "session_id": str(s.get("session_id")),
             "topic": s.get("topic") or "",
             "files": counts.get(str(s.get("session_id")), 0),
         }
-        for s in await cursor.to_list(None)
+        for s in await svc.store.sessions_of(user_id)
     ]
     sessions.sort(key=lambda s: (-s["files"], s["session_id"]))
     return sessions[:limit]

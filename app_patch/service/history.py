@@ -184,9 +184,10 @@ async def _entries(
     """History entries of ``messages`` (in their order): one ``$in`` query for their uploads,
     two more only for listed files without a row.
 
-    ``whole_session``: the query of a streamed session, of which ``messages`` are one batch.
-    A row linked to one of them by ``message_id`` but not listed there may be listed by a
-    message of another batch; such (pre-migration) rows cost one more query.
+    ``whole_session``: the paging condition of a streamed session (``{}`` for all of it), of
+    which ``messages`` are one batch. A row linked to one of them by ``message_id`` but not
+    listed there may be listed by a message of another batch; such (pre-migration) rows cost
+    one more query.
     """
     listed: list[str] = []
     for msg in messages:
@@ -210,10 +211,8 @@ async def _entries(
     if whole_session is not None:
         unlisted = sorted({str(r.get("file_id") or "") for r in rows} - listed_set - {""})
         if unlisted:
-            elsewhere = store.messages.find(
-                {**whole_session, "file_ids": {"$in": unlisted}}, {"file_ids": 1}
-            )
-            for other in await elsewhere.to_list(None):
+            elsewhere = await store.messages_listing(session_id, user_id, whole_session, unlisted)
+            for other in elsewhere:
                 listed_set.update(_listed_ids(other))
     linked_only: dict[str, list[dict[str, Any]]] = {}
     for row in rows:  # pre-migration: linked by message_id but missing from file_ids
@@ -266,25 +265,23 @@ async def _entries(
 
 async def _history_query(store: ChatStore, user_id: str, session_id: str,
                          before: str | None) -> dict[str, Any]:
-    """The messages filter of one history request, after its checks: 404 for a session
-    the user does not own, 422 for a bad ``before`` (validated before touching the DB)."""
+    """The paging condition of one history request (``{}``: from the end), after its
+    checks: 404 for a session the user does not own, 422 for a bad ``before`` (validated
+    before touching the DB). The store adds the session and the user to every query; the
+    user matters when the session has no chat_sessions row: owns_session then accepts any
+    user with a message in it, and only that filter keeps the others' messages out."""
     cursor = _decode_cursor(before) if before else None
     if not await store.owns_session(session_id, user_id):
         raise SessionNotFound(session_id)
-    # The user filter matters when the session has no chat_sessions row: owns_session then
-    # accepts any user with a message in it, and only this keeps the others' messages out.
-    query: dict[str, Any] = {"session_id": session_id, "user_id": user_id}
     if isinstance(cursor, ObjectId):  # a bare message id: one bounded extra lookup
-        anchor = await store.messages.find_one(
-            {"_id": cursor, "session_id": session_id, "user_id": user_id}, {"created_at": 1}
-        )
+        anchor = await store.session_message_time(cursor, session_id, user_id)
         if anchor is None:
             raise BadCursor(f"'before' names no message of this session: {before}")
         created = anchor.get("created_at")
-        query.update(_before_filter(created if isinstance(created, dt.datetime) else None, cursor))
-    elif cursor is not None:
-        query.update(_before_filter(*cursor))
-    return query
+        return _before_filter(created if isinstance(created, dt.datetime) else None, cursor)
+    if cursor is not None:
+        return _before_filter(*cursor)
+    return {}
 
 
 async def load_history(
@@ -301,22 +298,12 @@ async def load_history(
 
     Raises :class:`SessionNotFound` (404) and :class:`BadCursor` (422).
     """
-    query = await _history_query(store, user_id, session_id, before)
-
-    projection = {
-        "role": 1,
-        "content": 1,
-        "created_at": 1,
-        "file_ids": 1,
-        "has_files": 1,
-        "session_id": 1,
-    }
-    found = store.messages.find(query, projection).sort([("created_at", -1), ("_id", -1)])
+    paging = await _history_query(store, user_id, session_id, before)
     if limit is None:  # the whole session, as the original: one reply (up to 16 MiB)
-        newest_first = await found.batch_size(ONE_BATCH).to_list(None)
+        newest_first = await store.history_newest_first(session_id, user_id, paging, None)
         has_more = False
-    else:
-        newest_first = await found.limit(limit + 1).batch_size(limit + 1).to_list(None)
+    else:  # one more than asked, to know whether more exist
+        newest_first = await store.history_newest_first(session_id, user_id, paging, limit + 1)
         has_more = len(newest_first) > limit
         newest_first = newest_first[:limit]
     messages = list(reversed(newest_first))
@@ -356,30 +343,26 @@ async def open_history_stream(
     Ownership and the cursor are checked here, before the first byte (404/422 as usual);
     the returned iterator does the reading.
     """
-    query = await _history_query(store, user_id, session_id, before)
-    return _history_chunks(store, user_id, session_id, query)
+    paging = await _history_query(store, user_id, session_id, before)
+    return _history_chunks(store, user_id, session_id, paging)
 
 
 async def _history_chunks(
-    store: ChatStore, user_id: str, session_id: str, query: dict[str, Any]
+    store: ChatStore, user_id: str, session_id: str, paging: dict[str, Any]
 ) -> AsyncIterator[bytes]:
-    projection = dict.fromkeys(
-        ("role", "content", "created_at", "file_ids", "has_files", "session_id"), 1
-    )
     # Oldest first: the order load_history gets by reversing its newest-first page.
-    found = store.messages.find(query, projection).sort([("created_at", 1), ("_id", 1)])
-    found = found.batch_size(STREAM_BATCH)
+    found = store.history_cursor(session_id, user_id, paging, STREAM_BATCH)
     count = 0
     yield b'{"history":['
     batch: list[dict[str, Any]] = []
     async for msg in found:
         batch.append(msg)
         if len(batch) >= STREAM_BATCH:
-            yield await _encode_batch(store, user_id, session_id, batch, query, first=count == 0)
+            yield await _encode_batch(store, user_id, session_id, batch, paging, first=count == 0)
             count += len(batch)
             batch = []
     if batch:
-        yield await _encode_batch(store, user_id, session_id, batch, query, first=count == 0)
+        yield await _encode_batch(store, user_id, session_id, batch, paging, first=count == 0)
         count += len(batch)
     tail = {"count": count, "session_id": session_id, "has_more": False, "next_before": None}
     yield b"]," + _dumps(tail)[1:]
@@ -390,12 +373,12 @@ async def _encode_batch(
     user_id: str,
     session_id: str,
     messages: list[dict[str, Any]],
-    query: dict[str, Any],
+    paging: dict[str, Any],
     *,
     first: bool,
 ) -> bytes:
     """One batch of history entries as JSON (with the leading comma unless ``first``)."""
-    entries = await _entries(store, user_id, session_id, messages, whole_session=query)
+    entries = await _entries(store, user_id, session_id, messages, whole_session=paging)
     body = b",".join(_dumps(e) for e in entries)
     return body if first else b"," + body
 

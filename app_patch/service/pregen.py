@@ -20,8 +20,8 @@ import logging
 from fastapi import HTTPException
 
 from app_patch.service import thumbnails
-from app_patch.service.files import ThumbnailService
 from app_patch.service.storage import ChatStore
+from app_patch.service.thumbservice import ThumbnailService
 from app_patch.service.uploads import IncomingFile
 
 log = logging.getLogger(__name__)

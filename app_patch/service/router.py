@@ -26,9 +26,10 @@ from pydantic import BaseModel, Field
 
 from app_patch.service import pregen, thumbnails
 from app_patch.service.auth import AuthError, Principal, principal_from_token
+from app_patch.service.decodepool import DecodePool
 from app_patch.service.driver import DRIVER, AsyncDriver
 from app_patch.service.fairness import FairBudget
-from app_patch.service.files import ThumbnailService, file_response
+from app_patch.service.files import file_response
 from app_patch.service.history import (
     API_PREFIX,
     BadCursor,
@@ -41,6 +42,7 @@ from app_patch.service.history import (
 from app_patch.service.pregen import Pregenerator
 from app_patch.service.settings import Settings
 from app_patch.service.storage import Busy, ChatStore, normal_id
+from app_patch.service.thumbservice import ThumbnailService
 from app_patch.service.uploads import parse_request, receive_request, store_upload
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ class Services:
     store: ChatStore
     thumbs: ThumbnailService
     loop: asyncio.AbstractEventLoop
+    decoder: DecodePool  # this app's decode workers and budget (shared by its event loops)
     upload_slots: FairBudget  # uploads parsed and stored at once; one user never holds all
     upload_users: FairBudget  # uploads in flight per user
     pregen: Pregenerator  # thumbnails of new uploads, in the background
@@ -105,7 +108,8 @@ class ServiceHolder:
 
     Lazy creation keeps the router usable by apps whose lifespan did not run (some test
     clients; FastAPI 0.104, which the original service pins, ignores an included router's
-    lifespan); an async client belongs to one event loop, so a new loop gets a new one.
+    lifespan); an async client belongs to one event loop, so a new loop gets a new one. The
+    decode pool is thread-based: one per app, kept across loops, closed at shutdown.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class ServiceHolder:
         self._client_kwargs = dict(client_kwargs or {})
         self._services: Services | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._decoder: DecodePool | None = None
 
     @property
     def settings(self) -> Settings:
@@ -133,15 +138,13 @@ class ServiceHolder:
         settings = self.settings
         client = self._driver.connect(settings.mongodb_url, tz_aware=False, **self._client_kwargs)
         store = ChatStore(client[settings.effective_database], self._driver)
-        thumbnails.configure(
-            max_concurrency=settings.thumbnail_concurrency,
-            max_pixels=settings.thumbnail_max_pixels,
-            decode_budget=settings.thumbnail_decode_budget,
-        )
+        if self._decoder is None:
+            self._decoder = DecodePool(
+                settings.thumbnail_concurrency, settings.thumbnail_decode_budget
+            )
+        decoder = self._decoder
         thumbs = ThumbnailService(
-            settings.thumbnail_max_pixels,
-            settings.thumbnail_max_source_bytes,
-            settings.thumbnail_concurrency,
+            settings.thumbnail_max_pixels, settings.thumbnail_max_source_bytes, decoder
         )
         slots = FairBudget(
             max_grants=settings.upload_concurrency,
@@ -150,7 +153,7 @@ class ServiceHolder:
         users = FairBudget(per_owner=settings.uploads_per_user)
         background = Pregenerator(thumbs, store, settings.thumbnail_pregen_queue)
         services = self._services = Services(
-            settings, client, store, thumbs, loop, slots, users, background
+            settings, client, store, thumbs, loop, decoder, slots, users, background
         )
         # Set before the first await, so concurrent first requests share one client.
         self._sweeper = loop.create_task(_sweep_forever(store, settings.upload_orphan_grace))
@@ -161,11 +164,14 @@ class ServiceHolder:
     async def aclose(self) -> None:
         services, self._services = self._services, None
         sweeper, self._sweeper = self._sweeper, None
+        decoder, self._decoder = self._decoder, None
         if sweeper is not None and not sweeper.done():
             sweeper.cancel()
         if services is not None and services.loop is asyncio.get_running_loop():
             await services.pregen.aclose()
             await services.store.driver.close(services.client)
+        if decoder is not None:
+            decoder.close()  # decodes already running finish on their threads
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI):  # noqa: ANN201 - FastAPI's lifespan protocol
@@ -579,7 +585,13 @@ def build_router(
                     fields, files = await parse_request(received, settings)
                     sizes = pregen.ORDER if settings.thumbnail_pregen_queue else ()
                     message = await store_upload(
-                        svc.store, settings, user_id, fields, files, thumbnail_sizes=sizes
+                        svc.store,
+                        settings,
+                        user_id,
+                        fields,
+                        files,
+                        decoder=svc.decoder,
+                        thumbnail_sizes=sizes,
                     )
             finally:
                 await received.aclose()

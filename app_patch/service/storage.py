@@ -2,6 +2,8 @@
 
 Every lookup that can reveal a file or a session takes the caller's user id and filters on
 it in the query itself, so another user's data and missing data look the same to callers.
+:class:`ChatStore` owns every query of the web layer: the routes, history, uploads and the
+thumbnail service call its named methods and never the collections.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, TypeVar
 
 from bson import ObjectId
 from gridfs import NoFile
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import AutoReconnect, NetworkTimeout, PyMongoError
 
 from app_patch.service.driver import DRIVER, AsyncDriver, GridOut
@@ -31,6 +33,10 @@ ORPHAN_GRACE = dt.timedelta(minutes=15)
 # Large enough that one reply carries a whole page or a whole $in answer (the server still
 # caps a batch at 16 MiB): a fixed number of round trips instead of one getMore per 101 docs.
 ONE_BATCH = 100_000
+#: The message fields a history entry is made of.
+HISTORY_FIELDS = dict.fromkeys(
+    ("role", "content", "created_at", "file_ids", "has_files", "session_id"), 1
+)
 
 
 #: Attempts of one database step before a transient error is given up on.
@@ -181,6 +187,74 @@ class ChatStore:
         if oid is None:
             return None
         return await self.messages.find_one({"_id": oid, "user_id": user_id})
+
+    async def first_session_message(self, session_id: str, user_id: str) -> dict[str, Any] | None:
+        """Any one of the caller's messages in ``session_id`` (for a session without a row)."""
+        return await self.messages.find_one({"session_id": session_id, "user_id": user_id})
+
+    async def sessions_of(self, user_id: str) -> list[dict[str, Any]]:
+        """The caller's ``chat_sessions`` rows (``session_id`` and ``topic`` only)."""
+        cursor = self.sessions.find({"user_id": user_id}, {"session_id": 1, "topic": 1})
+        return await cursor.to_list(None)
+
+    async def upload_counts(self, user_id: str) -> dict[str, int]:
+        """How many uploads the caller has in each session (one aggregation)."""
+        pipeline = [
+            {"$match": {"user_id": user_id}},
+            {"$group": {"_id": "$session_id", "n": {"$sum": 1}}},
+        ]
+        counts: dict[str, int] = {}
+        async for row in await self.driver.aggregate(self.uploads, pipeline):
+            counts[str(row["_id"])] = int(row["n"])
+        return counts
+
+    # -- history ---------------------------------------------------------------------------
+    # ``before`` is the paging condition of a history request (see history.py), without the
+    # session and user: those are added here, so no history query can leave out the user.
+
+    @staticmethod
+    def _history_filter(
+        session_id: str, user_id: str, before: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        return {"session_id": session_id, "user_id": user_id, **(before or {})}
+
+    async def session_message_time(
+        self, oid: ObjectId, session_id: str, user_id: str
+    ) -> dict[str, Any] | None:
+        """The caller's message ``oid`` of ``session_id`` (its ``created_at`` only), or None."""
+        return await self.messages.find_one(
+            {"_id": oid, "session_id": session_id, "user_id": user_id}, {"created_at": 1}
+        )
+
+    async def history_newest_first(
+        self, session_id: str, user_id: str, before: dict[str, Any] | None, limit: int | None
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` (None: all) of the caller's messages of a session, newest first,
+        in one reply batch."""
+        found = self.messages.find(
+            self._history_filter(session_id, user_id, before), HISTORY_FIELDS
+        ).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+        if limit is None:
+            return await found.batch_size(ONE_BATCH).to_list(None)
+        return await found.limit(limit).batch_size(limit).to_list(None)
+
+    def history_cursor(
+        self, session_id: str, user_id: str, before: dict[str, Any] | None, batch: int
+    ) -> Any:
+        """One cursor over the caller's messages of a session, oldest first, ``batch``
+        messages a reply (iterate it with ``async for``)."""
+        found = self.messages.find(
+            self._history_filter(session_id, user_id, before), HISTORY_FIELDS
+        ).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
+        return found.batch_size(batch)
+
+    async def messages_listing(
+        self, session_id: str, user_id: str, before: dict[str, Any] | None, file_ids: list[str]
+    ) -> list[dict[str, Any]]:
+        """The caller's messages of a session (within ``before``) that list any of
+        ``file_ids`` (their ``file_ids`` only), in one ``$in`` query."""
+        query = {**self._history_filter(session_id, user_id, before), "file_ids": {"$in": file_ids}}
+        return await self.messages.find(query, {"file_ids": 1}).to_list(None)
 
     # -- uploads ---------------------------------------------------------------------------
 
@@ -351,6 +425,55 @@ class ChatStore:
         }
         res = await self.db[PENDING].insert_one(entry)
         return res.inserted_id
+
+    async def write_file(
+        self, oid: ObjectId, name: str, data: bytes, metadata: dict[str, Any]
+    ) -> None:
+        """One GridFS file under ``oid``; a failed attempt leaves no chunk (so it can be
+        retried)."""
+        try:
+            await self.fs.upload_from_stream_with_id(oid, name, data, metadata=metadata)
+        except BaseException:
+            await asyncio.shield(
+                retry(lambda: self._drop_grid_files("fs", [oid]), "cleaning up")
+            )
+            raise
+
+    async def insert_uploads(self, rows: list[dict[str, Any]]) -> None:
+        """Store ``file_uploads`` rows (already scoped: each carries its user)."""
+        await self.uploads.insert_many(rows)
+
+    async def insert_message(self, message: dict[str, Any]) -> None:
+        """Store a new chat message (it carries its user)."""
+        await self.messages.insert_one(message)
+
+    async def attach_files(
+        self, message: dict[str, Any], new_ids: list[str], user_id: str
+    ) -> dict[str, Any] | None:
+        """Add ``new_ids`` to the caller's ``message`` atomically; the message after, or
+        None when it is gone.
+
+        ``$addToSet`` rather than writing back the list read earlier: two uploads to one
+        message at the same time would otherwise each overwrite the other's ids (and a retry
+        after a write that did land adds nothing twice). A pre-migration ``file_ids`` that is
+        null, missing or junk becomes ``[]`` first; that update only matches while it is
+        still not an array, so it cannot wipe ids added by a concurrent upload.
+        """
+        scope = {"_id": message["_id"], "user_id": user_id}
+        async with self.message_writes([message["_id"]]):  # FerretDB: see message_writes
+            if not isinstance(message.get("file_ids"), list):
+                await self.messages.update_one(
+                    {**scope, "file_ids": {"$not": {"$type": "array"}}},
+                    {"$set": {"file_ids": []}},
+                )
+            return await retry(
+                lambda: self.messages.find_one_and_update(
+                    scope,
+                    {"$addToSet": {"file_ids": {"$each": new_ids}}, "$set": {"has_files": True}},
+                    return_document=ReturnDocument.AFTER,
+                ),
+                "linking the message",
+            )
 
     async def end_upload(self, entry_id: ObjectId) -> None:
         """The upload answered (or was undone): its journal entry goes."""

@@ -1,4 +1,5 @@
-"""Thumbnails from untrusted image bytes: pure image work, no HTTP and no database.
+"""Thumbnails from untrusted image bytes: a pure image pipeline, no HTTP, no database, no
+threads. Limits come in as arguments (``max_pixels``; None is :data:`DEFAULT_MAX_PIXELS`).
 
 The pipeline, cheapest first, so hostile input is refused before it costs anything:
 
@@ -17,37 +18,28 @@ The pipeline, cheapest first, so hostile input is refused before it costs anythi
    somewhere; PNG rather than WebP because every client and image tool reads it losslessly),
    otherwise baseline JPEG at quality 85.
 
-Every failure is a :class:`ThumbnailError`; no decoder exception escapes. ``http_status`` on
-each class is the status the web layer should answer: 415 for :class:`NotAnImage`, 422 for
-:class:`BadImage` and for :class:`ImageTooLarge` (the *request* is not too large, so 413
-would mislead; the stored entity cannot be processed).
+Every failure is a :class:`ThumbnailError`; no decoder exception escapes. A decode that
+alone would allocate more than :data:`MAX_DECODE_BYTES` is refused before it starts
+(:func:`_check_decode`; the app shows its placeholder). Where decodes run, and how many at
+once, is :mod:`app_patch.service.decodepool`; caching and HTTP are
+:mod:`app_patch.service.thumbservice`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
-import ctypes.util
 import functools
 import io
-import os
-import platform
 import struct
-import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 from PIL import ExifTags, Image, ImageCms
 
 from app_patch import sniff
 from app_patch.service.compat import LCMS_NOCACHE, has_transparency_data
-from app_patch.service.fairness import FairBudget, Grant
 from app_patch.service.settings import DEFAULT_MAX_PIXELS
-
-T = TypeVar("T")
 
 try:  # HEIC/HEIF decode is optional; without it such files are BadImage("unsupported")
     import pillow_heif
@@ -98,8 +90,6 @@ _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 class ThumbnailError(Exception):
     """Base of every failure; ``reason`` is one line fit to show a user."""
 
-    http_status = 422
-
     def __init__(self, reason: str) -> None:
         reason = " ".join(str(reason).split())[:300]
         super().__init__(reason)
@@ -109,19 +99,13 @@ class ThumbnailError(Exception):
 class NotAnImage(ThumbnailError):
     """The bytes are not a raster image we render (PDF, SVG, HTML, text, empty...)."""
 
-    http_status = 415
-
 
 class BadImage(ThumbnailError):
     """An image type we render, but corrupt, truncated or using an unsupported feature."""
 
-    http_status = 422
-
 
 class ImageTooLarge(ThumbnailError):
     """More pixels than allowed (a decompression bomb, or just a huge image)."""
-
-    http_status = 422
 
 
 @dataclass(frozen=True)
@@ -132,131 +116,14 @@ class Thumbnail:
     height: int
 
 
-# --- configuration -----------------------------------------------------------------------
-
-#: Decodes up to this many bytes (pixels decoded plus the source) take the small lane.
-SMALL_DECODE_BYTES = 16 * 1024 * 1024
-#: Uploads render their thumbnails from the verification decode when it is at most this.
-RENDER_AT_UPLOAD = 64 * 1024 * 1024
-#: Default cap on the bytes of all large decodes in flight (one larger than this runs alone).
-DEFAULT_DECODE_BUDGET = 128 * 1024 * 1024
-#: After a decode this large, freed heap goes back to the OS (glibc keeps it otherwise).
-TRIM_AFTER_BYTES = 32 * 1024 * 1024
 #: The most one decode may allocate (decoded pixels plus decoder buffers, see
 #: :func:`decode_cost`). Past it the image is refused as too large (a placeholder where a
 #: thumbnail was promised), so the process stays within a 300 MB budget: a 7071x7071 RGB
 #: TIFF in one deflate strip needs 200 MB of pixels plus a 150 MB strip buffer, and libtiff
 #: cannot read part of a strip.
 MAX_DECODE_BYTES = 224 * 1024 * 1024
-#: The owner of work nobody waits for (pre-generation): one turn among the users.
-BACKGROUND = "~background"
 # Bytes read to estimate a decode: JPEG markers (EXIF with its preview, ICC) come first.
 ESTIMATE_HEAD = 256 * 1024
-
-_config_lock = threading.Lock()
-_max_pixels = DEFAULT_MAX_PIXELS
-_max_concurrency = os.cpu_count() or 1
-_decode_budget = DEFAULT_DECODE_BUDGET
-_executor: ThreadPoolExecutor | None = None
-_lanes: tuple[FairBudget, FairBudget] | None = None
-
-
-def configure(
-    max_concurrency: int | None = None,
-    max_pixels: int | None = None,
-    decode_budget: int | None = None,
-) -> None:
-    """Set the worker count, the default pixel limit and the decode budget (bytes).
-
-    ``None`` leaves a setting unchanged. Work already running finishes on the old pool.
-    """
-    global _max_concurrency, _max_pixels, _decode_budget, _executor, _lanes
-    for name, value in (
-        ("max_concurrency", max_concurrency),
-        ("max_pixels", max_pixels),
-        ("decode_budget", decode_budget),
-    ):
-        if value is not None and (type(value) is not int or value < 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    with _config_lock:
-        if max_pixels is not None:
-            _max_pixels = max_pixels
-        if decode_budget is not None and decode_budget != _decode_budget:
-            _decode_budget, _lanes = decode_budget, None
-        if max_concurrency is not None and max_concurrency != _max_concurrency:
-            _max_concurrency, _lanes = max_concurrency, None
-            old, _executor = _executor, None
-            if old is not None:
-                old.shutdown(wait=False)
-
-
-def limits() -> tuple[int, int]:
-    """The current ``(max_concurrency, max_pixels)``."""
-    return _max_concurrency, _max_pixels
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _executor
-    with _config_lock:
-        if _executor is None:
-            _fix_mmap_threshold()
-            _executor = ThreadPoolExecutor(_max_concurrency, thread_name_prefix="thumbnail")
-        return _executor
-
-
-def _lane(cost: int) -> FairBudget:
-    """The small lane (any number of bytes, one grant per worker) for cheap decodes; the
-    large lane (the decode budget, one worker kept free for the small lane) for the rest.
-    Both serve their users in turn, so a queue of huge images from one user delays neither
-    another user's huge image by more than one turn nor anyone's small one at all."""
-    global _lanes
-    with _config_lock:
-        if _lanes is None:
-            _lanes = (
-                FairBudget(max_grants=_max_concurrency),
-                FairBudget(_decode_budget, max_grants=max(1, _max_concurrency - 1)),
-            )
-        return _lanes[0] if cost <= SMALL_DECODE_BYTES else _lanes[1]
-
-
-# --- memory ------------------------------------------------------------------------------
-
-
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-MMAP_THRESHOLD = 1024 * 1024
-
-
-def _glibc() -> ctypes.CDLL | None:
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-_libc = _glibc()
-
-
-def _fix_mmap_threshold() -> None:
-    """Have glibc map every allocation of MMAP_THRESHOLD or more on its own (once).
-
-    By default glibc raises its mmap threshold to the size of the largest block freed (up
-    to 32 MB), so after the first large decode Pillow's 16 MB image blocks and libtiff's
-    strip buffers come from the heap, where freed memory stays: RSS creeps up decode after
-    decode and never comes down. A fixed threshold gives each such block back on free. An
-    operator's own MALLOC_MMAP_THRESHOLD_ wins.
-    """
-    if _libc is not None and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        _libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-
-
-def give_memory_back() -> None:
-    """Return freed heap pages to the OS (glibc only; elsewhere a no-op): what smaller
-    allocations left in the arenas after a large decode. Milliseconds; called after
-    decodes of TRIM_AFTER_BYTES or more."""
-    if _libc is not None:
-        _libc.malloc_trim(0)
 
 
 def bytes_per_pixel(mode: str) -> int:
@@ -332,85 +199,6 @@ def estimate_cost(
         return total + limit * 4
 
 
-class DecodeSlot:
-    """Bytes of the decode budget held for one job; :meth:`run` it on the worker pool."""
-
-    def __init__(self, grant: Grant, cost: int) -> None:
-        self._grant, self.cost, self._handed_over = grant, cost, False
-
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """``fn(*args)`` on the worker pool. Once only: the job then owns the grant and
-        releases it when it ends, even if this caller is cancelled meanwhile (the memory is
-        in use until the thread finishes, cancelled or not)."""
-        if self._handed_over:
-            raise RuntimeError("a DecodeSlot runs one job")
-        self._handed_over = True
-        grant = self._grant
-        try:
-            job = _pool().submit(_decode_job, self.cost, fn, *args)
-        except BaseException:
-            grant.release()
-            raise
-        job.add_done_callback(lambda _: grant.release())  # also when cancelled before start
-        return await asyncio.wrap_future(job)
-
-    def release_unused(self) -> None:
-        if not self._handed_over:
-            self._grant.release()
-
-
-@asynccontextmanager
-async def decode_slot(cost: int, owner: str = "") -> AsyncIterator[DecodeSlot]:
-    """Wait for ``cost`` bytes of the decode budget, in ``owner``'s turn.
-
-    Acquire before reading a large source, so a queue of requests holds no image bytes.
-    """
-    slot = DecodeSlot(await _lane(cost).acquire(owner, cost), cost)
-    try:
-        yield slot
-    finally:
-        slot.release_unused()
-
-
-def _decode_job(cost: int, fn: Callable[..., T], *args: object) -> T:
-    try:
-        return fn(*args)
-    finally:
-        if cost >= TRIM_AFTER_BYTES:
-            give_memory_back()  # the decoded image is gone once fn has returned
-
-
-@contextmanager
-def decode_slot_blocking(cost: int, owner: str = "") -> Iterator[None]:
-    """:func:`decode_slot` for code running on its own threads (the operator tools): block
-    for the budget, run the decode in the calling thread, give memory back after."""
-    grant = _lane(cost).acquire_blocking(owner, cost)
-    try:
-        yield
-    finally:
-        if cost >= TRIM_AFTER_BYTES:
-            give_memory_back()
-        grant.release()
-
-
-def cache_key(file_id: str, size: int) -> str:
-    """The name a thumbnail is cached under in the ``thumbnails`` GridFS bucket."""
-    return f"{file_id}_{size}_v{PIPELINE_VERSION}"
-
-
-def cache_metadata(file_id: str, size: int, user_id: str, mime: str, **extra: object) -> dict:
-    """The metadata stored with a cached thumbnail: these, and ``width``/``height`` for a
-    thumbnail (``placeholder``/``stamp`` for the app's placeholder picture)."""
-    return {
-        "file_id": file_id,
-        "size": size,
-        "version": PIPELINE_VERSION,
-        "user_id": user_id,
-        "mime": mime,
-        **extra,
-    }
-
-
 # --- public API --------------------------------------------------------------------------
 
 
@@ -419,8 +207,7 @@ def make_thumbnail(
 ) -> Thumbnail:
     """A thumbnail whose longest side is ``min(size, original longest side)``.
 
-    ``max_pixels`` defaults to the configured limit (50 million unless :func:`configure`
-    changed it). Raises :class:`NotAnImage`, :class:`BadImage` or :class:`ImageTooLarge`;
+    ``max_pixels`` None is :data:`DEFAULT_MAX_PIXELS` (50 million). Raises :class:`NotAnImage`, :class:`BadImage` or :class:`ImageTooLarge`;
     ``ValueError`` only for a ``size`` outside 1..2048 (a caller bug, not an image problem).
     """
     _check_size(size)
@@ -515,51 +302,6 @@ def verify_and_render(
             return mime, width, height, thumbs
 
 
-async def make_thumbnail_async(
-    data: bytes | BinaryIO, size: int, *, max_pixels: int | None = None, owner: str = ""
-) -> Thumbnail:
-    """:func:`make_thumbnail` on the thumbnail worker pool, off the event loop.
-
-    The pool has ``max_concurrency`` threads (default: CPU count), and every job first
-    waits for its bytes of the decode budget (see :func:`_lane`) in ``owner``'s turn. A
-    waiter that is cancelled never starts; a job that started keeps its bytes until its
-    thread is done. A dedicated pool and a thread-safe budget: the caps hold across event
-    loops.
-    """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        data = _stream(data)[0].read()
-    cost = estimate_cost(bytes(data[:ESTIMATE_HEAD]), size, source_bytes=len(data))
-    async with decode_slot(cost, owner) as slot:
-        return await slot.run(_run_make_thumbnail, data, size, max_pixels)
-
-
-async def verify_image_async(
-    data: bytes | BinaryIO, *, max_pixels: int | None = None, owner: str = ""
-) -> tuple[str, int, int]:
-    """:func:`verify_image` on the thumbnail worker pool (it decodes, so it shares the cap)."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        data = _stream(data)[0].read()
-    cost = estimate_cost(bytes(data[:ESTIMATE_HEAD]), source_bytes=len(data))
-    async with decode_slot(cost, owner) as slot:
-        return await slot.run(_run_verify_image, data, max_pixels)
-
-
-async def verify_and_render_async(
-    data: bytes, sizes: Iterable[int], *, max_pixels: int | None = None, owner: str = ""
-) -> tuple[str, int, int, dict[int, Thumbnail]]:
-    """:func:`verify_and_render` on the pool when the decode is at most RENDER_AT_UPLOAD
-    bytes (a JPEG at a thumbnail's DCT scale, a photo of up to about 16 megapixels), else
-    :func:`verify_image_async` and no thumbnails: shrinking a huge image is left to the
-    background rather than added to the upload's wait."""
-    sizes = tuple(sizes)
-    head = bytes(data[:ESTIMATE_HEAD])
-    cost = estimate_cost(head, sizes[0], source_bytes=len(data)) if sizes else 0
-    if not sizes or cost > RENDER_AT_UPLOAD:
-        return (*await verify_image_async(data, max_pixels=max_pixels, owner=owner), {})
-    async with decode_slot(cost, owner) as slot:
-        return await slot.run(_run_verify_and_render, data, sizes, max_pixels)
-
-
 def verify_image(data: bytes | BinaryIO, *, max_pixels: int | None = None) -> tuple[str, int, int]:
     """``(mime, width, height)`` once the first frame has decoded; raises like make_thumbnail.
 
@@ -618,24 +360,6 @@ def open_image(
         return img
 
 
-# --- steps -------------------------------------------------------------------------------
-
-
-def _run_verify_image(data: bytes | BinaryIO, max_pixels: int | None) -> tuple[str, int, int]:
-    return verify_image(data, max_pixels=max_pixels)
-
-
-def _run_verify_and_render(
-    data: bytes, sizes: tuple[int, ...], max_pixels: int | None
-) -> tuple[str, int, int, dict[int, Thumbnail]]:
-    return verify_and_render(data, sizes, max_pixels=max_pixels)
-
-
-def _run_make_thumbnail(data: bytes | BinaryIO, size: int, max_pixels: int | None) -> Thumbnail:
-    # Looked up at call time so a test can observe the worker pool with a stand-in.
-    return make_thumbnail(data, size, max_pixels=max_pixels)
-
-
 @contextmanager
 def _mapped_errors() -> Iterator[None]:
     """Turn whatever a decoder raises into the matching ThumbnailError."""
@@ -660,7 +384,7 @@ def _check_size(size: int) -> None:
 
 def _limit(max_pixels: int | None) -> int:
     if max_pixels is None:
-        return _max_pixels
+        return DEFAULT_MAX_PIXELS
     if type(max_pixels) is not int or max_pixels < 1:
         raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
     return max_pixels

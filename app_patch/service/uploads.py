@@ -39,16 +39,17 @@ import pymongo.errors
 from bson import ObjectId
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pymongo import ReturnDocument
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import ClientDisconnect
 
 from app_patch import sniff
 from app_patch.service import thumbnails
 from app_patch.service.compat import MULTIPART_REDOS, browser_like_multipart, form_limits
+from app_patch.service.decodepool import DecodePool
 from app_patch.service.history import upload_from_row
 from app_patch.service.settings import Settings
 from app_patch.service.storage import Busy, ChatStore, retry, utcnow
+from app_patch.service.thumbservice import http_status
 
 log = logging.getLogger(__name__)
 
@@ -417,12 +418,14 @@ async def validate_file(
     item: IncomingFile,
     settings: Settings,
     *,
+    decoder: DecodePool,
     owner: str = "",
     thumbnail_sizes: tuple[int, ...] = (),
 ) -> None:
-    """Sniff ``item`` and, for images, decode it; raise 413/415/422 with the reason.
+    """Sniff ``item`` and, for images, decode it on ``decoder``; raise 413/415/422 with the
+    reason.
 
-    With ``thumbnail_sizes``, a decode of at most ``thumbnails.RENDER_AT_UPLOAD`` bytes (a
+    With ``thumbnail_sizes``, a decode of at most ``decodepool.RENDER_AT_UPLOAD`` bytes (a
     JPEG at a thumbnail's DCT scale, a photo of up to about 16 megapixels) also renders the
     thumbnails it allows, into ``item.thumbs``; a failure there is not a refusal. The decode
     waits for its budget in ``owner``'s turn.
@@ -439,12 +442,12 @@ async def validate_file(
         return
     try:
         # on the thumbnail pool: verifying decodes, so it shares that budget
-        _, width, height, item.thumbs = await thumbnails.verify_and_render_async(
+        _, width, height, item.thumbs = await decoder.verify_and_render(
             item.data, thumbnail_sizes, max_pixels=settings.thumbnail_max_pixels, owner=owner
         )
     except thumbnails.ThumbnailError as exc:
         # 422 for corrupt/truncated images and for pixel bombs (the byte size was fine).
-        raise HTTPException(exc.http_status, f"Image {label} is refused: {exc.reason}") from None
+        raise HTTPException(http_status(exc), f"Image {label} is refused: {exc.reason}") from None
     item.is_image, item.width, item.height = True, width, height
 
 
@@ -455,7 +458,7 @@ async def _session_chatflow(store: ChatStore, session_id: str, user_id: str) -> 
         return str(row.get("chatflow_id") or "")
     if not await store.owns_session(session_id, user_id):
         raise HTTPException(404, "Chat session not found")
-    msg = await store.messages.find_one({"session_id": session_id, "user_id": user_id})
+    msg = await store.first_session_message(session_id, user_id)
     return str((msg or {}).get("chatflow_id") or "")
 
 
@@ -466,11 +469,12 @@ async def store_upload(
     fields: dict[str, str],
     files: list[IncomingFile],
     *,
+    decoder: DecodePool,
     thumbnail_sizes: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Validate and write ``files``; return the message in the history format.
 
-    ``thumbnail_sizes``: see :func:`validate_file`.
+    ``decoder`` and ``thumbnail_sizes``: see :func:`validate_file`.
 
     Order matters: cheap checks of the request itself, then ownership (a foreign session or
     message is a 404 before any file is decoded), then the files, then the writes.
@@ -499,7 +503,9 @@ async def store_upload(
             raise HTTPException(422, "Files can only be attached to user messages")
 
     for item in files:
-        await validate_file(item, settings, owner=user_id, thumbnail_sizes=thumbnail_sizes)
+        await validate_file(
+            item, settings, decoder=decoder, owner=user_id, thumbnail_sizes=thumbnail_sizes
+        )
     await asyncio.to_thread(_digest_all, files)
     message_oid = existing["_id"] if existing else ObjectId()
     now = utcnow()
@@ -520,11 +526,15 @@ async def store_upload(
                 "message_id": str(message_oid),
                 "mime_type": item.mime,
             }
-            await retry(lambda oid=oid, item=item, meta=meta: _write_file(store, oid, item, meta),
-                        "storing the file")
+            await retry(
+                lambda oid=oid, item=item, meta=meta: store.write_file(
+                    oid, item.name or "upload", item.data, meta
+                ),
+                "storing the file",
+            )
             item.file_id = str(oid)
             rows.append(_upload_row(item, oid, message_oid, session_id, user_id, chatflow_id, now))
-        await retry(lambda: store.uploads.insert_many(rows), "storing the upload rows")
+        await retry(lambda: store.insert_uploads(rows), "storing the upload rows")
         new_ids = [str(oid) for oid in oids]
         if existing is not None:
             message = await _attach(store, existing, new_ids, user_id)
@@ -540,7 +550,7 @@ async def store_upload(
                 "has_files": True,
                 "created_at": now,
             }
-            await retry(lambda: store.messages.insert_one(message), "storing the message")
+            await retry(lambda: store.insert_message(message), "storing the message")
     except BaseException as exc:
         # Shielded: a cancelled request still removes what it wrote.
         await asyncio.shield(_undo(store, user_id, oids, message_oid, new_message, entry))
@@ -565,43 +575,12 @@ async def store_upload(
     }
 
 
-async def _write_file(store: ChatStore, oid: ObjectId, item: IncomingFile, meta: dict) -> None:
-    """One GridFS file under ``oid``; a failed attempt's chunks go before the next one."""
-    try:
-        await store.fs.upload_from_stream_with_id(oid, item.name or "upload", item.data,
-                                                  metadata=meta)
-    except BaseException:
-        await asyncio.shield(retry(lambda: store._drop_grid_files("fs", [oid]), "cleaning up"))
-        raise
-
-
 async def _attach(
     store: ChatStore, existing: dict[str, Any], new_ids: list[str], user_id: str
 ) -> dict[str, Any]:
-    """Append ``new_ids`` to an existing message atomically; return the message after.
-
-    ``$push`` rather than writing back the list read earlier: two uploads to one message
-    at the same time would otherwise each overwrite the other's ids. A pre-migration
-    ``file_ids`` that is null, missing or junk becomes ``[]`` first ($push needs an array);
-    that update only matches while it is still not an array, so it cannot wipe ids pushed
-    by a concurrent upload.
-    """
-    scope = {"_id": existing["_id"], "user_id": user_id}
-    async with store.message_writes([existing["_id"]]):  # FerretDB: see message_writes
-        if not isinstance(existing.get("file_ids"), list):
-            await store.messages.update_one(
-                {**scope, "file_ids": {"$not": {"$type": "array"}}}, {"$set": {"file_ids": []}}
-            )
-        # $addToSet, not $push: the ids are new, so the result is the same, and a retry
-        # after a write that did land adds nothing twice.
-        after = await retry(
-            lambda: store.messages.find_one_and_update(
-                scope,
-                {"$addToSet": {"file_ids": {"$each": new_ids}}, "$set": {"has_files": True}},
-                return_document=ReturnDocument.AFTER,
-            ),
-            "linking the message",
-        )
+    """Append ``new_ids`` to an existing message atomically (see
+    :meth:`ChatStore.attach_files`); return the message after, 404 when it is gone."""
+    after = await store.attach_files(existing, new_ids, user_id)
     if after is None:  # deleted meanwhile; the caller undoes the files
         raise HTTPException(404, "Message not found")
     return after

@@ -37,8 +37,10 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from app_patch.service import thumbnails
+from app_patch.service.decodepool import DecodePool
 from app_patch.service.settings import DEFAULT_DATABASE, DEFAULT_URL, Settings
 from app_patch.service.storage import THUMB_BUCKET
+from app_patch.service.thumbservice import cache_key, cache_metadata
 
 EXIT_INVALID = 2
 OWNER = "pregen"
@@ -86,8 +88,15 @@ def pregenerate(
     verbose: bool = False,
     max_pixels: int | None = None,
     max_source_bytes: int | None = None,
+    decoder: DecodePool | None = None,
 ) -> Tally:
-    """Make the missing thumbnails of every image in ``db``; returns the counts."""
+    """Make the missing thumbnails of every image in ``db``; returns the counts.
+
+    ``decoder`` None: a pool of ``jobs`` workers and ``THUMBNAIL_DECODE_BUDGET`` bytes."""
+    if decoder is None:
+        decoder = DecodePool(
+            jobs, _limit("THUMBNAIL_DECODE_BUDGET", Settings.thumbnail_decode_budget)
+        )
     max_pixels = max_pixels or _limit("THUMBNAIL_MAX_PIXELS", Settings.thumbnail_max_pixels)
     max_source_bytes = max_source_bytes or _limit(
         "THUMBNAIL_MAX_SOURCE_BYTES", Settings.thumbnail_max_source_bytes
@@ -96,7 +105,7 @@ def pregenerate(
     rows = db["file_uploads"]
     cache = db[f"{THUMB_BUCKET}.files"]
     last: Any = None
-    common = (db, tally, verbose, max_pixels, max_source_bytes)
+    common = (db, decoder, tally, verbose, max_pixels, max_source_bytes)
     with ThreadPoolExecutor(jobs, thread_name_prefix="pregen") as pool:
         while True:
             query: dict[str, Any] = {"is_image": True, "file_missing": {"$ne": True}}
@@ -107,7 +116,7 @@ def pregenerate(
                 break
             last = page[-1]["_id"]
             keys = [
-                thumbnails.cache_key(str(r.get("file_id")), s)
+                cache_key(str(r.get("file_id")), s)
                 for r in page
                 for s in thumbnails.THUMB_SIZES
             ]
@@ -120,7 +129,7 @@ def pregenerate(
                 missing = [
                     s
                     for s in thumbnails.THUMB_SIZES
-                    if thumbnails.cache_key(file_id, s) not in cached
+                    if cache_key(file_id, s) not in cached
                 ]
                 if missing:
                     work.append((file_id, str(row.get("user_id") or ""), missing))
@@ -134,6 +143,7 @@ def pregenerate(
 
 def _one(
     db: Database,
+    decoder: DecodePool,
     tally: Tally,
     verbose: bool,
     max_pixels: int,
@@ -158,7 +168,7 @@ def _one(
             cost = thumbnails.estimate_cost(
                 head, max(sizes), source_bytes=source.length, max_pixels=max_pixels
             )
-            with thumbnails.decode_slot_blocking(cost, OWNER):
+            with decoder.slot_blocking(cost, OWNER):
                 data = head + source.read()
                 made = thumbnails.make_thumbnails(data, sizes, max_pixels=max_pixels)
                 del data
@@ -170,11 +180,11 @@ def _one(
         return skip("not renderable", exc.reason)
     bucket = GridFSBucket(db, bucket_name=THUMB_BUCKET)
     for size, thumb in made.items():
-        metadata = thumbnails.cache_metadata(
+        metadata = cache_metadata(
             file_id, size, user_id, thumb.mime, width=thumb.width, height=thumb.height
         )
         bucket.upload_from_stream(
-            thumbnails.cache_key(file_id, size), thumb.data, metadata=metadata
+            cache_key(file_id, size), thumb.data, metadata=metadata
         )
     # Deleted meanwhile: the app removed what it could see, not what was stored just now.
     if db["fs.files"].count_documents({"_id": oid}, limit=1) == 0:
@@ -231,9 +241,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        thumbnails.configure(
-            decode_budget=_limit("THUMBNAIL_DECODE_BUDGET", Settings.thumbnail_decode_budget),
-            max_concurrency=args.jobs,
+        decoder = DecodePool(
+            args.jobs, _limit("THUMBNAIL_DECODE_BUDGET", Settings.thumbnail_decode_budget)
         )
         client, db = _database(args)
     except PregenError as exc:
@@ -241,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID
     started = time.monotonic()
     try:
-        tally = pregenerate(db, batch=args.batch, jobs=args.jobs, verbose=args.verbose)
+        tally = pregenerate(
+            db, batch=args.batch, jobs=args.jobs, verbose=args.verbose, decoder=decoder
+        )
     except KeyboardInterrupt:
         print("pregen: interrupted; run it again to go on where it stopped", file=sys.stderr)
         return 1

@@ -340,6 +340,5 @@ def test_sources_are_read_only_once_their_decode_may_start(mongo_db, mongo_url, 
         statuses, seen_while_rendering = _run(app, scenario)
     finally:
         release.set()
-        thumbnails.configure(max_concurrency=2)  # the other tests' default pool size
     assert statuses == [200, 200, 200]
     assert seen_while_rendering == [thumbnails.ESTIMATE_HEAD] * 2 + [len(photo)]

@@ -18,6 +18,7 @@ PEAK_LIMIT_MB = 300
 _MEASURE = """
 import sys
 from app_patch.service import thumbnails
+from app_patch.service.decodepool import give_memory_back
 from app_patch.testdata.hostile import flat_tiff16, flat_tiff_rgb
 kind = sys.argv[1]
 data = flat_tiff_rgb(7071, 7071) if kind == "rgb" else flat_tiff16(7071, 7071)
@@ -30,7 +31,7 @@ for job in (lambda: thumbnails.verify_image(data),
         outcomes.append("rendered")
     except thumbnails.ImageTooLarge:
         outcomes.append("refused")
-    thumbnails.give_memory_back()
+    give_memory_back()
 for line in open("/proc/self/status"):
     if line.startswith("VmHWM:"):
         print(int(line.split()[1]) // 1024, *outcomes)

@@ -15,9 +15,9 @@ from PIL import Image
 
 from app_patch.service import thumbnails
 from app_patch.service.app import create_app
-from app_patch.service.files import ThumbnailService
 from app_patch.service.settings import Settings
 from app_patch.service.storage import ChatStore
+from app_patch.service.thumbservice import ThumbnailService
 from app_patch.testdata.seed import add_session
 from tests.app.conftest import ALICE, SECRET, at, bearer
 

@@ -14,6 +14,7 @@ from PIL import Image
 from app_patch.service import thumbnails
 from app_patch.service.app import create_app
 from app_patch.service.settings import Settings
+from app_patch.service.thumbservice import cache_key
 from app_patch.testdata.samples import sample_variant
 from tests.app.conftest import ALICE, BOB, SECRET, bearer, gridfs_bytes, put_file
 
@@ -70,7 +71,7 @@ def test_makes_what_the_app_would_and_skips_what_it_cannot(
         data = gridfs_bytes(mongo_db, stored[name])
         made = thumbnails.make_thumbnails(data, thumbnails.THUMB_SIZES)
         for size, thumb in made.items():
-            doc = cache[thumbnails.cache_key(stored[name], size)]
+            doc = cache[cache_key(stored[name], size)]
             chunks = mongo_db["thumbnails.chunks"].find({"files_id": doc["_id"]}).sort("n", 1)
             assert b"".join(bytes(c["data"]) for c in chunks) == thumb.data
             user = BOB if name == "png" else ALICE
@@ -94,7 +95,7 @@ def test_a_second_run_skips_what_is_cached_and_fills_only_gaps(mongo_db, mongo_u
     assert "5 images: 3 already complete, 0 thumbnails made, 2 skipped" in again.stdout
     assert _cache(mongo_db).keys() == before.keys()
     # An interrupted run leaves gaps: only those are made.
-    lost = thumbnails.cache_key(stored["photo"], 300)
+    lost = cache_key(stored["photo"], 300)
     mongo_db["thumbnails.files"].delete_one({"filename": lost})
     third = _run("--url", mongo_url, "--jobs", "1")
     assert "2 already complete, 1 thumbnails made" in third.stdout

@@ -12,12 +12,12 @@ from PIL import Image
 
 from app_patch import sniff
 from app_patch.service import thumbnails
+from app_patch.service.decodepool import DecodePool
 from app_patch.service.thumbnails import (
     BadImage,
     Thumbnail,
     estimate_cost,
     make_thumbnail,
-    make_thumbnail_async,
     make_thumbnails,
     verify_and_render,
 )
@@ -156,10 +156,9 @@ def test_verification_renders_the_thumbnails_its_decode_allows():
 
 @pytest.fixture
 def two_workers():
-    saved = thumbnails.limits()
-    thumbnails.configure(max_concurrency=2)
-    yield
-    thumbnails.configure(max_concurrency=saved[0])
+    pool = DecodePool(2)
+    yield pool
+    pool.close()
 
 
 def test_small_thumbnails_do_not_wait_behind_a_queue_of_large_ones(two_workers, monkeypatch):
@@ -179,11 +178,12 @@ def test_small_thumbnails_do_not_wait_behind_a_queue_of_large_ones(two_workers, 
 
     async def main() -> tuple[Thumbnail, int, list[Thumbnail]]:
         queue = [
-            asyncio.create_task(make_thumbnail_async(large, 100, owner="alice")) for _ in range(4)
+            asyncio.create_task(two_workers.make_thumbnail(large, 100, owner="alice"))
+            for _ in range(4)
         ]
         await asyncio.sleep(0.05)
         try:
-            mine = await asyncio.wait_for(make_thumbnail_async(small, 32, owner="bob"), 60)
+            mine = await asyncio.wait_for(two_workers.make_thumbnail(small, 32, owner="bob"), 60)
             still_queued = sum(not t.done() for t in queue)
         finally:
             release.set()
@@ -205,10 +205,10 @@ def test_a_cancelled_request_keeps_its_bytes_until_its_decode_ends(two_workers, 
 
     monkeypatch.setattr(thumbnails, "make_thumbnail", slow)
     large = flat_png(7071, 7071, bit_depth=16, color_type=0)
-    lane = thumbnails._lane(estimate_cost(large, 100))
+    lane = two_workers.lane(estimate_cost(large, 100))
 
     async def main() -> tuple[int, int]:
-        task = asyncio.create_task(make_thumbnail_async(large, 100, owner="alice"))
+        task = asyncio.create_task(two_workers.make_thumbnail(large, 100, owner="alice"))
         while not started.is_set():
             await asyncio.sleep(0.01)
         task.cancel()
@@ -237,7 +237,7 @@ def test_worst_cases_peak_at_their_estimate_and_give_the_memory_back(name, two_w
     estimate = estimate_cost(data, 300) - len(data)
     before = status_kb("VmRSS") * 1024
     try:
-        peak = rss_growth(lambda: asyncio.run(make_thumbnail_async(data, 300)))
+        peak = rss_growth(lambda: asyncio.run(two_workers.make_thumbnail(data, 300)))
     except OSError as exc:
         pytest.skip(f"peak RSS cannot be reset here: {exc}")
     kept = status_kb("VmRSS") * 1024 - before

@@ -13,6 +13,7 @@ from PIL import Image, ImageCms, ImageOps, ImageStat, PngImagePlugin
 
 from app_patch import sniff
 from app_patch.service import thumbnails
+from app_patch.service.decodepool import DecodePool
 from app_patch.service.thumbnails import (
     THUMB_SIZES,
     BadImage,
@@ -21,11 +22,11 @@ from app_patch.service.thumbnails import (
     Thumbnail,
     ThumbnailError,
     make_thumbnail,
-    make_thumbnail_async,
     open_image,
     probe,
     verify_image,
 )
+from app_patch.service.thumbservice import http_status
 from app_patch.testdata.hostile import LIMIT_RANGE, hostile_corpus
 from tests.app.conftest import rss_growth
 
@@ -46,7 +47,7 @@ def _outcome(call, *args, **kwargs) -> str:
             if type(exc) is error:
                 # One line, and no object reprs such as "<_io.BytesIO object at 0x7f...>".
                 assert exc.reason and "\n" not in exc.reason and " at 0x" not in exc.reason
-                assert exc.http_status == OUTCOME_STATUS[outcome]
+                assert http_status(exc) == OUTCOME_STATUS[outcome]
                 return outcome
         raise
     return "thumbnail"
@@ -83,13 +84,6 @@ def _decoded(thumb: Thumbnail) -> Image.Image:
 
 def _close(color, expected, tolerance: int = 30) -> bool:
     return all(abs(a - b) <= tolerance for a, b in zip(color, expected, strict=False))
-
-
-@pytest.fixture
-def restore_config():
-    saved = thumbnails.limits()
-    yield
-    thumbnails.configure(max_concurrency=saved[0], max_pixels=saved[1])
 
 
 # --- the corpus ----------------------------------------------------------------------------
@@ -332,20 +326,18 @@ def test_bad_sizes_are_caller_errors(size):
         make_thumbnail(CORPUS["png_1x1"][0], size)
 
 
-def test_pixel_limit_is_configurable(restore_config):
+def test_the_pixel_limit_is_an_argument():
     data = _encoded("PNG", Image.new("RGB", (400, 300)))  # 120,000 pixels
-    thumbnails.configure(max_pixels=100_000)
     with pytest.raises(ImageTooLarge, match="120,000 pixels"):
-        make_thumbnail(data, 100)
+        make_thumbnail(data, 100, max_pixels=100_000)
     with pytest.raises(ImageTooLarge):
-        verify_image(data)
-    assert make_thumbnail(data, 100, max_pixels=120_000).width == 100  # explicit wins
-    thumbnails.configure(max_pixels=120_000)
-    assert verify_image(data) == (sniff.PNG, 400, 300)
+        verify_image(data, max_pixels=100_000)
+    assert make_thumbnail(data, 100, max_pixels=120_000).width == 100
+    assert verify_image(data) == (sniff.PNG, 400, 300)  # None: the default, 50 million
     with pytest.raises(ValueError, match="max_pixels"):
-        thumbnails.configure(max_pixels=0)
-    with pytest.raises(ValueError, match="max_concurrency"):
-        thumbnails.configure(max_concurrency=-2)
+        verify_image(data, max_pixels=0)
+    with pytest.raises(ValueError, match="workers"):
+        DecodePool(-2)
 
 
 def test_probe_reads_headers_without_decoding():
@@ -380,7 +372,7 @@ def test_mutated_images_only_ever_raise_thumbnail_errors():
 # --- the async worker pool -----------------------------------------------------------------
 
 
-def test_async_thumbnails_never_exceed_the_concurrency_limit(monkeypatch, restore_config):
+def test_async_thumbnails_never_exceed_the_concurrency_limit(monkeypatch):
     lock = threading.Lock()
     state = {"now": 0, "max": 0}
 
@@ -394,30 +386,44 @@ def test_async_thumbnails_never_exceed_the_concurrency_limit(monkeypatch, restor
         return Thumbnail(data, sniff.PNG, size, size)
 
     monkeypatch.setattr(thumbnails, "make_thumbnail", slow_thumbnail)
-    thumbnails.configure(max_concurrency=3)
+    pool = DecodePool(3)
 
-    async def burst(n):
-        return await asyncio.gather(*(make_thumbnail_async(b"x%d" % i, 100) for i in range(n)))
+    async def burst(pool, n):
+        return await asyncio.gather(*(pool.make_thumbnail(b"x%d" % i, 100) for i in range(n)))
 
-    results = asyncio.run(burst(15))
-    assert [r.data for r in results] == [b"x%d" % i for i in range(15)]
-    assert state["max"] == 3
-    # A second event loop shares the same pool and the same cap.
-    state["max"] = 0
-    thumbnails.configure(max_concurrency=2)
-    asyncio.run(burst(8))
+    try:
+        results = asyncio.run(burst(pool, 15))
+        assert [r.data for r in results] == [b"x%d" % i for i in range(15)]
+        assert state["max"] == 3
+        # A second event loop shares the same pool and the same cap.
+        state["max"] = 0
+        asyncio.run(burst(pool, 15))
+        assert state["max"] == 3
+    finally:
+        pool.close()
+    # Another pool has its own cap.
+    state["max"], other = 0, DecodePool(2)
+    try:
+        asyncio.run(burst(other, 8))
+    finally:
+        other.close()
     assert state["max"] == 2
 
 
 def test_async_calls_are_the_real_thing_and_map_errors():
-    async def run():
-        thumb = await make_thumbnail_async(CORPUS["jpeg_rgb"][0], 50)
-        with pytest.raises(ImageTooLarge):
-            await make_thumbnail_async(CORPUS["png_bomb_8000x8000"][0], 50)
-        with pytest.raises(BadImage):
-            await thumbnails.verify_image_async(CORPUS["png_truncated"][0])
-        return thumb, await thumbnails.verify_image_async(CORPUS["jpeg_exif_rotated"][0])
+    pool = DecodePool(2)
 
-    thumb, verified = asyncio.run(run())
+    async def run():
+        thumb = await pool.make_thumbnail(CORPUS["jpeg_rgb"][0], 50)
+        with pytest.raises(ImageTooLarge):
+            await pool.make_thumbnail(CORPUS["png_bomb_8000x8000"][0], 50)
+        with pytest.raises(BadImage):
+            await pool.verify_image(CORPUS["png_truncated"][0])
+        return thumb, await pool.verify_image(CORPUS["jpeg_exif_rotated"][0])
+
+    try:
+        thumb, verified = asyncio.run(run())
+    finally:
+        pool.close()
     assert (thumb.width, thumb.height) == (50, 33) and thumb.mime == sniff.JPEG
     assert verified == (sniff.JPEG, 40, 80)
