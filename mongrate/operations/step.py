@@ -60,7 +60,7 @@ class Step:
 
     def state(self) -> dict[str, Any]:
         """This step's pass state record (empty if it has none yet)."""
-        return self.ctx.pass_state(self.collection, self.seq)
+        return self.ctx.engine.undo.find_one(self.key) or {}
 
     def mark_done(self) -> None:
         """Record the step as written, with its count (a deferred step's count is then
