@@ -2,10 +2,8 @@
 
 Every ``import`` and ``from ... import`` is read with ``ast`` (module level, inside
 functions, under ``TYPE_CHECKING``: each is a dependency a reader has to follow) and
-resolved to a file of this tree; a circle is a strongly connected set of files. The one
-circle known today (operations/ imports itself in a loop; issue 17 unties it) is the only
-one allowed, and only while it stays within its files: a new circle, or a new file joining
-it, fails the suite. Once it is untied, the strict xfail below fails until its entry goes.
+resolved to a file of this tree; a circle is a strongly connected set of files, and there
+must be none.
 """
 
 from __future__ import annotations
@@ -13,15 +11,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mongrate", "app_patch")
-#: issue 17: data, engine, ops and passes in operations/ import each other in a circle
-KNOWN_CIRCLE = frozenset({
-    "mongrate/operations/data.py", "mongrate/operations/engine.py",
-    "mongrate/operations/ops.py", "mongrate/operations/passes.py",
-})
 
 
 def module_files() -> dict[str, Path]:
@@ -108,11 +99,6 @@ def circles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
     return found
 
 
-def as_files(circle: frozenset[str]) -> frozenset[str]:
-    files = module_files()
-    return frozenset(str(files[m].relative_to(ROOT)) for m in circle)
-
-
 def describe(circle: frozenset[str], graph: dict[str, set[str]]) -> str:
     ties = [f"{a} -> {b}" for a in sorted(circle) for b in sorted(graph[a] & circle)]
     return "; ".join(ties)
@@ -126,14 +112,6 @@ def test_the_walker_finds_a_circle_and_resolves_imports():
     assert {"mongrate.config", "mongrate.commands", "mongrate.errors"} <= cli
 
 
-def test_no_new_import_circle():
-    graph = import_graph()
-    new = [c for c in circles(graph) if not as_files(c) <= KNOWN_CIRCLE]
-    assert new == [], "import circles: " + " | ".join(describe(c, graph) for c in new)
-
-
-@pytest.mark.xfail(strict=True, reason="issue 17: operations/ data, engine, ops and passes "
-                                       "import each other; remove KNOWN_CIRCLE once untied")
 def test_no_import_circle_at_all():
     graph = import_graph()
     found = circles(graph)

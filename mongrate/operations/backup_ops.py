@@ -18,6 +18,9 @@ from mongrate.mongo.collections import (
     server_copy_collection,
 )
 from mongrate.names import snapshot_name, tmp_name
+from mongrate.operations.context import RevisionContext
+from mongrate.operations.deferral import Deferral
+from mongrate.operations.engine import Engine
 from mongrate.operations.strategy import server_copy
 
 _stamp_lock = threading.Lock()
@@ -25,6 +28,10 @@ _stamp_lock = threading.Lock()
 
 class BackupOps:
     """``op.backup_collection`` (mixed into :class:`mongrate.operations.ops.Operations`)."""
+
+    _ctx: RevisionContext
+    _engine: Engine
+    _deferral: Deferral
 
     _stamp_lock = _stamp_lock
 
@@ -47,7 +54,7 @@ class BackupOps:
             raise OpError("op.backup_collection needs at least one collection name")
         method = "swap" if self._engine.strategy.rewrite else "copy"
         for source in sources:
-            self._engine.accessed(source)  # changes waiting for it are written first
+            self._deferral.accessed(source)  # changes waiting for it are written first
         manifests = self.parallel(*(lambda s=s: self._backup_one(s, method) for s in sources))
         self.report(**{f"{m['source']} backed up": m.get("count") for m in manifests})
         if manifests:
@@ -83,7 +90,7 @@ class BackupOps:
                 manifest["tmp"] = tmp_name(self.revision, "backup", source)
             # the undo record first: a run killed in between leaves no snapshot undropped
             self._engine.undo.update_one(
-                {**self._key(target), "kind": "collection_created", "doc_id": f"collection:{target}"},
+                {**self._ctx.key(target), "kind": "collection_created", "doc_id": f"collection:{target}"},
                 {"$setOnInsert": {"at": utcnow()}},
                 upsert=True,
             )

@@ -35,19 +35,21 @@ from mongrate.mongo.order import bson_order_key
 from mongrate.mongo.pipeline import chunked, prefetch, read_ahead
 from mongrate.mongo.rawdoc import Change, diff, elements
 from mongrate.mongo.update import UnsupportedUpdate, UpdateError, compile_update
-from mongrate.operations.engine import rewrite_pass
+from mongrate.operations.context import RevisionContext
+from mongrate.operations.deferral import Deferral, LazyCount
+from mongrate.operations.engine import Engine
 from mongrate.operations.passes import (
     DryRunSink,
     InPlaceSink,
-    LazyCount,
     PendingNeedsServer,
     RewriteSink,
-    ServerUpdate,
     Sink,
-    Step,
+    recover_swaps,
     rewrite_options,
     roll_back_in_place,
 )
+from mongrate.operations.rewrite import rewrite_pass
+from mongrate.operations.step import ServerUpdate, Step
 from mongrate.operations.undo import WRITE_ATTEMPTS, record, record_key
 
 #: records a map source keeps in memory before sorting them to a temporary file
@@ -58,6 +60,10 @@ MAP_BATCH = 32
 
 class DataOps:
     """The data helpers (mixed into :class:`mongrate.operations.ops.Operations`)."""
+
+    _ctx: RevisionContext
+    _engine: Engine
+    _deferral: Deferral
 
     # ------------------------------------------------------------ update_many
     def update_many(self, collection: str, filter: Mapping[str, Any] | None,
@@ -87,7 +93,7 @@ class DataOps:
             supported = False  # the server compares strings by it; the evaluator cannot
         filter = dict(filter or {})
         label = label or f"{collection} updated"
-        seq = self._next_seq()
+        seq = self._ctx.next_seq()
         now = utcnow()
 
         def changer(raw: RawBSONDocument) -> Change | ServerUpdate | None:
@@ -104,11 +110,11 @@ class DataOps:
             return self._dry_run_pass(collection, filter, changer if supported else None, label,
                                       "update_many", f"{summarise(dict(update))}: ")
         if self._engine.strategy.rewrite and supported:
-            return self._rewrite_step(Step(self, collection, seq, changer, label, filter or None))
+            return self._rewrite_step(Step(self._ctx, collection, seq, changer, label, filter or None))
         if self._engine.strategy.rewrite:
             self.log(f"{collection}: this update form is applied by the server document by "
                      "document; on this server that costs a scan per document")
-        self._engine.flush(collection)
+        self._deferral.flush(collection)
         exact = changer if supported and "$currentDate" not in update else None
         return self._server_update(collection, filter, update, touched, seq, label,
                                    array_filters, exact)
@@ -125,7 +131,7 @@ class DataOps:
         its record says exactly what it wrote; a document the application changed first
         is read again. Otherwise one statement per batch covers its ``_id``s."""
         eng = self._engine
-        step = Step(self, collection, seq, None, label)
+        step = Step(self._ctx, collection, seq, None, label)
         sink = InPlaceSink(eng, collection, [step])
         if not sink.start():
             return self._done_before(collection, seq, label)
@@ -146,7 +152,7 @@ class DataOps:
                                                     array_filters=array_filters)
             step.changed += result.modified_count
         sink.report()
-        eng.mark_done(step)
+        step.mark_done()
         return step.changed
 
     def _update_conditionally(self, coll, side, batch: list[RawBSONDocument],
@@ -235,14 +241,14 @@ class DataOps:
         interrupted run calls it again.
         """
         label = label or f"{collection} changed"
-        seq = self._next_seq()
+        seq = self._ctx.next_seq()
         changer = _doc_changer(change, collection)
         filter = dict(filter or {})
         if self.dry_run:
             return self._dry_run_pass(collection, filter, changer, label, "change_each")
         if self._engine.strategy.rewrite:
-            return self._rewrite_step(Step(self, collection, seq, changer, label, filter or None))
-        step = Step(self, collection, seq, changer, label)
+            return self._rewrite_step(Step(self._ctx, collection, seq, changer, label, filter or None))
+        step = Step(self._ctx, collection, seq, changer, label)
         sink = InPlaceSink(self._engine, collection, [step])
         if not sink.start():
             return self._done_before(collection, seq, label)
@@ -259,28 +265,28 @@ class DataOps:
 
     def _done_before(self, collection: str, seq: int, label: str) -> int:
         """What a pass an earlier run finished changed (it is not run again)."""
-        n = int(self._pass_state(collection, seq).get("result") or 0)
-        self._results.setdefault(label, n)
+        n = int(self._ctx.pass_state(collection, seq).get("result") or 0)
+        self._ctx.results.setdefault(label, n)
         return n
 
     def _rewrite_step(self, step: Step) -> int | LazyCount:
-        eng = self._engine
-        eng.recover_swaps(step.collection)  # a swap cut short may have written this step
-        state = eng.state(step)
+        eng, queue = self._engine, self._deferral
+        recover_swaps(eng, step.collection)  # a swap cut short may have written this step
+        state = step.state()
         if state.get("state") == "done":  # an earlier run wrote it
             step.done = True
             return self._done_before(step.collection, step.seq, step.label)
         rewrite_options(eng, step.collection)  # refused before anything is written
         roll_back_in_place(eng, step, state)  # cut short by a run on the in-place strategy
-        if eng.can_defer:
-            return eng.defer(step)
+        if queue.can_defer:
+            return queue.defer(step)
         if step.filter:
-            eng.flush(step.collection)
-        pending = eng.take_pending(step.collection)
+            queue.flush(step.collection)
+        pending = queue.take_pending(step.collection)
         try:
             return rewrite_pass(eng, step.collection, [*pending, step])
         except BaseException:
-            eng.give_back(step.collection, pending)
+            queue.give_back(step.collection, pending)
             raise
 
     def _dry_run_pass(self, collection: str, filter: dict,
@@ -295,7 +301,7 @@ class DataOps:
                 if changer is None or changer(raw) is not None:
                     changed += 1
         how = self._engine.strategy.name.replace("_", "-")
-        self._engine_write(collection, what, f"{detail}changes {changed} of {matched} matching "
+        self._ctx.would(collection, what, f"{detail}changes {changed} of {matched} matching "
                                              f"documents ({how})")
         return changed
 
@@ -337,37 +343,37 @@ class DataOps:
         colls = [s.collection for s in writable.values()]
         if len(set(colls)) != len(colls):
             raise OpError("op.change_groups: a collection can be written by one source only")
-        seq = self._next_seq()
+        seq = self._ctx.next_seq()
         label = ", ".join(colls) or ", ".join(s.collection for s in sources.values())
-        eng = self._engine
+        eng, queue = self._engine, self._deferral
         for src in sources.values():
             if not src.writable:
-                eng.accessed(src.collection)  # read what is stored, changes included
+                queue.accessed(src.collection)  # read what is stored, changes included
         for _attempt in range(len(writable) + 1):  # each retry writes one waiting change
             sinks: dict[str, Sink] = {}
             taken: dict[str, list[Step]] = {}
             try:
                 for name, src in writable.items():
-                    step = Step(self, src.collection, seq, None, f"{src.collection} changed")
+                    step = Step(self._ctx, src.collection, seq, None, f"{src.collection} changed")
                     if self.dry_run:
                         sinks[name] = DryRunSink(eng, src.collection, [step])
                         continue
                     if eng.strategy.rewrite:
                         rewrite_options(eng, src.collection)  # refused before any write
-                        pending = eng.take_pending(src.collection)
+                        pending = queue.take_pending(src.collection)
                         if pending and pending[0].filter:  # absorbed only in stored order
-                            eng.give_back(src.collection, pending)
-                            eng.flush(src.collection)
-                            pending = eng.take_pending(src.collection)
+                            queue.give_back(src.collection, pending)
+                            queue.flush(src.collection)
+                            pending = queue.take_pending(src.collection)
                         taken[src.collection] = pending
                         sink: Sink = RewriteSink(eng, src.collection, [*pending, step])
                     else:
-                        eng.flush(src.collection)
+                        queue.flush(src.collection)
                         sink = InPlaceSink(eng, src.collection, [step])
                     if sink.start():
                         sinks[name] = sink
                     elif pending := taken.pop(src.collection, None):
-                        eng.give_back(src.collection, pending)  # its pass was done already
+                        queue.give_back(src.collection, pending)  # its pass was done already
                 if writable and not sinks:  # an earlier run wrote them all
                     return {s.collection: self._done_before(s.collection, seq,
                                                             f"{s.collection} changed")
@@ -376,27 +382,27 @@ class DataOps:
                 if self.dry_run:
                     how = eng.strategy.name.replace("_", "-")
                     for sink in sinks.values():
-                        self._engine_write(sink.collection, "change_groups",
+                        self._ctx.would(sink.collection, "change_groups",
                                            f"changes {sink.changed} of {sink.seen} documents "
                                            f"({how})")
                 for coll, pending in taken.items():
-                    eng.give_back(coll, pending)  # those not written (none, normally)
+                    queue.give_back(coll, pending)  # those not written (none, normally)
                 return counts
             except (_KeyChanged, PendingNeedsServer) as exc:
                 for sink in sinks.values():
                     sink.abort()
                 for coll, pending in taken.items():
-                    eng.give_back(coll, pending)
+                    queue.give_back(coll, pending)
                 why = ("alters its grouping key" if isinstance(exc, _KeyChanged)
                        else "needs the server for some documents")
                 self.log(f"{exc.collection}: a change waiting for it {why}; writing that "
                          "change first")
-                eng.flush(exc.collection)
+                queue.flush(exc.collection)
             except BaseException:
                 for sink in sinks.values():
                     sink.abort()
                 for coll, pending in taken.items():
-                    eng.give_back(coll, pending)
+                    queue.give_back(coll, pending)
                 raise
         raise OpError(f"op.change_groups over {label}: could not settle waiting changes")
 
@@ -407,7 +413,7 @@ class DataOps:
         first = next(iter(sources))
         for name, src in sources.items():
             sink = sinks.get(name)
-            stream = src.stream(self, absorb=sink.absorb if sink is not None else None)
+            stream = src.stream(self._ctx, absorb=sink.absorb if sink is not None else None)
             if name == first:
                 total = fast_count(eng.db, src.collection)
                 stream = self.progress(stream, total, f"{label} ({src.collection})")
@@ -451,12 +457,12 @@ class Source:
         values = tuple(_field(doc, k) for k in self.keys)
         return tuple(self.convert(v) for v in values) if self.convert else values
 
-    def stream(self, op, absorb: Callable[[bytes], bytes] | None = None
+    def stream(self, ctx: RevisionContext, absorb: Callable[[bytes], bytes] | None = None
                ) -> Iterator[tuple[tuple, tuple, bytes]]:
         """(order key, key, document bytes) in key order, checked as they come."""
-        db = op._engine.db
+        db = ctx.engine.db
         if self.map is not None:
-            return _sorted_maps(self, op)
+            return _sorted_maps(self, ctx)
         sort = [(k, 1) for k in self.keys] + ([(self.order, 1)] if self.order else [])
         sort.append(("_id", 1))
         projection = self.projection
@@ -466,7 +472,7 @@ class Source:
                 projection[self.order] = 1
         cursor = db.get_collection(self.collection, codec_options=RAW).find(
             self.filter or {}, projection).sort(sort).allow_disk_use(True)
-        return self._checked(read_ahead(cursor.batch_size(op.batch_size), op.batch_size), absorb)
+        return self._checked(read_ahead(cursor.batch_size(ctx.batch_size), ctx.batch_size), absorb)
 
     def _checked(self, docs: Iterable[RawBSONDocument], absorb: Callable[[bytes], bytes] | None
                  ) -> Iterator[tuple[tuple, tuple, bytes]]:
@@ -510,17 +516,17 @@ def _field(doc: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def _sorted_maps(src: Source, op) -> Iterator[tuple[tuple, tuple, bytes]]:
+def _sorted_maps(src: Source, ctx: RevisionContext) -> Iterator[tuple[tuple, tuple, bytes]]:
     """A map source: read in stored order, reduced by ``map``, sorted here (in memory, or
     in sorted runs on a temporary disk file when there are many)."""
     import bson
 
     from mongrate.mongo.codec import EXACT
 
-    coll = op._engine.db.get_collection(src.collection, codec_options=RAW)
+    coll = ctx.engine.db.get_collection(src.collection, codec_options=RAW)
     # a map source is for large documents (GridFS chunks hold up to 255 KiB): small batches
     # keep the read-ahead's memory bounded whatever the batch_size
-    size = min(op.batch_size, MAP_BATCH)
+    size = min(ctx.batch_size, MAP_BATCH)
     cursor = coll.find(src.filter or {}, src.projection).batch_size(size)
     runs: list[str] = []
     items: list[tuple] = []
@@ -535,7 +541,7 @@ def _sorted_maps(src: Source, op) -> Iterator[tuple[tuple, tuple, bytes]]:
         runs.append(path)
         items.clear()
 
-    batches = op.progress(prefetch(chunked(cursor, size)), None, f"read {src.collection}",
+    batches = ctx.progress(prefetch(chunked(cursor, size)), None, f"read {src.collection}",
                           weight=len)
     for batch in batches:
         for raw in batch:

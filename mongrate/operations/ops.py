@@ -19,13 +19,12 @@ from pymongo.database import Database
 
 from mongrate.errors import StepCancelled
 from mongrate.mongo.collections import collection_options, fast_count
-from mongrate.mongo.dryrun import RecordingDatabase
-from mongrate.mongo.pipeline import chunked, prefetch
-from mongrate.names import OwnNames
 from mongrate.operations.backup_ops import BackupOps
+from mongrate.operations.context import RevisionContext
 from mongrate.operations.data import DataOps
-from mongrate.operations.engine import Engine, restore_rewrite
-from mongrate.operations.passes import state_key
+from mongrate.operations.deferral import Deferral
+from mongrate.operations.passes import recover_swaps
+from mongrate.operations.rewrite import restore_rewrite
 from mongrate.operations.schema_ops import SchemaOps, restore_schema
 from mongrate.operations.undo import SideCollection
 
@@ -35,49 +34,44 @@ T = TypeVar("T")
 class Operations(DataOps, SchemaOps, BackupOps):
     """Helpers for revision authors. ``op.db`` is the pymongo ``Database``."""
 
-    def __init__(self, engine: Engine, revision: str, direction: str,
-                 db: Database | None = None):
-        self._engine = engine
+    def __init__(self, ctx: RevisionContext, deferral: Deferral, db: Database | None = None):
+        self._ctx = ctx
+        self._engine = ctx.engine
+        self._deferral = deferral
         #: the database; reading or writing a collection through it first writes any
         #: change still waiting for that collection (so it sees everything done before)
-        self.db = db if db is not None else engine.db
-        self.revision = revision
-        self.direction = direction
-        self.batch_size = engine.batch_size
-        self.dry_run = engine.dry_run
-        # counts reported (op.report, and each helper's own); logged with the step
-        self._results: dict[str, Any] = {}
-        self._seq = 0
+        self.db = db if db is not None else ctx.engine.db
+        self.revision = ctx.revision
+        self.direction = ctx.direction
+        self.batch_size = ctx.batch_size
+        self.dry_run = ctx.dry_run
 
     # ------------------------------------------------------------- reporting
     def report(self, **counts: Any) -> None:
         """Counts to log with this step and print after it, one ``name: count`` a line
         (``op.report(linked=5, orphaned=2)``, or ``op.report(**tally)`` for names with
         spaces). A name reported again takes the new value; helpers report their own."""
-        self._results.update(counts)
+        self._ctx.report(**counts)
 
     def log(self, message: str) -> None:
         """A line in the run's output, tagged with this revision."""
-        self._engine.reporter.info(f"  [{self.revision}] {message}")
+        self._ctx.log(message)
 
     def progress(self, iterable: Iterable[T], total: int | None = None, label: str = "",
                  *, weight: Callable[[T], int] | None = None) -> Iterator[T]:
         """Report progress; between items, stop at once if the run has lost its lock."""
-        for item in self._engine.reporter.progress(iterable, total, label or self.revision,
-                                                   weight=weight):
-            yield item
-            self.check()
+        return self._ctx.progress(iterable, total, label, weight=weight)
 
     def batches(self, cursor: Iterable[T], label: str, total: int | None = None
                 ) -> Iterator[list[T]]:
         """``cursor`` in lists of ``batch_size``, read ahead on a worker thread, with
         progress and the lock check between batches."""
-        return self.progress(prefetch(chunked(cursor, self.batch_size)), total, label, weight=len)
+        return self._ctx.batches(cursor, label, total)
 
     def check(self) -> None:
         """Raise if this run lost its lock (or a parallel step failed): call it before
         anything that cannot be taken back, in loops of your own."""
-        self._engine.check()
+        self._ctx.check()
 
     def parallel(self, *steps: Callable[[], T], workers: int = 2) -> list[T]:
         """Run independent steps (work on different collections) at the same time and
@@ -112,31 +106,7 @@ class Operations(DataOps, SchemaOps, BackupOps):
             raise first
         return [f.result() for f in futures]
 
-    # ------------------------------------------------------------- internals
-    def _key(self, collection: str) -> dict[str, str]:
-        return {"revision": self.revision, "collection": collection}
-
-    def _next_seq(self) -> int:
-        """The number of the next helper call, which keys its pass state. A downgrade's
-        calls count -1, -2...: they must never find its upgrade's calls' states (and
-        record no prior values: restoring those after it would revert its own writes)."""
-        self._seq += 1
-        return self._seq if self.direction == "upgrade" else -self._seq
-
-    def _engine_write(self, collection: str, method: str, args: str) -> None:
-        """Say in a dry run's list of writes what a helper would do."""
-        if isinstance(self._engine.db, RecordingDatabase):
-            self._engine.db.writes.append({"collection": collection, "method": method,
-                                           "args": args})
-        self.log(f"{collection}: would {method} {args}")
-
     # ------------------------------------------------------------------ undo
-    def _side_collections(self) -> list[str]:
-        """The collections this revision's data helpers changed (with records kept)."""
-        own = OwnNames(undo=self._engine.undo_name)
-        names = self._engine.db.list_collection_names()
-        return [coll for _, coll in own.side_collections(names, self.revision)]
-
     def restore_undo(self, collection: str | None = None) -> int:
         """Reverse everything this revision's helpers recorded (optionally for one
         collection): changed fields get their values back byte for byte and in their place,
@@ -150,11 +120,11 @@ class Operations(DataOps, SchemaOps, BackupOps):
             query["collection"] = collection
         if not self.dry_run:
             self._settle_passes(query)
-        for coll in self._side_collections():
+        for coll in self._ctx.side_collections():
             if collection is not None and coll != collection:
                 continue
             undone += self._restore_collection(coll)
-        undone += restore_schema(self, query)
+        undone += restore_schema(eng, query)
         if not self.dry_run:
             eng.undo.delete_many({**query, "kind": "pass"})
         return undone
@@ -166,7 +136,7 @@ class Operations(DataOps, SchemaOps, BackupOps):
         eng = self._engine
         states = list(eng.undo.find({**query, "kind": "pass"}))
         for coll in sorted({s["collection"] for s in states}):
-            eng.recover_swaps(coll)
+            recover_swaps(eng, coll)
         names = set(eng.db.list_collection_names())
         for s in eng.undo.find({**query, "kind": "pass", "state": {"$in": ["building", "built"]}}):
             if s.get("tmp") in names and s["collection"] in names:
@@ -177,23 +147,22 @@ class Operations(DataOps, SchemaOps, BackupOps):
 
     def _restore_collection(self, collection: str) -> int:
         eng = self._engine
-        side = SideCollection(eng.db, eng.undo_name, self.revision, collection,
-                              eng.write_concern)
+        side = self._ctx.side(collection)
         # records of passes that never replaced the collection describe nothing that
         # happened (swaps cut short are settled by now: those left "built" never began)
         void = frozenset(
             int(s["doc_id"].split(":", 1)[1])
-            for s in eng.undo.find({**self._key(collection), "kind": "pass",
+            for s in eng.undo.find({**self._ctx.key(collection), "kind": "pass",
                                     "state": {"$in": ["building", "built", "deferred"]}})
             if s["doc_id"].split(":", 1)[1].isdigit())
         if self.dry_run:
             n = fast_count(eng.db, side.name)
-            self._engine_write(collection, "restore", f"recorded values of up to {n} documents")
+            self._ctx.would(collection, "restore", f"recorded values of up to {n} documents")
             return n
         # a capped collection's natural order is its insertion order, which a restore by
         # rewrite (merged in _id order) would not keep: it is restored in place
         if eng.strategy.rewrite and not collection_options(eng.db, collection).get("capped"):
-            restored = restore_rewrite(self, collection, side, void)
+            restored = restore_rewrite(self._ctx, collection, side, void)
         else:
             restored, gone = side.restore_in_place(
                 batch_size=self.batch_size, statement_limit=eng.statement_limit, skip=void,
@@ -201,34 +170,31 @@ class Operations(DataOps, SchemaOps, BackupOps):
             if gone:
                 self.log(f"{collection}: {gone} recorded documents no longer exist")
         eng.db.drop_collection(side.name)
-        eng.undo.delete_many({**self._key(collection), "kind": "pass"})
-        self._results.setdefault(f"{collection} restored", restored)
+        eng.undo.delete_many({**self._ctx.key(collection), "kind": "pass"})
+        self._ctx.results.setdefault(f"{collection} restored", restored)
         self._report_restore(collection, side)
         return restored
 
     def _report_restore(self, collection: str, side: SideCollection) -> None:
         """Say what the application's writes did to a restore."""
         if side.kept:
-            self._results[f"{collection} restored: fields the application wrote since, "
-                         "kept"] = side.kept
+            self._ctx.results[f"{collection} restored: fields the application wrote since, "
+                              "kept"] = side.kept
             self.log(f"{collection}: {side.kept} fields the application wrote after this "
                      "revision changed them keep the application's value")
         if side.raced:
-            self._results[f"{collection} restored: written by the application during the "
-                         "restore"] = side.raced
+            self._ctx.results[f"{collection} restored: written by the application during the "
+                              "restore"] = side.raced
             self.log(f"{collection}: {side.raced} documents were written by the application "
                      "while they were being restored: read again")
         if side.unsure:
-            self._results[f"{collection} restored: unsure, left as the application wrote "
-                         "them"] = side.unsure
+            self._ctx.results[f"{collection} restored: unsure, left as the application wrote "
+                              "them"] = side.unsure
             self.log(f"{collection}: {side.unsure} documents were written by the "
                      "application at the moment they were restored; whether the restore "
                      "landed first is unknown, so they are left as they are")
 
-    def _pass_state(self, collection: str, seq: int) -> dict[str, Any]:
-        return self._engine.undo.find_one(state_key(self.revision, collection, seq)) or {}
-
 
 def reported(op: Operations) -> dict[str, Any]:
     """The counts ``op`` reported (its revision's and its helpers'), in order."""
-    return dict(op._results)
+    return dict(op._ctx.results)

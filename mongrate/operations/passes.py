@@ -39,10 +39,8 @@ collection there), :func:`resume_swap` drops nothing and stops with one line.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne
@@ -66,24 +64,10 @@ from mongrate.mongo.conditional import Pending, write_if_unchanged
 from mongrate.mongo.pipeline import BackgroundWriter
 from mongrate.mongo.rawdoc import Change
 from mongrate.names import TMP_PREFIX, tmp_name  # noqa: F401 - the names live there
-from mongrate.operations.undo import WRITE_ATTEMPTS, SideCollection, record, record_key
-
-if TYPE_CHECKING:
-    from mongrate.operations.engine import Engine
-    from mongrate.operations.ops import Operations
-
-Changer = Callable[[RawBSONDocument], "Change | ServerUpdate | None"]
-
-
-@dataclass
-class ServerUpdate:
-    """What a changer returns for a document whose result it cannot compute exactly (an
-    update the evaluator cannot decide on for these values): the server applies ``update``
-    to it (to its copy, in a rewrite), once ``prior`` (the fields it may change) is
-    recorded."""
-
-    update: Mapping[str, Any]
-    prior: Change
+from mongrate.operations.context import state_key
+from mongrate.operations.engine import Engine
+from mongrate.operations.step import ServerUpdate, Step
+from mongrate.operations.undo import WRITE_ATTEMPTS, record, record_key
 
 
 class PendingNeedsServer(Exception):
@@ -103,73 +87,6 @@ def rewrite_options(engine: Engine, collection: str) -> dict[str, Any]:
     except ValueError as exc:
         raise RewriteError(f"{exc}; the rewrite strategy cannot change it: set "
                            "write_strategy = in_place in mongrate.ini") from None
-
-
-def state_key(revision: str, collection: str, seq: int | str) -> dict[str, Any]:
-    return {"revision": revision, "collection": collection, "kind": "pass",
-            "doc_id": f"pass:{seq}"}
-
-
-@dataclass(eq=False)
-class Step:
-    """One helper call's change to one collection."""
-
-    op: Operations
-    collection: str
-    seq: int
-    changer: Changer | None  # None: the caller passes each document's change to put()
-    label: str
-    filter: Mapping[str, Any] | None = None  # server-side filter (only a pass's first step)
-    changed: int = 0
-    done: bool = False
-    result: Any = None  # the LazyCount handed back for a deferred step
-    priors: list[RawBSONDocument] = field(default_factory=list)
-
-    @property
-    def key(self) -> dict[str, Any]:
-        return state_key(self.op.revision, self.collection, self.seq)
-
-    @property
-    def ident(self) -> str:
-        # a string: FerretDB v1 stores no nested arrays
-        return f"{self.op.revision}:{self.seq}"
-
-    def side(self) -> SideCollection:
-        eng = self.op._engine
-        return SideCollection(eng.db, eng.undo_name, self.op.revision, self.collection,
-                              eng.write_concern)
-
-    def apply(self, base: bytes) -> Change | ServerUpdate | None:
-        if not self.changer:
-            return None
-        try:
-            return self.changer(RawBSONDocument(base, RAW))
-        except Exception as exc:  # noqa: BLE001 - said whose change it was, then re-raised
-            if self.result is not None:  # deferred: it runs inside another call's pass
-                raise DeferredStepFailed(self.op.revision, exc) from exc
-            raise
-
-    def note(self, base: bytes, change: Change | ServerUpdate) -> None:
-        """Count ``change`` and queue its prior-value record (upgrades only)."""
-        known = not isinstance(change, ServerUpdate)  # the server computes what it writes
-        if not known:
-            change = change.prior
-        self.changed += 1
-        if self.op.direction == "upgrade":
-            self.priors.append(record(base, self.seq, change, known=known))
-
-    def take_priors(self) -> list[RawBSONDocument]:
-        out, self.priors = self.priors, []
-        return out
-
-
-class DeferredStepFailed(Exception):
-    """A deferred change raised while a later pass was writing it: whose it was."""
-
-    def __init__(self, revision: str, error: Exception):
-        super().__init__(f"{type(error).__name__}: {error}")
-        self.revision = revision
-        self.error = error
 
 
 class Sink:
@@ -268,7 +185,7 @@ class InPlaceSink(Sink):
 
     def start(self) -> bool:
         eng, step = self.engine, self.own
-        eng.recover_swaps(self.collection)  # a rewrite cut short by a run on another strategy
+        recover_swaps(eng, self.collection)  # a rewrite cut short by a run on another strategy
         state = eng.undo.find_one(step.key) or {}
         if state.get("state") == "done":
             return False
@@ -318,7 +235,7 @@ class InPlaceSink(Sink):
                     stale.append(RawBSONDocument(record_key(p.id_element, step.seq), RAW))
                     continue
                 items.append(Pending(cur, change))
-                if step.op.direction == "upgrade":
+                if step.ctx.direction == "upgrade":
                     records.append(record(cur, step.seq, change))
             if stale:
                 side.coll.delete_many({"_id": {"$in": stale}})
@@ -338,30 +255,30 @@ class InPlaceSink(Sink):
         own = self.own
         own.changed -= self.dropped + self.left + self.gone + self.unsure
         self.report()
-        self.engine.mark_done(own)
+        own.mark_done()
         return own.changed
 
     def report(self) -> None:
         """Say what the application's writes during the pass did to it."""
-        op, label = self.own.op, self.own.label
+        ctx, label = self.own.ctx, self.own.label
         if self.raced:
-            op._results[f"{label}: written by the application during the pass"] = self.raced
-            op.log(f"{self.collection}: {self.raced} documents were written by the "
-                   "application between this pass's read and write: read again"
-                   + (f", {self.dropped} of them needed no change any more"
-                      if self.dropped else ""))
+            ctx.results[f"{label}: written by the application during the pass"] = self.raced
+            ctx.log(f"{self.collection}: {self.raced} documents were written by the "
+                    "application between this pass's read and write: read again"
+                    + (f", {self.dropped} of them needed no change any more"
+                       if self.dropped else ""))
         if self.left:
-            op._results[f"{label}: left as the application wrote them"] = self.left
-            op.log(f"{self.collection}: {self.left} documents written by the application "
-                   "during the pass were left as it wrote them, not changed (their group "
-                   "cannot be read again here): run this revision's change on them again")
+            ctx.results[f"{label}: left as the application wrote them"] = self.left
+            ctx.log(f"{self.collection}: {self.left} documents written by the application "
+                    "during the pass were left as it wrote them, not changed (their group "
+                    "cannot be read again here): run this revision's change on them again")
         if self.unsure:
-            op._results[f"{label}: unsure, left as the application wrote them"] = self.unsure
-            op.log(f"{self.collection}: {self.unsure} documents were written by the "
-                   "application at the moment of this pass's write; whether the change "
-                   "landed first is unknown, so they are left as they are")
+            ctx.results[f"{label}: unsure, left as the application wrote them"] = self.unsure
+            ctx.log(f"{self.collection}: {self.unsure} documents were written by the "
+                    "application at the moment of this pass's write; whether the change "
+                    "landed first is unknown, so they are left as they are")
         if self.gone:
-            op._results[f"{label}: deleted by the application during the pass"] = self.gone
+            ctx.results[f"{label}: deleted by the application during the pass"] = self.gone
 
     def abort(self) -> BaseException | None:
         if self._writer is None:
@@ -375,7 +292,7 @@ class RewriteSink(Sink):
 
     def __init__(self, engine: Engine, collection: str, steps: list[Step]):
         super().__init__(engine, collection, steps)
-        self.tmp = tmp_name(self.own.op.revision, self.own.seq, collection)
+        self.tmp = tmp_name(self.own.ctx.revision, self.own.seq, collection)
         #: what the pass read of the live collection, checked again before the swap
         self.read_sum = ContentChecksum()
         self._docs: list[RawBSONDocument] = []
@@ -386,7 +303,7 @@ class RewriteSink(Sink):
 
     def start(self) -> bool:
         eng, own = self.engine, self.own
-        eng.recover_swaps(self.collection)
+        recover_swaps(eng, self.collection)
         state = eng.undo.find_one(own.key) or {}
         if state.get("state") == "done":
             return False
@@ -538,7 +455,7 @@ class RewriteSink(Sink):
         if not any(s.changed for s in self.steps):
             self.db.drop_collection(self.tmp)
             for step in self.steps:
-                self.engine.mark_done(step)
+                step.mark_done()
             return 0
         self.check_unchanged()
         built = fast_count(self.db, self.tmp)
@@ -582,7 +499,7 @@ class RewriteSink(Sink):
         if self.tmp in self.db.list_collection_names(filter={"name": self.tmp}):
             swap_in(self.engine, self.own.key, self.tmp, self.collection)
         for step in self.steps:
-            self.engine.mark_done(step)
+            step.mark_done()
 
 
 def swap_in(engine: Engine, key: dict[str, Any], tmp: str, collection: str) -> None:
@@ -656,143 +573,24 @@ def resume_swap(engine: Engine, state: Mapping[str, Any], collection: str) -> bo
     return True
 
 
-class FilterMatch:
-    """Which documents of a full scan match a server-side filter, without a lookup per
-    document: the matching ``_id``s are streamed in the same (natural) order as the scan
-    and merged with it. If the two orders disagree (detected within a window, or by ids
-    left over at the end), :class:`OrderMismatch` is raised and the caller scans again
-    sorted by ``_id``."""
-
-    def __init__(self, db, collection: str, filter: Mapping[str, Any], batch_size: int,
-                 *, sorted_by_id: bool = False):
-        from mongrate.mongo.pipeline import read_ahead
-
-        cursor = db[collection].find(filter, {"_id": 1}).batch_size(batch_size)
-        if sorted_by_id:
-            cursor = cursor.sort("_id", 1)
-        self._ids = read_ahead((id_key(d["_id"]) for d in cursor), batch_size)
-        self._window: list[bytes] = []
-        self._in_window: set[bytes] = set()
-        self._size = 2 * batch_size
-        self._refill()
-        self.matched = 0
-
-    def _refill(self) -> None:
-        while len(self._window) < self._size:
-            nxt = next(self._ids, None)
-            if nxt is None:
-                return
-            self._window.append(nxt)
-            self._in_window.add(nxt)
-
-    def matches(self, raw: RawBSONDocument) -> bool:
-        key = id_key(raw["_id"])
-        if not self._window or key not in self._in_window:
-            return False
-        if self._window[0] != key:
-            raise OrderMismatch()
-        self._window.pop(0)
-        self._in_window.discard(key)
-        self._refill()
-        self.matched += 1
-        return True
-
-    def finish(self) -> None:
-        if self._window:
-            raise OrderMismatch()
-
-    def close(self) -> None:
-        close = getattr(self._ids, "close", None)
-        if close:
-            close()
+def recover_swaps(engine: Engine, collection: str) -> None:
+    """Settle what an interrupted run left of a pass over ``collection`` at its swap,
+    before anything decides what is still to do or what its records describe (see
+    :func:`resume_swap`): a swap that happened, or is finished now, has its steps marked
+    done (a re-run must not write them twice; a downgrade must restore them)."""
+    for state in engine.undo.find({"collection": collection, "kind": "pass",
+                                   "state": {"$in": list(SWAP_STATES)}}):
+        if resume_swap(engine, state, collection):
+            _mark_steps_done(engine, state, collection)
 
 
-class OrderMismatch(Exception):
-    """A scan and its filter's ids came in different orders."""
-
-
-class LazyCount:
-    """The count of a deferred step: known once the pass that writes it has run. Using it
-    (printing, comparing, arithmetic) runs that pass now."""
-
-    def __init__(self, resolve: Callable[[], int]):
-        self._resolve = resolve
-        self._value: int | None = None
-        self._lock = threading.Lock()
-
-    def set(self, value: int) -> None:
-        self._value = value
-
-    def value(self) -> int:
-        with self._lock:
-            if self._value is None:
-                self._resolve()
-            if self._value is None:  # its step is in a pass that is running now
-                raise OpError("a helper's count was used while the pass writing its change "
-                              "was still running (inside an op.change_groups function?): "
-                              "use it after that helper returns")
-            return self._value
-
-    def __int__(self) -> int:
-        return self.value()
-
-    __index__ = __int__
-
-    def __eq__(self, other: object) -> bool:
-        return self.value() == other
-
-    def __lt__(self, other: int) -> bool:
-        return self.value() < other
-
-    def __le__(self, other: int) -> bool:
-        return self.value() <= other
-
-    def __gt__(self, other: int) -> bool:
-        return self.value() > other
-
-    def __ge__(self, other: int) -> bool:
-        return self.value() >= other
-
-    def __hash__(self) -> int:
-        return hash(self.value())
-
-    def __bool__(self) -> bool:
-        return bool(self.value())
-
-    def __add__(self, other: int) -> int:
-        return self.value() + int(other)
-
-    __radd__ = __add__
-
-    def __sub__(self, other: int) -> int:
-        return self.value() - int(other)
-
-    def __rsub__(self, other: int) -> int:
-        return int(other) - self.value()
-
-    def __mul__(self, other: int) -> int:
-        return self.value() * int(other)
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, other: float) -> float:
-        return self.value() / other
-
-    def __rtruediv__(self, other: float) -> float:
-        return other / self.value()
-
-    def __floordiv__(self, other: int) -> int:
-        return self.value() // int(other)
-
-    def __neg__(self) -> int:
-        return -self.value()
-
-    def __repr__(self) -> str:
-        return repr(self.value())
-
-    __str__ = __repr__
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value(), spec)
-
-
+def _mark_steps_done(engine: Engine, state: dict[str, Any], collection: str) -> None:
+    """The steps of a pass an interrupted run swapped in are done, with the counts it
+    recorded when the copy was built."""
+    engine.undo.update_one({"_id": state["_id"]}, {"$set": {"state": "done"}})
+    steps = state.get("steps", ())
+    counts = state.get("counts") or [0] * len(steps)
+    for ident, n in zip(steps, counts, strict=False):
+        rev, _, seq = str(ident).rpartition(":")
+        engine.undo.update_one(state_key(rev, collection, seq),
+                               {"$set": {"state": "done", "result": n}}, upsert=True)

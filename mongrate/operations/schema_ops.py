@@ -36,6 +36,8 @@ from mongrate.mongo.capabilities import (
 from mongrate.mongo.codec import DUPLICATE_KEY, utcnow
 from mongrate.mongo.collections import collection_options, fast_count, index_specs
 from mongrate.mongo.dryrun import summarise
+from mongrate.operations.context import RevisionContext
+from mongrate.operations.engine import Engine
 from mongrate.schema.model import VALIDATION_ACTIONS, VALIDATION_LEVELS, option_differences
 
 _SIGNIFICANT = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpression")
@@ -43,6 +45,9 @@ _SIGNIFICANT = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpressi
 
 class SchemaOps:
     """Schema helpers (mixed into :class:`mongrate.operations.ops.Operations`)."""
+
+    _ctx: RevisionContext
+    _engine: Engine
 
     # ---------------------------------------------------------- capabilities
     @property
@@ -72,7 +77,7 @@ class SchemaOps:
                 "a server that has them, or leave them out")
 
     def _schema_record(self, collection: str, kind: str, doc_id: str) -> dict | None:
-        return self._engine.undo.find_one({**self._key(collection), "kind": kind,
+        return self._engine.undo.find_one({**self._ctx.key(collection), "kind": kind,
                                            "doc_id": doc_id})
 
     def create_index(self, collection: str, keys: list[tuple[str, int]] | str, *, name: str,
@@ -107,18 +112,18 @@ class SchemaOps:
                 self.log(f"{collection}: index {match} already serves as {name}; kept as is")
             if self._schema_record(collection, "index_created", f"index:{name}") is None \
                     and not self.dry_run:
-                undo.insert_one({**self._key(collection), "doc_id": f"index:{name}",
+                undo.insert_one({**self._ctx.key(collection), "doc_id": f"index:{name}",
                                  "kind": "index_created", "created": False, "at": utcnow()})
             return False
         if self.dry_run:
-            self._engine_write(collection, "create_index", f"{name} on {summarise(dict(wanted_key))}")
+            self._ctx.would(collection, "create_index", f"{name} on {summarise(dict(wanted_key))}")
             return True
         if absent:
-            undo.update_one({**self._key(collection), "kind": "collection_created",
+            undo.update_one({**self._ctx.key(collection), "kind": "collection_created",
                              "doc_id": f"collection:{collection}"},
                             {"$setOnInsert": {"at": utcnow(), "if_empty": True}}, upsert=True)
         if self._schema_record(collection, "index_created", f"index:{name}") is None:
-            undo.insert_one({**self._key(collection), "doc_id": f"index:{name}",
+            undo.insert_one({**self._ctx.key(collection), "doc_id": f"index:{name}",
                              "kind": "index_created", "created": True, "at": utcnow()})
         try:
             coll.create_index(keys, name=name, **options)
@@ -137,14 +142,14 @@ class SchemaOps:
         if name not in existing:
             return False
         if self.dry_run:
-            self._engine_write(collection, "drop_index", name)
+            self._ctx.would(collection, "drop_index", name)
             return True
         if self._schema_record(collection, "index_dropped", f"index:{name}") is None:
             info = dict(existing[name])
             info.pop("v", None)
             info.pop("ns", None)
             self._engine.undo.insert_one({
-                **self._key(collection), "doc_id": f"index:{name}", "kind": "index_dropped",
+                **self._ctx.key(collection), "doc_id": f"index:{name}", "kind": "index_dropped",
                 # parallel lists: FerretDB stores no nested arrays, and field names may hold dots
                 "key_fields": [k[0] for k in info["key"]],
                 "key_directions": [k[1] for k in info.pop("key")],
@@ -165,7 +170,7 @@ class SchemaOps:
         this revision created it. One that exists with other options is an error. Returns
         True if it was created."""
         self._require(f"collection {name}", collection_needs(options))
-        key = {**self._key(name), "kind": "collection_created", "doc_id": f"collection:{name}"}
+        key = {**self._ctx.key(name), "kind": "collection_created", "doc_id": f"collection:{name}"}
         if self._exists(name):
             live = collection_options(self._engine.db, name)
             differing = option_differences(options, live, declared_in="the call")
@@ -179,7 +184,7 @@ class SchemaOps:
                 self._engine.undo.insert_one({**key, "created": False, "at": utcnow()})
             return False
         if self.dry_run:
-            self._engine_write(name, "create_collection", summarise(options) if options else "")
+            self._ctx.would(name, "create_collection", summarise(options) if options else "")
             return True
         if self._engine.undo.find_one(key) is None:
             self._engine.undo.insert_one({**key, "created": True, "at": utcnow()})
@@ -199,14 +204,14 @@ class SchemaOps:
                           "drops only empty collections (so restore_undo can make them again); "
                           "back it up with op.backup_collection, then op.db.drop_collection")
         if self.dry_run:
-            self._engine_write(name, "drop_collection", "")
+            self._ctx.would(name, "drop_collection", "")
             return True
         if self._schema_record(name, "collection_dropped", f"collection:{name}") is None:
             indexes = [{"name": n, "key_fields": [k[0] for k in keys],
                         "key_directions": [k[1] for k in keys], "options": opts}
                        for n, (keys, opts) in index_specs(db, name).items()]
             self._engine.undo.insert_one({
-                **self._key(name), "kind": "collection_dropped", "doc_id": f"collection:{name}",
+                **self._ctx.key(name), "kind": "collection_dropped", "doc_id": f"collection:{name}",
                 "options": Binary(bson.encode(collection_options(db, name))),
                 "indexes": indexes, "at": utcnow(),
             })
@@ -236,12 +241,12 @@ class SchemaOps:
         if before == after or not (before["validator"] or after["validator"]):
             return False
         if self.dry_run:
-            self._engine_write(collection, "collMod", summarise(after))
+            self._ctx.would(collection, "collMod", summarise(after))
             return True
         if self._schema_record(collection, "validator_set", f"validator:{collection}") is None:
             # as BSON: a validator's $-prefixed keys are not storable as fields everywhere
             self._engine.undo.insert_one({
-                **self._key(collection), "kind": "validator_set",
+                **self._ctx.key(collection), "kind": "validator_set",
                 "doc_id": f"validator:{collection}", "before": Binary(bson.encode(before)),
                 "at": utcnow(),
             })
@@ -249,16 +254,17 @@ class SchemaOps:
         return True
 
 
-def restore_schema(op, query: dict[str, Any]) -> int:
-    """Reverse ``op``'s schema records matching ``query``, newest first; returns how many."""
-    db, undo, undone = op._engine.db, op._engine.undo, 0
+def restore_schema(engine: Engine, query: dict[str, Any]) -> int:
+    """Reverse the schema records matching ``query`` (one revision's), newest first;
+    returns how many."""
+    db, undo, undone = engine.db, engine.undo, 0
     records = list(undo.find({**query, "kind": {"$in": list(_RESTORE)}}))
     # indexes before the collections they live in, newest first: by time, then (records
     # of one millisecond) by the client's ObjectId, which counts up in a process
     records.sort(key=lambda r: (r["kind"] != "collection_created", r["at"], r["_id"]),
                  reverse=True)
     for rec in records:
-        _RESTORE[rec["kind"]](op, db, rec)
+        _RESTORE[rec["kind"]](engine, db, rec)
         undo.delete_one({"_id": rec["_id"]})
         undone += 1
     return undone
@@ -268,19 +274,19 @@ def _keys(rec: dict) -> list[tuple[str, Any]]:
     return list(zip(rec["key_fields"], rec["key_directions"], strict=True))
 
 
-def _restore_index_created(op, db, rec: dict) -> None:
+def _restore_index_created(engine: Engine, db, rec: dict) -> None:
     coll, name = db[rec["collection"]], rec["doc_id"].split(":", 1)[1]
     if rec.get("created") and name in coll.index_information():
         coll.drop_index(name)
 
 
-def _restore_index_dropped(op, db, rec: dict) -> None:
+def _restore_index_dropped(engine: Engine, db, rec: dict) -> None:
     coll, name = db[rec["collection"]], rec["doc_id"].split(":", 1)[1]
     if name not in coll.index_information():
         coll.create_index(_keys(rec), name=name, **rec["options"])
 
 
-def _restore_collection_created(op, db, rec: dict) -> None:
+def _restore_collection_created(engine: Engine, db, rec: dict) -> None:
     coll = db[rec["collection"]]
     if rec.get("created") is False:
         return  # create_collection found it there
@@ -291,11 +297,11 @@ def _restore_collection_created(op, db, rec: dict) -> None:
             or set(coll.index_information()) - {"_id_"})):
         db.drop_collection(coll.name)
     if "created" not in rec and not rec.get("if_empty"):  # a backup snapshot's record
-        op._engine.backups.update_many({"target": coll.name},
-                                       {"$set": {"status": "dropped", "dropped_at": utcnow()}})
+        engine.backups.update_many({"target": coll.name},
+                                   {"$set": {"status": "dropped", "dropped_at": utcnow()}})
 
 
-def _restore_collection_dropped(op, db, rec: dict) -> None:
+def _restore_collection_dropped(engine: Engine, db, rec: dict) -> None:
     name = rec["collection"]
     if name in db.list_collection_names(filter={"name": name}):
         return
@@ -304,7 +310,7 @@ def _restore_collection_dropped(op, db, rec: dict) -> None:
         db[name].create_index(_keys(ix), name=ix["name"], **ix["options"])
 
 
-def _restore_validator_set(op, db, rec: dict) -> None:
+def _restore_validator_set(engine: Engine, db, rec: dict) -> None:
     db.command({"collMod": rec["collection"], **bson.decode(rec["before"])})
 
 

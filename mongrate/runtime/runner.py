@@ -19,12 +19,15 @@ from mongrate.errors import (
 from mongrate.graph.revisions import normalize_heads  # noqa: F401  (re-exported)
 from mongrate.graph.scripts import ScriptDirectory, checksum
 from mongrate.mongo.collections import statement_limit
-from mongrate.mongo.dryrun import RecordingDatabase
 from mongrate.names import OwnNames
-from mongrate.operations.engine import Engine, RunDatabase
-from mongrate.operations.ops import Operations, reported
-from mongrate.operations.passes import DeferredStepFailed
-from mongrate.operations.strategy import Strategy, choose
+from mongrate.operations import (
+    DeferredStepFailed,
+    Operations,
+    OperationsRun,
+    Strategy,
+    choose,
+    reported,
+)
 from mongrate.progress import Reporter
 from mongrate.runtime.lock import Lock
 from mongrate.runtime.store import Store
@@ -56,8 +59,8 @@ class RunResult:
 class _Run:
     """One run's moving parts: the heads so far, the steps done, the revisions held."""
 
-    def __init__(self, runner: Runner, engine: Engine, heads: tuple[str, ...]):
-        self.runner, self.engine, self.heads = runner, engine, heads
+    def __init__(self, runner: Runner, ops: OperationsRun, heads: tuple[str, ...]):
+        self.runner, self.ops, self.heads = runner, ops, heads
         self.steps: list[StepResult] = []
         self.held: list[_Held] = []
         self._lock = threading.Lock()
@@ -66,8 +69,8 @@ class _Run:
         """Apply held revisions in order, up to the first whose change still waits (also
         called when a pass writes deferred changes, mid-revision)."""
         with self._lock:
-            while self.held and not self.engine.waiting(self.held[0].op):
-                self.heads = self.runner._succeeded(self.engine.direction, self.held.pop(0),
+            while self.held and not self.ops.waiting(self.held[0].op):
+                self.heads = self.runner._succeeded(self.ops.direction, self.held.pop(0),
                                                     self.heads, self.steps)
 
 
@@ -200,15 +203,14 @@ class Runner:
         partial = [r for r in recorded if r in self.graph and r not in applied]
         return list(reversed(self.graph.topo_sort(partial)))
 
-    def _engine(self, direction: str, *, dry_run: bool, lock: Lock | None) -> Engine:
-        db = self.store.db
-        return Engine(RecordingDatabase(db) if dry_run else db,
-                      undo_collection=self.config.undo_collection,
-                      backups_collection=self.config.backups_collection,
-                      strategy=self.strategy(dry_run=dry_run),
-                      statement_limit=self.statement_limit, batch_size=self.config.batch_size,
-                      reporter=self.reporter, dry_run=dry_run,
-                      guard=lock.check if lock else None, direction=direction)
+    def _operations(self, direction: str, *, dry_run: bool, lock: Lock | None) -> OperationsRun:
+        return OperationsRun(self.store.db, undo_collection=self.config.undo_collection,
+                             backups_collection=self.config.backups_collection,
+                             strategy=self.strategy(dry_run=dry_run),
+                             statement_limit=self.statement_limit,
+                             batch_size=self.config.batch_size, reporter=self.reporter,
+                             dry_run=dry_run, guard=lock.check if lock else None,
+                             direction=direction)
 
     def _execute(self, direction: str, plan: list[str], heads: tuple[str, ...], *,
                  dry_run: bool, lock: Lock | None, resumed: list[dict], run_id: str = "",
@@ -217,15 +219,15 @@ class Runner:
         before = heads
         if not plan and not revert:
             return RunResult(direction, [], before, heads, resumed, dry_run)
-        engine = self._engine(direction, dry_run=dry_run, lock=lock)
-        run = _Run(self, engine, heads)
-        engine.on_flushed = run.release  # a held revision is applied once its pass is written
-        strategy = engine.strategy.describe()
+        ops = self._operations(direction, dry_run=dry_run, lock=lock)
+        run = _Run(self, ops, heads)
+        ops.on_written(run.release)  # a held revision is applied once its pass is written
+        strategy = ops.strategy.describe()
         if dry_run or self.reporter.verbose:
             self.reporter.info(strategy)
-        writes: list[dict] = engine.db.writes if isinstance(engine.db, RecordingDatabase) else []
+        writes = ops.writes
         for rev_id in revert:
-            run.steps.append(self._revert(engine, rev_id, writes, run_id, dry_run=dry_run))
+            run.steps.append(self._revert(ops, rev_id, writes, run_id, dry_run=dry_run))
         arrow = "->" if direction == "upgrade" else "<-"
         for rev_id in plan:
             if lock:
@@ -236,8 +238,7 @@ class Runner:
             parents = ", ".join(rev.down_revisions) or "<base>"
             self.reporter.info(
                 f"{'would run' if dry_run else verb} {direction} {parents} {arrow} {rev_id}, {rev.message}")
-            op = Operations(engine, rev_id, direction,
-                            db=engine.db if dry_run else RunDatabase(engine.db, engine))
+            op = ops.op(rev_id)
             started = time.monotonic()
             if dry_run:
                 mark = len(writes)
@@ -267,16 +268,16 @@ class Runner:
                     lock.check()  # never move heads for a step whose lock was taken away
             except BaseException as exc:
                 self.store.log_finish(log_id, "failed", started_at=started_at, error=exc)
-                engine.discard(op)
+                ops.discard(op)
                 raise self._failed(run, exc, rev_id) from exc
             run.held.append(_Held(rev_id, op, log_id, started_at, started))
             try:
-                engine.flush_untouched()
+                ops.write_untouched()
             except BaseException as exc:
                 raise self._failed(run, exc, None) from exc
             run.release()
         try:
-            engine.flush_all()
+            ops.write_all()
         except BaseException as exc:
             raise self._failed(run, exc, None) from exc
         run.release()
@@ -289,12 +290,12 @@ class Runner:
         to raise: the lock's, Ctrl-C, or one line naming the revision whose change failed."""
         if isinstance(exc, KeyboardInterrupt | LockLostError):
             return exc  # held steps stay "started": the next run resumes them
-        engine = run.engine
+        ops = run.ops
         error = exc.error if isinstance(exc, DeferredStepFailed) else exc
         culprit = exc.revision if isinstance(exc, DeferredStepFailed) else running
         if running is not None and not isinstance(exc, DeferredStepFailed):
             try:  # the earlier revisions' own work is sound: write what they deferred
-                engine.flush_all()
+                ops.write_all()
             except Exception as flush_exc:  # noqa: BLE001 - the first error is the one raised
                 self.reporter.info(f"could not write the deferred changes: "
                                    f"{type(flush_exc).__name__}: {flush_exc}")
@@ -303,7 +304,7 @@ class Runner:
         for h in run.held:
             if h.rev_id == culprit:
                 why = error
-            elif engine.waiting(h.op):
+            elif ops.waiting(h.op):
                 why = RuntimeError(f"its deferred change was not written: the pass also "
                                    f"writing the change of {culprit or 'another revision'} failed")
             else:
@@ -321,20 +322,20 @@ class Runner:
         after = (f"{', '.join(later)} ran after it and {'was' if len(later) == 1 else 'were'} "
                  "not applied" if later else "nothing after it ran")
         hint = ("'mongrate upgrade' resumes it, 'mongrate downgrade' reverses what it wrote"
-                if engine.direction == "upgrade" else
+                if ops.direction == "upgrade" else
                 "its data may be partly restored: fix the cause and run the downgrade again")
         return RevisionFailed(
-            f"{engine.direction} of {culprit} ({rev.message}) failed: {type(error).__name__}: "
+            f"{ops.direction} of {culprit} ({rev.message}) failed: {type(error).__name__}: "
             f"{first_line}; {after}; {hint}; "
             f"see 'mongrate history -v -r {culprit}:{culprit}'")
 
-    def _revert(self, engine: Engine, rev_id: str, writes: list[dict], run_id: str, *,
+    def _revert(self, ops: OperationsRun, rev_id: str, writes: list[dict], run_id: str, *,
                 dry_run: bool) -> StepResult:
         """Undo what a failed or interrupted upgrade of ``rev_id`` wrote."""
         self.reporter.info(f"{'would revert' if dry_run else 'reverting'} the partial upgrade "
                            f"of {rev_id} (it failed or was interrupted): undoing what it wrote")
         started = time.monotonic()
-        op = Operations(engine, rev_id, "downgrade")
+        op = ops.op(rev_id, "downgrade", watched_db=False)
         mark = len(writes)
         if dry_run:
             op.restore_undo()
@@ -345,7 +346,7 @@ class Runner:
                                                   checksum=checksum(rev.path), run_id=run_id)
         try:
             op.restore_undo()
-            engine.undo.delete_many({"revision": rev_id})
+            ops.forget(rev_id)
         except BaseException as exc:
             self.store.log_finish(log_id, "failed", started_at=started_at, error=exc)
             raise

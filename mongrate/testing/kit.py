@@ -30,11 +30,8 @@ from pymongo.database import Database
 from mongrate.config import Config, database_from_url, load_config
 from mongrate.mongo.codec import RAW, exact_dates
 from mongrate.mongo.collections import statement_limit
-from mongrate.mongo.dryrun import RecordingDatabase
 from mongrate.names import OwnNames
-from mongrate.operations.engine import Engine, RunDatabase
-from mongrate.operations.ops import Operations, reported
-from mongrate.operations.strategy import choose
+from mongrate.operations import Operations, OperationsRun, choose, reported
 from mongrate.progress import Reporter
 
 #: Collections a snapshot leaves out: mongrate's own, and the write-strategy probe's.
@@ -50,18 +47,14 @@ def revision_op(db: Database, revision: str = "test", direction: str = "upgrade"
     helper write before it returns."""
     config = config or Config()
     db = exact_dates(db)
-    engine = Engine(RecordingDatabase(db) if dry_run else db,
-                    undo_collection=config.undo_collection,
-                    backups_collection=config.backups_collection,
-                    strategy=choose(db, write_strategy, probe=not dry_run),
-                    statement_limit=statement_limit(db), batch_size=batch_size,
-                    reporter=reporter or Reporter(quiet=True), dry_run=dry_run,
-                    direction=direction)
-    engine.defer_enabled = defer
-    op = Operations(engine, revision, direction,
-                    db=engine.db if dry_run else RunDatabase(db, engine))
-    yield op
-    engine.flush_all()
+    run = OperationsRun(db, undo_collection=config.undo_collection,
+                        backups_collection=config.backups_collection,
+                        strategy=choose(db, write_strategy, probe=not dry_run),
+                        statement_limit=statement_limit(db), batch_size=batch_size,
+                        reporter=reporter or Reporter(quiet=True), dry_run=dry_run,
+                        direction=direction, defer=defer)
+    yield run.op(revision)
+    run.write_all()
 
 
 def load_revision(path: str | Path) -> ModuleType:

@@ -58,13 +58,13 @@ Collection.rename = rename
 #: SIGKILL when the first step of ``revision`` is marked done.
 KILL_AT_MARK_DONE = """
 import os, signal
-from mongrate.operations.engine import Engine
-_mark = Engine.mark_done
-def mark_done(self, step):
-    if step.op.revision == {revision!r}:
+from mongrate.operations.step import Step
+_mark = Step.mark_done
+def mark_done(self):
+    if self.ctx.revision == {revision!r}:
         os.kill(os.getpid(), signal.SIGKILL)
-    return _mark(self, step)
-Engine.mark_done = mark_done
+    return _mark(self)
+Step.mark_done = mark_done
 """
 
 
@@ -636,19 +636,19 @@ def test_a_pass_scanned_again_in_id_order_keeps_no_record_of_the_first_scan(proj
     over sorted by _id. Records the first scan had written stood ('the first record
     stands'), though computed without the filtered change: downgrading the later revision
     alone then wiped the earlier revision's change."""
-    from mongrate.operations import passes
+    from mongrate.operations import rewrite
 
-    real = passes.FilterMatch.__init__
+    real = rewrite.FilterMatch.__init__
 
     def index_order(self, db, collection, filter, batch_size, *, sorted_by_id=False):
         real(self, db, collection, filter, batch_size, sorted_by_id=sorted_by_id)
         if not sorted_by_id:  # as if answered from an index on k: reversed _id order
             ids = db[collection].find(filter, {"_id": 1}).sort("k", 1)
-            self._ids = (passes.id_key(d["_id"]) for d in ids)
+            self._ids = (rewrite.id_key(d["_id"]) for d in ids)
             self._window, self._in_window = [], set()
             self._refill()
 
-    monkeypatch.setattr(passes.FilterMatch, "__init__", index_order)
+    monkeypatch.setattr(rewrite.FilterMatch, "__init__", index_order)
     mongo_db.items.insert_many([{"_id": i, "k": 29 - i} for i in range(30)])
     project.write_ini(batch_size="3")
     project.add("aaaa1111", None,
