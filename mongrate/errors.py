@@ -142,3 +142,16 @@ class SchemaError(ConfigError):
 class DatabaseBehind(MongrateError):
     """Autogenerate needs the database at the revisions' head (as Alembic's "Target
     database is not up to date")."""
+
+
+# -- the update evaluator (mongrate.mongo.update): never shown to users as they are; the
+# engine turns an UpdateError into an OpError naming the collection, and answers an
+# UnsupportedUpdate by letting the server apply the update.
+
+
+class UpdateError(ValueError):
+    """MongoDB would reject this update (for this document); the message is one line."""
+
+
+class UnsupportedUpdate(Exception):
+    """The evaluator cannot guarantee MongoDB's result: let the server apply the update."""

@@ -1,4 +1,4 @@
-"""mongrate.mongo.update: MongoDB's update semantics applied client-side.
+"""mongrate.mongo.update (parse, evaluate): MongoDB's update semantics applied client-side.
 
 Unit cases per operator, static validation, and a differential test that applies seeded
 random updates both here and on the real servers (FerretDB 1.24 and mongo-java-server 1.47)
@@ -21,14 +21,9 @@ from bson.datetime_ms import DatetimeMS
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import OperationFailure
 
+from mongrate.errors import UnsupportedUpdate, UpdateError
 from mongrate.mongo.codec import EXACT
-from mongrate.mongo.update import (
-    UnsupportedUpdate,
-    UpdateError,
-    apply_update,
-    compile_update,
-    validate_update,
-)
+from mongrate.mongo.update.parse import apply_update, compile_update, validate_update
 from tests.engine.conftest import uuid_binary
 
 # -- unit cases ----------------------------------------------------------------------------------

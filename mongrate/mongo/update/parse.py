@@ -1,22 +1,9 @@
-"""Apply a MongoDB update document to a document client-side, with MongoDB 5.0+ semantics.
+"""Compile an update document into the server's prefix tree of paths (``UpdateObjectNode``).
 
-The update is parsed into the server's prefix tree of paths (``UpdateObjectNode``): one tree
-for all operators, children applied in the order of ``pathsupport::cmpPathsAndArrayIndexes``
-(plain numbers numerically, anything else bytewise; :func:`~mongrate.mongo.order.
-update_field_key`), existing fields modified in place, new fields appended. An array index
-is any run of ASCII digits, leading zeros included (``str::parseUnsignedBase10Integer``).
-``$inc``/``$mul``/``$bit`` are no-ops when the result is ``SafeNum::isIdentical`` to the old
-value (same type, equal: -0.0 is 0.0, Decimal128 1.0 is 1.00). ``$rename`` acts at its
-destination path, like the server's ``RenameNode``. Anything whose server result is not
-modelled exactly raises :class:`UnsupportedUpdate` (for one document, when it depends on
-its values); the caller then lets the server apply the update.
-
-Not modelled (UnsupportedUpdate): pipeline updates, ``$``, ``$[<id>]``, ``$``-prefixed field
-names, ``$pull`` with query operators/regexes/nested conditions (and a document whose query
-match and exact match differ), Decimal128 mixed with double or NaN arithmetic, ``$push
-$sort`` of more than 16 elements with equal keys (the server's ``std::sort`` is unstable
-there), DBRef values and paths through them, two paths naming one array element ("a.1" and
-"a.01"), collations. Not checked: the 16 MB document size limit.
+One tree for all operators, children in the order of ``pathsupport::cmpPathsAndArrayIndexes``
+(:func:`~mongrate.mongo.order.update_field_key`); every check the server makes before it
+looks at a document is made here, once per update (see the package docstring for what is
+modelled).
 """
 from __future__ import annotations
 
@@ -26,23 +13,12 @@ from collections.abc import Mapping
 import bson
 from bson.dbref import DBRef
 
+from mongrate.errors import UnsupportedUpdate, UpdateError
 from mongrate.mongo import bsonvalue as bv
 from mongrate.mongo.order import update_field_key
-from mongrate.mongo.update_apply import (
-    MAX_DEPTH,
-    NOOP,
-    Context,
-    Leaf,
-    Node,
-    UnsupportedUpdate,
-    UpdateError,
-    apply_object,
-    resolve_source,
-    show,
-)
+from mongrate.mongo.update.evaluate import MAX_DEPTH, NOOP, Leaf, Node, evaluate, show
 
-__all__ = ["CompiledUpdate", "UnsupportedUpdate", "UpdateError", "apply_update",
-           "compile_update", "validate_update"]
+__all__ = ["CompiledUpdate", "apply_update", "compile_update", "validate_update"]
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -326,12 +302,7 @@ class CompiledUpdate:
         """The updated document; ``doc`` itself (unchanged) when the update is a no-op."""
         if not isinstance(doc, Mapping):
             raise TypeError(f"a document must be a mapping, not {type(doc).__name__}")
-        ctx = Context(doc, now)
-        try:
-            ctx.sources = [resolve_source(doc, parts) for parts in self._renames]
-            result = apply_object(self._root, doc, ctx, False, False, root=True)
-        except bv.UnsupportedValue as exc:
-            raise UnsupportedUpdate(str(exc)) from None
+        result = evaluate(self._root, self._renames, doc, now)
         return doc if result is NOOP else result  # type: ignore[return-value]
 
 

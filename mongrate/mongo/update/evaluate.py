@@ -1,8 +1,9 @@
-"""The evaluation half of mongrate.mongo.update: the path tree and its leaf operators.
+"""Apply a compiled update (the path tree :mod:`.parse` builds) to one document.
 
 Every function mirrors a server class (UpdateObjectNode, UpdateArrayNode, the leaf nodes):
 a node gets the current value at its path, or a Missing marker saying whether the path can
-be created, and returns the new value, NOOP, or DELETE. Containers are copied on write.
+be created, and returns the new value, NOOP, or DELETE. Containers are copied on write, so
+the document (a dict or a RawBSONDocument) is never mutated.
 """
 
 from __future__ import annotations
@@ -14,18 +15,11 @@ from functools import cmp_to_key
 from bson.dbref import DBRef
 from bson.timestamp import Timestamp
 
+from mongrate.errors import UnsupportedUpdate, UpdateError
 from mongrate.mongo import bsonvalue as bv
 
 MAX_DEPTH = 100  # BSONDepth::getMaxDepthForUserStorage
 _MAX_PADDING = 1_500_000  # pathsupport::kMaxPaddingAllowed
-
-
-class UpdateError(ValueError):
-    """MongoDB would reject this update (for this document); the message is one line."""
-
-
-class UnsupportedUpdate(Exception):
-    """The evaluator cannot guarantee MongoDB's result: let the server apply the update."""
 
 
 class Missing:
@@ -92,6 +86,18 @@ class Context:
 
     def doc_id(self) -> str:
         return f"_id: {show(self.doc.get('_id'))}"
+
+
+def evaluate(root: Node, renames: list[list[str]], doc: Mapping,
+             now: datetime.datetime | None) -> object:
+    """``doc`` after the update whose tree is ``root`` (``renames``: each ``$rename``'s
+    source path, by its leaves' index), or NOOP when nothing changes."""
+    ctx = Context(doc, now)
+    try:
+        ctx.sources = [resolve_source(doc, parts) for parts in renames]
+        return apply_object(root, doc, ctx, False, False, root=True)
+    except bv.UnsupportedValue as exc:
+        raise UnsupportedUpdate(str(exc)) from None
 
 
 def resolve_source(doc: Mapping, parts: list[str]) -> object:
