@@ -38,7 +38,11 @@ from tests.engine.alembic_differences import DIFFERENCES, Case, Outcome
 ROOT = Path(__file__).resolve().parents[2]
 HEX = "0123456789abcdef"
 DEFAULT_SEEDS = range(80)
-SLOW_SEEDS = range(80, 1000)
+#: every fourth of seeds 80-999: 230 graphs, a quarter of the 920 this replayed (four
+#: minutes of `make test` for the rest), and each difference still shows in them (the rarest,
+#: step-off-merge, in 3 of the 920: seeds 480 and 908 are here). A change to the generator
+#: that leaves one unseen fails below: look for it in range(80, 1000) before dropping it.
+SLOW_SEEDS = range(80, 1000, 4)
 STEPS = 12
 LESS_OFTEN = {"upgrade": {"-N", "label@-N", "base", "label@base"},
               "downgrade": {"+N", "label@+N", "heads", "label@heads"}}

@@ -9,7 +9,10 @@ import time
 import pytest
 from deepdiff import DeepDiff
 
-pytestmark = pytest.mark.slow
+#: FerretDB only: the lock, the CLI and the resume they torture are the engine's, the same on
+#: every server; the server's own parts run on both (test_lock's six simultaneous clients,
+#: test_killpoints' kill at every write of both strategies).
+pytestmark = [pytest.mark.slow, pytest.mark.mongo_servers("ferretdb", "url")]
 
 SLOW_UP = """
 for i in range(40):
