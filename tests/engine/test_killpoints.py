@@ -73,7 +73,11 @@ def kill_points(project, mongo_db, request):
         yield kp
 
 
-def run_points(kp: KillPoints, *, after: bool) -> None:
+def run_points(kp: KillPoints, *, after: bool, known_gap: bool = False) -> None:
+    """Try every kill point of one half; ``known_gap``: the strict xfail of
+    :data:`NO_EXPR_ORDER`, where the first bad point already decides the outcome (the
+    order-blind sweep in test_a_resumed_in_place_run_differs_only_in_recorded_field_order
+    is what checks the rest)."""
     clean = kp.record(COMMANDS)
     assert [o.code for o in clean.outcomes] == EXIT_CODES, [o.err for o in clean.outcomes]
     every = kp.points(clean)
@@ -87,6 +91,8 @@ def run_points(kp: KillPoints, *, after: bool) -> None:
         problems = kp.try_point(clean, point)
         if problems:
             bad[str(point)] = problems
+            if known_gap:
+                break
     took = time.monotonic() - started
     writes = [len(o.writes) for o in clean.outcomes]
     print(f"\nwrites per command {writes}, {len(points)} kill points, {len(bad)} bad, "
@@ -105,6 +111,10 @@ NO_EXPR_ORDER = (
     "(test_a_resumed_in_place_run_differs_only_in_recorded_field_order)")
 
 
+def _is_known_gap(request) -> bool:
+    return request.node.get_closest_marker("xfail") is not None
+
+
 @pytest.fixture(autouse=True)
 def _known_gap(request, mongo_server):
     """On a server without ``$expr`` an in-place step resumed after a kill mid-pass
@@ -117,14 +127,14 @@ def _known_gap(request, mongo_server):
 
 
 @pytest.mark.parametrize("kill_points", PARAMS, indirect=True)
-def test_every_write_survives_a_kill_after_it(kill_points):
-    run_points(kill_points, after=True)
+def test_every_write_survives_a_kill_after_it(kill_points, request):
+    run_points(kill_points, after=True, known_gap=_is_known_gap(request))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_points", PARAMS, indirect=True)
-def test_every_write_survives_a_kill_before_it(kill_points):
-    run_points(kill_points, after=False)
+def test_every_write_survives_a_kill_before_it(kill_points, request):
+    run_points(kill_points, after=False, known_gap=_is_known_gap(request))
 
 
 def _without_recorded_order(image):
