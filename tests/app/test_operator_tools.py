@@ -86,8 +86,10 @@ def uvicorn(
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
+            # A long keep-alive: with uvicorn's 5 s, a pooled connection the server closes just
+            # as the client reuses it ends in "Server disconnected" on a loaded machine.
             [python, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning"],
+             "--log-level", "warning", "--timeout-keep-alive", "300"],
             cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
