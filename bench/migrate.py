@@ -15,7 +15,10 @@ messages per session) a database is seeded with app_patch.testdata.seed, then ti
   and multiplied out to the full counts; the load of every message is timed in full.
   The printout says so.
 
-Peak memory is the command's own maximum RSS (``os.wait4`` rusage, taken by a small
+Beside the wall times, CPU seconds: the command's own and, on a throwaway (loopback)
+server, the server process's, for the floor and for ``upgrade head``; on a loaded machine
+their ratio swings far less than the wall-time ratio (FerretDB's reads, not the client,
+are most of the cost). Peak memory is the command's own maximum RSS (``os.wait4`` rusage, taken by a small
 launcher process so that this process's size does not leak into the figure).
 Each revision's share of the floor is printed (where the whole cannot reach its target,
 it says which step costs what). Targets: upgrade >= 20x faster than per-document,
@@ -70,6 +73,8 @@ class Command:
     seconds: float
     peak_mb: float
     out: str
+    cpu: float = 0.0  # the command's own CPU seconds (user + system)
+    server_cpu: float | None = None  # the local server's CPU seconds meanwhile
 
 
 @dataclass
@@ -94,26 +99,69 @@ import os, subprocess, sys
 proc = subprocess.Popen(sys.argv[2:])
 _, status, usage = os.wait4(proc.pid, 0)
 with open(sys.argv[1], "w") as out:
-    out.write(str(usage.ru_maxrss))
+    out.write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def run_mongrate(ini: Path, *args: str) -> Command:
-    """One ``mongrate`` command as a child process; its wall time and its own peak RSS."""
+def run_mongrate(ini: Path, *args: str, server: int | None = None) -> Command:
+    """One ``mongrate`` command as a child process; its wall time, its own peak RSS and
+    CPU, and (``server``: the local server's pid) the server's CPU meanwhile."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         peak_file = Path(tmp) / "peak"
         command = [sys.executable, "-m", "mongrate", "-c", str(ini), *args]
+        server_before = cpu_seconds(server)
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", LAUNCHER, str(peak_file), *command],
                               capture_output=True, text=True, env=env, cwd=ROOT)
         seconds = time.perf_counter() - started
+        server_after = cpu_seconds(server)
         text = proc.stdout + proc.stderr
         if proc.returncode != 0:
             raise SystemExit(f"mongrate {' '.join(args)} failed (exit {proc.returncode}):\n{text}")
-        peak_kb = int(peak_file.read_text())
-    return Command(seconds, peak_kb / 1024, text)
+        peak_kb, cpu = peak_file.read_text().split()
+    return Command(seconds, int(peak_kb) / 1024, text, float(cpu),
+                   None if server_after is None else server_after - server_before)
+
+
+def server_pid(url: str) -> int | None:
+    """The pid of the process listening on ``url``'s loopback port, if it is one of ours
+    (a throwaway test server); None otherwise (``--url`` elsewhere)."""
+    match = re.match(r"mongodb://(127\.0\.0\.1|localhost):(\d+)", url)
+    if not match:
+        return None
+    port = f"{int(match[2]):04X}"
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if cols[1].endswith(f":{port}") and cols[3] == "0A":  # LISTEN
+                inodes.add(f"socket:[{cols[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (None if unknown)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def fingerprint(db) -> dict[str, tuple]:
@@ -201,12 +249,25 @@ def run_size(client, url: str, messages: int, sample_seconds: float, keep: bool)
         ini.write_text(f"[mongrate]\nurl = {with_database(url, name)}\n"
                        f"script_location = {ROOT / 'versions'}\nprepend_sys_path = {ROOT}\n"
                        f"batch_size = {BATCH}\n")
+        pid = server_pid(url)
+        server_before, client_before = cpu_seconds(pid), time.process_time()
         floor = floor_copy(db)
-        print(f"floor (bulk copy of {', '.join(COPIED)}): {floor:.1f}s; {load()}", flush=True)
+        floor_cpu = time.process_time() - client_before
+        floor_server = None if pid is None else cpu_seconds(pid) - server_before
+        print(f"floor (bulk copy of {', '.join(COPIED)}): {floor:.1f}s; CPU: client "
+              f"{floor_cpu:.1f}s{'' if pid is None else f', server {floor_server:.1f}s'}; "
+              f"{load()}", flush=True)
         before = fingerprint(db)
-        upgrade = run_mongrate(ini, "upgrade", "head")
+        upgrade = run_mongrate(ini, "upgrade", "head", server=pid)
         print(f"upgrade head: {upgrade.seconds:.1f}s = {upgrade.seconds / floor:.2f} floors, "
               f"peak {upgrade.peak_mb:.0f} MB; {load()}", flush=True)
+        # CPU seconds do not swing with the machine's load as wall time does
+        print(f"  CPU: command {upgrade.cpu:.1f}s"
+              + ("" if floor_server is None else
+                 f", server {upgrade.server_cpu:.1f}s = {upgrade.server_cpu / floor_server:.2f}"
+                 f" x the floor's server CPU; command + server = "
+                 f"{(upgrade.cpu + upgrade.server_cpu) / (floor_cpu + floor_server):.2f} x the "
+                 "floor's"), flush=True)
         for line in upgrade.out.splitlines():
             step = re.match(r"upgraded (\w+) in ([\d.]+)s", line)
             if step:

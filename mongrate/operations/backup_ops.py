@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
+from functools import partial
+from typing import Any
 
 from mongrate.errors import BackupError, OpError
 from mongrate.mongo.codec import utcnow
@@ -21,6 +23,7 @@ from mongrate.names import snapshot_name, tmp_name
 from mongrate.operations.context import RevisionContext
 from mongrate.operations.deferral import Deferral
 from mongrate.operations.engine import Engine
+from mongrate.operations.step import FoldedBackup, Step
 from mongrate.operations.strategy import server_copy
 
 _stamp_lock = threading.Lock()
@@ -44,9 +47,15 @@ class BackupOps:
         With ``rewrite`` the source is streamed into a new collection (indexes included)
         that then takes its place: the original collection, renamed, *is* the snapshot,
         exact by construction, at one read instead of two (reads are the expensive half on
-        FerretDB). A change in the number of documents during the copy stops it before the
-        swap; updates made meanwhile would stay in the snapshot only: stop the application,
-        as for every rewrite. Collections with options (validator, capped...) are copied.
+        FerretDB). Within an upgrade on ``rewrite`` the copy is not even made here: the
+        swap waits, like a deferred change, for the next pass over the collection in the
+        run (a later revision's rewrite, else one of its own when the next revision ends),
+        whose swap renames the original to the snapshot instead of dropping it; the
+        snapshot's figures are that pass's read, checked unchanged before the swap, and the
+        revision counts as applied once it is made. A change in the number of documents
+        during the copy stops it before the swap; updates made meanwhile would stay in the
+        snapshot only: stop the application, as for every rewrite. Collections with
+        options (validator, capped...) are copied.
         A manifest (count, checksum) goes to the backups collection; ``mongrate backup
         restore`` puts a snapshot back, ``restore_undo`` drops the snapshots.
         """
@@ -55,14 +64,22 @@ class BackupOps:
         method = "swap" if self._engine.strategy.rewrite else "copy"
         for source in sources:
             self._deferral.accessed(source)  # changes waiting for it are written first
-        manifests = self.parallel(*(lambda s=s: self._backup_one(s, method) for s in sources))
+        # a swap is folded into the next pass over the collection in this run (one read
+        # and one write fewer): that pass's step number, shared by the sources
+        fold = self._ctx.next_seq() if method == "swap" and self._deferral.can_defer else None
+        manifests = self.parallel(*(lambda s=s: self._backup_one(s, method, fold=fold)
+                                    for s in sources))
         self.report(**{f"{m['source']} backed up": m.get("count") for m in manifests})
         if manifests:
             self.report(backup_id=manifests[0].get("backup_id"))
         return manifests
 
-    def _backup_one(self, source: str, method: str, now: datetime | None = None) -> dict:
-        """Snapshot one collection (see :meth:`backup_collection`)."""
+    def _backup_one(self, source: str, method: str, now: datetime | None = None, *,
+                    fold: int | None = None) -> dict:
+        """Snapshot one collection (see :meth:`backup_collection`). ``fold``: a swap is
+        left to the next rewrite pass over ``source`` (step ``fold``), which reads the
+        collection anyway: it keeps the original, renamed, as the snapshot, instead of
+        dropping it (:meth:`_fold_swap`)."""
         db = self._engine.db
         manifest = self._engine.backups.find_one(
             {"revision": self.revision, "source": source,
@@ -81,6 +98,8 @@ class BackupOps:
             # a collection whose name holds a dot (GridFS's fs.files)
             if method == "swap" and ("." in source or collection_options(db, source)):
                 method = "copy"  # a new collection would not carry the options over
+            if method == "swap" and fold is not None:
+                method = "fold"
             manifest = {
                 "backup_id": stamp, "revision": self.revision, "source": source,
                 "target": target, "status": "copying", "method": method,
@@ -88,6 +107,8 @@ class BackupOps:
             }
             if method == "swap":
                 manifest["tmp"] = tmp_name(self.revision, "backup", source)
+            elif method == "fold":
+                manifest["seq"] = fold
             # the undo record first: a run killed in between leaves no snapshot undropped
             self._engine.undo.update_one(
                 {**self._ctx.key(target), "kind": "collection_created", "doc_id": f"collection:{target}"},
@@ -97,6 +118,8 @@ class BackupOps:
             manifest["_id"] = self._engine.backups.insert_one(manifest).inserted_id
         target = manifest["target"]
         swap = manifest.get("method") == "swap"
+        if manifest.get("method") == "fold" and manifest["status"] == "copying":
+            return self._fold(manifest)
         if manifest["status"] == "built":  # interrupted during the swap: finish it
             if self.dry_run:
                 self.log(f"would finish swapping the copy of {source} in")
@@ -153,6 +176,50 @@ class BackupOps:
             manifest.update(done, status="built")
             return self._backup_swap(manifest)
         return self._backup_done(manifest, done)
+
+    def _fold(self, manifest: dict) -> dict:
+        """Leave the snapshot to the next pass over the collection (deferred like a
+        change that changes nothing); the pass's swap renames the original to it."""
+        source = manifest["source"]
+        backup_id = manifest["_id"]
+        handle = FoldedBackup(backup_id, partial(self._fold_swap, backup_id),
+                              partial(self._fold_done, backup_id))
+        step = Step(self._ctx, source, manifest["seq"], None, f"{source} backed up",
+                    backup=handle)
+        if step.state().get("state") == "done":  # cannot be: see fold_swap
+            raise BackupError(f"backup of {source}: its pass is done but its manifest says "
+                              "copying; check the snapshot by hand")
+        if self.dry_run:
+            self.log(f"would back up {source} by a pass over it")
+            return manifest
+        count = fast_count(self._engine.db, source)
+        self._deferral.defer(step)
+        if not self._deferral.can_defer:  # resumed by a run that does not defer: made now
+            self._deferral.flush(source)
+            return self._engine.backups.find_one({"_id": manifest["_id"]}) or manifest
+        self.log(f"backup of {source} is made by the next pass over it")
+        return {**manifest, "count": count}
+
+    def _fold_swap(self, backup_id: Any, tmp: str) -> None:
+        """The swap of a pass that carries a folded backup (its copy ``tmp`` built and
+        checked, the pass's state ``built``, the manifest's figures set): the original
+        becomes the snapshot and ``tmp`` the collection (:meth:`_backup_swap`: a run cut
+        short between the renames finishes them)."""
+        manifest = self._engine.backups.find_one({"_id": backup_id})
+        if manifest is None:
+            raise BackupError(f"the manifest of a backup folded into {tmp} is gone")
+        if manifest["status"] == "complete":
+            return
+        manifest = {**manifest, "tmp": tmp, "status": "built"}
+        self._engine.backups.update_one({"_id": backup_id},
+                                        {"$set": {"tmp": tmp, "status": "built"}})
+        self._backup_swap(manifest)
+
+    def _fold_done(self, backup_id: Any, count: int, checksum: str) -> None:
+        """A folded backup of a collection its pass found empty: no snapshot is made."""
+        manifest = self._engine.backups.find_one({"_id": backup_id})
+        if manifest is not None and manifest["status"] != "complete":
+            self._backup_done(manifest, {"count": count, "checksum": checksum})
 
     def _backup_swap(self, manifest: dict) -> dict:
         """Rename source -> snapshot, then the copy -> source. Each rename is skipped if it

@@ -452,7 +452,12 @@ class RewriteSink(Sink):
             self._writer.drain()
             self._writer.close()
             self._writer = None
-        if not any(s.changed for s in self.steps):
+        backups = [s.backup for s in self.steps if s.backup is not None]
+        if backups and not self.read_sum.count:  # nothing to keep: no snapshot, as a copy
+            for backup in backups:
+                backup.done(0, self.read_sum.hexdigest)
+            backups = []
+        if not any(s.changed for s in self.steps) and not backups:
             self.db.drop_collection(self.tmp)
             for step in self.steps:
                 step.mark_done()
@@ -470,6 +475,9 @@ class RewriteSink(Sink):
             raise RewriteError(f"{self.tmp} holds {built} documents, not the {self.seen} "
                                "written: was another run building it? Run again")
         copy_indexes(self.db, self.collection, self.tmp)
+        for backup in backups:  # what was read, checked unchanged: the snapshot's figures
+            self.engine.backups.update_one({"_id": backup.id}, {"$set": {
+                "count": self.read_sum.count, "checksum": self.read_sum.hexdigest}})
         self.engine.check()  # the swap cannot be taken back by this run: only under the lock
         self.engine.undo.update_one(self.own.key, {"$set": {
             "state": "built", "counts": [s.changed for s in self.steps]}})
@@ -496,7 +504,10 @@ class RewriteSink(Sink):
 
     def _swap(self) -> None:
         self.engine.check()
-        if self.tmp in self.db.list_collection_names(filter={"name": self.tmp}):
+        backup = next((s.backup for s in self.steps if s.backup is not None), None)
+        if backup is not None:  # the original is kept, renamed, as the snapshot
+            backup.swap(self.tmp)
+        elif self.tmp in self.db.list_collection_names(filter={"name": self.tmp}):
             swap_in(self.engine, self.own.key, self.tmp, self.collection)
         for step in self.steps:
             step.mark_done()

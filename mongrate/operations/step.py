@@ -31,6 +31,17 @@ class ServerUpdate:
     prior: Change
 
 
+@dataclass(frozen=True)
+class FoldedBackup:
+    """A backup left to the next rewrite pass over its collection (see
+    ``op.backup_collection``): that pass keeps the original, renamed, as the snapshot.
+    The pass calls back through this handle, so it needs nothing above it."""
+
+    id: Any  # the manifest's _id
+    swap: Callable[[str], None]  # rename original -> snapshot, the pass's copy -> original
+    done: Callable[[int, str], None]  # the pass found nothing to keep: (count, checksum)
+
+
 @dataclass(eq=False)
 class Step:
     """One helper call's change to one collection."""
@@ -45,6 +56,8 @@ class Step:
     done: bool = False
     result: Any = None  # the LazyCount handed back for a deferred step
     priors: list[RawBSONDocument] = field(default_factory=list)
+    #: a folded backup: the pass keeps the original as the snapshot
+    backup: FoldedBackup | None = None
 
     @property
     def key(self) -> dict[str, Any]:

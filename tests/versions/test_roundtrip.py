@@ -60,9 +60,11 @@ def test_upgrade_head_then_downgrade_base_is_identical(mongo_db, cli, clean_run)
     before = dump(mongo_db)
     r = cli.run("upgrade", "head")
     assert r.code == 0, r.err
-    if is_ferretdb_v1(mongo_db):  # rewrite: the schema revision's message change is
-        # written by the link revision's pass (in_place writes each revision's own)
-        assert f"chat_messages: one pass writes the changes of {SCHEMA}:1, {LINK}:1" in r.err
+    if is_ferretdb_v1(mongo_db):  # rewrite: the backup's swap and the schema revision's
+        # message change are made by the link revision's pass (in_place: each its own)
+        assert (f"chat_messages: one pass writes the changes of {BACKUP}:1, {SCHEMA}:1, "
+                f"{LINK}:1") in r.err
+        assert f"file_uploads: one pass writes the changes of {BACKUP}:1, {SCHEMA}:2" in r.err
     assert heads(mongo_db) == [INDEXES]
     for rev in CHAIN:
         assert f"upgraded {rev}" in r.out
@@ -107,7 +109,8 @@ def test_schema_change_folded_into_the_link_pass_undoes_one_revision_at_a_time(m
     seed(mongo_db, **SMALL, seed=3)
     before = dump(mongo_db)
     r = cli.run("upgrade", SCHEMA)  # the schema revision alone writes its own change
-    assert r.code == 0 and "one pass writes" not in r.err, r.err
+    assert r.code == 0, r.err  # (with the backup's swap, folded into its pass)
+    assert f"chat_messages: one pass writes the changes of {BACKUP}:1, {SCHEMA}:1\n" in r.err
     schema_alone = normalised(mongo_db)
     assert cli.run("downgrade", "base").code == 0
     r = cli.run("upgrade", "head")
@@ -142,17 +145,23 @@ Collection.insert_many, Collection.rename = insert_many, rename
 #: GridFS collections have dots in their names: backed up by a copy on every strategy
 COPIED_ON_EVERY_STRATEGY = {"backup-copy-gridfs-files"}
 KILL_POINTS = {
-    # revision 1: copying the first snapshot, between its renames, copying fs.files
-    "backup-copy": (rf"mongrate_tmp_{BACKUP}_backup_chat_messages", 3, "-", BACKUP),
-    "backup-between-renames": ("-", 0, rf"mongrate_tmp_{BACKUP}_backup_chat_messages", BACKUP),
+    # revision 1: its snapshots of messages and uploads are made by the next pass over
+    # each (the original renamed, not copied); chat_sessions, which no later revision
+    # touches, by a pass of its own when revision 2 ends: killed while copying it, between
+    # its renames, and while copying fs.files
+    "backup-copy": (rf"mongrate_tmp_{BACKUP}_1_chat_sessions", 1, "-", BACKUP),
+    "backup-between-renames": ("-", 0, rf"mongrate_tmp_{BACKUP}_1_chat_sessions", BACKUP),
     "backup-copy-gridfs-files": (r"fs\.files_backup_\d+_\d+", 1, "-", BACKUP),
+    # revision 3's pass over the messages built, before the original becomes the snapshot
+    "backup-folded-before-renames": ("-", 0, "chat_messages", LINK),
     # revision 2: building uploads (call 2: its message change, call 1, waits for
-    # revision 3's pass over chat_messages), then between drop and rename of uploads
+    # revision 3's pass over chat_messages), then between the renames of uploads (the
+    # original to its snapshot, the copy in)
     "schema-build": (rf"mongrate_tmp_{SCHEMA}_2_file_uploads", 1, "-", SCHEMA),
     "schema-swap": ("-", 0, rf"mongrate_tmp_{SCHEMA}_2_file_uploads", SCHEMA),
     # revision 3: building both new collections (messages with revision 2's change
-    # written in the same pass), between drop and rename of the messages, then between
-    # the two swaps
+    # written in the same pass), between the renames of the messages (the original to
+    # its snapshot, the copy in), then between the two swaps
     "link-build": (rf"mongrate_tmp_{LINK}_1_file_uploads", 2, "-", LINK),
     "link-build-folded": (rf"mongrate_tmp_{LINK}_1_chat_messages", 3, "-", LINK),
     "link-swap-folded": ("-", 0, rf"mongrate_tmp_{LINK}_1_chat_messages", LINK),
@@ -173,9 +182,12 @@ def test_sigkill_then_resumed_upgrade_equals_a_clean_run(mongo_db, cli, clean_ru
     assert r.code == -9, (r.code, r.err)
     started = mongo_db[CFG.log_collection].find_one({"revision": rev, "direction": "upgrade"})
     assert started and started["status"] == "started"  # killed inside that revision
-    if rev == LINK:  # the schema revision waits for the pass that writes its change
-        held = mongo_db[CFG.log_collection].find_one({"revision": SCHEMA})
-        assert held["status"] == "started" and heads(mongo_db) == [BACKUP]
+    if rev == LINK:  # the schema revision waits for the pass that writes its change, the
+        # backup for the one that keeps the original messages as their snapshot
+        for held in (BACKUP, SCHEMA):
+            log = mongo_db[CFG.log_collection].find_one({"revision": held})
+            assert log["status"] == "started"
+        assert heads(mongo_db) == []
     r = cli.run("upgrade", "head")
     assert r.code == 0, r.err
     assert "resuming" in r.err
