@@ -182,11 +182,12 @@ class BackupOps:
         change that changes nothing); the pass's swap renames the original to it."""
         source = manifest["source"]
         backup_id = manifest["_id"]
-        handle = FoldedBackup(backup_id, partial(self._fold_swap, backup_id),
-                              partial(self._fold_done, backup_id))
+        handle = FoldedBackup(partial(self._fold_read, backup_id),
+                              partial(self._fold_swap, backup_id),
+                              partial(self._fold_empty, backup_id))
         step = Step(self._ctx, source, manifest["seq"], None, f"{source} backed up",
                     backup=handle)
-        if step.state().get("state") == "done":  # cannot be: see fold_swap
+        if step.state().get("state") == "done":  # cannot be: see _fold_swap
             raise BackupError(f"backup of {source}: its pass is done but its manifest says "
                               "copying; check the snapshot by hand")
         if self.dry_run:
@@ -215,11 +216,17 @@ class BackupOps:
                                         {"$set": {"tmp": tmp, "status": "built"}})
         self._backup_swap(manifest)
 
-    def _fold_done(self, backup_id: Any, count: int, checksum: str) -> None:
+    def _fold_read(self, backup_id: Any, count: int, checksum: str) -> None:
+        """The snapshot's figures: what its pass read, checked unchanged (set before the
+        pass's state says ``built``, so a resumed swap finds them)."""
+        self._engine.backups.update_one({"_id": backup_id},
+                                        {"$set": {"count": count, "checksum": checksum}})
+
+    def _fold_empty(self, backup_id: Any, checksum: str) -> None:
         """A folded backup of a collection its pass found empty: no snapshot is made."""
         manifest = self._engine.backups.find_one({"_id": backup_id})
         if manifest is not None and manifest["status"] != "complete":
-            self._backup_done(manifest, {"count": count, "checksum": checksum})
+            self._backup_done(manifest, {"count": 0, "checksum": checksum})
 
     def _backup_swap(self, manifest: dict) -> dict:
         """Rename source -> snapshot, then the copy -> source. Each rename is skipped if it

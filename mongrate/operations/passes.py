@@ -455,7 +455,7 @@ class RewriteSink(Sink):
         backups = [s.backup for s in self.steps if s.backup is not None]
         if backups and not self.read_sum.count:  # nothing to keep: no snapshot, as a copy
             for backup in backups:
-                backup.done(0, self.read_sum.hexdigest)
+                backup.empty(self.read_sum.hexdigest)
             backups = []
         if not any(s.changed for s in self.steps) and not backups:
             self.db.drop_collection(self.tmp)
@@ -476,8 +476,7 @@ class RewriteSink(Sink):
                                "written: was another run building it? Run again")
         copy_indexes(self.db, self.collection, self.tmp)
         for backup in backups:  # what was read, checked unchanged: the snapshot's figures
-            self.engine.backups.update_one({"_id": backup.id}, {"$set": {
-                "count": self.read_sum.count, "checksum": self.read_sum.hexdigest}})
+            backup.read(self.read_sum.count, self.read_sum.hexdigest)
         self.engine.check()  # the swap cannot be taken back by this run: only under the lock
         self.engine.undo.update_one(self.own.key, {"$set": {
             "state": "built", "counts": [s.changed for s in self.steps]}})

@@ -37,9 +37,9 @@ class FoldedBackup:
     ``op.backup_collection``): that pass keeps the original, renamed, as the snapshot.
     The pass calls back through this handle, so it needs nothing above it."""
 
-    id: Any  # the manifest's _id
+    read: Callable[[int, str], None]  # what the pass read, checked unchanged: (count, checksum)
     swap: Callable[[str], None]  # rename original -> snapshot, the pass's copy -> original
-    done: Callable[[int, str], None]  # the pass found nothing to keep: (count, checksum)
+    empty: Callable[[str], None]  # the pass found nothing to keep (its checksum): no snapshot
 
 
 @dataclass(eq=False)
