@@ -59,7 +59,8 @@ LOW_PYMONGO_TESTS := tests/engine/test_raw_documents.py tests/engine/test_data_o
 	tests/engine/test_update_eval.py tests/engine/test_update_fallback.py \
 	tests/engine/test_engine_hostile.py tests/engine/test_killpoints.py \
 	tests/engine/test_backup_index_ops.py tests/engine/test_testing_kit.py \
-	tests/engine/test_strategy_probe.py tests/versions/test_roundtrip.py
+	tests/engine/test_strategy_probe.py tests/engine/test_witness.py \
+	tests/versions/test_roundtrip.py
 # Not again here (each minutes long, the same engine code on any driver): the kill sweeps
 # but the copy-back one (raw documents copied both ways; the in-place ones are strict
 # xfails on FerretDB, their resumed run is checked by its own test) and the revisions' SIGKILL

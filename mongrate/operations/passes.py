@@ -63,6 +63,7 @@ from mongrate.mongo.collections import (
 from mongrate.mongo.conditional import Pending, write_if_unchanged
 from mongrate.mongo.pipeline import BackgroundWriter
 from mongrate.mongo.rawdoc import Change
+from mongrate.mongo.witness import WriteWitness
 from mongrate.names import TMP_PREFIX, tmp_name  # noqa: F401 - the names live there
 from mongrate.operations.context import state_key
 from mongrate.operations.engine import Engine
@@ -300,6 +301,8 @@ class RewriteSink(Sink):
         self._writer: BackgroundWriter | None = None
         self.options: dict[str, Any] = {}
         self._bytes = 0
+        #: who else wrote to the server during the pass, where the server can say
+        self.witness: WriteWitness | None = None
 
     def start(self) -> bool:
         eng, own = self.engine, self.own
@@ -323,6 +326,7 @@ class RewriteSink(Sink):
         if len(self.steps) > 1:
             eng.reporter.info(f"  {self.collection}: one pass writes the changes of "
                               f"{', '.join(wanted)}")
+        self.witness = WriteWitness.begin(self.db, self.collection)  # before the first read
         return True
 
     def read(self, raw: bytes) -> None:
@@ -440,6 +444,9 @@ class RewriteSink(Sink):
     def abort(self) -> BaseException | None:
         """Stop writing; never raises (the error being handled stays the one raised), but
         returns the writer's own error, if any."""
+        if self.witness is not None:
+            self.witness.close()
+            self.witness = None
         if self._writer is None:
             return None
         error = self._writer.close(cancel=True)
@@ -462,7 +469,6 @@ class RewriteSink(Sink):
             for step in self.steps:
                 step.mark_done()
             return 0
-        self.check_unchanged()
         built = fast_count(self.db, self.tmp)
         if built != self.seen and self.options.get("capped"):
             cap = f"size {self.options.get('size')} bytes" + (
@@ -475,6 +481,7 @@ class RewriteSink(Sink):
             raise RewriteError(f"{self.tmp} holds {built} documents, not the {self.seen} "
                                "written: was another run building it? Run again")
         copy_indexes(self.db, self.collection, self.tmp)
+        self.check_unchanged()  # last before the swap: the window for a write stays short
         for backup in backups:  # what was read, checked unchanged: the snapshot's figures
             backup.read(self.read_sum.count, self.read_sum.hexdigest)
         self.engine.check()  # the swap cannot be taken back by this run: only under the lock
@@ -485,16 +492,31 @@ class RewriteSink(Sink):
 
     def check_unchanged(self) -> None:
         """Refuse the swap if the live collection is not what the pass read: an insert, a
-        delete or any update the application made meanwhile would be lost with it. One
-        more read of the collection (its count first, then a checksum of every document)."""
+        delete or any update the application made meanwhile would be lost with it. Its
+        count first; then, where the server's command counters prove that no other client
+        wrote anywhere on it since the pass began (:mod:`mongrate.mongo.witness`), that is
+        enough; otherwise one more read of the collection, a checksum of every document."""
+        witness, self.witness = self.witness, None
         live = fast_count(self.db, self.collection)
         if live == self.read_sum.count:
+            reporter = self.engine.reporter
+            if witness is not None and witness.quiet():
+                if reporter.verbose:
+                    reporter.info(f"  {self.collection}: no other client wrote to the server "
+                                  "during the pass (its command counters say so): not read "
+                                  "again before the swap")
+                return
+            if reporter.verbose:
+                reporter.info(f"  {self.collection}: read again before the swap, to check "
+                              "that nobody wrote to it during the pass")
             live, digest = collection_checksum(self.db, self.collection,
                                                self.engine.batch_size)
             if live == self.read_sum.count and digest == self.read_sum.hexdigest:
                 return
             what = "documents were updated"
         else:
+            if witness is not None:
+                witness.close()
             what = f"it held {self.read_sum.count} documents and now holds {live}"
         raise RewriteError(
             f"{self.collection}: the application wrote to it while mongrate rewrote it "

@@ -23,6 +23,7 @@ from mongrate._version import __version__
 from mongrate.config import Config, redact
 from mongrate.errors import ConnectionFailure
 from mongrate.mongo.codec import MAJORITY, MAJORITY_READ, exact_dates, utcnow
+from mongrate.mongo.witness import CommandTally
 from mongrate.runtime.lock import Leases
 
 
@@ -61,7 +62,8 @@ def connect_client(config: Config, *, timeout_ms: int = 5000) -> MongoClient:
     url = config.require_url()
     options, waited = client_options(url, timeout_ms=timeout_ms)
     try:
-        client: MongoClient = MongoClient(url, **options)
+        # the tally lets a rewrite prove nobody else wrote without reading again (witness)
+        client: MongoClient = MongoClient(url, **options, event_listeners=[CommandTally()])
         client.admin.command("ping")
         return client
     except ServerSelectionTimeoutError:

@@ -174,10 +174,12 @@ class _Servers:
         if name not in self._clients:
             from pymongo import MongoClient
 
+            from mongrate.mongo.witness import CommandTally
+
             # DATETIME_AUTO: a date outside Python's range (valid BSON) reads as DatetimeMS
             self._clients[name] = MongoClient(
                 self.url(name), serverSelectionTimeoutMS=10_000, tz_aware=False,
-                datetime_conversion="DATETIME_AUTO")
+                datetime_conversion="DATETIME_AUTO", event_listeners=[CommandTally()])
         return self._clients[name]
 
     def close(self) -> None:

@@ -158,7 +158,8 @@ def test_heads_log_lock_and_undo_use_majority_concerns(project, mongo_db, items,
     real = store_module.MongoClient
 
     def client(*args, **kwargs):
-        return real(*args, event_listeners=[listener], **kwargs)
+        kwargs["event_listeners"] = [*kwargs.get("event_listeners", ()), listener]
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(store_module, "MongoClient", client)
     project.add("aaaa1111", None, body_up='op.update_many("items", {}, {"$set": {"x": 1}})')
