@@ -43,6 +43,10 @@ READ_ONLY = frozenset({
     "dbstats", "datasize", "explain", "getlog", "hostinfo", "whatsmyuri", "getcmdlineopts",
     "saslstart", "saslcontinue", "authenticate", "getnonce", "logout", "listcommands",
     "getfreemonitoringstatus", "currentop", "validate", "getlasterror",
+    # FerretDB 1.x's label for a request in OP_QUERY (a new connection's handshake, which
+    # pymongo 4.6 sends so; FerretDB answers only hello/isMaster/saslStart/saslContinue
+    # there) or a legacy opcode (OP_INSERT...: refused unread): never a write
+    "unknown",
 })
 #: write commands whose first value is the one collection they write (in their database)
 NAMED_TARGET = frozenset({"insert", "update", "delete", "findandmodify", "create",
