@@ -188,7 +188,8 @@ class SchemaOps:
             return True
         if self._engine.undo.find_one(key) is None:
             self._engine.undo.insert_one({**key, "created": True, "at": utcnow()})
-        self.db.create_collection(name, **options)
+        # just asked: pymongo's own existence check would be a second listCollections
+        self.db.create_collection(name, check_exists=False, **options)
         return True
 
     def drop_collection(self, name: str) -> bool:
