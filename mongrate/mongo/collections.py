@@ -236,10 +236,16 @@ def copy_indexes(db: Database, source: str, target: str) -> None:
 
 def rename_replacing(db: Database, source: str, target: str) -> None:
     """Rename ``source`` to ``target``, replacing ``target`` if it exists."""
-    try:
-        db[source].rename(target, dropTarget=True)
-    except OperationFailure as exc:
-        if exc.code != NOT_IMPLEMENTED:  # FerretDB v1 has no dropTarget
-            raise
-        db.drop_collection(target)
-        db[source].rename(target)
+    # FerretDB v1 has no dropTarget: learned from its first refusal, once per client, so
+    # later swaps (every database of a fleet) skip the refused round trip
+    drop_target = per_client(db.client, "rename dropTarget", lambda: {"supported": True})
+    if drop_target["supported"]:
+        try:
+            db[source].rename(target, dropTarget=True)
+            return
+        except OperationFailure as exc:
+            if exc.code != NOT_IMPLEMENTED:
+                raise
+            drop_target["supported"] = False
+    db.drop_collection(target)
+    db[source].rename(target)

@@ -80,6 +80,13 @@ class SchemaOps:
         return self._engine.undo.find_one({**self._ctx.key(collection), "kind": kind,
                                            "doc_id": doc_id})
 
+    def _record_once(self, collection: str, kind: str, doc_id: str, *, created: bool) -> None:
+        """Record whether this revision created it, unless a record exists (an earlier,
+        interrupted run's): one upsert, not a read and then an insert."""
+        self._engine.undo.update_one(
+            {**self._ctx.key(collection), "kind": kind, "doc_id": doc_id},
+            {"$setOnInsert": {"created": created, "at": utcnow()}}, upsert=True)
+
     def create_index(self, collection: str, keys: list[tuple[str, int]] | str, *, name: str,
                      **options: Any) -> bool:
         """Create the index unless an identical one exists; remember whether this revision
@@ -110,10 +117,8 @@ class SchemaOps:
         if match is not None:
             if match != name:
                 self.log(f"{collection}: index {match} already serves as {name}; kept as is")
-            if self._schema_record(collection, "index_created", f"index:{name}") is None \
-                    and not self.dry_run:
-                undo.insert_one({**self._ctx.key(collection), "doc_id": f"index:{name}",
-                                 "kind": "index_created", "created": False, "at": utcnow()})
+            if not self.dry_run:
+                self._record_once(collection, "index_created", f"index:{name}", created=False)
             return False
         if self.dry_run:
             self._ctx.would(collection, "create_index", f"{name} on {summarise(dict(wanted_key))}")
@@ -122,9 +127,7 @@ class SchemaOps:
             undo.update_one({**self._ctx.key(collection), "kind": "collection_created",
                              "doc_id": f"collection:{collection}"},
                             {"$setOnInsert": {"at": utcnow(), "if_empty": True}}, upsert=True)
-        if self._schema_record(collection, "index_created", f"index:{name}") is None:
-            undo.insert_one({**self._ctx.key(collection), "doc_id": f"index:{name}",
-                             "kind": "index_created", "created": True, "at": utcnow()})
+        self._record_once(collection, "index_created", f"index:{name}", created=True)
         try:
             coll.create_index(keys, name=name, **options)
         except OperationFailure as exc:
@@ -170,7 +173,6 @@ class SchemaOps:
         this revision created it. One that exists with other options is an error. Returns
         True if it was created."""
         self._require(f"collection {name}", collection_needs(options))
-        key = {**self._ctx.key(name), "kind": "collection_created", "doc_id": f"collection:{name}"}
         if self._exists(name):
             live = collection_options(self._engine.db, name)
             differing = option_differences(options, live, declared_in="the call")
@@ -180,15 +182,15 @@ class SchemaOps:
             if differing:
                 raise OpError(f"collection {name} exists with other options "
                               f"({'; '.join(differing)}); change it by hand or drop it first")
-            if not self.dry_run and self._engine.undo.find_one(key) is None:
-                self._engine.undo.insert_one({**key, "created": False, "at": utcnow()})
+            if not self.dry_run:
+                self._record_once(name, "collection_created", f"collection:{name}", created=False)
             return False
         if self.dry_run:
             self._ctx.would(name, "create_collection", summarise(options) if options else "")
             return True
-        if self._engine.undo.find_one(key) is None:
-            self._engine.undo.insert_one({**key, "created": True, "at": utcnow()})
-        self.db.create_collection(name, **options)
+        self._record_once(name, "collection_created", f"collection:{name}", created=True)
+        # just asked: pymongo's own existence check would be a second listCollections
+        self.db.create_collection(name, check_exists=False, **options)
         return True
 
     def drop_collection(self, name: str) -> bool:

@@ -24,9 +24,13 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from mongrate.errors import LockLostError, LockTimeoutError
 from mongrate.mongo.codec import COMMAND_NOT_FOUND, MAJORITY, MAJORITY_READ, utcnow
+from mongrate.mongo.collections import per_client
 from mongrate.progress import Reporter
 
 LOCK_ID = "mongrate"
+#: leases kept as history below the current one, and how often older ones are dropped
+KEEP_LEASES = 5
+PRUNE_EVERY = 5
 
 
 @dataclass(frozen=True)
@@ -68,18 +72,23 @@ class Leases:
         """The server's clock (offset measured once), so hosts with skewed clocks agree
         on when a lease expires."""
         if self._skew is None:
-            before = utcnow()
-            try:
-                reply = self.db.command("hello")
-            except OperationFailure as exc:
-                if exc.code != COMMAND_NOT_FOUND:
-                    raise
-                # MongoDB < 4.4.2 and mongo-java-server know only the legacy name
-                reply = self.db.command("isMaster")
-            server = reply.get("localTime")
-            local = before + (utcnow() - before) / 2
-            self._skew = (server - local) if isinstance(server, datetime) else timedelta(0)
+            # the server's clock, not the database's: once per client (a fleet's databases
+            # share one), not a round trip per database
+            self._skew = per_client(self.db.client, "clock skew", self._measure_skew)
         return utcnow() + self._skew
+
+    def _measure_skew(self) -> timedelta:
+        before = utcnow()
+        try:
+            reply = self.db.command("hello")
+        except OperationFailure as exc:
+            if exc.code != COMMAND_NOT_FOUND:
+                raise
+            # MongoDB < 4.4.2 and mongo-java-server know only the legacy name
+            reply = self.db.command("isMaster")
+        server = reply.get("localTime")
+        local = before + (utcnow() - before) / 2
+        return (server - local) if isinstance(server, datetime) else timedelta(0)
 
     @staticmethod
     def _epoch_id(epoch: int) -> str:
@@ -124,8 +133,10 @@ class Leases:
         except DuplicateKeyError:
             return False, None  # another run inserted this epoch first
         self.lease_id = doc["_id"]
-        # older epochs are history; dropping them keeps the collection at a few documents
-        self.lock.delete_many(self._epochs(**{"$lt": self._epoch_id(max(epoch - 5, 0))}))
+        # older epochs are history; dropping them every PRUNE_EVERY-th lease keeps the
+        # collection at a few documents without a write on every acquisition
+        if epoch % PRUNE_EVERY == 0:
+            self.lock.delete_many(self._epochs(**{"$lt": self._epoch_id(epoch - KEEP_LEASES)}))
         return True, previous
 
     def renew(self, lease: float) -> bool:

@@ -130,9 +130,10 @@ class Runner:
                   timeout=self.lock_timeout, command=self.command,
                   reporter=self.reporter) as lock:
             run_id = uuid.uuid4().hex
-            heads = self.current_heads()
-            if heads != self.store.heads():
-                self.store.set_heads(heads)
+            stored = self.store.heads()  # read once: normalized, and rewritten if need be
+            heads = normalize_heads(self.graph, stored)
+            if heads != stored:
+                self.store.move_heads(stored, heads)
             plan = planner(heads)
             if direction == "upgrade":
                 self._refuse_half_downgraded(heads)

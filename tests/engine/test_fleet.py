@@ -181,3 +181,63 @@ def test_server_facts_are_asked_once_per_fleet_run(tenants):
         _Counter.active = False
     assert r.code == 0, r.err
     assert _Counter.names.count("buildInfo") == 1
+
+
+class _Recorder(monitoring.CommandListener):
+    """Records (database, command name, command, failed) of clients made while ``active``
+    (a real pymongo listener, inert outside the test that switches it on)."""
+
+    active = False
+    events: list[list] = []
+
+    def started(self, event) -> None:
+        if _Recorder.active:
+            _Recorder.events.append([event.database_name, event.command_name,
+                                     dict(event.command), event.request_id, False])
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        for e in _Recorder.events:
+            if e[3] == event.request_id:
+                e[4] = True
+
+
+def test_a_tenant_takes_no_round_trip_it_can_do_without(tenants, mongo_client):
+    """Through a network a fleet's time is its round trips: a tenant's upgrade reads its
+    heads once under the lock, prunes no leases that cannot exist, lets the client (not each database) measure the server's clock and
+    learn that a rename cannot replace its target, asks once whether a collection it
+    creates exists, and records what it creates in one upsert each."""
+    project, names, pattern = tenants
+    project.add("cccc3333", "bbbb2222", body_up='op.create_collection("audit")')
+    if not any(isinstance(x, _Recorder) for x in monitoring._LISTENERS.command_listeners):  # noqa: SLF001
+        monitoring.register(_Recorder())
+    _Recorder.events, _Recorder.active = [], True
+    try:
+        r = project.run("upgrade", "head", "--databases", pattern, "--jobs", "2")
+    finally:
+        _Recorder.active = False
+    assert r.code == 0, r.err
+    events = _Recorder.events
+    assert all(mongo_client[n].audit.name in mongo_client[n].list_collection_names()
+               for n in names)
+
+    def count(name, test=lambda cmd: True, *, db=None):
+        return sum(1 for d, c, cmd, _, _ in events
+                   if c == name and (db is None or d == db) and test(cmd))
+
+    for n in names:
+        assert count("find", lambda c: c["find"] == "mongrate_version", db=n) == 2
+        assert count("delete", lambda c: c["delete"] == "mongrate_lock", db=n) == 0
+        assert count("listCollections", lambda c: c.get("filter") == {"name": "audit"}, db=n) == 1
+        # the record of what a revision created is one upsert, not a read then an insert
+        assert count("find", lambda c: c["find"] == "mongrate_undo"
+                     and c["filter"].get("kind") in ("index_created", "collection_created"),
+                     db=n) == 0
+    assert count("hello") <= 1 and count("isMaster") <= 1  # the clock, once per client
+    refused = sum(1 for _, c, cmd, _, failed in events
+                  if c == "renameCollection" and cmd.get("dropTarget") and failed)
+    # FerretDB v1: learned once per client (jobs renaming at the same first moment may
+    # each be refused once), then drop + rename
+    assert refused <= 2

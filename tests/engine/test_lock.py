@@ -12,7 +12,7 @@ from pymongo import MongoClient
 from mongrate.config import Config
 from mongrate.errors import LockLostError
 from mongrate.progress import Reporter
-from mongrate.runtime.lock import Leases, Lock
+from mongrate.runtime.lock import KEEP_LEASES, PRUNE_EVERY, Leases, Lock
 
 N = 6
 
@@ -113,3 +113,15 @@ def test_server_clock_is_read_where_hello_is_unknown(stores):
     from mongrate.mongo.codec import utcnow
 
     assert abs(stores[0].now() - utcnow()) < timedelta(seconds=30)
+
+
+def test_old_leases_are_pruned_every_few_acquisitions(stores, mongo_db):
+    """Pruning is a write, so not on every acquisition; the history stays a few leases."""
+    a, b = stores[0], stores[1]
+    mongo_db.mongrate_lock.delete_many({})
+    for _ in range(22):
+        assert a.try_acquire(30, "up")[0]
+        assert not b.try_acquire(30, "up")[0]  # still exclusive
+        a.release()
+        assert mongo_db.mongrate_lock.count_documents({}) <= KEEP_LEASES + PRUNE_EVERY
+    assert mongo_db.mongrate_lock.count_documents({}) > KEEP_LEASES  # history is kept
