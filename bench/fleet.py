@@ -13,6 +13,12 @@ Two settings, each with both job counts measured in the same run:
   fleet's servers across a network would. Goal: --jobs 4 at least 3x faster.
 - local: straight to the local server, where command and server share the machine's
   cores; printed with its ceiling (the CPU seconds of --jobs 1 over the cores).
+
+The throwaway FerretDB keeps its SQLite files on ``/dev/shm`` (tmpfs) where there is one:
+it commits every write to its file, and on one disk the 50 tenants' commits queue behind
+each other (about 3 ms each here), a cost the servers of a real fleet do not share and not
+the command's. ``--data-on-disk`` keeps them in the temporary directory on disk instead
+(measured so: 2.46x to 3.04x in three runs, where tmpfs gave 3.06x and 3.24x).
 """
 
 from __future__ import annotations
@@ -120,8 +126,16 @@ def main() -> int:
                         help="delay the proxy adds each way (network setting)")
     parser.add_argument("--only", choices=("network", "local"),
                         help="run one setting (default: both)")
+    parser.add_argument("--data-on-disk", action="store_true",
+                        help="the throwaway server's files on disk, not on /dev/shm")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mongrate-bench-fleet-") as tmp, server_url() as url:
+    shm = None if args.data_on_disk or not os.path.isdir("/dev/shm") else "/dev/shm"
+    with tempfile.TemporaryDirectory(prefix="mongrate-bench-fleet-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="mongrate-bench-fleet-db-", dir=shm) as data, \
+            server_url(data) as url:
+        if not os.environ.get("MONGRATE_TEST_URL"):
+            print(f"throwaway FerretDB, its files in {data} "
+                  f"({'tmpfs' if shm else 'on disk'})", flush=True)
         ok = True
         if args.only in (None, "network"):
             port = int(url.rstrip("/").rsplit(":", 1)[-1])
