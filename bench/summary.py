@@ -4,7 +4,8 @@ Each bench stays runnable alone (``python bench/graph.py``) and prints its own r
 here its output is shown as it comes, and the ``BENCH-RESULT`` lines it prints
 (``bench/results.py``) are collected into the closing table. A bench that printed none
 gets one row from its exit status. ``make bench`` runs this; ``--only graph fleet`` runs
-some; arguments after ``--`` go to every bench. Exit 1 if any target was missed.
+some; arguments after ``--`` go to every bench, ``--args 'migrate=--server ferretdb'`` to
+one. Exit 1 if any target was missed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -67,11 +69,19 @@ def table(rows: list[dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=ORDER, help="these benches only")
+    parser.add_argument("--args", action="append", default=[], metavar="NAME=ARGS",
+                        help="arguments for one bench, e.g. --args 'migrate=--server ferretdb'")
     parser.add_argument("extra", nargs="*", help="after --: arguments for every bench")
     args = parser.parse_args()
+    own: dict[str, list[str]] = {}
+    for item in args.args:
+        name, _, given = item.partition("=")
+        if name not in ORDER:
+            parser.error(f"--args {item!r}: no bench named {name!r} (one of {', '.join(ORDER)})")
+        own.setdefault(name, []).extend(shlex.split(given))
     rows: list[dict] = []
     for name in args.only or ORDER:
-        rows += run_one(name, args.extra)
+        rows += run_one(name, [*args.extra, *own.get(name, [])])
     cores = os.cpu_count() or 1
     print(f"\n===== summary ({cores} cores, {load()} at the end; each figure's reference "
           "was measured in the same run) =====")
