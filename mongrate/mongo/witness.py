@@ -11,7 +11,8 @@ ready, so a write is counted only after it is applied), a cheaper proof exists:
 1. ``T0``: the counters, read before the pass opens its cursor;
 2. meanwhile, our client's :class:`CommandTally` notes each command it started after
    ``T0``'s answer came back and whose answer came back before ``T1`` is asked, with the
-   collection it names;
+   collections it names (one for insert/update/delete/findAndModify/create/drop and the
+   index commands, both for a rename, none for an aggregation without ``$out``/``$merge``);
 3. ``T1``: the counters again. If every command that could write (any command not known
    to be read-only) grew by exactly the number of such commands of ours that name
    another collection than the live one, nothing else wrote anywhere on the server, so
@@ -61,21 +62,19 @@ class CommandTally(monitoring.CommandListener):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seq = 0
-        #: (connection, request) -> (start number, name, (database, collection or None))
-        self._started: dict[tuple[Any, int], tuple[int, str, tuple[str, str | None]]] = {}
+        #: (connection, request) -> (start number, name, the namespaces it may write)
+        self._started: dict[tuple[Any, int], tuple[int, str, Touched]] = {}
         self._open: list[WriteWitness] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         name = event.command_name.lower()
         if not self._open or name in READ_ONLY:
             return
-        target = event.command.get(event.command_name) if name in NAMED_TARGET else None
-        if name == "aggregate" and not _writes(event.command.get("pipeline")):
-            target = "$cmd.aggregate"  # a read (count_documents...): harmless wherever it ran
+        touched = _touched(name, event.database_name, event.command.get(event.command_name),
+                           event.command)
         with self._lock:
             self._seq += 1
-            self._started[(event.connection_id, event.request_id)] = (
-                self._seq, name, (event.database_name, target if isinstance(target, str) else None))
+            self._started[(event.connection_id, event.request_id)] = (self._seq, name, touched)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         self._finish(event, ok=True)
@@ -90,11 +89,11 @@ class CommandTally(monitoring.CommandListener):
             entry = self._started.pop((event.connection_id, event.request_id), None)
             if entry is None or not ok:  # a failure may or may not have been counted: ours
                 return                   # must be a lower bound, so it is left out
-            seq, name, target = entry
-            if target[1] is None:  # no single collection named: not provably harmless
+            seq, name, touched = entry
+            if touched is None:  # cannot tell what it wrote: not provably harmless
                 return
             for witness in self._open:
-                if seq > witness.mark and target != witness.watched:
+                if seq > witness.mark and witness.watched not in touched:
                     witness.ours[name] += 1
 
     def open(self, witness: WriteWitness) -> None:
@@ -109,6 +108,24 @@ class CommandTally(monitoring.CommandListener):
             if witness in self._open:
                 self._open.remove(witness)
             return Counter(witness.ours)
+
+
+#: the (database, collection) pairs a command may write; None: cannot tell
+Touched = frozenset[tuple[str, str]] | None
+
+
+def _touched(name: str, database: str, first: Any, command: Any) -> Touched:
+    """What a write command of ours may change, read from the command itself."""
+    if name in NAMED_TARGET:
+        return frozenset({(database, first)}) if isinstance(first, str) else None
+    if name == "aggregate":  # a read (count_documents, $collStats...) changes nothing
+        return None if _writes(command.get("pipeline")) else frozenset()
+    if name == "renamecollection":  # "db.from" to "db.to": both change
+        names = (first, command.get("to"))
+        if not all(isinstance(n, str) and "." in n for n in names):
+            return None
+        return frozenset(tuple(n.split(".", 1)) for n in names)  # type: ignore[misc]
+    return None
 
 
 def _writes(pipeline: Any) -> bool:

@@ -409,13 +409,15 @@ class DataOps:
     def _group_pass(self, change: Callable[..., Any], sources: Mapping[str, Source],
                     sinks: Mapping[str, Sink], label: str) -> dict[str, int]:
         eng = self._engine
-        streams = {}
         first = next(iter(sources))
+        total = fast_count(eng.db, sources[first].collection)  # for the progress line
+        for name, sink in sinks.items():  # before any source is read
+            sink.watch(total if name == first else None)
+        streams = {}
         for name, src in sources.items():
             sink = sinks.get(name)
             stream = src.stream(self._ctx, absorb=sink.absorb if sink is not None else None)
             if name == first:
-                total = fast_count(eng.db, src.collection)
                 stream = self.progress(stream, total, f"{label} ({src.collection})")
             streams[name] = stream
         try:

@@ -115,6 +115,9 @@ class Sink:
                 base = change.new
         return base
 
+    def watch(self, total: int | None = None) -> None:
+        """Called before the pass's first read (see :meth:`RewriteSink.watch`)."""
+
     def put(self, base: bytes, change: Change | None) -> None:
         raise NotImplementedError
 
@@ -326,8 +329,17 @@ class RewriteSink(Sink):
         if len(self.steps) > 1:
             eng.reporter.info(f"  {self.collection}: one pass writes the changes of "
                               f"{', '.join(wanted)}")
-        self.witness = WriteWitness.begin(self.db, self.collection)  # before the first read
         return True
+
+    def watch(self, total: int | None = None) -> None:
+        """Before the pass's first read of its ``total`` documents (counted here if not
+        given): where the server can prove later that nobody else wrote meanwhile, start
+        watching. A collection one batch holds is cheaper to read again than the server's
+        status twice."""
+        if total is None:
+            total = fast_count(self.db, self.collection)
+        if total > self.engine.batch_size:
+            self.witness = WriteWitness.begin(self.db, self.collection)
 
     def read(self, raw: bytes) -> None:
         """Note a document as read from the live collection (before any change)."""

@@ -36,6 +36,7 @@ def rewrite_pass(engine: Engine, collection: str, steps: list[Step],
         return own.changed
     ctx = own.ctx
     total = fast_count(engine.db, collection)
+    sink.watch(total)
     first = steps[0]
     for sorted_by_id in (False, True):
         match = (FilterMatch(engine.db, collection, first.filter, engine.batch_size,
@@ -104,10 +105,12 @@ def restore_rewrite(ctx: RevisionContext, collection: str, side: SideCollection,
     records = grouped(side.sorted_records(batch_size=eng.batch_size), void)
     head = next(records, None)
     gone = 0
+    total = fast_count(eng.db, collection)
+    sink.watch(total)
     live = eng.db.get_collection(collection, codec_options=RAW).find().sort("_id", 1)
     live = live.batch_size(eng.batch_size)
     try:
-        for batch in ctx.batches(live, f"restore {collection}", fast_count(eng.db, collection)):
+        for batch in ctx.batches(live, f"restore {collection}", total):
             for raw in in_server_order(batch, "_id", collection):
                 sink.read(raw_bytes(raw))
                 key = bson_order_key(raw["_id"])

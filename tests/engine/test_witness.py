@@ -39,7 +39,8 @@ def engine_db(mongo_url, mongo_db):
     client = MongoClient(mongo_url, event_listeners=[CommandTally(), reads])
     db = client[mongo_db.name]
     db.reads = reads  # type: ignore[attr-defined]
-    mongo_db.msgs.insert_many([{"_id": i, "n": i, "text": "x" * 100} for i in range(40)])
+    mongo_db.msgs.insert_many([{"_id": i, "n": i, "grp": i % 4, "text": "x" * 100}
+                               for i in range(40)])
     yield db
     client.close()
 
@@ -70,6 +71,32 @@ def test_a_quiet_rewrite_reads_the_collection_once_where_the_server_counts_comma
     rewrite(engine_db, change)
     assert engine_db.msgs.count_documents({"v": 2}) == 40
     assert engine_db.reads.count == (1 if counts_commands(engine_db) else 2)
+
+
+def test_a_quiet_group_pass_reads_each_collection_once(engine_db):
+    engine_db.users.insert_many([{"_id": g} for g in range(4)])
+
+    def count(grp, msgs, users):
+        for m in msgs:
+            m["v"] = 2
+        for u in users:
+            u["count"] = len(msgs)
+
+    with revision_op(engine_db, "r1", write_strategy="rewrite", batch_size=7,
+                     defer=False) as op:
+        op.change_groups(count, msgs=op.source("msgs", key="grp"),
+                         users=op.source("users", key="_id"))
+    assert engine_db.msgs.count_documents({"v": 2}) == 40
+    assert engine_db.reads.count == (1 if counts_commands(engine_db) else 2)
+
+
+def test_a_collection_one_batch_holds_is_simply_read_again(engine_db):
+    """Two status calls cost more than reading a one-batch collection again."""
+    with revision_op(engine_db, "r1", write_strategy="rewrite", batch_size=100,
+                     defer=False) as op:
+        op.update_many("msgs", {}, {"$set": {"v": 2}})
+    assert engine_db.msgs.count_documents({"v": 2}) == 40
+    assert engine_db.reads.count == 2
 
 
 def test_our_own_writes_to_other_collections_keep_it_quiet(engine_db):
@@ -128,8 +155,18 @@ def test_the_witness_needs_the_tally_and_counters_the_server_keeps(engine_db, mo
         return
     engine_db.other.insert_one({"a": 1})
     assert witness.quiet()
+    witness = WriteWitness.begin(engine_db, "msgs")  # another pass's swap, say
+    engine_db.other.rename("other2")
+    engine_db.other2.rename("other")
+    assert witness.quiet()
     witness = WriteWitness.begin(engine_db, "msgs")
     engine_db.msgs.insert_one({"_id": "new"})
+    assert not witness.quiet()
+    witness = WriteWitness.begin(engine_db, "msgs")
+    engine_db.other.rename("msgs_old")  # a rename naming it (from or to) is not harmless
+    engine_db.msgs_old.rename("other")
+    engine_db.msgs.rename("msgs_x")
+    engine_db.msgs_x.rename("msgs")
     assert not witness.quiet()
     witness = WriteWitness.begin(engine_db, "msgs")
     app[engine_db.name].other.insert_one({"a": 2})
