@@ -168,17 +168,24 @@ class _Counter(monitoring.CommandListener):
         pass
 
 
+def _upgrade_listened(listener: type, project, pattern: str):
+    """``upgrade head`` over the tenants, two jobs, with ``listener`` (a class switched on
+    by its ``active``) registered for the clients the run makes."""
+    if not any(isinstance(x, listener) for x in monitoring._LISTENERS.command_listeners):  # noqa: SLF001
+        monitoring.register(listener())
+    listener.active = True
+    try:
+        return project.run("upgrade", "head", "--databases", pattern, "--jobs", "2")
+    finally:
+        listener.active = False
+
+
 def test_server_facts_are_asked_once_per_fleet_run(tenants):
     """buildInfo (and the write probe) describe the server, not a database: the jobs
     share one client, so a fleet run asks once, not once or twice per database."""
     project, names, pattern = tenants
-    if not any(isinstance(x, _Counter) for x in monitoring._LISTENERS.command_listeners):  # noqa: SLF001
-        monitoring.register(_Counter())
-    _Counter.names, _Counter.active = [], True
-    try:
-        r = project.run("upgrade", "head", "--databases", pattern, "--jobs", "2")
-    finally:
-        _Counter.active = False
+    _Counter.names = []
+    r = _upgrade_listened(_Counter, project, pattern)
     assert r.code == 0, r.err
     assert _Counter.names.count("buildInfo") == 1
 
@@ -206,18 +213,14 @@ class _Recorder(monitoring.CommandListener):
 
 def test_a_tenant_takes_no_round_trip_it_can_do_without(tenants, mongo_client):
     """Through a network a fleet's time is its round trips: a tenant's upgrade reads its
-    heads once under the lock, prunes no leases that cannot exist, lets the client (not each database) measure the server's clock and
-    learn that a rename cannot replace its target, asks once whether a collection it
+    heads once under the lock, prunes no leases that cannot exist, lets the client (not
+    each database) measure the server's clock and learn that a rename cannot replace its
+    target, asks once whether a collection it
     creates exists, and records what it creates in one upsert each."""
     project, names, pattern = tenants
     project.add("cccc3333", "bbbb2222", body_up='op.create_collection("audit")')
-    if not any(isinstance(x, _Recorder) for x in monitoring._LISTENERS.command_listeners):  # noqa: SLF001
-        monitoring.register(_Recorder())
-    _Recorder.events, _Recorder.active = [], True
-    try:
-        r = project.run("upgrade", "head", "--databases", pattern, "--jobs", "2")
-    finally:
-        _Recorder.active = False
+    _Recorder.events = []
+    r = _upgrade_listened(_Recorder, project, pattern)
     assert r.code == 0, r.err
     events = _Recorder.events
     assert all(mongo_client[n].audit.name in mongo_client[n].list_collection_names()
