@@ -96,6 +96,11 @@ class CommandTally(monitoring.CommandListener):
                 if seq > witness.mark and witness.watched not in touched:
                     witness.ours[name] += 1
 
+    @property
+    def watching(self) -> int:
+        """How many witnesses are open (each one costs every command a little)."""
+        return len(self._open)
+
     def open(self, witness: WriteWitness) -> None:
         """Count for ``witness`` the commands started from now on."""
         with self._lock:

@@ -477,6 +477,9 @@ class RewriteSink(Sink):
                 backup.empty(self.read_sum.hexdigest)
             backups = []
         if not any(s.changed for s in self.steps) and not backups:
+            if self.witness is not None:  # nothing is swapped: nothing to check
+                self.witness.close()
+                self.witness = None
             self.db.drop_collection(self.tmp)
             for step in self.steps:
                 step.mark_done()

@@ -76,6 +76,7 @@ def rewrite_pass(engine: Engine, collection: str, steps: list[Step],
             engine.reporter.info(f"  {collection}: the filter's matches came in another "
                                  "order than the scan; scanning again sorted by _id")
             sink.restart()
+            sink.watch(total)  # restart stopped the watch: the new scan begins one
         except BaseException:
             sink.abort()
             raise

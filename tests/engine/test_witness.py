@@ -9,7 +9,7 @@ from pymongo import MongoClient, monitoring
 from pymongo.errors import OperationFailure
 
 from mongrate.errors import RewriteError
-from mongrate.mongo.witness import CommandTally, WriteWitness
+from mongrate.mongo.witness import CommandTally, WriteWitness, tally_of
 from mongrate.testing.kit import revision_op
 
 
@@ -59,8 +59,8 @@ def counts_commands(db) -> bool:
     return "ferretdbVersion" in db.client.admin.command("serverStatus")
 
 
-def rewrite(db, change) -> None:
-    with revision_op(db, "r1", write_strategy="rewrite", batch_size=7, defer=False) as op:
+def rewrite(db, change, revision: str = "r1") -> None:
+    with revision_op(db, revision, write_strategy="rewrite", batch_size=7, defer=False) as op:
         op.change_each("msgs", change)
 
 
@@ -176,3 +176,34 @@ def test_the_witness_needs_the_tally_and_counters_the_server_keeps(engine_db, mo
         engine_db.command({"insert": "other", "documents": [{"a": 3}], "ordered": "no"})
     # the server counted it
     assert not witness.quiet()
+
+
+def test_no_witness_stays_open_after_a_pass(engine_db, app):
+    """Whatever the pass ends in (nothing changed, swapped, refused), its witness is
+    closed: an open one would make every later command of the client count for it."""
+    tally = tally_of(engine_db.client)
+
+    def nothing(doc):
+        pass
+
+    rewrite(engine_db, nothing)
+    assert tally.watching == 0
+
+    def change(doc):
+        doc["v"] = 2
+
+    rewrite(engine_db, change, "r2")
+    assert engine_db.msgs.count_documents({"v": 2}) == 40
+    assert tally.watching == 0
+
+    seen = []
+
+    def racing(doc):
+        seen.append(doc["_id"])
+        if len(seen) == 30:  # one the scan has read (this collection's order is the copy's)
+            app[engine_db.name].msgs.update_one({"_id": seen[0]}, {"$set": {"n": -1}})
+        doc["v"] = 3
+
+    with pytest.raises(RewriteError):
+        rewrite(engine_db, racing, "r3")
+    assert tally.watching == 0
