@@ -341,6 +341,13 @@ class RewriteSink(Sink):
         if total > self.engine.batch_size:
             self.witness = WriteWitness.begin(self.db, self.collection)
 
+    def _unwatch(self) -> None:
+        """Stop watching without an answer (an open witness makes every later command of
+        the client count for it)."""
+        if self.witness is not None:
+            self.witness.close()
+            self.witness = None
+
     def read(self, raw: bytes) -> None:
         """Note a document as read from the live collection (before any change)."""
         self.read_sum.add(raw)
@@ -456,9 +463,7 @@ class RewriteSink(Sink):
     def abort(self) -> BaseException | None:
         """Stop writing; never raises (the error being handled stays the one raised), but
         returns the writer's own error, if any."""
-        if self.witness is not None:
-            self.witness.close()
-            self.witness = None
+        self._unwatch()
         if self._writer is None:
             return None
         error = self._writer.close(cancel=True)
@@ -477,9 +482,7 @@ class RewriteSink(Sink):
                 backup.empty(self.read_sum.hexdigest)
             backups = []
         if not any(s.changed for s in self.steps) and not backups:
-            if self.witness is not None:  # nothing is swapped: nothing to check
-                self.witness.close()
-                self.witness = None
+            self._unwatch()  # nothing is swapped: nothing to check
             self.db.drop_collection(self.tmp)
             for step in self.steps:
                 step.mark_done()
@@ -511,9 +514,9 @@ class RewriteSink(Sink):
         count first; then, where the server's command counters prove that no other client
         wrote anywhere on it since the pass began (:mod:`mongrate.mongo.witness`), that is
         enough; otherwise one more read of the collection, a checksum of every document."""
-        witness, self.witness = self.witness, None
         live = fast_count(self.db, self.collection)
         if live == self.read_sum.count:
+            witness, self.witness = self.witness, None  # quiet() closes it
             reporter = self.engine.reporter
             if witness is not None and witness.quiet():
                 if reporter.verbose:
@@ -530,8 +533,7 @@ class RewriteSink(Sink):
                 return
             what = "documents were updated"
         else:
-            if witness is not None:
-                witness.close()
+            self._unwatch()
             what = f"it held {self.read_sum.count} documents and now holds {live}"
         raise RewriteError(
             f"{self.collection}: the application wrote to it while mongrate rewrote it "
